@@ -1,0 +1,16 @@
+// Shared declarations of the mathneuro native shim. Each .cpp registers its own exports.
+#pragma once
+#include <napi.h>
+#include <string>
+
+void RegisterBackend(Napi::Env env, Napi::Object exports);
+void RegisterCollector(Napi::Env env, Napi::Object exports);
+void RegisterCodec(Napi::Env env, Napi::Object exports);
+void RegisterGgufIo(Napi::Env env, Napi::Object exports);
+void RegisterTrain(Napi::Env env, Napi::Object exports);
+
+// True once init() has loaded the ggml backends; every entry point that touches a model checks it.
+bool BackendReady();
+
+// Throws a JS Error with a `code` property (the TS side maps codes to typed errors).
+[[noreturn]] void ThrowCoded(Napi::Env env, const char * code, const std::string & message);
