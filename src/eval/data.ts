@@ -1,0 +1,146 @@
+// Evaluation data files: GSM8K and MATH-500 (JSON lines), MMLU (CSV, one file per subject).
+// Files come from arguments; the defaults point at ../shared/data beside the repository
+// (MATHNEURO_DATA_DIR overrides), never at a copy inside it.
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { MathneuroError } from '../errors.ts';
+
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+/** The shared data directory: $MATHNEURO_DATA_DIR, else ../shared/data beside the repository. */
+export function defaultDataDir(env: NodeJS.ProcessEnv = process.env): string {
+  return env.MATHNEURO_DATA_DIR ? path.resolve(env.MATHNEURO_DATA_DIR) : path.resolve(repoRoot, '..', 'shared', 'data');
+}
+
+/** A short stable id of an item from its content, so caches survive reordered or different files. */
+export function itemId(...parts: string[]): string {
+  return createHash('sha256').update(parts.join('\u0000')).digest('hex').slice(0, 16);
+}
+
+function readText(file: string, what: string): string {
+  if (!existsSync(file)) throw new MathneuroError('ENOENT', `${what} not found: ${file}`);
+  return readFileSync(file, 'utf8');
+}
+
+function readJsonLines(file: string, what: string): Record<string, unknown>[] {
+  const text = readText(file, what);
+  const rows: Record<string, unknown>[] = [];
+  text.split('\n').forEach((line, i) => {
+    if (!line.trim()) return;
+    try { rows.push(JSON.parse(line)); } catch { throw new MathneuroError('EDATA', `${file}:${i + 1}: not valid JSON`); }
+  });
+  return rows;
+}
+
+export interface Gsm8kItem { id: string; index: number; question: string; answer: string }
+
+/** GSM8K JSON lines: {"question", "answer"} with the answer ending in "#### N". */
+export function loadGsm8k(file: string): Gsm8kItem[] {
+  return readJsonLines(file, 'GSM8K file').map((row, index) => {
+    if (typeof row.question !== 'string' || typeof row.answer !== 'string' || !row.answer.includes('####')) {
+      throw new MathneuroError('EDATA', `${file}:${index + 1}: expected {"question", "answer"} with "#### N" in the answer`);
+    }
+    return { id: itemId(row.question, row.answer), index, question: row.question, answer: row.answer };
+  });
+}
+
+export interface Math500Item { id: string; index: number; problem: string; solution: string; answer: string; subject: string; level: number }
+
+/** MATH-500 JSON lines: {"problem", "solution", "answer", "subject", "level", "unique_id"}. */
+export function loadMath500(file: string): Math500Item[] {
+  return readJsonLines(file, 'MATH-500 file').map((row, index) => {
+    if (typeof row.problem !== 'string' || typeof row.answer !== 'string') {
+      throw new MathneuroError('EDATA', `${file}:${index + 1}: expected {"problem", "answer", ...}`);
+    }
+    return {
+      id: typeof row.unique_id === 'string' ? itemId(row.unique_id) : itemId(row.problem),
+      index, problem: row.problem, solution: String(row.solution ?? ''), answer: row.answer,
+      subject: String(row.subject ?? 'unknown'), level: Number(row.level ?? 0),
+    };
+  });
+}
+
+/** RFC 4180 CSV: quoted fields, doubled quotes, newlines inside quotes. */
+export function parseCsv(text: string): string[][] {
+  const rows: string[][] = [];
+  let row: string[] = [], field = '', quoted = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i]!;
+    if (quoted) {
+      if (c === '"') {
+        if (text[i + 1] === '"') { field += '"'; i++; } else quoted = false;
+      } else field += c;
+    } else if (c === '"') quoted = true;
+    else if (c === ',') { row.push(field); field = ''; }
+    else if (c === '\n' || c === '\r') {
+      if (c === '\r' && text[i + 1] === '\n') i++;
+      row.push(field); field = '';
+      if (row.length > 1 || row[0] !== '') rows.push(row);
+      row = [];
+    } else field += c;
+  }
+  if (field !== '' || row.length) { row.push(field); rows.push(row); }
+  return rows;
+}
+
+export interface MmluItem { id: string; subject: string; index: number; question: string; choices: [string, string, string, string]; answer: 0 | 1 | 2 | 3 }
+
+export const mmluMathSubjects = ['abstract_algebra', 'college_mathematics', 'elementary_mathematics', 'high_school_mathematics', 'high_school_statistics'] as const;
+
+/** MMLU: a directory of <subject>_test.csv files (or the mmlu/ dir holding test/), or one CSV file. Rows: question, A, B, C, D, answer. */
+export function loadMmlu(fileOrDir: string, subjects?: readonly string[]): MmluItem[] {
+  if (!existsSync(fileOrDir)) throw new MathneuroError('ENOENT', `MMLU data not found: ${fileOrDir}`);
+  let files: string[];
+  if (statSync(fileOrDir).isDirectory()) {
+    const dir = existsSync(path.join(fileOrDir, 'test')) ? path.join(fileOrDir, 'test') : fileOrDir;
+    files = readdirSync(dir).filter((f) => f.endsWith('.csv')).sort().map((f) => path.join(dir, f));
+    if (files.length === 0) throw new MathneuroError('EDATA', `no MMLU .csv files in ${dir}`);
+  } else files = [fileOrDir];
+  const items: MmluItem[] = [];
+  for (const file of files) {
+    const subject = path.basename(file).replace(/\.csv$/, '').replace(/_(test|dev|val)$/, '');
+    if (subjects && subjects.length && !subjects.includes(subject)) continue;
+    parseCsv(readText(file, 'MMLU file')).forEach((row, index) => {
+      const answer = 'ABCD'.indexOf((row[5] ?? '').trim());
+      if (row.length !== 6 || answer < 0) throw new MathneuroError('EDATA', `${file}:${index + 1}: expected 6 columns (question, A, B, C, D, answer A-D)`);
+      items.push({ id: itemId(subject, row[0]!, ...row.slice(1, 5)), subject, index, question: row[0]!, choices: [row[1]!, row[2]!, row[3]!, row[4]!], answer: answer as 0 | 1 | 2 | 3 });
+    });
+  }
+  if (subjects && subjects.length) {
+    const found = new Set(items.map((i) => i.subject));
+    const missing = subjects.filter((s) => !found.has(s));
+    if (missing.length) throw new MathneuroError('EUSAGE', `MMLU subject(s) not found: ${missing.join(', ')}`);
+  }
+  return items;
+}
+
+/** Plain text for perplexity. */
+export function loadText(file: string): string {
+  return readText(file, 'text file');
+}
+
+/** Deterministic PRNG (mulberry32) for exemplar draws and subsampling. */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** k distinct indices out of n, drawn with the seeded PRNG (partial Fisher-Yates). */
+export function sampleIndices(n: number, k: number, seed: number): number[] {
+  const random = seededRandom(seed);
+  const pool = Array.from({ length: n }, (_, i) => i);
+  const take = Math.min(k, n);
+  for (let i = 0; i < take; i++) {
+    const j = i + Math.floor(random() * (n - i));
+    [pool[i], pool[j]] = [pool[j]!, pool[i]!];
+  }
+  return pool.slice(0, take);
+}

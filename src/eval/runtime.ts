@@ -1,0 +1,247 @@
+// The llama.cpp side of evaluation, through node-llama-cpp: one model, one context with several
+// sequences, greedy generation and log-probabilities. Work on different sequences that runs
+// concurrently is decoded in the same llama_decode batch by node-llama-cpp's batching.
+import type { ChatHistoryItem, Llama, LlamaContext, LlamaContextSequence, LlamaModel, Token } from 'node-llama-cpp';
+import type { ChatTurn } from './prompts.ts';
+import { existsSync } from 'node:fs';
+import { MathneuroError } from '../errors.ts';
+
+export interface RuntimeOptions {
+  /** Use a GPU when node-llama-cpp finds one ("auto"), or the CPU only (false). Default: $MATHNEURO_GPU === '1' ? 'auto' : false. */
+  gpu?: 'auto' | false;
+  /** CPU threads for decoding. Default: $MATHNEURO_THREADS, else the number of math cores node-llama-cpp detects (more threads than cores makes ggml's spinning workers fight). */
+  threads?: number;
+}
+
+const llamas = new Map<string, Promise<Llama>>();
+
+/** One Llama instance per GPU setting for the whole process (loading the bindings takes ~0.5 s). */
+export async function sharedLlama(options: RuntimeOptions = {}): Promise<Llama> {
+  const gpu = options.gpu ?? (process.env.MATHNEURO_GPU === '1' ? 'auto' : false);
+  const key = String(gpu);
+  let llama = llamas.get(key);
+  if (!llama) {
+    llama = (async () => {
+      const { getLlama, LlamaLogLevel } = await import('node-llama-cpp');
+      return getLlama({ gpu, build: 'never', logLevel: process.env.MATHNEURO_LLAMA_LOG === '1' ? LlamaLogLevel.info : LlamaLogLevel.error, progressLogs: false });
+    })();
+    llamas.set(key, llama);
+  }
+  return llama;
+}
+
+/** A model with a multi-sequence context, ready for batched generation and scoring. */
+export class EvalModel {
+  private readonly free: LlamaContextSequence[] = [];
+  private readonly waiters: Array<(s: LlamaContextSequence) => void> = [];
+  context: LlamaContext | undefined;
+  sequences: LlamaContextSequence[] = [];
+  private constructor(
+    readonly path: string,
+    readonly llama: Llama,
+    readonly model: LlamaModel,
+    private readonly runtime: RuntimeOptions,
+  ) {}
+
+  /** Load the weights; call open() to create the context once the needed size is known. */
+  static async load(modelPath: string, options: RuntimeOptions = {}): Promise<EvalModel> {
+    if (!existsSync(modelPath)) throw new MathneuroError('ENOENT', `model not found: ${modelPath}`);
+    const llama = await sharedLlama(options);
+    let model: LlamaModel;
+    try {
+      model = await llama.loadModel({ modelPath, gpuLayers: options.gpu === 'auto' ? 'auto' : 0 });
+    } catch (e) {
+      throw new MathneuroError('ELOAD', `llama.cpp could not load ${modelPath}: ${(e as Error).message}`, { cause: e });
+    }
+    return new EvalModel(modelPath, llama, model, options);
+  }
+
+  /** Create the context: `parallel` sequences of `contextSize` tokens each (capped at the model's training context). */
+  async open(options: { parallel?: number; contextSize?: number } = {}): Promise<void> {
+    if (this.context) throw new Error('context already open');
+    const parallel = Math.max(1, Math.floor(options.parallel ?? 8));
+    const contextSize = Math.max(64, Math.min(options.contextSize ?? 2048, this.model.trainContextSize || Infinity));
+    try {
+      this.context = await this.model.createContext({
+        sequences: parallel, contextSize, flashAttention: false,
+        threads: this.runtime.threads ?? (Number(process.env.MATHNEURO_THREADS) || this.llama.cpuMathCores),
+        batchSize: Math.min(512, contextSize * parallel), failedCreationRemedy: false,
+      });
+    } catch (e) {
+      throw new MathneuroError('ELOAD', `could not create a ${parallel} x ${contextSize}-token context for ${this.path}: ${(e as Error).message} (lower --parallel or --ctx)`, { cause: e });
+    }
+    this.sequences = Array.from({ length: parallel }, () => this.context!.getSequence());
+    this.free.push(...this.sequences);
+  }
+
+  get contextSize(): number { return this.sequences[0]?.contextSize ?? 0; }
+
+  /** Text to tokens, with BOS in front when the model wants one. */
+  tokenize(text: string, addBos = true): Token[] {
+    const tokens = this.model.tokenize(text, false);
+    const bos = this.model.tokens.bos;
+    if (addBos && bos !== null && this.model.tokens.shouldPrependBosToken && tokens[0] !== bos) return [bos, ...tokens];
+    return tokens;
+  }
+
+  /** Text that may hold special tokens (rendered chat templates) to tokens. */
+  tokenizeWithSpecialTokens(text: string): Token[] {
+    return this.model.tokenize(text, true);
+  }
+
+  /** Chat turns rendered with the model's own chat template (node-llama-cpp picks the wrapper from the GGUF), ready for the assistant's reply. */
+  async chatPromptTokens(turns: readonly ChatTurn[]): Promise<Token[]> {
+    const { resolveChatWrapper } = await import('node-llama-cpp');
+    const wrapper = resolveChatWrapper(this.model);
+    const chatHistory: ChatHistoryItem[] = [];
+    for (const turn of turns) {
+      chatHistory.push({ type: 'user', text: turn.user });
+      if (turn.assistant !== undefined) chatHistory.push({ type: 'model', response: [turn.assistant] });
+    }
+    chatHistory.push({ type: 'model', response: [] });
+    const { contextText } = wrapper.generateContextState({ chatHistory });
+    return contextText.tokenize(this.model.tokenizer);
+  }
+
+  /** Borrow a sequence for one job; jobs beyond the number of sequences wait. */
+  async withSequence<T>(job: (sequence: LlamaContextSequence) => Promise<T>): Promise<T> {
+    if (!this.context) throw new Error('open() the model first');
+    const sequence = this.free.pop() ?? (await new Promise<LlamaContextSequence>((resolve) => this.waiters.push(resolve)));
+    try {
+      return await job(sequence);
+    } finally {
+      const next = this.waiters.shift();
+      if (next) next(sequence); else this.free.push(sequence);
+    }
+  }
+
+  async dispose(): Promise<void> {
+    await this.context?.dispose();
+    await this.model.dispose();
+  }
+}
+
+/** Keep the cached state a sequence shares with `tokens` (a few-shot prefix), drop the rest; returns the tokens still to evaluate (at least one). */
+async function alignSequence(sequence: LlamaContextSequence, tokens: readonly Token[]): Promise<Token[]> {
+  const { firstDifferentIndex } = sequence.compareContextTokens(tokens as Token[]);
+  const keep = Math.min(firstDifferentIndex, tokens.length - 1);
+  if (keep < sequence.nextTokenIndex) await sequence.eraseContextTokenRanges([{ start: keep, end: sequence.nextTokenIndex }]);
+  return tokens.slice(keep);
+}
+
+export interface GenerateOptions {
+  /** Stop after this many new tokens. Default 256. */
+  maxTokens?: number;
+  /** Stop (and cut the text) at the first of these strings. Default none. */
+  stopStrings?: readonly string[];
+  signal?: AbortSignal;
+}
+
+export interface Generation {
+  text: string;
+  tokens: number;
+  /** Why generation ended: a stop string, an end-of-generation token, or the token limit. */
+  stoppedBy: 'stop-string' | 'eog' | 'max-tokens';
+}
+
+/** Greedy generation on one sequence; a prompt that shares a prefix with the sequence's state reuses it. */
+export async function generateGreedy(model: EvalModel, sequence: LlamaContextSequence, promptTokens: readonly Token[], options: GenerateOptions = {}): Promise<Generation> {
+  const maxTokens = options.maxTokens ?? 256;
+  const stops = options.stopStrings ?? [];
+  if (promptTokens.length + maxTokens > sequence.contextSize) {
+    throw new MathneuroError('EEVAL', `prompt (${promptTokens.length} tokens) + ${maxTokens} new tokens does not fit the ${sequence.contextSize}-token context; raise --ctx or lower --max-tokens`);
+  }
+  const pending = await alignSequence(sequence, promptTokens);
+  const generated: Token[] = [];
+  let text = '';
+  let stoppedBy: Generation['stoppedBy'] = 'eog';
+  const longestStop = Math.max(0, ...stops.map((s) => s.length));
+  for await (const token of sequence.evaluate(pending, { temperature: 0 })) {
+    if (options.signal?.aborted) throw new MathneuroError('EABORT', 'evaluation cancelled');
+    generated.push(token);
+    text = model.model.detokenize(generated);
+    if (stops.length) {
+      const tail = text.slice(Math.max(0, text.length - longestStop - 16));
+      if (stops.some((s) => tail.includes(s))) { stoppedBy = 'stop-string'; break; }
+    }
+    if (generated.length >= maxTokens) { stoppedBy = 'max-tokens'; break; }
+  }
+  if (stoppedBy === 'stop-string') {
+    let cut = text.length;
+    for (const s of stops) { const i = text.indexOf(s); if (i >= 0 && i < cut) cut = i; }
+    text = text.slice(0, cut);
+  }
+  return { text, tokens: generated.length, stoppedBy };
+}
+
+/** Natural log of a probability, floored at the smallest float so an underflowed 0 stays finite. */
+export function safeLog(p: number | undefined): number {
+  return Math.log(Math.max(p ?? 0, 1.4e-45));
+}
+
+/**
+ * Sum of log-probabilities of each continuation given a shared context, as lm-eval-harness
+ * computes it: each full text is tokenized whole, the scored tokens are those after the
+ * context's tokens (where the full tokenization still agrees with the context's).
+ */
+export async function continuationLogLikelihoods(model: EvalModel, sequence: LlamaContextSequence, context: string, continuations: readonly string[]): Promise<{ logLikelihoods: number[]; tokenCounts: number[]; greedy: boolean[] }> {
+  const contextTokens = model.tokenize(context);
+  const fulls = continuations.map((c) => model.tokenize(context + c));
+  let split = contextTokens.length;
+  for (const full of fulls) {
+    let k = 0;
+    while (k < split && k < full.length && full[k] === contextTokens[k]) k++;
+    split = Math.min(split, k);
+  }
+  split = Math.max(1, split);
+  const longest = Math.max(...fulls.map((f) => f.length));
+  if (longest > sequence.contextSize) throw new MathneuroError('EEVAL', `an item needs ${longest} tokens, more than the ${sequence.contextSize}-token context; raise --ctx`);
+  // The shared part once, with the next-token distribution at its last position.
+  const prefix = fulls[0]!.slice(0, split);
+  const pending = await alignSequence(sequence, prefix);
+  const first = await sequence.controlledEvaluate(pending.map((t, i) => (i === pending.length - 1 ? [t, { generateNext: { probabilities: true } }] : t)));
+  const firstDistribution = first[pending.length - 1]!.next.probabilities!;
+  const logLikelihoods: number[] = [], tokenCounts: number[] = [], greedy: boolean[] = [];
+  for (const full of fulls) {
+    const scored = full.slice(split);
+    let sum = safeLog(firstDistribution.get(scored[0]!));
+    let isGreedy = firstDistribution.keys().next().value === scored[0];
+    if (scored.length > 1) {
+      const rest = scored.slice(0, -1);
+      const out = await sequence.controlledEvaluate(rest.map((t) => [t, { generateNext: { probabilities: true } }]));
+      for (let i = 0; i < rest.length; i++) {
+        const dist = out[i]!.next.probabilities!;
+        sum += safeLog(dist.get(scored[i + 1]!));
+        isGreedy &&= dist.keys().next().value === scored[i + 1];
+      }
+      await sequence.eraseContextTokenRanges([{ start: split, end: sequence.nextTokenIndex }]);
+    }
+    logLikelihoods.push(sum);
+    tokenCounts.push(scored.length);
+    greedy.push(isGreedy);
+  }
+  return { logLikelihoods, tokenCounts, greedy };
+}
+
+/** Next-token distributions (dense, by token id) at every position of `tokens` but the last, from a fresh state. */
+export async function nextTokenDistributions(model: EvalModel, sequence: LlamaContextSequence, tokens: readonly Token[]): Promise<Float32Array[]> {
+  await sequence.clearHistory();
+  const out = await sequence.controlledEvaluate(tokens.slice(0, -1).map((t) => [t, { generateNext: { probabilities: true } }]));
+  const dists: Float32Array[] = [];
+  for (let i = 0; i < tokens.length - 1; i++) {
+    const map = out[i]!.next.probabilities!;
+    const dense = new Float32Array(map.size);   // the map holds the whole vocabulary (greedy sampler, no truncation)
+    for (const [token, p] of map) if (token < map.size) dense[token] = p;
+    dists.push(dense);
+  }
+  return dists;
+}
+
+/** Negative log-likelihood of each token after the first `first` ones, given all before it (one evaluation, fresh state). */
+export async function tokenNegativeLogLikelihoods(sequence: LlamaContextSequence, tokens: readonly Token[], first: number): Promise<number[]> {
+  await sequence.clearHistory();
+  const out = await sequence.controlledEvaluate(tokens.slice(0, -1).map((t, i) => (i >= first - 1 ? [t, { generateNext: { probabilities: true } }] : t)));
+  const nll: number[] = [];
+  for (let i = Math.max(0, first - 1); i < tokens.length - 1; i++) nll.push(-safeLog(out[i]!.next.probabilities!.get(tokens[i + 1]!)));
+  return nll;
+}
