@@ -1,0 +1,125 @@
+// Typed wrappers over the native tensor codec (native/codec.cpp): ggml's own dequantization and
+// quantization, the exact per-tensor top-K, and the requantization of touched blocks.
+import { asMathneuroError, MathneuroError } from '../errors.ts';
+import { loadNative } from '../native.ts';
+
+export interface CodecTypeInfo {
+  id: number;
+  name: string;
+  /** weights per block */
+  blockSize: number;
+  /** bytes per block */
+  typeSize: number;
+  isQuantized: boolean;
+  canDequantize: boolean;
+  canQuantize: boolean;
+  /** ggml refuses to quantize it without an importance matrix (IQ1_S, IQ2_XXS, IQ2_XS) */
+  requiresImatrix: boolean;
+  /** ggml's quantizer reads an importance matrix when one is given */
+  usesImatrix: boolean;
+  /** the codec can re-round single weights of a block keeping its scales */
+  keepScale: boolean;
+}
+
+const typeCache = new Map<number, CodecTypeInfo | null>();
+
+/** ggml's traits for a type id, or undefined for an id that names no type. */
+export function codecTypeInfo(type: number): CodecTypeInfo | undefined {
+  if (!typeCache.has(type)) typeCache.set(type, loadNative().codecTypeInfo(type) as CodecTypeInfo | null);
+  return typeCache.get(type) ?? undefined;
+}
+
+export function codecTypeByName(name: string): CodecTypeInfo | undefined {
+  const upper = name.toUpperCase();
+  for (let id = 0; id < 64; id++) {
+    const t = codecTypeInfo(id);
+    if (t && t.name.toUpperCase() === upper) return t;
+  }
+  return undefined;
+}
+
+function call<T>(fn: () => T): T {
+  try { return fn(); } catch (e) { throw asMathneuroError(e, 'EQUANT'); }
+}
+
+async function callAsync<T>(fn: () => Promise<T>): Promise<T> {
+  try { return await fn(); } catch (e) { throw asMathneuroError(e, 'EQUANT'); }
+}
+
+/** Dequantizes whole blocks of `type` to float32 with ggml's to_float. */
+export function dequantize(type: number, bytes: Uint8Array, nElements: number): Float32Array {
+  return call(() => loadNative().dequantize(type, bytes, nElements) as Float32Array);
+}
+
+/** Quantizes rows of nPerRow values with ggml_quantize_chunk (optionally weighted by an importance matrix of nPerRow values). */
+export function quantize(type: number, values: Float32Array, nPerRow: number, imatrix?: Float32Array): Uint8Array {
+  return call(() => loadNative().quantize(type, values, nPerRow, imatrix ?? null) as Uint8Array);
+}
+
+export interface TopKRequest {
+  /** ggml type id of `data` */
+  type: number;
+  /** the raw bytes of the whole tensor, as stored */
+  data: Uint8Array;
+  /** ne0: input width (row length) */
+  nIn: number;
+  /** ne1: output rows per matrix */
+  rows: number;
+  /** matrices (experts) in the tensor, 1 for a dense weight */
+  matrices: number;
+  /** one or more column weightings, each nIn * matrices values; score = |W| * colWeights[matrix * nIn + column] */
+  colWeights: Float64Array[];
+  /** 'matrix': top-K of each matrix flattened; 'row': top-K of each output row */
+  groupBy: 'matrix' | 'row';
+  /** how many weights to take per group, one entry per K */
+  counts: number[];
+  /** groups of at least this many weights use the radix select, smaller ones nth_element (default 2^20) */
+  radixMinGroup?: number;
+}
+
+/**
+ * Exact top-K per group: masks[colWeightSet][countIndex] has bit i (byte i >> 3, bit i & 7) set when
+ * flat weight i is among the `count` highest positive scores of its group; ties at the threshold
+ * go to the lower flat index. Scores are computed in float64 from ggml's float32 dequantization.
+ */
+export function selectTopK(request: TopKRequest): Promise<Uint8Array[][]> {
+  return callAsync(() => loadNative().selectTopK(request) as Promise<Uint8Array[][]>);
+}
+
+export type RequantizeStrategy = 'best' | 'plain' | 'keep-scale';
+
+export interface RequantizeRequest {
+  type: number;
+  /** whole blocks as stored */
+  blocks: Uint8Array;
+  /** one bit per weight of `blocks`: the weights to change */
+  selected: Uint8Array;
+  /** factor for selected weights; 0 prunes */
+  scale: number;
+  /** per weight importance (the statistics' sums of squares), for types that use or need one */
+  imatrix?: Float32Array;
+  /** 'best' (default): per block the closest of plain requantization, keep-scale re-rounding and an importance-weighted requantization */
+  strategy?: RequantizeStrategy;
+}
+
+export const CANDIDATE_NAMES = ['plain', 'keep-scale', 'weighted', 'exact'] as const;
+export type CandidateName = typeof CANDIDATE_NAMES[number];
+
+export interface RequantizeResult {
+  bytes: Uint8Array;
+  /** dequantized weights before and after */
+  before: Float32Array;
+  after: Float32Array;
+  /** per block, the index into CANDIDATE_NAMES of the candidate kept */
+  chosen: Uint8Array;
+}
+
+export function requantizeBlocks(request: RequantizeRequest): Promise<RequantizeResult> {
+  return callAsync(() => loadNative().requantizeBlocks({ ...request, imatrix: request.imatrix ?? null, strategy: request.strategy ?? 'best' }) as Promise<RequantizeResult>);
+}
+
+export function requireDequantizable(type: number, what: string): CodecTypeInfo {
+  const t = codecTypeInfo(type);
+  if (!t || !t.canDequantize) throw new MathneuroError('EQUANT', `${what}: ggml cannot dequantize type ${t?.name ?? type}`);
+  return t;
+}

@@ -1,0 +1,13 @@
+// CRC-32 (IEEE, as zlib and gzip), for selection blobs and undo journal records.
+const TABLE = new Int32Array(256);
+for (let n = 0; n < 256; n++) {
+  let c = n;
+  for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+  TABLE[n] = c;
+}
+
+export function crc32(bytes: Uint8Array, previous = 0): number {
+  let c = ~previous;
+  for (let i = 0; i < bytes.length; i++) c = TABLE[(c ^ bytes[i]) & 0xff] ^ (c >>> 8);
+  return ~c >>> 0;
+}

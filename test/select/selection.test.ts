@@ -1,0 +1,166 @@
+// Selection against a float64 brute-force reference: every score computed in JS, fully sorted
+// (score descending, flat index ascending), top floor(n*K) taken. Exact equality of the sets.
+import t from 'tap';
+import { dequantize, quantize, selectTopK } from '../../src/select/codec.ts';
+import { getBit } from '../../src/select/bits.ts';
+import { selectTensor, topKCount, type ColumnStatistics, type ScoredTensor, type SelectionMethod } from '../../src/select/select.ts';
+import type { GgufTensorInfo } from '../../src/gguf/reader.ts';
+
+const TYPES: Record<string, { id: number; block: number }> = {
+  F32: { id: 0, block: 1 }, F16: { id: 1, block: 1 }, BF16: { id: 30, block: 1 }, Q8_0: { id: 8, block: 32 },
+  Q4_0: { id: 2, block: 32 }, Q4_K: { id: 12, block: 256 }, Q5_K: { id: 13, block: 256 }, Q6_K: { id: 14, block: 256 },
+};
+
+function rng(seed: number) {
+  let s = seed >>> 0;
+  return () => { s = (Math.imul(s, 1664525) + 1013904223) >>> 0; return s / 2 ** 32; };
+}
+
+// Independent decoders for the float types (the quantized ones are decoded by ggml's to_float).
+function f16ToF32(h: number): number {
+  const sign = h & 0x8000 ? -1 : 1, exp = (h >> 10) & 0x1f, frac = h & 0x3ff;
+  if (exp === 0) return sign * frac * 2 ** -24;
+  if (exp === 31) return frac ? NaN : sign * Infinity;
+  return sign * (1 + frac / 1024) * 2 ** (exp - 15);
+}
+function decodeReference(type: string, bytes: Uint8Array, n: number): Float64Array {
+  const out = new Float64Array(n);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (type === 'F32') for (let i = 0; i < n; i++) out[i] = view.getFloat32(i * 4, true);
+  else if (type === 'F16') for (let i = 0; i < n; i++) out[i] = f16ToF32(view.getUint16(i * 2, true));
+  else if (type === 'BF16') { const f = new DataView(new ArrayBuffer(4)); for (let i = 0; i < n; i++) { f.setUint32(0, view.getUint16(i * 2, true) << 16); out[i] = f.getFloat32(0); } }
+  else if (type === 'Q8_0') for (let b = 0; b < n / 32; b++) { const d = f16ToF32(view.getUint16(b * 34, true)); for (let j = 0; j < 32; j++) out[b * 32 + j] = Math.fround(view.getInt8(b * 34 + 2 + j) * d); }
+  else if (type === 'Q4_0') for (let b = 0; b < n / 32; b++) {
+    const d = f16ToF32(view.getUint16(b * 18, true));
+    for (let j = 0; j < 16; j++) { const q = bytes[b * 18 + 2 + j]; out[b * 32 + j] = Math.fround(((q & 15) - 8) * d); out[b * 32 + j + 16] = Math.fround(((q >> 4) - 8) * d); }
+  } else { const f = dequantize(TYPES[type].id, bytes, n); for (let i = 0; i < n; i++) out[i] = f[i]; }
+  return out;
+}
+
+/** Weights with ties and exact zeros on purpose. */
+function randomWeights(n: number, r: () => number): Float32Array {
+  const w = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    const u = r();
+    w[i] = u < 0.05 ? 0 : u < 0.2 ? (r() < 0.5 ? -0.25 : 0.25) : (r() - 0.5) * 2 * (r() < 0.1 ? 4 : 1);
+  }
+  return w;
+}
+function randomColumns(n: number, r: () => number): Float64Array {
+  const c = new Float64Array(n);
+  for (let i = 0; i < n; i++) { const u = r(); c[i] = u < 0.05 ? 0 : u < 0.3 ? 2 : r() * 10; }
+  return c;
+}
+
+/** Brute force: all positive scores of a group, sorted, top k. */
+function referenceTop(values: Float64Array, col: (i: number) => number, begin: number, length: number, k: number): Set<number> {
+  const items: { s: number; i: number }[] = [];
+  for (let i = begin; i < begin + length; i++) { const s = Math.abs(values[i]) * col(i); if (s > 0) items.push({ s, i }); }
+  items.sort((a, b) => (b.s - a.s) || (a.i - b.i));
+  return new Set(items.slice(0, k).map((x) => x.i));
+}
+
+function maskToSet(mask: Uint8Array, n: number): Set<number> {
+  const s = new Set<number>();
+  for (let i = 0; i < n; i++) if (getBit(mask, i)) s.add(i);
+  return s;
+}
+
+function sameSet(a: Set<number>, b: Set<number>): boolean {
+  if (a.size !== b.size) return false;
+  for (const x of a) if (!b.has(x)) return false;
+  return true;
+}
+
+function stats(name: string, nIn: number, nMat: number, r: () => number): ColumnStatistics {
+  const normSum = randomColumns(nIn * nMat, r);
+  const sum2 = randomColumns(nIn * nMat, r);
+  const counts = new Float64Array(nIn * nMat).map(() => 1 + Math.floor(r() * 3));
+  return { name, nIn, nMat, normSum, sum2, counts };
+}
+
+const SHAPES: number[][] = [[32, 7], [64, 33], [256, 5], [256, 4, 3], [512, 40]];
+const KS = [0.0001, 0.01, 0.1, 0.29, 0.5];
+
+t.test('float decoders agree with ggml (the reference decodes independently)', async (t) => {
+  const r = rng(7);
+  for (const type of ['F32', 'F16', 'BF16', 'Q8_0', 'Q4_0']) {
+    const n = 256;
+    const bytes = quantize(TYPES[type].id, randomWeights(n, r), n);
+    const ours = decodeReference(type, bytes, n), ggml = dequantize(TYPES[type].id, bytes, n);
+    let same = true;
+    for (let i = 0; i < n; i++) if (ours[i] !== ggml[i]) same = false;
+    t.ok(same, `${type} decodes identically`);
+  }
+});
+
+for (const method of ['mathneuro', 'wanda', 'wanda-row'] as SelectionMethod[]) {
+  t.test(`${method} equals the brute-force reference`, async (t) => {
+    let seed = 100;
+    for (const [typeName, type] of Object.entries(TYPES)) {
+      for (const shape of SHAPES) {
+        if (shape[0] % type.block !== 0) continue;
+        const r = rng(seed++);
+        const [nIn, rows] = shape, matrices = shape[2] ?? 1, numel = nIn * rows * matrices, perMatrix = nIn * rows;
+        const bytes = quantize(type.id, randomWeights(numel, r), nIn);
+        const values = decodeReference(typeName, bytes, numel);
+        const tensor = { name: 'blk.0.ffn_up.weight', type: type.id, typeName, shape, numel } as GgufTensorInfo;
+        const math = stats(tensor.name, nIn, matrices, r), general = stats(tensor.name, nIn, matrices, r);
+        const scored: ScoredTensor = { tensor, stats: math, rows, matrices };
+        const wandaCol = (i: number) => { const m = Math.floor(i / perMatrix), j = i % nIn; return Math.sqrt(math.sum2[m * nIn + j] / math.counts[m * nIn + j]); };
+        for (const radixMinGroup of [1, undefined]) {
+          const got = await selectTensor(scored, bytes, { method, topK: KS, math: { weights: new Map([[tensor.name, math]]) }, general: { weights: new Map([[tensor.name, general]]) }, radixMinGroup });
+          KS.forEach((k, q) => {
+            const expected = new Set<number>();
+            if (method === 'wanda-row') {
+              for (let row = 0; row < rows * matrices; row++) for (const i of referenceTop(values, wandaCol, row * nIn, nIn, topKCount(nIn, k))) expected.add(i);
+            } else {
+              for (let m = 0; m < matrices; m++) {
+                const mathCol = (i: number) => math.normSum[m * nIn + (i % nIn)];
+                const generalCol = (i: number) => general.normSum[m * nIn + (i % nIn)];
+                const count = topKCount(perMatrix, k);
+                const mathTop = referenceTop(values, mathCol, m * perMatrix, perMatrix, count);
+                const generalTop = method === 'mathneuro' ? referenceTop(values, generalCol, m * perMatrix, perMatrix, count) : new Set<number>();
+                for (const i of mathTop) if (!generalTop.has(i)) expected.add(i);
+              }
+            }
+            const actual = maskToSet(got.masks[q], numel);
+            if (!sameSet(actual, expected)) t.fail(`${method} ${typeName} ${shape.join('x')} K=${k} radix=${radixMinGroup}: ${actual.size} selected, reference ${expected.size}`);
+            t.equal(got.counts[q], expected.size);
+          });
+        }
+      }
+    }
+  });
+}
+
+t.test('random: MathNeuro counts per matrix, reproducible by seed', async (t) => {
+  const r = rng(5);
+  const [nIn, rows, matrices] = [64, 40, 3], numel = nIn * rows * matrices;
+  const bytes = quantize(0, randomWeights(numel, r), nIn);
+  const tensor = { name: 'blk.1.ffn_down_exps.weight', type: 0, typeName: 'F32', shape: [nIn, rows, matrices], numel } as GgufTensorInfo;
+  const math = stats(tensor.name, nIn, matrices, r), general = stats(tensor.name, nIn, matrices, r);
+  const scored: ScoredTensor = { tensor, stats: math, rows, matrices };
+  const base = { topK: [0.01, 0.1, 0.5], math: { weights: new Map([[tensor.name, math]]) }, general: { weights: new Map([[tensor.name, general]]) } };
+  const neuro = await selectTensor(scored, bytes, { ...base, method: 'mathneuro' });
+  const a = await selectTensor(scored, bytes, { ...base, method: 'random', seed: 1 });
+  const b = await selectTensor(scored, bytes, { ...base, method: 'random', seed: 1 });
+  const c = await selectTensor(scored, bytes, { ...base, method: 'random', seed: 2 });
+  t.same(a.countsPerMatrix, neuro.countsPerMatrix, 'same count per matrix as MathNeuro');
+  for (let q = 0; q < 3; q++) {
+    t.same(Array.from(a.masks[q]), Array.from(b.masks[q]), 'same seed, same set');
+    if (a.counts[q] > 0) t.notSame(Array.from(a.masks[q]), Array.from(c.masks[q]), 'another seed, another set');
+  }
+});
+
+t.test('native argument validation', async (t) => {
+  const data = new Uint8Array(144);
+  const base = { type: 12, data, nIn: 256, rows: 1, matrices: 1, colWeights: [new Float64Array(256)], groupBy: 'matrix' as const, counts: [1] };
+  await t.rejects(selectTopK({ ...base, data: new Uint8Array(143) }), { code: 'EUSAGE' });
+  await t.rejects(selectTopK({ ...base, nIn: 32, rows: 8 }), { code: 'EUSAGE' }, 'rows not a whole number of blocks');
+  await t.rejects(selectTopK({ ...base, type: 4 }), { code: 'EQUANT' }, 'removed type id');
+  await t.rejects(selectTopK({ ...base, colWeights: [new Float64Array(10)] }), { code: 'EUSAGE' });
+  await t.rejects(selectTopK({ ...base, counts: [257] }), { code: 'EUSAGE' });
+  t.throws(() => quantize(19, new Float32Array(256), 256), { code: 'EQUANT' }, 'IQ1_S needs an imatrix');
+  t.throws(() => quantize(12, new Float32Array(100), 100), { code: 'EUSAGE' });
+});
