@@ -1,0 +1,50 @@
+// The source build (npm run build:source): when it exists it loads, reports itself as "source",
+// runs a model, and its shim sources are exactly binding.gyp's. CI builds it before npm test.
+import t from 'tap';
+import { existsSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { buildPaths, packageRoot } from '../../src/native.ts';
+
+const require = createRequire(import.meta.url);
+
+t.test('the patches the source build applies are present and well-formed', async (t) => {
+  const { patchList } = await import('../../scripts/build-source.mjs');
+  const patches: string[] = patchList();
+  const ours = patches.filter((p) => p.startsWith(path.join(packageRoot, 'native', 'patches')));
+  t.ok(ours.some((p) => p.endsWith('kv-gradient.diff')), 'the K/V-gradient patch is applied by the source build');
+  const diff = readFileSync(path.join(packageRoot, 'native', 'patches', 'kv-gradient.diff'), 'utf8');
+  t.match(diff, /^diff --git a\/src\/llama-graph\.cpp/m);
+  t.match(diff, /k = k_cur;/);
+});
+
+t.test('CMakeLists.txt reads the shim sources from binding.gyp', async (t) => {
+  const cmake = readFileSync(path.join(packageRoot, 'CMakeLists.txt'), 'utf8');
+  t.match(cmake, /string\(JSON [^)]*targets 0 sources/);
+  const gyp = JSON.parse(readFileSync(path.join(packageRoot, 'binding.gyp'), 'utf8'));
+  for (const source of gyp.targets[0].sources as string[]) t.ok(existsSync(path.join(packageRoot, source)), `${source} exists`);
+});
+
+const built = existsSync(buildPaths.source);
+t.test('the source build loads and runs', { skip: built ? false : 'build-source/Release/mathneuro.node is absent (npm run build:source)' }, async (t) => {
+  const binding = require(buildPaths.source);
+  binding.init(undefined, false);
+  const info = binding.systemInfo();
+  t.equal(info.buildKind, 'source');
+  t.ok(info.devices.some((d: { type: string }) => d.type === 'cpu'), 'a CPU device is compiled in (no backend libraries loaded)');
+  // The static llama.cpp is hidden inside the addon (-Wl,--exclude-libs,ALL): no llama_* export.
+  if (process.platform === 'linux') {
+    const { execFileSync } = await import('node:child_process');
+    let symbols = '';
+    try { symbols = execFileSync('nm', ['-D', '--defined-only', buildPaths.source], { encoding: 'utf8' }); } catch { t.skip('nm not available'); return; }
+    t.notOk(/\bllama_decode\b/.test(symbols), 'llama_decode is not exported');
+    t.ok(/\bnapi_register_module_v1\b/.test(symbols), 'the N-API entry point is exported');
+  }
+  // A forward pass through the source-built llama.cpp, on the committed fixture.
+  const fixture = path.join(packageRoot, 'test', 'fixtures', 'arith', 'model.gguf');
+  if (existsSync(fixture)) {
+    const completions: string[] = await binding.greedyComplete(fixture, ['12+34='], { threads: 1, maxNewTokens: 4 });
+    t.equal(completions.length, 1);
+    t.type(completions[0], 'string');
+  }
+});
