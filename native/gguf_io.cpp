@@ -1,6 +1,229 @@
-// Placeholder: filled in by its issue.
+// GGUF headers through ggml's own gguf code: build a header for new tensors (synth, statistics
+// files), or rewrite the metadata of an existing file keeping its tensor layout (patching).
+// Tensor data is streamed by the TS side; these functions only produce header bytes.
 #include "common.h"
+#include "ggml.h"
+#include "gguf.h"
+
+#include <cstring>
+#include <memory>
+#include <string>
+#include <unordered_set>
+#include <vector>
+
+namespace {
+
+struct GgufDeleter { void operator()(gguf_context * c) const { if (c) gguf_free(c); } };
+struct GgmlDeleter { void operator()(ggml_context * c) const { if (c) ggml_free(c); } };
+using GgufPtr = std::unique_ptr<gguf_context, GgufDeleter>;
+using GgmlPtr = std::unique_ptr<ggml_context, GgmlDeleter>;
+
+double num(Napi::Value v) {
+    if (v.IsBigInt()) { bool lossless; return (double) v.As<Napi::BigInt>().Int64Value(&lossless); }
+    return v.As<Napi::Number>().DoubleValue();
+}
+
+bool is_num(Napi::Value v) { return v.IsNumber() || v.IsBigInt(); }
+
+int64_t i64(Napi::Value v) {
+    if (v.IsBigInt()) { bool lossless; return v.As<Napi::BigInt>().Int64Value(&lossless); }
+    return v.As<Napi::Number>().Int64Value();
+}
+
+uint64_t u64(Napi::Value v) {
+    if (v.IsBigInt()) { bool lossless; return v.As<Napi::BigInt>().Uint64Value(&lossless); }
+    return (uint64_t) v.As<Napi::Number>().Int64Value();
+}
+
+// Set one key from { key, type, arrayType?, value } (types as in gguf.h enum gguf_type).
+void set_kv(Napi::Env env, gguf_context * ctx, Napi::Object e) {
+    if (!e.Get("key").IsString() || !e.Get("type").IsNumber()) ThrowCoded(env, "EUSAGE", "metadata entry needs key (string) and type (number)");
+    const std::string key = e.Get("key").As<Napi::String>().Utf8Value();
+    if (key.empty()) ThrowCoded(env, "EUSAGE", "metadata key is empty");
+    const int type = e.Get("type").As<Napi::Number>().Int32Value();
+    Napi::Value v = e.Get("value");
+    auto need = [&](bool ok) { if (!ok) ThrowCoded(env, "EUSAGE", "metadata \"" + key + "\": value does not match its type"); };
+    const char * k = key.c_str();
+    switch (type) {
+        case GGUF_TYPE_UINT8:   need(is_num(v)); gguf_set_val_u8(ctx, k, (uint8_t) i64(v)); break;
+        case GGUF_TYPE_INT8:    need(is_num(v)); gguf_set_val_i8(ctx, k, (int8_t) i64(v)); break;
+        case GGUF_TYPE_UINT16:  need(is_num(v)); gguf_set_val_u16(ctx, k, (uint16_t) i64(v)); break;
+        case GGUF_TYPE_INT16:   need(is_num(v)); gguf_set_val_i16(ctx, k, (int16_t) i64(v)); break;
+        case GGUF_TYPE_UINT32:  need(is_num(v)); gguf_set_val_u32(ctx, k, (uint32_t) i64(v)); break;
+        case GGUF_TYPE_INT32:   need(is_num(v)); gguf_set_val_i32(ctx, k, (int32_t) i64(v)); break;
+        case GGUF_TYPE_FLOAT32: need(is_num(v)); gguf_set_val_f32(ctx, k, (float) num(v)); break;
+        case GGUF_TYPE_UINT64:  need(is_num(v)); gguf_set_val_u64(ctx, k, u64(v)); break;
+        case GGUF_TYPE_INT64:   need(is_num(v)); gguf_set_val_i64(ctx, k, i64(v)); break;
+        case GGUF_TYPE_FLOAT64: need(is_num(v)); gguf_set_val_f64(ctx, k, num(v)); break;
+        case GGUF_TYPE_BOOL:    need(v.IsBoolean()); gguf_set_val_bool(ctx, k, v.As<Napi::Boolean>().Value()); break;
+        case GGUF_TYPE_STRING:  need(v.IsString()); gguf_set_val_str(ctx, k, v.As<Napi::String>().Utf8Value().c_str()); break;
+        case GGUF_TYPE_ARRAY: {
+            need(v.IsArray() && e.Get("arrayType").IsNumber());
+            Napi::Array arr = v.As<Napi::Array>();
+            const int at = e.Get("arrayType").As<Napi::Number>().Int32Value();
+            const uint32_t n = arr.Length();
+            if (at == GGUF_TYPE_STRING) {
+                std::vector<std::string> strs(n);
+                std::vector<const char *> ptrs(n);
+                for (uint32_t i = 0; i < n; ++i) {
+                    Napi::Value x = arr.Get(i);
+                    need(x.IsString());
+                    strs[i] = x.As<Napi::String>().Utf8Value();
+                    ptrs[i] = strs[i].c_str();
+                }
+                gguf_set_arr_str(ctx, k, ptrs.data(), n);
+                break;
+            }
+            size_t elem = 0;
+            switch (at) {
+                case GGUF_TYPE_UINT8: case GGUF_TYPE_INT8: case GGUF_TYPE_BOOL: elem = 1; break;
+                case GGUF_TYPE_UINT16: case GGUF_TYPE_INT16: elem = 2; break;
+                case GGUF_TYPE_UINT32: case GGUF_TYPE_INT32: case GGUF_TYPE_FLOAT32: elem = 4; break;
+                case GGUF_TYPE_UINT64: case GGUF_TYPE_INT64: case GGUF_TYPE_FLOAT64: elem = 8; break;
+                default: ThrowCoded(env, "EUSAGE", "metadata \"" + key + "\": unsupported array element type " + std::to_string(at));
+            }
+            std::vector<uint8_t> buf(elem * n);
+            for (uint32_t i = 0; i < n; ++i) {
+                Napi::Value x = arr.Get(i);
+                uint8_t * p = buf.data() + elem * i;
+                switch (at) {
+                    case GGUF_TYPE_BOOL:    { need(x.IsBoolean()); uint8_t b = x.As<Napi::Boolean>().Value(); memcpy(p, &b, 1); break; }
+                    case GGUF_TYPE_UINT8:   { need(is_num(x)); uint8_t y = (uint8_t) i64(x); memcpy(p, &y, 1); break; }
+                    case GGUF_TYPE_INT8:    { need(is_num(x)); int8_t y = (int8_t) i64(x); memcpy(p, &y, 1); break; }
+                    case GGUF_TYPE_UINT16:  { need(is_num(x)); uint16_t y = (uint16_t) i64(x); memcpy(p, &y, 2); break; }
+                    case GGUF_TYPE_INT16:   { need(is_num(x)); int16_t y = (int16_t) i64(x); memcpy(p, &y, 2); break; }
+                    case GGUF_TYPE_UINT32:  { need(is_num(x)); uint32_t y = (uint32_t) i64(x); memcpy(p, &y, 4); break; }
+                    case GGUF_TYPE_INT32:   { need(is_num(x)); int32_t y = (int32_t) i64(x); memcpy(p, &y, 4); break; }
+                    case GGUF_TYPE_FLOAT32: { need(is_num(x)); float y = (float) num(x); memcpy(p, &y, 4); break; }
+                    case GGUF_TYPE_UINT64:  { need(is_num(x)); uint64_t y = u64(x); memcpy(p, &y, 8); break; }
+                    case GGUF_TYPE_INT64:   { need(is_num(x)); int64_t y = i64(x); memcpy(p, &y, 8); break; }
+                    case GGUF_TYPE_FLOAT64: { need(is_num(x)); double y = num(x); memcpy(p, &y, 8); break; }
+                }
+            }
+            gguf_set_arr_data(ctx, k, (gguf_type) at, buf.data(), n);
+            break;
+        }
+        default:
+            ThrowCoded(env, "EUSAGE", "metadata \"" + key + "\": unknown type " + std::to_string(type));
+    }
+}
+
+void apply_kv(Napi::Env env, gguf_context * ctx, Napi::Value set, Napi::Value remove) {
+    if (remove.IsArray()) {
+        Napi::Array r = remove.As<Napi::Array>();
+        for (uint32_t i = 0; i < r.Length(); ++i) {
+            if (!r.Get(i).IsString()) ThrowCoded(env, "EUSAGE", "removeKeys must be strings");
+            gguf_remove_key(ctx, r.Get(i).As<Napi::String>().Utf8Value().c_str());
+        }
+    }
+    if (set.IsArray()) {
+        Napi::Array s = set.As<Napi::Array>();
+        for (uint32_t i = 0; i < s.Length(); ++i) {
+            if (!s.Get(i).IsObject()) ThrowCoded(env, "EUSAGE", "metadata entries must be objects");
+            set_kv(env, ctx, s.Get(i).As<Napi::Object>());
+        }
+    }
+}
+
+Napi::Object header_result(Napi::Env env, gguf_context * ctx) {
+    const size_t n = gguf_get_meta_size(ctx);
+    Napi::Buffer<uint8_t> buf = Napi::Buffer<uint8_t>::New(env, n);
+    gguf_get_meta_data(ctx, buf.Data());
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("header", buf);
+    Napi::Array offs = Napi::Array::New(env);
+    for (int64_t i = 0; i < gguf_get_n_tensors(ctx); ++i) {
+        Napi::Object t = Napi::Object::New(env);
+        t.Set("name", gguf_get_tensor_name(ctx, i));
+        t.Set("offset", (double) gguf_get_tensor_offset(ctx, i));
+        t.Set("byteSize", (double) gguf_get_tensor_size(ctx, i));
+        offs.Set((uint32_t) i, t);
+    }
+    out.Set("tensors", offs);
+    out.Set("alignment", (double) gguf_get_alignment(ctx));
+    return out;
+}
+
+// ggufBuildHeader({ metadata: Entry[], tensors: {name, type, shape}[] }) -> { header: Buffer, tensors: {name, offset, byteSize}[] }
+Napi::Value BuildHeader(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1 || !info[0].IsObject()) ThrowCoded(env, "EUSAGE", "ggufBuildHeader(spec)");
+    Napi::Object spec = info[0].As<Napi::Object>();
+    GgufPtr ctx(gguf_init_empty());
+    apply_kv(env, ctx.get(), spec.Get("metadata"), Napi::Value());
+    Napi::Value tv = spec.Get("tensors");
+    if (!tv.IsArray()) ThrowCoded(env, "EUSAGE", "spec.tensors must be an array");
+    Napi::Array tensors = tv.As<Napi::Array>();
+    ggml_init_params ip = { ggml_tensor_overhead() * (tensors.Length() + 1), nullptr, /*no_alloc*/ true };
+    GgmlPtr meta(ggml_init(ip));
+    std::unordered_set<std::string> seen;
+    for (uint32_t i = 0; i < tensors.Length(); ++i) {
+        Napi::Object t = tensors.Get(i).As<Napi::Object>();
+        if (!t.Get("name").IsString() || !t.Get("type").IsNumber() || !t.Get("shape").IsArray()) ThrowCoded(env, "EUSAGE", "tensor spec needs name, type, shape");
+        const std::string name = t.Get("name").As<Napi::String>().Utf8Value();
+        if (name.empty() || name.size() >= GGML_MAX_NAME) ThrowCoded(env, "EUSAGE", "tensor name \"" + name + "\" must be 1.." + std::to_string(GGML_MAX_NAME - 1) + " bytes");
+        if (!seen.insert(name).second) ThrowCoded(env, "EUSAGE", "duplicate tensor name \"" + name + "\"");
+        const int type = t.Get("type").As<Napi::Number>().Int32Value();
+        if (type < 0 || type >= GGML_TYPE_COUNT || ggml_get_type_traits((ggml_type) type)->blck_size == 0) ThrowCoded(env, "EUSAGE", "tensor \"" + name + "\": unknown type " + std::to_string(type));
+        Napi::Array shape = t.Get("shape").As<Napi::Array>();
+        if (shape.Length() < 1 || shape.Length() > GGML_MAX_DIMS) ThrowCoded(env, "EUSAGE", "tensor \"" + name + "\": 1 to 4 dimensions");
+        int64_t ne[GGML_MAX_DIMS] = {1, 1, 1, 1};
+        for (uint32_t d = 0; d < shape.Length(); ++d) {
+            ne[d] = i64(shape.Get(d));
+            if (ne[d] <= 0) ThrowCoded(env, "EUSAGE", "tensor \"" + name + "\": dimensions must be > 0");
+        }
+        if (ne[0] % ggml_blck_size((ggml_type) type) != 0) ThrowCoded(env, "EUSAGE", "tensor \"" + name + "\": row length is not a multiple of the block size");
+        ggml_tensor * gt = ggml_new_tensor(meta.get(), (ggml_type) type, (int) shape.Length(), ne);
+        ggml_set_name(gt, name.c_str());
+        gguf_add_tensor(ctx.get(), gt);
+    }
+    return header_result(env, ctx.get());
+}
+
+// ggufRewriteHeader(srcPath, setMetadata: Entry[], removeKeys: string[]) -> same shape as ggufBuildHeader.
+// The tensor infos (and so the data section layout) are the source's; only metadata changes.
+Napi::Value RewriteHeader(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1 || !info[0].IsString()) ThrowCoded(env, "EUSAGE", "ggufRewriteHeader(srcPath, set?, remove?)");
+    const std::string path = info[0].As<Napi::String>().Utf8Value();
+    ggml_context * meta_raw = nullptr;
+    gguf_init_params gp = { /*no_alloc*/ true, &meta_raw };
+    GgufPtr ctx(gguf_init_from_file(path.c_str(), gp));
+    GgmlPtr meta(meta_raw);
+    if (!ctx) ThrowCoded(env, "EBADGGUF", "ggml could not read the GGUF header of " + path);
+    apply_kv(env, ctx.get(), info.Length() > 1 ? info[1] : Napi::Value(), info.Length() > 2 ? info[2] : Napi::Value());
+    return header_result(env, ctx.get());
+}
+
+// ggufQuantizeRows(type, values: Float32Array, nPerRow) -> Buffer: rows quantized with ggml's own code,
+// for writing new tensors (synth). No importance matrix: types that require one are refused.
+Napi::Value QuantizeRows(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 3 || !info[0].IsNumber() || !info[1].IsTypedArray() || !info[2].IsNumber()) ThrowCoded(env, "EUSAGE", "ggufQuantizeRows(type, Float32Array, nPerRow)");
+    const int type = info[0].As<Napi::Number>().Int32Value();
+    if (type < 0 || type >= GGML_TYPE_COUNT || ggml_get_type_traits((ggml_type) type)->blck_size == 0) ThrowCoded(env, "EUSAGE", "unknown ggml type " + std::to_string(type));
+    Napi::TypedArray ta = info[1].As<Napi::TypedArray>();
+    if (ta.TypedArrayType() != napi_float32_array) ThrowCoded(env, "EUSAGE", "values must be a Float32Array");
+    Napi::Float32Array values = ta.As<Napi::Float32Array>();
+    const int64_t n_per_row = info[2].As<Napi::Number>().Int64Value();
+    const int64_t n = (int64_t) values.ElementLength();
+    const ggml_type t = (ggml_type) type;
+    if (n_per_row <= 0 || n % n_per_row != 0) ThrowCoded(env, "EUSAGE", "values length is not a multiple of nPerRow");
+    if (n_per_row % ggml_blck_size(t) != 0) ThrowCoded(env, "EUSAGE", "nPerRow is not a multiple of the block size of " + std::string(ggml_type_name(t)));
+    if (ggml_quantize_requires_imatrix(t)) ThrowCoded(env, "EQUANT", std::string(ggml_type_name(t)) + " needs an importance matrix");
+    const int64_t nrows = n / n_per_row;
+    const size_t row_size = ggml_row_size(t, n_per_row);
+    Napi::Buffer<uint8_t> out = Napi::Buffer<uint8_t>::New(env, row_size * nrows);
+    if (t == GGML_TYPE_F32) { memcpy(out.Data(), values.Data(), n * sizeof(float)); return out; }
+    ggml_quantize_init(t);
+    ggml_quantize_chunk(t, values.Data(), out.Data(), 0, nrows, n_per_row, nullptr);
+    return out;
+}
+
+} // namespace
 
 void RegisterGgufIo(Napi::Env env, Napi::Object exports) {
-    (void) env; (void) exports;
+    exports.Set("ggufBuildHeader", Napi::Function::New(env, BuildHeader));
+    exports.Set("ggufRewriteHeader", Napi::Function::New(env, RewriteHeader));
+    exports.Set("ggufQuantizeRows", Napi::Function::New(env, QuantizeRows));
 }

@@ -1,6 +1,6 @@
 // Loads the native shim: the source build when it exists (npm run build:source), else the
 // prebuilt-linked one (npm install). Backends are loaded once, on first use.
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -37,17 +37,18 @@ export interface NativeBinding {
 
 let cached: { binding: NativeBinding; kind: BuildKind; path: string } | undefined;
 
-/** Which build to use: MATHNEURO_BUILD=source|prebuilt forces one; otherwise the source build wins when present. */
+/** Which build to use: MATHNEURO_BUILD=source|prebuilt forces one; otherwise the one that exists,
+ * and when both do, the more recently built (a rebuild after editing native/ is what you meant). */
 export function pickBuild(): { kind: BuildKind; path: string } | undefined {
   const forced = process.env.MATHNEURO_BUILD as BuildKind | undefined;
   if (forced) {
     if (!(forced in buildPaths)) throw new MathneuroError('EUSAGE', `MATHNEURO_BUILD must be "source" or "prebuilt", not "${forced}"`);
     return existsSync(buildPaths[forced]) ? { kind: forced, path: buildPaths[forced] } : undefined;
   }
-  for (const kind of ['source', 'prebuilt'] as BuildKind[]) {
-    if (existsSync(buildPaths[kind])) return { kind, path: buildPaths[kind] };
-  }
-  return undefined;
+  const present = (['source', 'prebuilt'] as BuildKind[]).filter((k) => existsSync(buildPaths[k]));
+  if (present.length === 0) return undefined;
+  present.sort((a, b) => statSync(buildPaths[b]).mtimeMs - statSync(buildPaths[a]).mtimeMs);
+  return { kind: present[0], path: buildPaths[present[0]] };
 }
 
 export function loadNative(): NativeBinding {

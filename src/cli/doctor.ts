@@ -1,0 +1,47 @@
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { buildPaths, llamaSourceDir, loadNative, nativeBuild, packageRoot, prebuiltBinsDir } from '../native.ts';
+import { globalHelp, parse, writeJson, type Command } from './common.ts';
+
+export const command: Command = {
+  name: 'doctor',
+  summary: 'which native build is used, its backend, devices, CPU features and llama.cpp commit',
+  help: `usage: mathneuro doctor [--json]
+
+Shows both native builds (prebuilt-linked from npm install, and from source via npm run build:source),
+which one is loaded, the ggml devices it sees and the llama.cpp release it was built from.
+${globalHelp}`,
+  async run(argv, io) {
+    const { values } = parse(argv, {}, false);
+    const builds = Object.fromEntries(Object.entries(buildPaths).map(([kind, p]) => [kind, existsSync(p) ? { built: true, path: p, builtAt: statSync(p).mtime.toISOString() } : { built: false, path: p }]));
+    const native = loadNative();
+    const used = nativeBuild();
+    const info = native.systemInfo();
+    let llamaRelease = 'unknown';
+    try { llamaRelease = JSON.parse(readFileSync(path.join(packageRoot, 'node_modules', 'node-llama-cpp', 'llama', 'binariesGithubRelease.json'), 'utf8')).release; } catch {}
+    let llamaCommit = 'unknown';
+    try {
+      const head = readFileSync(path.join(llamaSourceDir(), '.git', 'HEAD'), 'utf8').trim();
+      llamaCommit = head.startsWith('ref:') ? head : head.slice(0, 12);
+    } catch {}
+    const cpuFeatures = info.llamaSystemInfo.split('|').map((s: string) => s.trim()).filter((s: string) => / = 1$/.test(s)).map((s: string) => s.replace(/ = 1$/, '').replace(/^CPU : /, ''));
+    const report = {
+      ok: true, used: used.kind, builds, buildKind: info.buildKind, llamaRelease, llamaCommit, prebuiltBins: prebuiltBinsDir(),
+      devices: info.devices, cpu: { model: os.cpus()[0]?.model ?? 'unknown', cores: os.availableParallelism(), features: cpuFeatures },
+      supportsGpuOffload: info.supportsGpuOffload, node: process.version, platform: `${process.platform}-${process.arch}`,
+    };
+    if (values.json) { writeJson(io, report); return 0; }
+    const lines = [
+      `native build in use: ${used.kind} (${used.path})`,
+      ...Object.entries(builds).map(([k, b]) => `  ${k.padEnd(8)} ${b.built ? `built ${(b as { builtAt: string }).builtAt}` : 'not built'}${k === 'source' && !b.built ? ' (npm run build:source)' : ''}`),
+      `llama.cpp: release ${llamaRelease}, commit ${llamaCommit}`,
+      `devices: ${info.devices.map((d: { name: string; description: string; type: string }) => `${d.name} (${d.type}, ${d.description})`).join(', ') || 'none'}`,
+      `GPU offload: ${info.supportsGpuOffload ? 'yes' : 'no'}`,
+      `CPU: ${report.cpu.model}, ${report.cpu.cores} threads; features: ${cpuFeatures.join(' ')}`,
+      `node ${process.version} ${report.platform}`,
+    ];
+    io.stdout.write(lines.join('\n') + '\n');
+    return 0;
+  },
+};

@@ -1,0 +1,289 @@
+// The GGUF validator and header reader: the one place every file passes before anything reaches
+// ggml. It reads only the header (never the tensor data) and checks every count, length and range
+// against the bytes that remain, with exact integer arithmetic (BigInt) for sizes.
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { MathneuroError } from '../errors.ts';
+import { GGUF_VALUE, ggmlType } from './types.ts';
+
+export type GgufScalar = number | bigint | boolean | string;
+export type GgufValue = GgufScalar | GgufScalar[];
+
+export interface GgufMetadataEntry { key: string; type: number; arrayType?: number; value: GgufValue }
+
+export interface GgufTensorInfo {
+  name: string;
+  /** ggml type id (see types.ts) */
+  type: number;
+  typeName: string;
+  /** ne[0] first: ne[0] is the row length (input width of a matmul weight) */
+  shape: number[];
+  numel: number;
+  /** offset relative to the data section */
+  offset: number;
+  absoluteOffset: number;
+  byteSize: number;
+  blockSize: number;
+  typeSize: number;
+}
+
+export interface GgufInfo {
+  path: string;
+  fileSize: number;
+  version: number;
+  alignment: number;
+  headerBytes: number;
+  dataOffset: number;
+  metadata: Map<string, GgufValue>;
+  metadataEntries: GgufMetadataEntry[];
+  tensors: GgufTensorInfo[];
+  tensorByName: Map<string, GgufTensorInfo>;
+}
+
+const MAX_STRING_BYTES = 64 * 1024 * 1024;   // a single metadata string (vocabularies are arrays of small strings)
+const MAX_TENSOR_NAME = 63;                  // GGML_MAX_NAME - 1
+const MAX_DIMS = 4;
+
+/** Reads forward through a file in chunks; every read is bounds-checked against the file size. */
+class Cursor {
+  pos = 0;
+  private buf = Buffer.alloc(0);
+  private bufStart = 0;
+  constructor(private readonly fd: number, readonly size: number, private readonly path: string) {}
+
+  fail(message: string): never {
+    throw new MathneuroError('EBADGGUF', `${this.path}: ${message} (at byte ${this.pos})`);
+  }
+
+  remaining(): number { return this.size - this.pos; }
+
+  private ensure(n: number) {
+    if (n > this.remaining()) this.fail(`unexpected end of file (needs ${n} more bytes, ${this.remaining()} left)`);
+    const end = this.pos + n;
+    if (this.pos >= this.bufStart && end <= this.bufStart + this.buf.length) return;
+    const want = Math.min(Math.max(n, 1 << 20), this.remaining());
+    const b = Buffer.allocUnsafe(want);
+    let got = 0;
+    while (got < want) {
+      const r = readSync(this.fd, b, got, want - got, this.pos + got);
+      if (r === 0) this.fail('file shrank while reading');
+      got += r;
+    }
+    this.buf = b;
+    this.bufStart = this.pos;
+  }
+
+  bytes(n: number): Buffer {
+    this.ensure(n);
+    const start = this.pos - this.bufStart;
+    this.pos += n;
+    return this.buf.subarray(start, start + n);
+  }
+  u8() { return this.bytes(1).readUInt8(0); }
+  i8() { return this.bytes(1).readInt8(0); }
+  u16() { return this.bytes(2).readUInt16LE(0); }
+  i16() { return this.bytes(2).readInt16LE(0); }
+  u32() { return this.bytes(4).readUInt32LE(0); }
+  i32() { return this.bytes(4).readInt32LE(0); }
+  f32() { return this.bytes(4).readFloatLE(0); }
+  f64() { return this.bytes(8).readDoubleLE(0); }
+  u64(): bigint { return this.bytes(8).readBigUInt64LE(0); }
+  i64(): bigint { return this.bytes(8).readBigInt64LE(0); }
+
+  /** a count that must fit in what is left, given a minimum size per element */
+  count(what: string, minBytesEach: number): number {
+    const n = this.u64();
+    if (n > BigInt(Math.floor(this.remaining() / Math.max(1, minBytesEach)))) {
+      this.fail(`${what} ${n} cannot fit in the ${this.remaining()} bytes left`);
+    }
+    return Number(n);
+  }
+
+  string(what: string): string {
+    const n = this.u64();
+    if (n > BigInt(this.remaining())) this.fail(`${what} length ${n} runs past the end of the file`);
+    if (n > BigInt(MAX_STRING_BYTES)) this.fail(`${what} length ${n} is larger than ${MAX_STRING_BYTES}`);
+    const b = this.bytes(Number(n));
+    return b.toString('utf8');
+  }
+}
+
+function bigToNumber(v: bigint): number | bigint {
+  return v >= BigInt(Number.MIN_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v;
+}
+
+const scalarMinBytes: Record<number, number> = {
+  [GGUF_VALUE.UINT8]: 1, [GGUF_VALUE.INT8]: 1, [GGUF_VALUE.UINT16]: 2, [GGUF_VALUE.INT16]: 2,
+  [GGUF_VALUE.UINT32]: 4, [GGUF_VALUE.INT32]: 4, [GGUF_VALUE.FLOAT32]: 4, [GGUF_VALUE.BOOL]: 1,
+  [GGUF_VALUE.STRING]: 8, [GGUF_VALUE.UINT64]: 8, [GGUF_VALUE.INT64]: 8, [GGUF_VALUE.FLOAT64]: 8,
+};
+
+function readScalar(c: Cursor, type: number, what: string): GgufScalar {
+  switch (type) {
+    case GGUF_VALUE.UINT8: return c.u8();
+    case GGUF_VALUE.INT8: return c.i8();
+    case GGUF_VALUE.UINT16: return c.u16();
+    case GGUF_VALUE.INT16: return c.i16();
+    case GGUF_VALUE.UINT32: return c.u32();
+    case GGUF_VALUE.INT32: return c.i32();
+    case GGUF_VALUE.FLOAT32: return c.f32();
+    case GGUF_VALUE.BOOL: {
+      const b = c.u8();
+      if (b > 1) c.fail(`${what}: bool value ${b} is not 0 or 1`);
+      return b === 1;
+    }
+    case GGUF_VALUE.STRING: return c.string(what);
+    case GGUF_VALUE.UINT64: return bigToNumber(c.u64());
+    case GGUF_VALUE.INT64: return bigToNumber(c.i64());
+    case GGUF_VALUE.FLOAT64: return c.f64();
+    default: return c.fail(`${what}: unknown value type ${type}`);
+  }
+}
+
+export interface ReadGgufOptions {
+  /** Accept tensors that are not in the table of known ggml types (default false). */
+  allowUnknownTypes?: boolean;
+}
+
+/** Parse and validate a GGUF header. Throws MathneuroError EBADGGUF (or ENOENT) with a one-line reason. */
+export function readGgufSync(path: string, _options: ReadGgufOptions = {}): GgufInfo {
+  let fd: number;
+  try {
+    fd = openSync(path, 'r');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') throw new MathneuroError('ENOENT', `no such file: ${path}`);
+    if (code === 'EISDIR') throw new MathneuroError('EBADGGUF', `${path} is a directory, not a GGUF file`);
+    throw new MathneuroError('EIO', `cannot open ${path}: ${(e as Error).message}`);
+  }
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile()) throw new MathneuroError('EBADGGUF', `${path} is not a regular file`);
+    const c = new Cursor(fd, st.size, path);
+    if (st.size < 24) c.fail(`file is too small to be a GGUF (${st.size} bytes)`);
+    const magic = c.bytes(4).toString('latin1');
+    if (magic !== 'GGUF') c.fail(`not a GGUF file (magic "${JSON.stringify(magic).slice(1, -1)}")`);
+    const version = c.u32();
+    if (version !== 2 && version !== 3) c.fail(`unsupported GGUF version ${version} (2 and 3 are supported)`);
+    // a tensor info needs >= 8+1+4+8+4+8 bytes, a kv >= 8+1+4+1
+    const nTensors = c.count('tensor count', 8);
+    const nKv = c.count('metadata count', 8);
+    if (nTensors > 0 && BigInt(nTensors) * 33n > BigInt(c.remaining())) c.fail(`tensor count ${nTensors} cannot fit in the file`);
+    if (nKv > 0 && BigInt(nKv) * 14n > BigInt(c.remaining())) c.fail(`metadata count ${nKv} cannot fit in the file`);
+
+    const metadata = new Map<string, GgufValue>();
+    const metadataEntries: GgufMetadataEntry[] = [];
+    for (let i = 0; i < nKv; i++) {
+      const key = c.string(`metadata key #${i}`);
+      if (key.length === 0) c.fail(`metadata key #${i} is empty`);
+      if (metadata.has(key)) c.fail(`duplicate metadata key "${key}"`);
+      const type = c.u32();
+      if (type === GGUF_VALUE.ARRAY) {
+        const arrayType = c.u32();
+        if (arrayType === GGUF_VALUE.ARRAY) c.fail(`metadata "${key}": nested arrays are not supported`);
+        const min = scalarMinBytes[arrayType];
+        if (min === undefined) c.fail(`metadata "${key}": unknown array element type ${arrayType}`);
+        const n = c.count(`metadata "${key}" array length`, min);
+        const values: GgufScalar[] = new Array(n);
+        for (let j = 0; j < n; j++) values[j] = readScalar(c, arrayType, `metadata "${key}"[${j}]`);
+        metadata.set(key, values);
+        metadataEntries.push({ key, type, arrayType, value: values });
+      } else {
+        if (scalarMinBytes[type] === undefined) c.fail(`metadata "${key}": unknown value type ${type}`);
+        const value = readScalar(c, type, `metadata "${key}"`);
+        metadata.set(key, value);
+        metadataEntries.push({ key, type, value });
+      }
+    }
+
+    let alignment = 32;
+    if (metadata.has('general.alignment')) {
+      const a = metadata.get('general.alignment');
+      const entry = metadataEntries.find((e) => e.key === 'general.alignment')!;
+      if (entry.type !== GGUF_VALUE.UINT32 || typeof a !== 'number' || a === 0 || (a & (a - 1)) !== 0) {
+        c.fail(`general.alignment must be a power-of-two u32, got ${String(a)}`);
+      }
+      alignment = a;
+    }
+
+    interface Raw { name: string; shape: bigint[]; type: number; offset: bigint }
+    const raws: Raw[] = [];
+    const names = new Set<string>();
+    for (let i = 0; i < nTensors; i++) {
+      const name = c.string(`tensor #${i} name`);
+      if (name.length === 0) c.fail(`tensor #${i} has an empty name`);
+      if (Buffer.byteLength(name) > MAX_TENSOR_NAME) c.fail(`tensor name "${name.slice(0, 40)}..." is longer than ${MAX_TENSOR_NAME} bytes`);
+      if (names.has(name)) c.fail(`duplicate tensor name "${name}"`);
+      names.add(name);
+      const nDims = c.u32();
+      if (nDims < 1 || nDims > MAX_DIMS) c.fail(`tensor "${name}": ${nDims} dimensions (1 to ${MAX_DIMS} allowed)`);
+      const shape: bigint[] = [];
+      for (let d = 0; d < nDims; d++) shape.push(c.u64());
+      const type = c.u32();
+      const offset = c.u64();
+      raws.push({ name, shape, type, offset });
+    }
+    const headerBytes = c.pos;
+    const dataOffset = Math.ceil(headerBytes / alignment) * alignment;
+    // a file without tensors (vocab-only) may end right after its header, without padding
+    if (dataOffset > st.size && raws.length > 0) c.fail(`data section starts at ${dataOffset}, past the end of the file (${st.size} bytes)`);
+    const dataSize = BigInt(Math.max(0, st.size - dataOffset));
+
+    const tensors: GgufTensorInfo[] = [];
+    const tensorByName = new Map<string, GgufTensorInfo>();
+    for (const r of raws) {
+      const t = ggmlType(r.type);
+      if (!t) c.fail(`tensor "${r.name}": unknown or removed ggml type ${r.type}`);
+      let numel = 1n;
+      for (const d of r.shape) {
+        if (d <= 0n) c.fail(`tensor "${r.name}": dimension ${d} (dimensions must be > 0)`);
+        numel *= d;
+        if (numel > dataSize * BigInt(t.blockSize)) c.fail(`tensor "${r.name}": ${r.shape.join('x')} elements cannot fit in the data section`);
+      }
+      if (r.shape[0] % BigInt(t.blockSize) !== 0n) c.fail(`tensor "${r.name}": row length ${r.shape[0]} is not a multiple of the ${t.name} block size ${t.blockSize}`);
+      const byteSize = (numel / BigInt(t.blockSize)) * BigInt(t.typeSize);
+      if (r.offset % BigInt(alignment) !== 0n) c.fail(`tensor "${r.name}": offset ${r.offset} is not aligned to ${alignment}`);
+      if (r.offset + byteSize > dataSize) c.fail(`tensor "${r.name}": bytes ${r.offset}..${r.offset + byteSize} run past the end of the data section (${dataSize} bytes)`);
+      const info: GgufTensorInfo = {
+        name: r.name, type: r.type, typeName: t.name, shape: r.shape.map(Number), numel: Number(numel),
+        offset: Number(r.offset), absoluteOffset: dataOffset + Number(r.offset), byteSize: Number(byteSize),
+        blockSize: t.blockSize, typeSize: t.typeSize,
+      };
+      tensors.push(info);
+      tensorByName.set(info.name, info);
+    }
+    // ggml requires the tensors stored in header order, each padded to the alignment
+    let expected = 0;
+    for (const t of tensors) {
+      if (t.offset !== expected) {
+        const overlaps = t.offset < expected;
+        c.fail(`tensor "${t.name}" has offset ${t.offset}, expected ${expected}${overlaps ? ' (it overlaps the previous tensor)' : ''}`);
+      }
+      expected += Math.ceil(t.byteSize / alignment) * alignment;
+    }
+    // tensor byte ranges must not overlap
+    const sorted = [...tensors].sort((a, b) => a.offset - b.offset);
+    for (let i = 1; i < sorted.length; i++) {
+      const prev = sorted[i - 1];
+      if (prev.offset + prev.byteSize > sorted[i].offset) {
+        c.fail(`tensors "${prev.name}" and "${sorted[i].name}" overlap`);
+      }
+    }
+    return { path, fileSize: st.size, version, alignment, headerBytes, dataOffset, metadata, metadataEntries, tensors, tensorByName };
+  } finally {
+    closeSync(fd);
+  }
+}
+
+export async function readGguf(path: string, options: ReadGgufOptions = {}): Promise<GgufInfo> {
+  return readGgufSync(path, options);
+}
+
+export function metaString(info: GgufInfo, key: string): string | undefined {
+  const v = info.metadata.get(key);
+  return typeof v === 'string' ? v : undefined;
+}
+
+export function metaNumber(info: GgufInfo, key: string): number | undefined {
+  const v = info.metadata.get(key);
+  return typeof v === 'number' ? v : typeof v === 'bigint' ? Number(v) : undefined;
+}

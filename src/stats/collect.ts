@@ -1,0 +1,169 @@
+// Collect MathNeuro statistics: forward passes of a model over texts, inside llama.cpp's graph
+// evaluation (the native collector), off the JS thread, with progress, cancellation and checkpoints.
+import { existsSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import { MathneuroError, asMathneuroError } from '../errors.ts';
+import { readGgufSync, type GgufInfo } from '../gguf/reader.ts';
+import { GGUF_VALUE } from '../gguf/types.ts';
+import { loadNative } from '../native.ts';
+import { loadStats, modelIdentity, saveStats } from './file.ts';
+import { emptyStats, mergeInto } from './merge.ts';
+import type { Stats, WeightStats } from './types.ts';
+
+export interface CollectProgress {
+  samplesDone: number;
+  samplesTotal: number;
+  tokensDone: number;
+  elapsedMs: number;
+  tokensPerSecond: number;
+  etaMs: number;
+}
+
+export interface ModelOptions {
+  /** context size: longer samples are truncated and reported (default: min(model's training context, 4096)) */
+  nCtx?: number;
+  /** tokens per forward pass (default 512) */
+  nBatch?: number;
+  /** CPU threads (default: all cores) */
+  nThreads?: number;
+  /** layers to offload to a GPU when the build has one (default 0; -1 = all) */
+  nGpuLayers?: number;
+}
+
+export interface CollectOptions extends ModelOptions {
+  /** label stored in the file's dataset list (default "texts") */
+  dataset?: string;
+  onProgress?: (p: CollectProgress) => void;
+  /** cancels between samples (and inside a long sample's forward pass); partial samples are discarded */
+  signal?: AbortSignal;
+  /** add BOS/special tokens as the model's tokenizer says (default true, as the paper does) */
+  addSpecial?: boolean;
+  /** save a checkpoint every `every` samples to `path`; with `resume`, continue from it */
+  checkpoint?: { path: string; every: number; resume?: boolean };
+}
+
+export interface CollectResult {
+  stats: Stats;
+  /** indices (into the given texts) of samples cut to nCtx tokens */
+  truncated: number[];
+  /** indices of samples that tokenized to nothing (skipped) */
+  empty: number[];
+  elapsedMs: number;
+}
+
+interface NativeModel {
+  tokenize(text: string, addSpecial?: boolean): Int32Array;
+  collect(texts: string[], onProgress?: (p: { samplesDone: number; tokensDone: number; elapsedMs: number }) => void, addSpecial?: boolean): Promise<{
+    samples: number; tokens: number; elapsedMs: number; aborted: boolean; truncated: number[]; empty: number[];
+    weights: WeightStats[];
+  }>;
+  abort(): void;
+  info(): { nCtx: number; nBatch: number; nCtxTrain: number; nEmbd: number; nLayer: number; nVocab: number; addBos: boolean; bos: number; nParams: number; description: string };
+  dispose(): void;
+}
+
+/** A model opened for statistics collection (mmap, validated first). Call dispose() when done. */
+export class StatsModel {
+  private constructor(readonly path: string, readonly gguf: GgufInfo, private readonly native: NativeModel) {}
+
+  static async open(path: string, options: ModelOptions = {}): Promise<StatsModel> {
+    const gguf = readGgufSync(path); // the validator: nothing reaches llama.cpp before it says yes
+    const binding = loadNative();
+    const nCtxTrain = trainingContext(gguf);
+    const nCtx = options.nCtx ?? Math.min(nCtxTrain || 4096, 4096);
+    try {
+      const native = await binding.loadModel(path, {
+        nCtx, nBatch: options.nBatch ?? 512, nThreads: options.nThreads ?? os.availableParallelism(), nGpuLayers: options.nGpuLayers ?? 0,
+      }) as NativeModel;
+      return new StatsModel(path, gguf, native);
+    } catch (e) {
+      throw asMathneuroError(e, 'ELOAD');
+    }
+  }
+
+  info() { return this.native.info(); }
+  tokenize(text: string, addSpecial = true): Int32Array { return this.native.tokenize(text, addSpecial); }
+
+  /** Statistics of `texts`, one sample per text. */
+  async collect(texts: string[], options: CollectOptions = {}): Promise<CollectResult> {
+    const identity = modelIdentity(this.gguf);
+    const every = options.checkpoint?.every ?? texts.length;
+    if (!Number.isInteger(every) || every < 1) throw new MathneuroError('EUSAGE', 'checkpoint.every must be a positive integer');
+    let total: Stats = emptyStats(identity);
+    total.datasets = [options.dataset ?? 'texts'];
+    let start = 0;
+    const truncated: number[] = [];
+    const empty: number[] = [];
+    const cp = options.checkpoint;
+    if (cp?.resume && existsSync(cp.path)) {
+      const saved = await loadStats(cp.path);
+      if (saved.model.headerSha256 !== identity.headerSha256) throw new MathneuroError('ESTATS', `checkpoint ${cp.path} belongs to another model`);
+      const done = Number(saved.metadata.get('mathneuro.checkpoint.texts_done') ?? NaN);
+      const expected = saved.metadata.get('mathneuro.checkpoint.text_count');
+      if (!Number.isInteger(done) || Number(expected) !== texts.length) throw new MathneuroError('ESTATS', `checkpoint ${cp.path} was made for another input (${String(expected)} texts, not ${texts.length})`);
+      total = { model: identity, samples: saved.samples, tokens: saved.tokens, datasets: saved.datasets, weights: saved.weights };
+      start = done;
+    }
+    const t0 = Date.now();
+    const tokensAtStart = total.tokens;
+    const onAbort = () => this.native.abort();
+    options.signal?.addEventListener('abort', onAbort);
+    try {
+      for (let from = start; from < texts.length; from += every) {
+        if (options.signal?.aborted) throw new MathneuroError('EABORT', 'statistics collection was cancelled');
+        const chunk = texts.slice(from, Math.min(texts.length, from + every));
+        const baseTokens = total.tokens;
+        const r = await this.native.collect(chunk, (p) => {
+          const elapsedMs = Date.now() - t0;
+          const samplesDone = from + p.samplesDone;
+          const rate = (samplesDone - start) / Math.max(1, elapsedMs);
+          options.onProgress?.({
+            samplesDone, samplesTotal: texts.length, tokensDone: baseTokens + p.tokensDone, elapsedMs,
+            tokensPerSecond: (baseTokens + p.tokensDone - tokensAtStart) / Math.max(0.001, elapsedMs / 1000),
+            etaMs: rate > 0 ? (texts.length - samplesDone) / rate : NaN,
+          });
+        }, options.addSpecial ?? true);
+        if (r.aborted || options.signal?.aborted) throw new MathneuroError('EABORT', 'statistics collection was cancelled');
+        const part: Stats = { model: identity, samples: r.samples, tokens: r.tokens, datasets: [], weights: new Map(r.weights.map((w) => [w.name, w])) };
+        mergeInto(total, part);
+        truncated.push(...r.truncated.map((i) => i + from));
+        empty.push(...r.empty.map((i) => i + from));
+        if (cp) {
+          await saveStats(total, cp.path, {
+            float64: true,
+            extraMetadata: [
+              { key: 'mathneuro.checkpoint.texts_done', type: GGUF_VALUE.UINT64, value: Math.min(texts.length, from + every) },
+              { key: 'mathneuro.checkpoint.text_count', type: GGUF_VALUE.UINT64, value: texts.length },
+            ],
+          });
+        }
+      }
+    } catch (e) {
+      throw asMathneuroError(e, 'EDECODE');
+    } finally {
+      options.signal?.removeEventListener('abort', onAbort);
+    }
+    return { stats: total, truncated, empty, elapsedMs: Date.now() - t0 };
+  }
+
+  dispose() { this.native.dispose(); }
+}
+
+function trainingContext(gguf: GgufInfo): number {
+  const arch = gguf.metadata.get('general.architecture');
+  const v = typeof arch === 'string' ? gguf.metadata.get(`${arch}.context_length`) : undefined;
+  return typeof v === 'number' ? v : 0;
+}
+
+/** One call: open, collect, dispose. */
+export async function collectStats(modelPath: string, texts: string[], options: CollectOptions = {}): Promise<CollectResult> {
+  if (texts.length === 0) throw new MathneuroError('EUSAGE', 'no texts to collect statistics from');
+  const model = await StatsModel.open(modelPath, options);
+  try {
+    const r = await model.collect(texts, options);
+    if (options.checkpoint && !options.signal?.aborted) rmSync(options.checkpoint.path, { force: true });
+    return r;
+  } finally {
+    model.dispose();
+  }
+}

@@ -1,0 +1,165 @@
+// Statistics files: GGUF in llama.cpp's imatrix layout (<tensor>.in_sum2, <tensor>.counts, F32,
+// general.type = imatrix) so llama-quantize --imatrix reads them, plus our <tensor>.in_norm_sum
+// and provenance keys. Checkpoints use the same layout with F64 tensors so a resumed run adds up
+// to exactly what an uninterrupted one does.
+import { createHash } from 'node:crypto';
+import { closeSync, fsyncSync, ftruncateSync, openSync, readSync, renameSync, rmSync, writeSync } from 'node:fs';
+import path from 'node:path';
+import { MathneuroError } from '../errors.ts';
+import { readGgufSync, type GgufInfo, type GgufMetadataEntry } from '../gguf/reader.ts';
+import { GGML_TYPE, GGUF_VALUE } from '../gguf/types.ts';
+import { loadNative } from '../native.ts';
+import { STATS_FORMAT_VERSION, type ModelIdentity, type Stats, type WeightStats } from './types.ts';
+
+const SUFFIX_SUM2 = '.in_sum2';
+const SUFFIX_COUNTS = '.counts';
+const SUFFIX_NORM = '.in_norm_sum';
+
+export interface SaveStatsOptions {
+  /** store F64 tensors (checkpoints); default F32 as llama.cpp's imatrix loader requires */
+  float64?: boolean;
+  /** extra metadata entries */
+  extraMetadata?: GgufMetadataEntry[];
+}
+
+/** Identity of a model file from its validated header: sha256 of the header bytes, size, name. */
+export function modelIdentity(info: GgufInfo): ModelIdentity {
+  const fd = openSync(info.path, 'r');
+  try {
+    const header = Buffer.alloc(info.headerBytes);
+    let got = 0;
+    while (got < header.length) {
+      const r = readSync(fd, header, got, header.length - got, got);
+      if (r === 0) break;
+      got += r;
+    }
+    return { fileName: path.basename(info.path), sizeBytes: info.fileSize, headerSha256: createHash('sha256').update(header).digest('hex') };
+  } finally {
+    closeSync(fd);
+  }
+}
+
+export async function saveStats(stats: Stats, file: string, options: SaveStatsOptions = {}): Promise<void> {
+  const native = loadNative();
+  const type = options.float64 ? GGML_TYPE.F64 : GGML_TYPE.F32;
+  const names = [...stats.weights.keys()].sort();
+  const metadata: GgufMetadataEntry[] = [
+    { key: 'general.type', type: GGUF_VALUE.STRING, value: 'imatrix' },
+    { key: 'imatrix.datasets', type: GGUF_VALUE.ARRAY, arrayType: GGUF_VALUE.STRING, value: stats.datasets.length ? stats.datasets : ['unknown'] },
+    { key: 'imatrix.chunk_count', type: GGUF_VALUE.UINT32, value: Math.min(stats.samples, 0xffffffff) },
+    { key: 'imatrix.chunk_size', type: GGUF_VALUE.UINT32, value: stats.samples ? Math.round(stats.tokens / stats.samples) : 0 },
+    { key: 'mathneuro.stats.version', type: GGUF_VALUE.UINT32, value: STATS_FORMAT_VERSION },
+    { key: 'mathneuro.stats.sample_count', type: GGUF_VALUE.UINT64, value: stats.samples },
+    { key: 'mathneuro.stats.token_count', type: GGUF_VALUE.UINT64, value: stats.tokens },
+    { key: 'mathneuro.model.file_name', type: GGUF_VALUE.STRING, value: stats.model.fileName },
+    { key: 'mathneuro.model.size_bytes', type: GGUF_VALUE.UINT64, value: stats.model.sizeBytes },
+    { key: 'mathneuro.model.header_sha256', type: GGUF_VALUE.STRING, value: stats.model.headerSha256 },
+    ...(options.extraMetadata ?? []),
+  ];
+  const tensors: { name: string; type: number; shape: number[]; data: ArrayLike<number> }[] = [];
+  for (const name of names) {
+    const w = stats.weights.get(name)!;
+    tensors.push({ name: name + SUFFIX_SUM2, type, shape: [w.nIn, w.nMat], data: w.sum2 });
+    tensors.push({ name: name + SUFFIX_COUNTS, type, shape: [1, w.nMat], data: w.counts });
+    tensors.push({ name: name + SUFFIX_NORM, type, shape: [w.nIn, w.nMat], data: w.normSum });
+  }
+  for (const t of tensors) {
+    if (Buffer.byteLength(t.name) > 63) throw new MathneuroError('ESTATS', `statistics tensor name "${t.name}" is longer than 63 bytes`);
+  }
+  const { header, tensors: placed } = native.ggufBuildHeader({ metadata, tensors: tensors.map(({ name, type, shape }) => ({ name, type, shape })) }) as {
+    header: Buffer; tensors: { offset: number; byteSize: number }[];
+  };
+  const out = path.resolve(file);
+  const tmp = `${out}.${process.pid}.tmp`;
+  const fd = openSync(tmp, 'w');
+  let ok = false;
+  try {
+    writeSync(fd, header, 0, header.length, 0);
+    let end = header.length;
+    for (let i = 0; i < tensors.length; i++) {
+      const src = tensors[i].data;
+      const buf = options.float64 ? Buffer.from(Float64Array.from(src).buffer) : Buffer.from(Float32Array.from(src).buffer);
+      writeSync(fd, buf, 0, buf.length, header.length + placed[i].offset);
+      end = header.length + placed[i].offset + Math.ceil(placed[i].byteSize / 32) * 32;
+    }
+    ftruncateSync(fd, end);
+    fsyncSync(fd);
+    ok = true;
+  } finally {
+    closeSync(fd);
+    if (!ok) rmSync(tmp, { force: true });
+  }
+  renameSync(tmp, out);
+}
+
+function readTensor(fd: number, info: GgufInfo, name: string): Float64Array {
+  const t = info.tensorByName.get(name);
+  if (!t) throw new MathneuroError('ESTATS', `${info.path}: tensor ${name} is missing`);
+  if (t.type !== GGML_TYPE.F32 && t.type !== GGML_TYPE.F64) throw new MathneuroError('ESTATS', `${info.path}: tensor ${name} is ${t.typeName}, expected F32 or F64`);
+  const buf = Buffer.alloc(t.byteSize);
+  let got = 0;
+  while (got < buf.length) {
+    const r = readSync(fd, buf, got, buf.length - got, t.absoluteOffset + got);
+    if (r === 0) throw new MathneuroError('ESTATS', `${info.path}: unexpected end of file in ${name}`);
+    got += r;
+  }
+  const ab = buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.length);
+  return t.type === GGML_TYPE.F64 ? new Float64Array(ab) : Float64Array.from(new Float32Array(ab));
+}
+
+export interface LoadedStats extends Stats {
+  path: string;
+  /** false when the file is a plain llama.cpp imatrix (no per-sample norms: MathNeuro scores need them) */
+  hasNormSum: boolean;
+  metadata: Map<string, unknown>;
+}
+
+export async function loadStats(file: string): Promise<LoadedStats> {
+  const info = readGgufSync(file);
+  if (info.metadata.get('general.type') !== 'imatrix') throw new MathneuroError('ESTATS', `${file} is not a statistics file (general.type is ${JSON.stringify(info.metadata.get('general.type') ?? null)}, expected "imatrix")`);
+  const num = (k: string) => { const v = info.metadata.get(k); return typeof v === 'number' ? v : typeof v === 'bigint' ? Number(v) : undefined; };
+  const str = (k: string) => { const v = info.metadata.get(k); return typeof v === 'string' ? v : undefined; };
+  const fd = openSync(file, 'r');
+  try {
+    const weights = new Map<string, WeightStats>();
+    let hasNormSum = true;
+    for (const t of info.tensors) {
+      if (!t.name.endsWith(SUFFIX_SUM2)) continue;
+      const name = t.name.slice(0, -SUFFIX_SUM2.length);
+      const nIn = t.shape[0];
+      const nMat = t.shape[1] ?? 1;
+      const sum2 = readTensor(fd, info, name + SUFFIX_SUM2);
+      const counts = readTensor(fd, info, name + SUFFIX_COUNTS);
+      if (counts.length !== nMat) throw new MathneuroError('ESTATS', `${file}: ${name}.counts has ${counts.length} values for ${nMat} matrices`);
+      let normSum: Float64Array;
+      if (info.tensorByName.has(name + SUFFIX_NORM)) {
+        normSum = readTensor(fd, info, name + SUFFIX_NORM);
+        if (normSum.length !== sum2.length) throw new MathneuroError('ESTATS', `${file}: ${name}.in_norm_sum and .in_sum2 differ in size`);
+      } else {
+        hasNormSum = false;
+        normSum = new Float64Array(sum2.length);
+      }
+      for (const arr of [sum2, counts, normSum]) {
+        for (let i = 0; i < arr.length; i++) if (!(arr[i] >= 0) || !Number.isFinite(arr[i])) throw new MathneuroError('ESTATS', `${file}: ${name} holds a negative or non-finite value`);
+      }
+      weights.set(name, { name, nIn, nMat, sum2, normSum, counts });
+    }
+    const datasets = info.metadata.get('imatrix.datasets');
+    return {
+      path: file,
+      hasNormSum,
+      metadata: info.metadata,
+      model: {
+        fileName: str('mathneuro.model.file_name') ?? '',
+        sizeBytes: num('mathneuro.model.size_bytes') ?? 0,
+        headerSha256: str('mathneuro.model.header_sha256') ?? '',
+      },
+      samples: num('mathneuro.stats.sample_count') ?? num('imatrix.chunk_count') ?? 0,
+      tokens: num('mathneuro.stats.token_count') ?? 0,
+      datasets: Array.isArray(datasets) ? datasets.map(String) : [],
+      weights,
+    };
+  } finally {
+    closeSync(fd);
+  }
+}
