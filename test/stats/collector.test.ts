@@ -1,0 +1,171 @@
+// The collector against an independent float64 reference: the input of layer 0's attn_q/k/v is
+// RMSNorm(token embedding) * attn_norm, computed here from the GGUF's own bytes and the tokenizer's ids.
+import t from 'tap';
+import { closeSync, openSync, readSync } from 'node:fs';
+import { readGgufSync, type GgufInfo } from '../../src/gguf/reader.ts';
+import { GGML_TYPE } from '../../src/gguf/types.ts';
+import { StatsModel, collectStats, mergeStats, saveStats, loadStats } from '../../src/stats/index.ts';
+import { fixtureModel } from '../helpers/fixtures.ts';
+
+function halfToFloat(h: number): number {
+  const s = h & 0x8000 ? -1 : 1;
+  const e = (h >> 10) & 0x1f;
+  const f = h & 0x3ff;
+  if (e === 0) return s * 2 ** -14 * (f / 1024);
+  if (e === 31) return f ? NaN : s * Infinity;
+  return s * 2 ** (e - 15) * (1 + f / 1024);
+}
+
+/** One row of an F32/F16/BF16 tensor, decoded here in float64. */
+function readRow(info: GgufInfo, name: string, row: number): Float64Array {
+  const tensor = info.tensorByName.get(name)!;
+  const n = tensor.shape[0];
+  const elem = tensor.type === GGML_TYPE.F32 ? 4 : 2;
+  const buf = Buffer.alloc(n * elem);
+  const fd = openSync(info.path, 'r');
+  readSync(fd, buf, 0, buf.length, tensor.absoluteOffset + row * n * elem);
+  closeSync(fd);
+  const out = new Float64Array(n);
+  for (let j = 0; j < n; j++) {
+    if (tensor.type === GGML_TYPE.F32) out[j] = buf.readFloatLE(j * 4);
+    else if (tensor.type === GGML_TYPE.F16) out[j] = halfToFloat(buf.readUInt16LE(j * 2));
+    else if (tensor.type === GGML_TYPE.BF16) { const b = Buffer.alloc(4); b.writeUInt16LE(buf.readUInt16LE(j * 2), 2); out[j] = b.readFloatLE(0); }
+    else throw new Error(`unsupported type in reference: ${tensor.typeName}`);
+  }
+  return out;
+}
+
+/** Reference statistics of layer 0's q/k/v input, in float64. */
+function referenceLayer0(info: GgufInfo, tokenLists: Int32Array[]) {
+  const eps = Number(info.metadata.get('llama.attention.layer_norm_rms_epsilon'));
+  const gain = readRow(info, 'blk.0.attn_norm.weight', 0);
+  const n = gain.length;
+  const normSum = new Float64Array(n);
+  const sum2 = new Float64Array(n);
+  for (const tokens of tokenLists) {
+    const sq = new Float64Array(n);
+    for (const tok of tokens) {
+      const x = readRow(info, 'token_embd.weight', tok);
+      let ms = 0;
+      for (let j = 0; j < n; j++) ms += x[j] * x[j];
+      const scale = 1 / Math.sqrt(ms / n + eps);
+      for (let j = 0; j < n; j++) { const h = x[j] * scale * gain[j]; sq[j] += h * h; }
+    }
+    for (let j = 0; j < n; j++) { normSum[j] += Math.sqrt(sq[j]); sum2[j] += sq[j]; }
+  }
+  return { normSum, sum2 };
+}
+
+function maxRelErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let worst = 0;
+  for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i] - b[i]) / Math.max(1e-12, Math.abs(b[i])));
+  return worst;
+}
+
+const texts = [
+  'Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May.',
+  'The mitochondria is the powerhouse of the cell.',
+  'x',
+];
+
+for (const type of ['f32', 'f16'] as const) {
+  t.test(`layer-0 q/k/v statistics equal a float64 reference (${type} model)`, async (t) => {
+    const path = await fixtureModel({ shape: 'tiny', type, seed: 3 });
+    const info = readGgufSync(path);
+    const model = await StatsModel.open(path, { nCtx: 256 });
+    t.teardown(() => model.dispose());
+    const tokenLists = texts.map((s) => model.tokenize(s));
+    t.equal(tokenLists[0][0], model.info().bos, 'BOS is added');
+    const { stats } = await model.collect(texts);
+    const ref = referenceLayer0(info, tokenLists);
+    const q = stats.weights.get('blk.0.attn_q.weight')!;
+    t.ok(q, 'attn_q was observed');
+    t.ok(maxRelErr(q.normSum, ref.normSum) < 1e-4, `norm_sum within 1e-4 relative (worst ${maxRelErr(q.normSum, ref.normSum).toExponential(2)})`);
+    t.ok(maxRelErr(q.sum2, ref.sum2) < 1e-4, `sum2 within 1e-4 relative (worst ${maxRelErr(q.sum2, ref.sum2).toExponential(2)})`);
+    const totalTokens = tokenLists.reduce((a, l) => a + l.length, 0);
+    t.equal(stats.tokens, totalTokens, 'token count');
+    t.equal(stats.samples, texts.length, 'sample count');
+    for (const name of ['blk.0.attn_k.weight', 'blk.0.attn_v.weight']) {
+      const w = stats.weights.get(name)!;
+      t.same(Array.from(w.normSum), Array.from(q.normSum), `${name} norm_sum identical to attn_q`);
+      t.same(Array.from(w.sum2), Array.from(q.sum2), `${name} sum2 identical to attn_q`);
+    }
+    for (let l = 0; l < 2; l++) {
+      const gate = stats.weights.get(`blk.${l}.ffn_gate.weight`)!;
+      const up = stats.weights.get(`blk.${l}.ffn_up.weight`)!;
+      t.same(Array.from(up.normSum), Array.from(gate.normSum), `layer ${l}: ffn_up equals ffn_gate`);
+    }
+    for (const w of stats.weights.values()) t.same(Array.from(w.counts), [totalTokens], `${w.name} counted every token`);
+    // the last layer and the output head see every token, because logits are requested for all
+    t.ok(stats.weights.has('output.weight'), 'untied output head observed');
+    t.ok(stats.weights.has('blk.1.ffn_down.weight'), 'last layer ffn_down observed');
+    t.notOk(stats.weights.has('token_embd.weight'), 'token embedding lookup is not a matmul');
+  });
+}
+
+t.test('two samples in one run equal the merge of two one-sample runs', async (t) => {
+  const path = await fixtureModel({ shape: 'tiny', type: 'q8_0', seed: 4 });
+  const model = await StatsModel.open(path, { nCtx: 256 });
+  t.teardown(() => model.dispose());
+  const both = (await model.collect(texts.slice(0, 2))).stats;
+  const a = (await model.collect(texts.slice(0, 1))).stats;
+  const b = (await model.collect(texts.slice(1, 2))).stats;
+  const merged = mergeStats(a, b);
+  t.equal(merged.samples, both.samples);
+  t.equal(merged.tokens, both.tokens);
+  t.equal(merged.weights.size, both.weights.size);
+  let worst = 0;
+  for (const [name, w] of both.weights) {
+    const m = merged.weights.get(name)!;
+    worst = Math.max(worst, maxRelErr(m.normSum, w.normSum), maxRelErr(m.sum2, w.sum2));
+    t.same(Array.from(m.counts), Array.from(w.counts), `${name} counts`);
+  }
+  t.ok(worst < 1e-9, `merged statistics equal the two-sample run (worst relative difference ${worst.toExponential(2)})`);
+});
+
+t.test('MoE: per-expert statistics, counts sum to tokens x experts used', async (t) => {
+  const path = await fixtureModel({ shape: 'moe-tiny', type: 'q8_0', seed: 5 });
+  const r = await collectStats(path, texts, { nCtx: 256 });
+  const tokens = r.stats.tokens;
+  for (let l = 0; l < 2; l++) {
+    for (const kind of ['gate', 'up', 'down']) {
+      const w = r.stats.weights.get(`blk.${l}.ffn_${kind}_exps.weight`)!;
+      t.ok(w, `blk.${l}.ffn_${kind}_exps observed`);
+      t.equal(w.nMat, 4, 'four experts');
+      t.equal(w.counts.reduce((a, b) => a + b, 0), tokens * 2, `blk.${l}.ffn_${kind}_exps counts sum to tokens x 2`);
+      // an expert's columns are non-zero exactly when it received tokens
+      for (let e = 0; e < 4; e++) {
+        const cols = w.normSum.subarray(e * w.nIn, (e + 1) * w.nIn);
+        const any = cols.some((v) => v > 0);
+        t.equal(any, w.counts[e] > 0, `expert ${e} has statistics iff it got tokens`);
+      }
+    }
+    const gate = r.stats.weights.get(`blk.${l}.ffn_gate_exps.weight`)!;
+    const up = r.stats.weights.get(`blk.${l}.ffn_up_exps.weight`)!;
+    t.same(Array.from(up.normSum), Array.from(gate.normSum), 'gate and up experts see the same inputs');
+  }
+});
+
+t.test('statistics file: imatrix layout, round trip, provenance', async (t) => {
+  const path = await fixtureModel({ shape: 'tiny', type: 'q8_0', seed: 4 });
+  const r = await collectStats(path, texts, { nCtx: 256, dataset: 'unit-test' });
+  const dir = t.testdir();
+  const file = `${dir}/s.gguf`;
+  await saveStats(r.stats, file);
+  const info = readGgufSync(file);
+  t.equal(info.metadata.get('general.type'), 'imatrix');
+  t.same(info.metadata.get('imatrix.datasets'), ['unit-test']);
+  const q = info.tensorByName.get('blk.0.attn_q.weight.in_sum2')!;
+  t.equal(q.typeName, 'F32');
+  // ggml's writer drops trailing 1-dimensions, exactly as llama.cpp's imatrix tool writes them
+  t.same(q.shape, [256]);
+  t.same(info.tensorByName.get('blk.0.attn_q.weight.counts')!.shape, [1]);
+  t.ok(info.tensorByName.has('blk.0.attn_q.weight.in_norm_sum'));
+  const loaded = await loadStats(file);
+  t.equal(loaded.samples, 3);
+  t.equal(loaded.tokens, r.stats.tokens);
+  t.same(loaded.model, r.stats.model);
+  const a = loaded.weights.get('blk.1.ffn_down.weight')!;
+  const b = r.stats.weights.get('blk.1.ffn_down.weight')!;
+  t.ok(maxRelErr(a.normSum, b.normSum) < 1e-6, 'F32 round trip');
+});
