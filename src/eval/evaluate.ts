@@ -1,5 +1,6 @@
 // evaluate(): run one task on a model (and, with `vs`, on a reference model over the same
 // items), with per-item caching, progress and confidence intervals.
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import type { LlamaContextSequence, Token } from 'node-llama-cpp';
 import { MathneuroError } from '../errors.ts';
@@ -537,6 +538,9 @@ async function evaluateKl(options: EvaluateOptions, cacheDir: string): Promise<E
 export async function evaluate(options: EvaluateOptions): Promise<EvalResult> {
   if (!evalTasks.includes(options.task)) throw new MathneuroError('EUSAGE', `unknown task "${options.task}" (one of ${evalTasks.join(', ')})`);
   if (options.limit !== undefined && (!Number.isInteger(options.limit) || options.limit < 1)) throw new MathneuroError('EUSAGE', 'limit must be a positive integer');
+  for (const file of [options.model, options.vs]) {
+    if (file !== undefined && !existsSync(file)) throw new MathneuroError('ENOENT', `model not found: ${file}`);
+  }
   const cacheDir = resolveCacheDir(options.cacheDir);
   switch (options.task) {
     case 'gsm8k': return evaluateGsm8k(options, cacheDir);

@@ -56,11 +56,11 @@ export class EvalModel {
     return new EvalModel(modelPath, llama, model, options);
   }
 
-  /** Create the context: `parallel` sequences of `contextSize` tokens each (capped at the model's training context). */
+  /** Create the context: `parallel` sequences of `contextSize` tokens each (may exceed the training context; llama.cpp allows it). */
   async open(options: { parallel?: number; contextSize?: number } = {}): Promise<void> {
     if (this.context) throw new Error('context already open');
     const parallel = Math.max(1, Math.floor(options.parallel ?? 8));
-    const contextSize = Math.max(64, Math.min(options.contextSize ?? 2048, this.model.trainContextSize || Infinity));
+    const contextSize = Math.max(64, options.contextSize ?? 2048);
     try {
       this.context = await this.model.createContext({
         sequences: parallel, contextSize, flashAttention: false,
