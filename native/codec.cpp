@@ -535,7 +535,7 @@ Napi::Value RequantizeBlocks(const Napi::CallbackInfo & info) {
     if ((int64_t) selected.ByteLength() != (n + 7) / 8) throw CodedError("EUSAGE", "selected must hold one bit per element of blocks");
     Napi::Value sv = o.Get("scale");
     if (!sv.IsNumber() || !std::isfinite(sv.As<Napi::Number>().DoubleValue())) throw CodedError("EUSAGE", "scale must be a finite number");
-    const float scale = (float) sv.As<Napi::Number>().DoubleValue();
+    const double scale = sv.As<Napi::Number>().DoubleValue();
     const float * imatrix = nullptr;
     Napi::Value iv = o.Get("imatrix");
     if (!iv.IsUndefined() && !iv.IsNull()) {
@@ -558,7 +558,8 @@ Napi::Value RequantizeBlocks(const Napi::CallbackInfo & info) {
             out->before.resize((size_t) n); out->after.resize((size_t) n); out->chosen.assign((size_t) nblocks, 0);
             if (n) dequantize_into(t, src, out->before.data(), n);
             std::vector<float> target(out->before);
-            for (int64_t i = 0; i < n; i++) if (is_sel(i)) target[i] = scale == 0.0f ? 0.0f : out->before[i] * scale;
+            // the target in float32 of the exact product, as a float64 reference computes it
+            for (int64_t i = 0; i < n; i++) if (is_sel(i)) target[i] = scale == 0.0 ? 0.0f : (float) ((double) out->before[i] * scale);
             if (!ggml_is_quantized(t)) {
                 // F32/F16/BF16: every element is its own block; conversion of unchanged values is exact.
                 if (n) ggml_quantize_chunk(t, target.data(), out->bytes.data(), 0, 1, n, nullptr);

@@ -1,0 +1,124 @@
+import path from 'node:path';
+import { MathneuroError } from '../errors.ts';
+import { readGgufSync } from '../gguf/reader.ts';
+import { patchModel, DEFAULT_SCALE, type PatchProgress, type PatchResult } from '../patch/patch.ts';
+import { realizedScaleMarkdown } from '../patch/realized.ts';
+import type { RequantizeStrategy } from '../select/codec.ts';
+import { loadStatisticsFor } from '../select/statistics.ts';
+import { ProgressLine, bar, formatDuration, globalHelp, parse, parseNumber, UsageError, writeJson, type Command, type CommandIO } from './common.ts';
+import { parseMethod, parseTopK } from './select.ts';
+
+const mib = (bytes: number) => `${(bytes / 1048576).toFixed(1)} MiB`;
+
+export function progressText(p: PatchProgress): string {
+  const label = { hash: 'hashing', select: 'selecting', patch: 'patching', copy: 'copying', verify: 'verifying', restore: 'restoring' }[p.phase];
+  return `${label.padEnd(9)} ${bar(p.total ? p.done / p.total : 0)} ${p.item ?? ''}`;
+}
+
+function printResult(io: CommandIO, r: PatchResult) {
+  const lines = [
+    `${r.mode === 'in-place' ? 'patched in place' : 'wrote'} ${r.output.path} (${mib(r.output.bytes)}) in ${formatDuration(r.elapsedMs)}`,
+    `${r.method}, K=${r.topK}, ${r.intervention === 'prune' ? 'pruned (set to 0)' : `scaled by ${r.scale}`}: ${r.selectedWeights.toLocaleString('en-US')} weights (${(100 * r.selectedWeights / r.modelParameters).toFixed(3)}% of the model) in ${r.tensorsPatched} tensors, ${r.blocksTouched.toLocaleString('en-US')} blocks touched, ${r.bytesChanged.toLocaleString('en-US')} bytes changed`,
+  ];
+  if (r.upcast) lines.push(`upcast: ${r.upcast.tensors} tensors stored as ${r.upcast.type}: ${mib(r.upcast.bytesBefore)} -> ${mib(r.upcast.bytesAfter)}, file ${r.upcast.extraBytes >= 0 ? '+' : ''}${mib(r.upcast.extraBytes)}`);
+  if (r.journal) lines.push(`undo journal: ${r.journal} (mathneuro unpatch ${r.output.path} restores the original)`);
+  lines.push('', 'realized scale (after / before) per type:', realizedScaleMarkdown(r.realized));
+  io.stdout.write(lines.join('\n') + '\n');
+}
+
+export const command: Command = {
+  name: 'patch',
+  summary: 'scale (x1.1) or zero the selected weights in a GGUF: new file or in place with undo',
+  help: `usage: mathneuro patch <model.gguf> (-o out.gguf | --in-place) (--selection F | --math F --general F --top-k K) [options]
+
+Multiplies the selected weights by C (default ${DEFAULT_SCALE}) or sets them to zero. Only the
+quantization blocks that hold selected weights are rewritten (dequantized, changed, requantized
+to the same type by ggml); every other byte stays as it was. Prints the scale each weight really
+got, per tensor type: at 4 bits much of a x1.1 change rounds away (see --upcast).
+
+  -o, --output F     write a new file (via a temporary file renamed at the end); adds mathneuro.*
+                     provenance keys (method, K, scale, statistics, source name and sha256)
+  --in-place         rewrite the model itself; an undo journal <model>.mathneuro-undo keeps the
+                     original bytes (mathneuro unpatch restores them bit-exactly)
+  --selection F      replay a selection file (mathneuro select -o); --top-k picks one of its K
+  --math F, --general F   or select now from statistics (also: --method, --seed, --include-output)
+  --top-k K          fraction (0.01) or percentage (1%)
+  --method M         mathneuro (default) | wanda | random | wanda-row
+  --scale C          multiply the selected weights by C (default ${DEFAULT_SCALE})
+  --prune            set them to zero instead
+  --upcast T         q8_0 | f16: store tensors that hold selected weights in T so the change holds (new file only)
+  --requant S        best (default: per block the closest of plain requantization, keep-scale
+                     re-rounding and importance-weighted requantization) | plain | keep-scale
+  --no-imatrix       do not use the math statistics' sums of squares as importance matrix
+  --force            overwrite the output; patch a file mathneuro already patched
+${globalHelp}
+
+examples:
+  mathneuro patch model.gguf -o model.math.gguf --selection model.mnsel --top-k 1%
+  mathneuro patch model.gguf -o model.math.gguf --math math.stats.gguf --general general.stats.gguf --top-k 0.01 --scale 1.1
+  mathneuro patch model.gguf --in-place --selection model.mnsel --prune   # undo: mathneuro unpatch model.gguf
+  mathneuro patch model-Q4_K_M.gguf -o boosted.gguf --selection model.mnsel --upcast q8_0`,
+  async run(argv, io) {
+    const { values, positionals } = parse(argv, {
+      output: { type: 'string', short: 'o' }, 'in-place': { type: 'boolean' }, selection: { type: 'string' },
+      math: { type: 'string' }, general: { type: 'string' }, 'top-k': { type: 'string' }, method: { type: 'string' },
+      seed: { type: 'string' }, 'include-output': { type: 'boolean' }, scale: { type: 'string' }, prune: { type: 'boolean' },
+      upcast: { type: 'string' }, requant: { type: 'string' }, 'no-imatrix': { type: 'boolean' }, force: { type: 'boolean', short: 'f' },
+    });
+    if (positionals.length !== 1) throw new UsageError('expected one model path');
+    const model = positionals[0];
+    if (!values.output && !values['in-place']) throw new UsageError('give -o <out.gguf> or --in-place');
+    if (values.output && values['in-place']) throw new UsageError('-o and --in-place exclude each other');
+    if (values.prune && values.scale !== undefined) throw new UsageError('--scale and --prune exclude each other');
+    if (!values.selection && !values.math) throw new UsageError('give --selection <file> or --math/--general statistics');
+    if (values.selection && values.general) throw new UsageError('--selection replays a finished selection; --general is not used with it');
+    const topKs = parseTopK(values['top-k']);
+    if (topKs && topKs.length > 1) throw new UsageError('patch takes one K');
+    const topK = topKs?.[0];
+    if (!values.selection && topK === undefined) throw new UsageError('--top-k is required when selecting from statistics');
+    const method = parseMethod(values.method);
+    if (!values.selection && (method === 'mathneuro' || method === 'random') && !values.general) throw new UsageError(`--general is required by --method ${method}`);
+    const scale = parseNumber('scale', values.scale);
+    if (scale !== undefined && (scale <= 0 || scale > 100)) throw new UsageError('--scale must be in (0, 100] (use --prune for zero)');
+    const upcast = values.upcast?.toLowerCase();
+    if (upcast !== undefined && upcast !== 'q8_0' && upcast !== 'f16') throw new UsageError(`--upcast must be q8_0 or f16, got "${values.upcast}"`);
+    const strategy = (values.requant ?? 'best') as RequantizeStrategy;
+    if (!['best', 'plain', 'keep-scale'].includes(strategy)) throw new UsageError(`--requant must be best, plain or keep-scale, got "${values.requant}"`);
+    const seed = parseNumber('seed', values.seed, { integer: true, min: 0, max: 0xffffffff });
+
+    const info = readGgufSync(model);
+    const warnings: string[] = [];
+    const loaded = async (file: string | undefined, role: 'math' | 'general') => {
+      if (!file) return undefined;
+      const l = await loadStatisticsFor(file, role, info, values.selection ? 'wanda-row' : method);
+      warnings.push(...l.warnings);
+      return l.stats;
+    };
+    const math = await loaded(values.math, 'math');
+    const general = await loaded(values.general, 'general');
+    if (!values.json && !values.quiet) for (const w of warnings) io.stderr.write(`warning: ${w}\n`);
+    const progress = new ProgressLine(io, values.quiet || values.json);
+    const controller = new AbortController();
+    const onSigint = () => { controller.abort(); };
+    process.once('SIGINT', onSigint);
+    try {
+      const result = await patchModel({
+        model, out: values.output ? path.resolve(values.output) : undefined, inPlace: values['in-place'],
+        selection: values.selection, math, general, method, topK, seed, includeOutput: values['include-output'],
+        scale, prune: values.prune, upcast: upcast as 'q8_0' | 'f16' | undefined, strategy,
+        useImportance: !values['no-imatrix'], force: values.force, signal: controller.signal,
+        onProgress: (p) => progress.update(progressText(p)),
+      });
+      progress.done();
+      if (values.json) writeJson(io, { ok: true, warnings, ...result });
+      else if (!values.quiet) printResult(io, result);
+      return 0;
+    } catch (e) {
+      progress.done();
+      if ((e as MathneuroError).code === 'EABORT' && values['in-place']) io.stderr.write('interrupted: the model was restored from its undo journal\n');
+      throw e;
+    } finally {
+      process.removeListener('SIGINT', onSigint);
+    }
+  },
+};

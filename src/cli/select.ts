@@ -1,0 +1,136 @@
+import path from 'node:path';
+import { existsSync } from 'node:fs';
+import { MathneuroError } from '../errors.ts';
+import { readGgufSync } from '../gguf/reader.ts';
+import { SelectionFileWriter } from '../select/file.ts';
+import { SELECTION_METHODS, SelectionSummaryBuilder, planTensors, selectTensors, validateTopK, type SelectionMethod, type SelectionSummary } from '../select/select.ts';
+import { loadStatisticsFor } from '../select/statistics.ts';
+import { sha256File } from '../select/tensor-io.ts';
+import { ProgressLine, bar, globalHelp, parse, parseNumber, UsageError, writeJson, type Command, type CommandIO } from './common.ts';
+
+/** "0.01,0.05" or "1%,5%" -> [0.01, 0.05] */
+export function parseTopK(value: string | undefined): number[] | undefined {
+  if (value === undefined) return undefined;
+  const ks = value.split(',').map((part) => {
+    const s = part.trim();
+    const n = s.endsWith('%') ? Number(s.slice(0, -1)) / 100 : Number(s);
+    if (s === '' || !Number.isFinite(n)) throw new UsageError(`--top-k takes fractions or percentages separated by commas, got "${part}"`);
+    return n;
+  });
+  try { validateTopK(ks); } catch (e) { throw new UsageError((e as Error).message); }
+  return ks;
+}
+
+export function parseMethod(value: string | undefined): SelectionMethod {
+  const method = (value ?? 'mathneuro') as SelectionMethod;
+  if (!SELECTION_METHODS.includes(method)) throw new UsageError(`--method must be one of ${SELECTION_METHODS.join(', ')}, got "${value}"`);
+  return method;
+}
+
+const pct = (x: number) => `${(x * 100).toFixed(x < 0.001 ? 4 : 3)}%`;
+
+export function printSummary(io: CommandIO, s: SelectionSummary, perTensor: boolean) {
+  const lines: string[] = [];
+  lines.push(`${s.method}: ${s.tensors.length} weight tensors scored (${s.scoredParameters.toLocaleString('en-US')} of ${s.modelParameters.toLocaleString('en-US')} parameters)`);
+  lines.push('', `${'K'.padStart(8)}  ${'selected'.padStart(12)}  ${'of model'.padStart(10)}  ${'of scored'.padStart(10)}`);
+  for (const t of s.totals) lines.push(`${pct(t.topK).padStart(8)}  ${t.selected.toLocaleString('en-US').padStart(12)}  ${pct(t.fractionOfModel).padStart(10)}  ${pct(t.fractionOfScored).padStart(10)}`);
+  lines.push('', `per layer (selected / parameters):`, `${'layer'.padEnd(10)} ${s.topK.map((k) => `K=${pct(k)}`.padStart(18)).join(' ')}`);
+  for (const l of s.perLayer) lines.push(`${l.layer.padEnd(10)} ${l.counts.map((c) => `${c} (${pct(c / l.parameters)})`.padStart(18)).join(' ')}`);
+  if (perTensor) {
+    lines.push('', 'per tensor:');
+    for (const t of s.tensors) lines.push(`${t.name.padEnd(34)} ${t.type.padEnd(6)} ${t.shape.join('x').padEnd(14)} ${t.counts.map((c) => `${c} (${pct(c / t.numel)})`.padStart(18)).join(' ')}`);
+  }
+  if (s.skipped.length) lines.push('', `not scored (no statistics): ${s.skipped.map((x) => x.name).join(', ')}`);
+  io.stdout.write(lines.join('\n') + '\n');
+}
+
+export const command: Command = {
+  name: 'select',
+  summary: 'select the math-specific weights (or a baseline\'s) for one or more K',
+  help: `usage: mathneuro select <model.gguf> --math <stats> [--general <stats>] --top-k K[,K...] [-o selection.mnsel] [options]
+
+Scores every linear weight of the blocks, S = |W| * (sum over samples of the input column's L2
+norm), per weight matrix, and keeps the exact top K of the math scores that are not in the top K
+of the general scores (MathNeuro). Several K reuse the same scores. Prints counts per K, per layer
+(and per tensor with --per-tensor); -o writes a selection file that mathneuro patch replays.
+
+  --math F          statistics of the math data (mathneuro stats)
+  --general F       statistics of the general data (mathneuro and random need them)
+  --top-k K[,K...]  fractions 0.0001..0.5 or percentages (1%), comma-separated
+  --method M        mathneuro (default) | wanda (math top-K, no filter) | random (MathNeuro's count
+                    per matrix at random positions) | wanda-row (sqrt(sum2/tokens), top-K per output row)
+  --seed N          seed of the random baseline (default 0)
+  --include-output  also score output.weight when it is its own tensor (never tied embeddings)
+  -o, --output F    selection file to write (replayed by mathneuro patch --selection)
+  --per-tensor      print every tensor's counts
+  --force           overwrite the output
+${globalHelp}
+
+Ties are broken in favour of the lower flat index; weights with a zero score are never selected.
+
+examples:
+  mathneuro select model.gguf --math math.stats.gguf --general general.stats.gguf --top-k 0.1%,1%,5% -o model.mnsel
+  mathneuro select model.gguf --math math.stats.gguf --general general.stats.gguf --top-k 0.05 --method random --seed 3 --json`,
+  async run(argv, io) {
+    const { values, positionals } = parse(argv, {
+      math: { type: 'string' }, general: { type: 'string' }, 'top-k': { type: 'string' }, method: { type: 'string' },
+      seed: { type: 'string' }, 'include-output': { type: 'boolean' }, output: { type: 'string', short: 'o' },
+      'per-tensor': { type: 'boolean' }, force: { type: 'boolean', short: 'f' },
+    });
+    if (positionals.length !== 1) throw new UsageError('expected one model path');
+    if (!values.math) throw new UsageError('--math is required');
+    const topK = parseTopK(values['top-k']);
+    if (!topK) throw new UsageError('--top-k is required');
+    const method = parseMethod(values.method);
+    if ((method === 'mathneuro' || method === 'random') && !values.general) throw new UsageError(`--general is required by --method ${method}`);
+    const seed = parseNumber('seed', values.seed, { integer: true, min: 0, max: 0xffffffff }) ?? 0;
+    const output = values.output ? path.resolve(values.output) : undefined;
+    if (output && existsSync(output) && !values.force) throw new MathneuroError('EEXIST', `${output} exists (use --force to overwrite)`);
+    const model = readGgufSync(positionals[0]);
+    const math = await loadStatisticsFor(values.math, 'math', model, method);
+    const general = values.general ? await loadStatisticsFor(values.general, 'general', model, method) : undefined;
+    const warnings = [...math.warnings, ...(general?.warnings ?? [])];
+    if (!values.json && !values.quiet) for (const w of warnings) io.stderr.write(`warning: ${w}\n`);
+    const plan = planTensors(model, math.stats, { includeOutput: values['include-output'] });
+    const summary = new SelectionSummaryBuilder(model, method, topK, plan.skipped);
+    const progress = new ProgressLine(io, values.quiet || values.json);
+    const writer = output ? new SelectionFileWriter(output) : undefined;
+    const controller = new AbortController();
+    const onSigint = () => controller.abort();
+    process.once('SIGINT', onSigint);
+    try {
+      for await (const selection of selectTensors(model, plan, {
+        method, topK, math: math.stats, general: general?.stats, seed, includeOutput: values['include-output'], signal: controller.signal,
+        onProgress: (p) => progress.update(`select ${bar(p.done / p.total)} ${p.done}/${p.total} ${p.tensor}`),
+      })) {
+        summary.add(selection);
+        writer?.add(selection);
+      }
+      progress.done();
+      const result = summary.build();
+      if (writer) {
+        const { tensors: _omit, ...rest } = result;
+        writer.finish({
+          method, topK, seed: method === 'random' ? seed : undefined, includeOutput: !!values['include-output'],
+          model: { path: path.basename(model.path), name: String(model.metadata.get('general.name') ?? ''), sha256: sha256File(model.path), fileSize: model.fileSize, tensorCount: model.tensors.length },
+          statistics: {
+            math: { path: path.basename(values.math), sha256: sha256File(values.math) },
+            general: values.general ? { path: path.basename(values.general), sha256: sha256File(values.general) } : undefined,
+          },
+          summary: rest,
+        });
+      }
+      if (values.json) writeJson(io, { ok: true, output, warnings, ...result });
+      else if (!values.quiet) {
+        printSummary(io, result, !!values['per-tensor']);
+        if (output) io.stdout.write(`\nwrote ${output}\n`);
+      }
+      return 0;
+    } catch (e) {
+      writer?.abort();
+      throw e;
+    } finally {
+      process.removeListener('SIGINT', onSigint);
+    }
+  },
+};

@@ -1,0 +1,498 @@
+// Patching a GGUF: scale (or zero) the selected weights. Two modes:
+// - new file (default): a temporary file beside the output, renamed into place at the end; the
+//   header is the source's plus mathneuro.* provenance keys, every unchanged byte copied as is.
+// - in place: the model is rewritten range by range, each range's original bytes appended to an
+//   undo journal and synced first; `unpatchModel` restores the original bit-exactly.
+import { closeSync, existsSync, fsyncSync, openSync, readdirSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
+import path from 'node:path';
+import { deflateRawSync, inflateRawSync } from 'node:zlib';
+import { MathneuroError } from '../errors.ts';
+import { readGgufSync, type GgufInfo, type GgufMetadataEntry, type GgufTensorInfo } from '../gguf/reader.ts';
+import { GGUF_VALUE } from '../gguf/types.ts';
+import { loadNative } from '../native.ts';
+import { codecTypeByName, codecTypeInfo, type RequantizeStrategy } from '../select/codec.ts';
+import { SelectionFile } from '../select/file.ts';
+import { planTensors, selectTensor, type ColumnStatistics, type SelectionMethod, type StatisticsSource } from '../select/select.ts';
+import { readExactly, readTensorBytes, sha256File } from '../select/tensor-io.ts';
+import { JournalWriter, journalPathFor, readJournal, readRecordData, type JournalHeader } from './journal.ts';
+import { RealizedScaleReport, type RealizedScaleRow } from './realized.ts';
+import { patchTensorInPlace, upcastTensor } from './tensor-patch.ts';
+
+export const PATCH_VERSION = 1;
+export const DEFAULT_SCALE = 1.1;
+
+export interface PatchSourceInfo { path: string; sha256?: string }
+
+export interface PatchOptions {
+  /** the GGUF to patch */
+  model: string;
+  /** new-file mode: the output path (must differ from model) */
+  out?: string;
+  /** rewrite `model` itself, with an undo journal beside it (default false) */
+  inPlace?: boolean;
+  /** a selection file to replay; otherwise the selection is made from the statistics */
+  selection?: string;
+  /** statistics (needed without a selection file; math also serves as importance matrix) */
+  math?: StatisticsSource & { path?: string };
+  general?: StatisticsSource & { path?: string };
+  /** selection method when replaying from statistics (default 'mathneuro') */
+  method?: SelectionMethod;
+  /** K: with statistics, required; with a selection file, picks one of its K */
+  topK?: number;
+  seed?: number;
+  includeOutput?: boolean;
+  /** factor for the selected weights (default 1.1); ignored with prune */
+  scale?: number;
+  /** set the selected weights to zero instead */
+  prune?: boolean;
+  /** requantization of touched blocks (default 'best') */
+  strategy?: RequantizeStrategy;
+  /** new-file mode: store tensors with selected weights in this type so the change holds */
+  upcast?: 'q8_0' | 'f16';
+  /** use the math statistics' sums of squares as importance matrix when requantizing (default true when given) */
+  useImportance?: boolean;
+  /** overwrite an existing output; patch a file that mathneuro already patched (default false) */
+  force?: boolean;
+  onProgress?: (p: PatchProgress) => void;
+  signal?: AbortSignal;
+}
+
+export interface PatchProgress { phase: 'hash' | 'select' | 'patch' | 'copy' | 'verify' | 'restore'; done: number; total: number; item?: string }
+
+export interface PatchedTensor {
+  name: string;
+  type: string;
+  selectedWeights: number;
+  blocksTouched: number;
+  bytesChanged: number;
+  /** with upcast: the stored type and sizes */
+  upcastTo?: string;
+  bytesBefore?: number;
+  bytesAfter?: number;
+}
+
+export interface PatchResult {
+  mode: 'new-file' | 'in-place';
+  source: { path: string; name: string; sha256: string; bytes: number };
+  output: { path: string; bytes: number };
+  journal?: string;
+  method: SelectionMethod;
+  topK: number;
+  intervention: 'scale' | 'prune';
+  scale: number;
+  selectedWeights: number;
+  modelParameters: number;
+  tensorsPatched: number;
+  blocksTouched: number;
+  bytesChanged: number;
+  upcast?: { type: string; tensors: number; bytesBefore: number; bytesAfter: number; extraBytes: number };
+  realized: RealizedScaleRow[];
+  tensors: PatchedTensor[];
+  elapsedMs: number;
+}
+
+/** Where a tensor's mask comes from: a selection file, or masks computed up front from statistics. */
+interface MaskSource {
+  method: SelectionMethod;
+  topK: number;
+  seed?: number;
+  description: GgufMetadataEntry[];
+  /** sha256 of the model the selection was made on, when known */
+  modelSha256?: string;
+  names: Set<string>;
+  count(name: string): number;
+  mask(name: string): Uint8Array;
+}
+
+const str = (key: string, value: string): GgufMetadataEntry => ({ key, type: GGUF_VALUE.STRING, value });
+const f64 = (key: string, value: number): GgufMetadataEntry => ({ key, type: GGUF_VALUE.FLOAT64, value });
+const u32 = (key: string, value: number): GgufMetadataEntry => ({ key, type: GGUF_VALUE.UINT32, value });
+
+function modelName(info: GgufInfo): string {
+  const v = info.metadata.get('general.name');
+  return typeof v === 'string' && v ? v : path.basename(info.path);
+}
+
+function sourceLabel(file: string, sha256: string) { return `${path.basename(file)} sha256:${sha256}`; }
+
+/** Removes temporaries of earlier runs that were killed (their process no longer exists). */
+function removeStaleTemporaries(out: string) {
+  const dir = path.dirname(path.resolve(out));
+  const prefix = `.${path.basename(out)}.mathneuro-tmp-`;
+  let entries: string[] = [];
+  try { entries = readdirSync(dir); } catch { return; }
+  for (const e of entries) {
+    if (!e.startsWith(prefix)) continue;
+    const pid = Number(e.slice(prefix.length));
+    let alive = false;
+    if (Number.isInteger(pid) && pid > 0) { try { process.kill(pid, 0); alive = true; } catch (err) { alive = (err as NodeJS.ErrnoException).code === 'EPERM'; } }
+    if (!alive) rmSync(path.join(dir, e), { force: true });
+  }
+}
+
+function checkAbort(signal?: AbortSignal) {
+  if (signal?.aborted) throw new MathneuroError('EABORT', 'patching cancelled');
+}
+
+async function maskSource(info: GgufInfo, options: PatchOptions): Promise<MaskSource> {
+  if (options.selection) {
+    const file = SelectionFile.open(options.selection);
+    const q = file.kIndex(options.topK);
+    const idx = file.index;
+    if (idx.model.tensorCount !== info.tensors.length) throw new MathneuroError('ESELECTION', `${options.selection} was made for a model with ${idx.model.tensorCount} tensors, ${info.path} has ${info.tensors.length}`);
+    for (const t of idx.tensors) {
+      const m = info.tensorByName.get(t.name);
+      if (!m || m.numel !== t.numel || m.shape.join('x') !== t.shape.join('x')) throw new MathneuroError('ESELECTION', `${options.selection} does not match ${info.path}: tensor ${t.name} ${m ? `is ${m.shape.join('x')}, the selection has ${t.shape.join('x')}` : 'is missing'}`);
+    }
+    const sha = sha256File(options.selection);
+    return {
+      method: idx.method, topK: idx.topK[q], seed: idx.seed, modelSha256: idx.model.sha256,
+      description: [str('mathneuro.selection', sourceLabel(options.selection, sha)),
+        str('mathneuro.statistics.math', idx.statistics.math.sha256 ? sourceLabel(idx.statistics.math.path, idx.statistics.math.sha256) : path.basename(idx.statistics.math.path)),
+        ...(idx.statistics.general ? [str('mathneuro.statistics.general', idx.statistics.general.sha256 ? sourceLabel(idx.statistics.general.path, idx.statistics.general.sha256) : path.basename(idx.statistics.general.path))] : [])],
+      names: new Set(idx.tensors.filter((t) => t.counts[q] > 0).map((t) => t.name)),
+      count: (name) => file.tensor(name)?.counts[q] ?? 0,
+      mask: (name) => file.mask(name, q),
+    };
+  }
+  if (!options.math) throw new MathneuroError('EUSAGE', 'patching needs a selection file or the statistics (math, and general for mathneuro)');
+  if (options.topK === undefined) throw new MathneuroError('EUSAGE', 'patching from statistics needs K (--top-k)');
+  const method = options.method ?? 'mathneuro';
+  const plan = planTensors(info, options.math, { includeOutput: options.includeOutput });
+  const masks = new Map<string, { deflated: Buffer; count: number }>();
+  const fd = openSync(info.path, 'r');
+  try {
+    let done = 0;
+    for (const s of plan.scored) {
+      checkAbort(options.signal);
+      options.onProgress?.({ phase: 'select', done: done++, total: plan.scored.length, item: s.tensor.name });
+      const selection = await selectTensor(s, readTensorBytes(fd, s.tensor), { method, topK: [options.topK], math: options.math, general: options.general, seed: options.seed, includeOutput: options.includeOutput });
+      if (selection.counts[0] > 0) masks.set(s.tensor.name, { deflated: deflateRawSync(selection.masks[0], { level: 1 }), count: selection.counts[0] });
+    }
+  } finally {
+    closeSync(fd);
+  }
+  const statsLabel = (s: { path?: string }, fallback: string) => (s.path ? sourceLabel(s.path, sha256File(s.path)) : fallback);
+  return {
+    method, topK: options.topK, seed: options.seed,
+    description: [str('mathneuro.statistics.math', statsLabel(options.math, 'in-memory')),
+      ...(options.general ? [str('mathneuro.statistics.general', statsLabel(options.general, 'in-memory'))] : [])],
+    names: new Set(masks.keys()),
+    count: (name) => masks.get(name)?.count ?? 0,
+    mask: (name) => new Uint8Array(inflateRawSync(masks.get(name)!.deflated)),
+  };
+}
+
+function provenance(info: GgufInfo, sha256: string, source: MaskSource, options: PatchOptions, scale: number, strategy: RequantizeStrategy): GgufMetadataEntry[] {
+  const pkgVersion = '0.1.0';
+  return [
+    u32('mathneuro.patch.version', PATCH_VERSION),
+    str('mathneuro.tool', `mathneuro ${pkgVersion}`),
+    str('mathneuro.method', source.method),
+    f64('mathneuro.top_k', source.topK),
+    str('mathneuro.intervention', options.prune ? 'prune' : 'scale'),
+    f64('mathneuro.scale', scale),
+    str('mathneuro.requantization', strategy),
+    ...(options.upcast ? [str('mathneuro.upcast', options.upcast)] : []),
+    ...(source.seed !== undefined && source.method === 'random' ? [u32('mathneuro.seed', source.seed)] : []),
+    ...source.description,
+    str('mathneuro.source.name', modelName(info)),
+    str('mathneuro.source.file', path.basename(info.path)),
+    str('mathneuro.source.sha256', sha256),
+    str('mathneuro.patched_at', new Date().toISOString()),
+  ];
+}
+
+function writeAll(fd: number, bytes: Uint8Array, position: number): number {
+  let done = 0;
+  while (done < bytes.length) done += writeSync(fd, bytes, done, bytes.length - done, position + done);
+  return position + bytes.length;
+}
+
+/** Copies [from, from + length) of src to dst at `to`, in 8 MiB chunks. */
+function copyRange(src: number, dst: number, from: number, to: number, length: number, chunk: Buffer) {
+  let done = 0;
+  while (done < length) {
+    const n = Math.min(chunk.length, length - done);
+    const view = chunk.subarray(0, n);
+    readExactly(src, view, from + done, 'source model');
+    writeAll(dst, view, to + done);
+    done += n;
+  }
+}
+
+function importanceOf(options: PatchOptions, name: string): ColumnStatistics | undefined {
+  if (options.useImportance === false || !options.math) return undefined;
+  return options.math.weights.get(name);
+}
+
+/** Patches a model into a new file, or in place with an undo journal. */
+export async function patchModel(options: PatchOptions): Promise<PatchResult> {
+  const started = Date.now();
+  const scale = options.prune ? 0 : options.scale ?? DEFAULT_SCALE;
+  if (!Number.isFinite(scale)) throw new MathneuroError('EUSAGE', `the scale must be a finite number, got ${scale}`);
+  if (options.prune && options.scale !== undefined) throw new MathneuroError('EUSAGE', 'give either a scale or prune, not both');
+  const strategy = options.strategy ?? 'best';
+  if (options.inPlace && options.out && path.resolve(options.out) !== path.resolve(options.model)) throw new MathneuroError('EUSAGE', 'in-place patching writes the model itself: give no output path');
+  if (options.inPlace && options.upcast) throw new MathneuroError('EUSAGE', '--upcast changes the tensor layout and needs a new file (not --in-place)');
+  if (!options.inPlace) {
+    if (!options.out) throw new MathneuroError('EUSAGE', 'an output path is needed (or --in-place)');
+    if (path.resolve(options.out) === path.resolve(options.model)) throw new MathneuroError('EUSAGE', 'the output is the source model: use --in-place to patch it in place');
+    if (existsSync(options.out) && !options.force) throw new MathneuroError('EEXIST', `${options.out} exists (--force overwrites it)`);
+  }
+  const upcastType = options.upcast ? codecTypeByName(options.upcast) : undefined;
+  if (options.upcast && !upcastType) throw new MathneuroError('EUSAGE', `unknown upcast type ${options.upcast}`);
+
+  const info = readGgufSync(options.model);
+  const journalPath = journalPathFor(options.model);
+  if (existsSync(journalPath)) throw new MathneuroError('EEXIST', `${options.model} is patched in place (undo journal ${journalPath}); run mathneuro unpatch ${options.model} first`);
+  if (info.metadata.has('mathneuro.method') && !options.force) {
+    throw new MathneuroError('EEXIST', `${options.model} was already patched by mathneuro (${String(info.metadata.get('mathneuro.method'))}, K=${String(info.metadata.get('mathneuro.top_k'))}); patch its source instead, or --force to patch it again`);
+  }
+
+  const source = await maskSource(info, options);
+  checkAbort(options.signal);
+  const sha256 = sha256File(options.model, (p) => options.onProgress?.({ phase: 'hash', done: p.bytesDone, total: p.bytesTotal }));
+  if (source.modelSha256 && source.modelSha256 !== sha256 && !options.force) {
+    throw new MathneuroError('ESELECTION', `${options.selection} was made on another file (sha256 ${source.modelSha256.slice(0, 12)}...) than ${options.model} (${sha256.slice(0, 12)}...); --force applies it anyway`);
+  }
+  const entries = provenance(info, sha256, source, options, scale, strategy);
+  const realized = new RealizedScaleReport(scale);
+  const tensors: PatchedTensor[] = [];
+  const patchable = info.tensors.filter((t) => source.names.has(t.name));
+  for (const t of patchable) {
+    const type = codecTypeInfo(t.type);
+    if (!upcastType && (!type?.canQuantize || !type.canDequantize)) throw new MathneuroError('EQUANT', `${t.name}: ggml cannot requantize ${t.typeName}; use --upcast f16 or q8_0 (new file)`);
+    if (!upcastType && type?.requiresImatrix && !importanceOf(options, t.name)) throw new MathneuroError('EQUANT', `${t.name} is ${t.typeName}, which ggml only quantizes with an importance matrix: pass the math statistics (--math); their sums of squares serve as one`);
+  }
+  const base = {
+    source: { path: options.model, name: modelName(info), sha256, bytes: info.fileSize },
+    method: source.method, topK: source.topK, intervention: (options.prune ? 'prune' : 'scale') as 'prune' | 'scale', scale,
+    modelParameters: info.tensors.reduce((a, t) => a + t.numel, 0),
+  };
+  const finish = (r: Omit<PatchResult, keyof typeof base | 'realized' | 'tensors' | 'elapsedMs' | 'selectedWeights' | 'tensorsPatched' | 'blocksTouched' | 'bytesChanged'>): PatchResult => ({
+    ...base, ...r,
+    selectedWeights: tensors.reduce((a, t) => a + t.selectedWeights, 0),
+    tensorsPatched: tensors.length,
+    blocksTouched: tensors.reduce((a, t) => a + t.blocksTouched, 0),
+    bytesChanged: tensors.reduce((a, t) => a + t.bytesChanged, 0),
+    realized: realized.rows(), tensors, elapsedMs: Date.now() - started,
+  });
+
+  if (options.inPlace) {
+    await patchInPlace(info, source, entries, sha256, journalPath, options, scale, strategy, realized, tensors);
+    return finish({ mode: 'in-place', output: { path: options.model, bytes: info.fileSize }, journal: journalPath });
+  }
+  const written = await patchNewFile(info, source, entries, options, scale, strategy, realized, tensors, upcastType?.id);
+  const upcastTensors = tensors.filter((t) => t.upcastTo);
+  return finish({
+    mode: 'new-file', output: { path: options.out!, bytes: written },
+    upcast: upcastType ? {
+      type: upcastType.name, tensors: upcastTensors.length,
+      bytesBefore: upcastTensors.reduce((a, t) => a + (t.bytesBefore ?? 0), 0),
+      bytesAfter: upcastTensors.reduce((a, t) => a + (t.bytesAfter ?? 0), 0),
+      extraBytes: written - info.fileSize,
+    } : undefined,
+  });
+}
+
+async function patchNewFile(info: GgufInfo, source: MaskSource, entries: GgufMetadataEntry[], options: PatchOptions, scale: number, strategy: RequantizeStrategy, realized: RealizedScaleReport, tensors: PatchedTensor[], upcastType?: number): Promise<number> {
+  const native = loadNative();
+  const out = options.out!;
+  removeStaleTemporaries(out);
+  // With upcast, the tensors that hold selected weights change type; the others keep theirs.
+  const typeOf = (t: GgufTensorInfo) => (upcastType !== undefined && source.names.has(t.name) ? upcastType : t.type);
+  let header: { header: Uint8Array; tensors: { name: string; offset: number; byteSize: number }[]; alignment: number };
+  if (upcastType === undefined) {
+    header = native.ggufRewriteHeader(info.path, entries, []);
+  } else {
+    if (info.alignment !== 32) throw new MathneuroError('EPATCH', `--upcast supports the default GGUF alignment (32), ${info.path} uses ${info.alignment}`);
+    const keep = info.metadataEntries.filter((e) => !entries.some((n) => n.key === e.key));
+    header = native.ggufBuildHeader({ metadata: [...keep, ...entries], tensors: info.tensors.map((t) => ({ name: t.name, type: typeOf(t), shape: t.shape })) });
+  }
+  const layout = new Map(header.tensors.map((t) => [t.name, t]));
+  for (const t of info.tensors) {
+    const l = layout.get(t.name);
+    if (!l) throw new MathneuroError('EPATCH', `the new header lost tensor ${t.name}`);
+    if (upcastType === undefined && (l.offset !== t.offset || l.byteSize !== t.byteSize)) throw new MathneuroError('EPATCH', `the rewritten header moves tensor ${t.name} (${t.offset} -> ${l.offset}); the source layout is not canonical`);
+  }
+  const dataOffset = header.header.length;
+  const temp = path.join(path.dirname(path.resolve(out)), `.${path.basename(out)}.mathneuro-tmp-${process.pid}`);
+  const src = openSync(info.path, 'r');
+  let dst: number | undefined;
+  try {
+    dst = openSync(temp, 'w');
+    writeAll(dst, header.header, 0);
+    const chunk = Buffer.allocUnsafe(8 << 20);
+    const ordered = [...info.tensors].sort((a, b) => a.offset - b.offset);
+    const totalBytes = info.fileSize - info.dataOffset;
+    let sourceCursor = info.dataOffset;   // next source byte not yet accounted for
+    let end = dataOffset;
+    for (const t of ordered) {
+      checkAbort(options.signal);
+      const target = layout.get(t.name)!;
+      const at = dataOffset + target.offset;
+      if (upcastType === undefined) {
+        // the bytes between tensors (padding) are copied as they are
+        copyRange(src, dst, sourceCursor, dataOffset + (sourceCursor - info.dataOffset), t.absoluteOffset - sourceCursor, chunk);
+      } else if (at > end) {
+        writeAll(dst, new Uint8Array(at - end), end);
+      }
+      if (source.names.has(t.name)) {
+        options.onProgress?.({ phase: 'patch', done: t.offset, total: totalBytes, item: t.name });
+        const bytes = readTensorBytes(src, t);
+        const mask = source.mask(t.name);
+        if (upcastType !== undefined) {
+          const up = upcastTensor(t, bytes, mask, upcastType, { scale, realized });
+          writeAll(dst, up.bytes, at);
+          tensors.push({ name: t.name, type: t.typeName, selectedWeights: up.selectedWeights, blocksTouched: 0, bytesChanged: up.bytes.length, upcastTo: codecTypeInfo(upcastType)!.name, bytesBefore: t.byteSize, bytesAfter: up.bytes.length });
+          end = at + up.bytes.length;
+        } else {
+          const r = await patchTensorInPlace(t, bytes, mask, { scale, strategy, importance: importanceOf(options, t.name), realized });
+          writeAll(dst, r.bytes, at);
+          tensors.push({ name: t.name, type: t.typeName, selectedWeights: r.selectedWeights, blocksTouched: r.blocksTouched, bytesChanged: r.changed.reduce((a, c) => a + c.length, 0) });
+          end = at + t.byteSize;
+        }
+      } else {
+        options.onProgress?.({ phase: 'copy', done: t.offset, total: totalBytes, item: t.name });
+        copyRange(src, dst, t.absoluteOffset, at, t.byteSize, chunk);
+        end = at + t.byteSize;
+      }
+      sourceCursor = t.absoluteOffset + t.byteSize;
+    }
+    if (upcastType === undefined) {
+      copyRange(src, dst, sourceCursor, dataOffset + (sourceCursor - info.dataOffset), info.fileSize - sourceCursor, chunk);
+      end = dataOffset + (info.fileSize - info.dataOffset);
+    } else if (end % 32 !== 0) {
+      const padded = Math.ceil(end / 32) * 32;
+      writeAll(dst, new Uint8Array(padded - end), end);
+      end = padded;
+    }
+    fsyncSync(dst);
+    closeSync(dst);
+    dst = undefined;
+    checkAbort(options.signal);
+    if (existsSync(out) && !options.force) throw new MathneuroError('EEXIST', `${out} appeared while patching; not overwriting it`);
+    renameSync(temp, out);
+    try { const d = openSync(path.dirname(path.resolve(out)), 'r'); try { fsyncSync(d); } finally { closeSync(d); } } catch { /* best effort */ }
+    return end;
+  } catch (e) {
+    if (dst !== undefined) { try { closeSync(dst); } catch { /* closing after an error */ } }
+    rmSync(temp, { force: true });
+    throw e;
+  } finally {
+    closeSync(src);
+  }
+}
+
+async function patchInPlace(info: GgufInfo, source: MaskSource, entries: GgufMetadataEntry[], sha256: string, journalPath: string, options: PatchOptions, scale: number, strategy: RequantizeStrategy, realized: RealizedScaleReport, tensors: PatchedTensor[]): Promise<void> {
+  const provenanceObject = Object.fromEntries(entries.map((e) => [e.key, e.value]));
+  const header: JournalHeader = {
+    format: 'mathneuro-undo', version: 1, model: path.resolve(info.path), sourceSha256: sha256, fileSize: info.fileSize,
+    createdAt: new Date().toISOString(), provenance: provenanceObject,
+  };
+  const fd = openSync(info.path, 'r+');
+  let journal: JournalWriter | undefined;
+  try {
+    journal = JournalWriter.create(journalPath, header);
+    const patchable = info.tensors.filter((t) => source.names.has(t.name));
+    let done = 0;
+    for (const t of patchable) {
+      checkAbort(options.signal);
+      options.onProgress?.({ phase: 'patch', done: done++, total: patchable.length, item: t.name });
+      const bytes = readTensorBytes(fd, t);
+      const original = new Uint8Array(bytes);
+      const r = await patchTensorInPlace(t, bytes, source.mask(t.name), { scale, strategy, importance: importanceOf(options, t.name), realized });
+      // journal first (synced), then the model
+      journal.append(r.changed.map((c) => ({ offset: t.absoluteOffset + c.offset, original: original.subarray(c.offset, c.offset + c.length) })));
+      for (const c of r.changed) writeAll(fd, r.bytes.subarray(c.offset, c.offset + c.length), t.absoluteOffset + c.offset);
+      tensors.push({ name: t.name, type: t.typeName, selectedWeights: r.selectedWeights, blocksTouched: r.blocksTouched, bytesChanged: r.changed.reduce((a, c) => a + c.length, 0) });
+    }
+    fsyncSync(fd);
+    journal.commit({ completedAt: new Date().toISOString(), selectedWeights: tensors.reduce((a, t) => a + t.selectedWeights, 0), tensors: tensors.length });
+    journal.close();
+    journal = undefined;
+  } catch (e) {
+    // Leave nothing half-done: put the original bytes back and drop the journal.
+    if (journal) {
+      try { journal.close(); } catch { /* closing after an error */ }
+      closeSync(fd);
+      try { await unpatchModel(info.path); } catch (undoError) {
+        throw new MathneuroError('EPATCH', `${(e as Error).message}; restoring the original also failed (${(undoError as Error).message}): the undo journal ${journalPath} is kept, run mathneuro unpatch`, { cause: e });
+      }
+      throw e;
+    }
+    closeSync(fd);
+    throw e;
+  }
+  closeSync(fd);
+}
+
+export interface UnpatchResult {
+  model: string;
+  journal: string;
+  restoredRanges: number;
+  restoredBytes: number;
+  sha256: string;
+  /** the patch had completed (false: it was interrupted and its partial writes were undone) */
+  wasComplete: boolean;
+  provenance?: Record<string, unknown>;
+}
+
+/** Restores a model patched in place from its undo journal, verifies the original sha256, removes the journal. */
+export async function unpatchModel(model: string, options: { onProgress?: (p: PatchProgress) => void; keepJournal?: boolean } = {}): Promise<UnpatchResult> {
+  const journalPath = journalPathFor(model);
+  if (!existsSync(journalPath)) {
+    if (!existsSync(model)) throw new MathneuroError('ENOENT', `no such file: ${model}`);
+    let hint = '';
+    try {
+      const info = readGgufSync(model);
+      if (info.metadata.has('mathneuro.method')) hint = ` (it was written as a new file by mathneuro patch from ${String(info.metadata.get('mathneuro.source.file'))}, which is the original)`;
+    } catch { /* not a GGUF: the message below says enough */ }
+    throw new MathneuroError('EJOURNAL', `${model} has no undo journal (${path.basename(journalPath)}): it was not patched in place${hint}`);
+  }
+  const contents = readJournal(journalPath);
+  if (!contents.header) {
+    // killed before the journal header was synced: the model was never written
+    rmSync(journalPath, { force: true });
+    return { model, journal: journalPath, restoredRanges: 0, restoredBytes: 0, sha256: sha256File(model), wasComplete: false };
+  }
+  const size = statSync(model).size;
+  if (size !== contents.header.fileSize) throw new MathneuroError('EJOURNAL', `${model} is ${size} bytes, the journal was written for ${contents.header.fileSize}: is it the same file?`);
+  const fd = openSync(model, 'r+');
+  let restoredBytes = 0;
+  try {
+    for (let i = contents.records.length - 1; i >= 0; i--) {
+      const r = contents.records[i];
+      if (r.offset + r.length > size) throw new MathneuroError('EJOURNAL', `journal record ${i} points past the end of ${model}`);
+      options.onProgress?.({ phase: 'restore', done: contents.records.length - 1 - i, total: contents.records.length });
+      writeAll(fd, readRecordData(journalPath, r), r.offset);
+      restoredBytes += r.length;
+    }
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  const sha256 = sha256File(model, (p) => options.onProgress?.({ phase: 'verify', done: p.bytesDone, total: p.bytesTotal }));
+  if (sha256 !== contents.header.sourceSha256) {
+    throw new MathneuroError('EJOURNAL', `${model} does not match its original after restoring (sha256 ${sha256.slice(0, 12)}..., expected ${contents.header.sourceSha256.slice(0, 12)}...): it was changed by something else since it was patched; the journal is kept`);
+  }
+  if (!options.keepJournal) rmSync(journalPath, { force: true });
+  return { model, journal: journalPath, restoredRanges: contents.records.length, restoredBytes, sha256, wasComplete: !!contents.commit, provenance: contents.header.provenance };
+}
+
+/** What kind of patched file this is, if any. */
+export function patchState(model: string): { inPlace?: { journal: string; complete: boolean; provenance?: Record<string, unknown> }; newFile?: Record<string, unknown> } {
+  const state: ReturnType<typeof patchState> = {};
+  const journalPath = journalPathFor(model);
+  if (existsSync(journalPath)) {
+    const c = readJournal(journalPath);
+    state.inPlace = { journal: journalPath, complete: !!c.commit, provenance: c.header?.provenance };
+  }
+  const info = readGgufSync(model);
+  const keys = info.metadataEntries.filter((e) => e.key.startsWith('mathneuro.') && !e.key.startsWith('mathneuro.stats.') && !e.key.startsWith('mathneuro.model.'));
+  if (info.metadata.has('mathneuro.method')) state.newFile = Object.fromEntries(keys.map((e) => [e.key, e.value]));
+  return state;
+}
+
+

@@ -1,0 +1,180 @@
+// The selection file: a compact, versioned record of which weights a selection chose, so that
+// patching can replay it without the statistics. Layout (little-endian):
+//   "MNSEL\0\0\0" | blobs (one deflated bit mask per tensor and K) | index (UTF-8 JSON) |
+//   footer: u64 index offset, u64 index length, u32 crc32(index), "MNSELEND"
+// The index is written last so that tensors stream to disk as they are selected.
+import { closeSync, fsyncSync, openSync, readSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
+import path from 'node:path';
+import { deflateRawSync, inflateRawSync } from 'node:zlib';
+import { MathneuroError } from '../errors.ts';
+import { maskBytes } from './bits.ts';
+import { crc32 } from './crc32.ts';
+import { readExactly } from './tensor-io.ts';
+import type { SelectionMethod, SelectionSummary, TensorSelection } from './select.ts';
+
+export const SELECTION_FORMAT = 'mathneuro-selection';
+export const SELECTION_VERSION = 1;
+const MAGIC = Buffer.from('MNSEL\0\0\0', 'latin1');
+const END_MAGIC = Buffer.from('MNSELEND', 'latin1');
+const FOOTER_BYTES = 8 + 8 + 4 + 8;
+
+export interface SelectionBlob { offset: number; length: number; crc32: number }
+
+export interface SelectionFileTensor {
+  name: string;
+  type: string;
+  shape: number[];
+  numel: number;
+  /** selected weights, one per K */
+  counts: number[];
+  /** the deflated mask of each K */
+  blobs: SelectionBlob[];
+}
+
+export interface SelectionSource { path: string; sha256?: string; name?: string }
+
+export interface SelectionFileIndex {
+  format: typeof SELECTION_FORMAT;
+  version: number;
+  createdAt: string;
+  method: SelectionMethod;
+  topK: number[];
+  seed?: number;
+  includeOutput: boolean;
+  model: SelectionSource & { fileSize: number; tensorCount: number };
+  statistics: { math: SelectionSource; general?: SelectionSource };
+  summary: Omit<SelectionSummary, 'tensors'>;
+  tensors: SelectionFileTensor[];
+}
+
+/** Streams tensor selections into a temporary file beside `target`, renamed into place by finish(). */
+export class SelectionFileWriter {
+  private readonly fd: number;
+  private readonly tempPath: string;
+  private position = 0;
+  private readonly tensors: SelectionFileTensor[] = [];
+  private closed = false;
+
+  constructor(readonly target: string) {
+    this.tempPath = path.join(path.dirname(target), `.${path.basename(target)}.tmp-${process.pid}`);
+    this.fd = openSync(this.tempPath, 'w');
+    this.write(MAGIC);
+  }
+
+  private write(bytes: Uint8Array) {
+    let done = 0;
+    while (done < bytes.length) done += writeSync(this.fd, bytes, done, bytes.length - done, this.position + done);
+    this.position += bytes.length;
+  }
+
+  add(selection: TensorSelection): void {
+    const blobs = selection.masks.map((mask) => {
+      const deflated = deflateRawSync(mask, { level: 6 });
+      const blob = { offset: this.position, length: deflated.length, crc32: crc32(mask) };
+      this.write(deflated);
+      return blob;
+    });
+    const t = selection.tensor;
+    this.tensors.push({ name: t.name, type: t.typeName, shape: t.shape, numel: t.numel, counts: selection.counts, blobs });
+  }
+
+  finish(index: Omit<SelectionFileIndex, 'format' | 'version' | 'tensors' | 'createdAt'>): SelectionFileIndex {
+    const full: SelectionFileIndex = { format: SELECTION_FORMAT, version: SELECTION_VERSION, createdAt: new Date().toISOString(), ...index, tensors: this.tensors };
+    const json = Buffer.from(JSON.stringify(full), 'utf8');
+    const footer = Buffer.alloc(FOOTER_BYTES);
+    footer.writeBigUInt64LE(BigInt(this.position), 0);
+    footer.writeBigUInt64LE(BigInt(json.length), 8);
+    footer.writeUInt32LE(crc32(json), 16);
+    END_MAGIC.copy(footer, 20);
+    this.write(json);
+    this.write(footer);
+    fsyncSync(this.fd);
+    closeSync(this.fd);
+    this.closed = true;
+    renameSync(this.tempPath, this.target);
+    return full;
+  }
+
+  abort(): void {
+    if (!this.closed) { try { closeSync(this.fd); } catch { /* already closed */ } this.closed = true; }
+    rmSync(this.tempPath, { force: true });
+  }
+}
+
+export function isSelectionFile(file: string): boolean {
+  try {
+    const fd = openSync(file, 'r');
+    try { const b = Buffer.alloc(8); return readSync(fd, b, 0, 8, 0) === 8 && b.equals(MAGIC); } finally { closeSync(fd); }
+  } catch { return false; }
+}
+
+/** An open selection file: its index, and the masks read on demand. */
+export class SelectionFile {
+  private constructor(readonly path: string, readonly index: SelectionFileIndex, private readonly byName: Map<string, SelectionFileTensor>) {}
+
+  static open(file: string): SelectionFile {
+    let size: number;
+    try { size = statSync(file).size; } catch { throw new MathneuroError('ENOENT', `no such file: ${file}`); }
+    const bad = (why: string): never => { throw new MathneuroError('ESELECTION', `${file}: not a valid selection file (${why})`); };
+    if (size < MAGIC.length + FOOTER_BYTES) bad('too small');
+    const fd = openSync(file, 'r');
+    try {
+      const head = Buffer.alloc(8);
+      readExactly(fd, head, 0, file);
+      if (!head.equals(MAGIC)) bad('wrong magic');
+      const footer = Buffer.alloc(FOOTER_BYTES);
+      readExactly(fd, footer, size - FOOTER_BYTES, file);
+      if (!footer.subarray(20).equals(END_MAGIC)) bad('truncated: no end marker');
+      const offset = Number(footer.readBigUInt64LE(0)), length = Number(footer.readBigUInt64LE(8));
+      if (offset + length + FOOTER_BYTES !== size || offset < MAGIC.length) bad('index out of range');
+      const json = Buffer.alloc(length);
+      readExactly(fd, json, offset, file);
+      if (crc32(json) !== footer.readUInt32LE(16)) bad('index checksum mismatch');
+      let index: SelectionFileIndex;
+      try { index = JSON.parse(json.toString('utf8')); } catch { return bad('index is not JSON'); }
+      if (index.format !== SELECTION_FORMAT) bad(`format "${String(index.format)}"`);
+      if (index.version !== SELECTION_VERSION) throw new MathneuroError('ESELECTION', `${file}: selection file version ${index.version}; this mathneuro reads version ${SELECTION_VERSION}`);
+      const byName = new Map<string, SelectionFileTensor>();
+      for (const t of index.tensors) {
+        if (t.blobs.length !== index.topK.length) bad(`tensor ${t.name} has ${t.blobs.length} masks for ${index.topK.length} K`);
+        for (const b of t.blobs) if (b.offset < MAGIC.length || b.offset + b.length > offset) bad(`mask of ${t.name} out of range`);
+        byName.set(t.name, t);
+      }
+      return new SelectionFile(file, index, byName);
+    } finally {
+      closeSync(fd);
+    }
+  }
+
+  /** Index of K in the file: the only one, or the one equal to `topK`. */
+  kIndex(topK?: number): number {
+    const ks = this.index.topK;
+    if (topK === undefined) {
+      if (ks.length === 1) return 0;
+      throw new MathneuroError('EUSAGE', `${this.path} holds several K (${ks.join(', ')}): pick one with --top-k`);
+    }
+    const q = ks.findIndex((k) => Math.abs(k - topK) <= 1e-12 * Math.max(1, k));
+    if (q < 0) throw new MathneuroError('ESELECTION', `${this.path} has no selection for K=${topK} (it holds ${ks.join(', ')})`);
+    return q;
+  }
+
+  tensor(name: string): SelectionFileTensor | undefined { return this.byName.get(name); }
+
+  /** The mask of one tensor for K index q, checked against its checksum. */
+  mask(name: string, q: number): Uint8Array {
+    const t = this.byName.get(name);
+    if (!t) throw new MathneuroError('ESELECTION', `${this.path} has no tensor ${name}`);
+    const blob = t.blobs[q];
+    const fd = openSync(this.path, 'r');
+    try {
+      const deflated = Buffer.alloc(blob.length);
+      readExactly(fd, deflated, blob.offset, this.path);
+      let mask: Uint8Array;
+      try { mask = inflateRawSync(deflated); } catch { throw new MathneuroError('ESELECTION', `${this.path}: mask of ${name} is corrupt`); }
+      if (mask.length !== maskBytes(t.numel) || crc32(mask) !== blob.crc32) throw new MathneuroError('ESELECTION', `${this.path}: mask of ${name} fails its checksum`);
+      return mask;
+    } finally {
+      closeSync(fd);
+    }
+  }
+}
