@@ -32,6 +32,7 @@ struct Stats {
     std::vector<double> norm_sum;   // sum over samples of sqrt(sum over the sample's tokens of x_j^2)
     std::vector<double> counts;     // tokens seen, per matrix (expert)
     std::vector<double> sample_sq;  // this sample's sum of squares, folded in at the end of the sample
+    std::vector<double> pending_norm;  // packed mode: norms of this decode's samples, committed after it succeeds
     std::vector<uint8_t> touched;   // which matrices this sample reached
     bool any_touched = false;
 };
@@ -56,6 +57,12 @@ struct Collector {
     const void * col_sq_data = nullptr;
     uint64_t col_sq_generation = 0;
     uint64_t generation = 0;        // bumped before every llama_decode
+    bool enabled = true;            // false: plain forward passes (the benchmark floor), nothing accepted
+    // Packed mode: several whole samples in one llama_decode as separate sequences; row r of every
+    // matmul input belongs to the segment that holds r (the unified KV cache keeps batch order).
+    std::vector<std::pair<int64_t, int64_t>> segments;   // (first row, rows) per sample
+    int64_t packed_rows = 0;
+    std::vector<double> seg_sq;     // per-segment column sums of squares
     std::atomic<bool> * abort_flag = nullptr;
     std::string error;              // first error seen inside the callback (aborts the graph)
 
@@ -69,6 +76,7 @@ struct Collector {
         s.norm_sum.assign(n_in * n_mat, 0.0);
         s.counts.assign(n_mat, 0.0);
         s.sample_sq.assign(n_in * n_mat, 0.0);
+        s.pending_norm.assign(n_in * n_mat, 0.0);
         s.touched.assign(n_mat, 0);
         return s;
     }
@@ -83,6 +91,7 @@ struct Collector {
     }
 
     bool accept(const ggml_tensor * t) {
+        if (!enabled) return false;
         if (t->op != GGML_OP_MUL_MAT && t->op != GGML_OP_MUL_MAT_ID) return false;
         const ggml_tensor * src0 = t->src[0];
         const ggml_tensor * src1 = t->src[1];
@@ -113,6 +122,8 @@ struct Collector {
             return false;
         }
         const int64_t ne0 = src1->ne[0];
+
+        if (!segments.empty()) return observe_packed(t, name, data);
 
         if (t->op == GGML_OP_MUL_MAT_ID) {
             // ids: [n_expert_used, n_tokens]; src1: [ne0, n_expert_used or 1, n_tokens]
@@ -188,6 +199,85 @@ struct Collector {
         return true;
     }
 
+    // Packed samples: every sample is whole inside this decode, so its norms are final here.
+    bool observe_packed(ggml_tensor * t, const std::string & name, const char * data) {
+        const ggml_tensor * src0 = t->src[0];
+        const ggml_tensor * src1 = t->src[1];
+        const int64_t ne0 = src1->ne[0];
+        const size_t n_seg = segments.size();
+        if (t->op == GGML_OP_MUL_MAT_ID) {
+            const ggml_tensor * ids = t->src[2];
+            const int64_t n_as = src0->ne[2];
+            const int64_t n_tokens = src1->ne[2];
+            if (n_tokens != packed_rows || ggml_nrows(src1) != src1->ne[1] * src1->ne[2] || ids->ne[1] != n_tokens) {
+                error = "packed batch: unexpected MUL_MAT_ID layout for " + name + " (disable packing)";
+                return false;
+            }
+            ids_copy.resize(ggml_nbytes(ids));
+            ggml_backend_tensor_get(ids, ids_copy.data(), 0, ggml_nbytes(ids));
+            Stats & s = stats_for(name, ne0, n_as);
+            s.any_touched = true;
+            const int64_t n_ids = ids->ne[0];
+            seg_sq.assign(n_as * ne0, 0.0);
+            std::vector<uint8_t> hit(n_as);
+            for (size_t g = 0; g < n_seg; ++g) {
+                std::fill(seg_sq.begin(), seg_sq.end(), 0.0);
+                std::fill(hit.begin(), hit.end(), 0);
+                for (int64_t token = segments[g].first; token < segments[g].first + segments[g].second; ++token) {
+                    for (int64_t slot = 0; slot < n_ids; ++slot) {
+                        const int32_t ex = *(const int32_t *) (ids_copy.data() + token * ids->nb[1] + slot * ids->nb[0]);
+                        if (ex < 0 || ex >= n_as) { error = "expert id out of range for " + name; return false; }
+                        const float * x = row_as_f32(src1, data + (slot % src1->ne[1]) * src1->nb[1] + token * src1->nb[2]);
+                        double * acc = seg_sq.data() + ex * ne0;
+                        for (int64_t j = 0; j < ne0; ++j) acc[j] += (double) x[j] * (double) x[j];
+                        s.counts[ex] += 1;
+                        hit[ex] = 1;
+                    }
+                }
+                for (int64_t ex = 0; ex < n_as; ++ex) {
+                    if (!hit[ex]) continue;
+                    for (int64_t j = 0; j < ne0; ++j) {
+                        const double sq = seg_sq[ex * ne0 + j];
+                        s.sample_sq[ex * ne0 + j] += sq;
+                        s.pending_norm[ex * ne0 + j] += std::sqrt(sq);
+                    }
+                    s.touched[ex] = 1;
+                }
+            }
+            return true;
+        }
+        if (src0->ne[2] * src0->ne[3] != 1 || ggml_nrows(src1) != packed_rows || src1->ne[1] != packed_rows) {
+            error = "packed batch: unexpected matmul layout for " + name + " (disable packing)";
+            return false;
+        }
+        Stats & s = stats_for(name, ne0, 1);
+        // q/k/v and gate/up read the same input: one pass over it serves them all
+        if (!(col_sq_key == (const void *) src1 && col_sq_data == src1->data && col_sq_generation == generation && src1->buffer && ggml_backend_buffer_is_host(src1->buffer))) {
+            col_sq.assign(n_seg * ne0, 0.0);
+            for (size_t g = 0; g < n_seg; ++g) {
+                double * acc = col_sq.data() + g * ne0;
+                for (int64_t row = segments[g].first; row < segments[g].first + segments[g].second; ++row) {
+                    const float * x = row_as_f32(src1, data + row * src1->nb[1]);
+                    for (int64_t j = 0; j < ne0; ++j) acc[j] += (double) x[j] * (double) x[j];
+                }
+            }
+            col_sq_key = src1;
+            col_sq_data = src1->data;
+            col_sq_generation = generation;
+        }
+        for (size_t g = 0; g < n_seg; ++g) {
+            const double * sq = col_sq.data() + g * ne0;
+            for (int64_t j = 0; j < ne0; ++j) {
+                s.sample_sq[j] += sq[j];
+                s.pending_norm[j] += std::sqrt(sq[j]);
+            }
+            s.counts[0] += (double) segments[g].second;
+        }
+        s.touched[0] = 1;
+        s.any_touched = true;
+        return true;
+    }
+
     // end of a sample: fold its per-column sums of squares into norm_sum (as an L2 norm) and sum2
     void end_sample() {
         for (auto & kv : stats) {
@@ -208,10 +298,27 @@ struct Collector {
         }
     }
 
+    // packed decode succeeded: its samples' sums and norms are final
+    void end_packed() {
+        for (auto & kv : stats) {
+            Stats & s = kv.second;
+            if (!s.any_touched) continue;
+            for (size_t i = 0; i < s.sum2.size(); ++i) {
+                s.sum2[i] += s.sample_sq[i];
+                s.norm_sum[i] += s.pending_norm[i];
+                s.sample_sq[i] = 0.0;
+                s.pending_norm[i] = 0.0;
+            }
+            std::fill(s.touched.begin(), s.touched.end(), 0);
+            s.any_touched = false;
+        }
+    }
+
     // drop a partially observed sample (cancellation or a decode error)
     void discard_sample() {
         for (auto & kv : stats) {
             Stats & s = kv.second;
+            std::fill(s.pending_norm.begin(), s.pending_norm.end(), 0.0);
             std::fill(s.sample_sq.begin(), s.sample_sq.end(), 0.0);
             std::fill(s.touched.begin(), s.touched.end(), 0);
             s.any_touched = false;
@@ -252,6 +359,7 @@ struct ModelHandle {
     std::atomic<bool> busy{false};
     int32_t n_ctx = 0;
     int32_t n_batch = 0;
+    int32_t n_seq_max = 1;          // > 1: several short samples may share one forward pass
 
     ~ModelHandle() {
         if (ctx) llama_free(ctx);
@@ -265,7 +373,10 @@ struct LoadOptions {
     int32_t n_threads = 0;
     int32_t n_ctx = 2048;
     int32_t n_batch = 512;
+    int32_t n_seq_max = 16;
     bool use_mmap = true;
+    int32_t flash_attn = -1;        // llama_flash_attn_type: -1 auto, 0 off, 1 on
+    bool kv_f32 = false;            // F32 KV cache instead of llama.cpp's default F16
 };
 
 // Everything a model load needs, done off the JS thread.
@@ -301,8 +412,13 @@ static std::unique_ptr<ModelHandle> load_model(const LoadOptions & o, std::strin
     cp.n_ctx = (uint32_t) std::max<int32_t>(8, (n_ctx_train > 0 ? std::min(o.n_ctx, n_ctx_train) : o.n_ctx));
     cp.n_batch = (uint32_t) std::max<int32_t>(1, std::min<int32_t>(o.n_batch, cp.n_ctx));
     cp.n_ubatch = cp.n_batch;      // one llama_decode is one graph evaluation
-    cp.n_seq_max = 1;
+    // packing needs a transformer KV cache that keeps batch order (unified); recurrent models run one sample at a time
+    const bool can_pack = o.n_seq_max > 1 && !llama_model_is_recurrent(h->model) && !llama_model_is_hybrid(h->model);
+    cp.n_seq_max = can_pack ? (uint32_t) std::min(o.n_seq_max, 256) : 1;
+    cp.kv_unified = true;
     if (o.n_threads > 0) { cp.n_threads = o.n_threads; cp.n_threads_batch = o.n_threads; }
+    cp.flash_attn_type = (llama_flash_attn_type) o.flash_attn;
+    if (o.kv_f32) { cp.type_k = GGML_TYPE_F32; cp.type_v = GGML_TYPE_F32; }
     cp.cb_eval = eval_callback;
     cp.cb_eval_user_data = h->collector.get();
     cp.abort_callback = abort_callback;
@@ -313,6 +429,7 @@ static std::unique_ptr<ModelHandle> load_model(const LoadOptions & o, std::strin
     if (!h->ctx) { error = "llama.cpp could not create a context for " + o.path; return nullptr; }
     h->n_ctx = (int32_t) llama_n_ctx(h->ctx);
     h->n_batch = (int32_t) llama_n_batch(h->ctx);
+    h->n_seq_max = (int32_t) llama_n_seq_max(h->ctx);
     return h;
 }
 
@@ -338,8 +455,9 @@ struct Progress {
 class CollectWorker : public Napi::AsyncProgressQueueWorker<Progress> {
 public:
     CollectWorker(Napi::Env env, Napi::Object model_ref, ModelHandle * h, std::vector<std::string> texts,
-                  Napi::Function progress, bool add_special)
+                  Napi::Function progress, bool add_special, bool pack, bool collect_stats, bool logits_all)
         : Napi::AsyncProgressQueueWorker<Progress>(env), h_(h), texts_(std::move(texts)), add_special_(add_special),
+          pack_(pack), collect_stats_(collect_stats), logits_all_(logits_all),
           deferred_(Napi::Promise::Deferred::New(env)) {
         model_ref_ = Napi::Persistent(model_ref);
         if (!progress.IsEmpty()) progress_ = Napi::Persistent(progress);
@@ -351,19 +469,93 @@ public:
         Collector & c = *h_->collector;
         c.stats.clear();
         c.error.clear();
+        c.enabled = collect_stats_;
+        c.segments.clear();
         const llama_vocab * vocab = llama_model_get_vocab(h_->model);
         llama_memory_t mem = llama_get_memory(h_->ctx);
         llama_batch batch = llama_batch_init(h_->n_batch, 0, 1);
         auto t0 = std::chrono::steady_clock::now();
         std::unordered_map<std::string, std::vector<double>> saved_counts;
-        for (size_t si = 0; si < texts_.size(); ++si) {
-            if (h_->abort_flag.load()) { aborted_ = true; break; }
-            std::vector<llama_token> tokens = tokenize(vocab, texts_[si], add_special_);
-            if (tokens.empty()) { empty_.push_back((int64_t) si); continue; }
-            if ((int32_t) tokens.size() > h_->n_ctx) {
-                tokens.resize(h_->n_ctx);
+        auto fail = [&](int32_t rc, size_t si) {
+            if (h_->abort_flag.load()) aborted_ = true;
+            else if (!c.error.empty()) error_ = c.error;
+            else error_ = "llama_decode failed with code " + std::to_string(rc) + " on sample " + std::to_string(si);
+        };
+        auto report = [&]() {
+            Progress p{ samples_, tokens_, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() };
+            progress.Send(&p, 1);
+        };
+        // tokenize lazily, one sample ahead, so packing can look at the next sample's length
+        std::vector<llama_token> next;
+        size_t next_index = 0;
+        auto fetch = [&](size_t si, std::vector<llama_token> & out) -> bool {
+            out = tokenize(vocab, texts_[si], add_special_);
+            if (out.empty()) { empty_.push_back((int64_t) si); return false; }
+            if ((int32_t) out.size() > h_->n_ctx) {
+                out.resize(h_->n_ctx);
                 truncated_.push_back((int64_t) si);
             }
+            return true;
+        };
+        size_t si = 0;
+        while (si < texts_.size()) {
+            if (h_->abort_flag.load()) { aborted_ = true; break; }
+            std::vector<llama_token> tokens;
+            if (next_index == si && !next.empty()) { tokens.swap(next); }
+            else if (!fetch(si, tokens)) { si++; continue; }
+            next.clear();
+
+            const bool packable = pack_ && h_->n_seq_max > 1 && (int32_t) tokens.size() <= h_->n_batch;
+            if (packable) {
+                // gather whole samples into one forward pass, one sequence each
+                std::vector<std::vector<llama_token>> group;
+                std::vector<size_t> group_index;
+                int64_t total = (int64_t) tokens.size();
+                group.push_back(std::move(tokens));
+                group_index.push_back(si);
+                size_t sj = si + 1;
+                while (sj < texts_.size() && (int32_t) group.size() < h_->n_seq_max) {
+                    std::vector<llama_token> cand;
+                    if (!fetch(sj, cand)) { sj++; continue; }
+                    if (total + (int64_t) cand.size() > h_->n_batch) { next.swap(cand); next_index = sj; break; }
+                    total += (int64_t) cand.size();
+                    group.push_back(std::move(cand));
+                    group_index.push_back(sj);
+                    sj++;
+                }
+                llama_memory_clear(mem, true);
+                c.snapshot_counts(saved_counts);
+                c.segments.clear();
+                int32_t n = 0;
+                for (size_t g = 0; g < group.size(); ++g) {
+                    c.segments.push_back({ n, (int64_t) group[g].size() });
+                    for (size_t i = 0; i < group[g].size(); ++i, ++n) {
+                        batch.token[n] = group[g][i];
+                        batch.pos[n] = (llama_pos) i;
+                        batch.n_seq_id[n] = 1;
+                        batch.seq_id[n][0] = (llama_seq_id) g;
+                        batch.logits[n] = logits_all_ || i + 1 == group[g].size();
+                    }
+                }
+                batch.n_tokens = n;
+                c.packed_rows = n;
+                c.generation++;
+                const int32_t rc = llama_decode(h_->ctx, batch);
+                c.segments.clear();
+                if (rc != 0) {
+                    fail(rc, group_index.front());
+                    c.discard_sample();
+                    c.restore_counts(saved_counts);
+                    break;
+                }
+                c.end_packed();
+                samples_ += (int64_t) group.size();
+                tokens_ += total;
+                report();
+                si = sj;
+                continue;
+            }
+
             llama_memory_clear(mem, true);
             c.snapshot_counts(saved_counts);
             bool ok = true;
@@ -375,17 +567,12 @@ public:
                     batch.pos[i] = (llama_pos) (pos + i);
                     batch.n_seq_id[i] = 1;
                     batch.seq_id[i][0] = 0;
-                    batch.logits[i] = 1;   // every token's logits: the last layer and the head see all tokens
+                    // every token's logits: the last layer and the head see all tokens
+                    batch.logits[i] = logits_all_ || pos + i + 1 == tokens.size();
                 }
                 c.generation++;
                 const int32_t rc = llama_decode(h_->ctx, batch);
-                if (rc != 0) {
-                    ok = false;
-                    if (h_->abort_flag.load()) aborted_ = true;
-                    else if (!c.error.empty()) error_ = c.error;
-                    else error_ = "llama_decode failed with code " + std::to_string(rc) + " on sample " + std::to_string(si);
-                    break;
-                }
+                if (rc != 0) { ok = false; fail(rc, si); break; }
             }
             if (!ok) {
                 c.discard_sample();
@@ -395,11 +582,12 @@ public:
             c.end_sample();
             samples_++;
             tokens_ += (int64_t) tokens.size();
-            Progress p{ samples_, tokens_, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() };
-            progress.Send(&p, 1);
+            report();
+            si++;
         }
         llama_batch_free(batch);
         llama_memory_clear(mem, true);
+        c.enabled = true;
         elapsed_ms_ = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     }
 
@@ -469,6 +657,9 @@ private:
     ModelHandle * h_;
     std::vector<std::string> texts_;
     bool add_special_;
+    bool pack_;
+    bool collect_stats_;
+    bool logits_all_;
     Napi::Promise::Deferred deferred_;
     Napi::ObjectReference model_ref_;
     Napi::FunctionReference progress_;
@@ -519,7 +710,7 @@ private:
         return out;
     }
 
-    // collect(texts: string[], onProgress?: (p) => void, addSpecial = true): Promise<RawStats>
+    // collect(texts: string[], onProgress?: (p) => void, addSpecial = true, options?): Promise<RawStats>
     Napi::Value Collect(const Napi::CallbackInfo & info) {
         Napi::Env env = info.Env();
         ModelHandle * h = handle(env);
@@ -536,8 +727,17 @@ private:
         Napi::Function progress;
         if (info.Length() > 1 && info[1].IsFunction()) progress = info[1].As<Napi::Function>();
         bool add_special = info.Length() < 3 || !info[2].IsBoolean() || info[2].As<Napi::Boolean>().Value();
+        // options: { pack = true, stats = true (false: plain forward passes), logits = "all" | "last" }
+        bool pack = true, collect_stats = true, logits_all = true;
+        if (info.Length() > 3 && info[3].IsObject()) {
+            Napi::Object o = info[3].As<Napi::Object>();
+            if (o.Get("pack").IsBoolean()) pack = o.Get("pack").As<Napi::Boolean>().Value();
+            if (o.Get("stats").IsBoolean()) collect_stats = o.Get("stats").As<Napi::Boolean>().Value();
+            if (o.Get("logits").IsString()) logits_all = o.Get("logits").As<Napi::String>().Utf8Value() != "last";
+        }
+        if (collect_stats && !logits_all) { h->busy = false; ThrowCoded(env, "EUSAGE", "statistics need logits for every token"); }
         h->abort_flag = false;
-        auto * w = new CollectWorker(env, Value(), h, std::move(texts), progress, add_special);
+        auto * w = new CollectWorker(env, Value(), h, std::move(texts), progress, add_special, pack, collect_stats, logits_all);
         Napi::Promise p = w->Promise();
         w->Queue();
         return p;
@@ -555,6 +755,7 @@ private:
         const llama_vocab * vocab = llama_model_get_vocab(h->model);
         o.Set("nCtx", h->n_ctx);
         o.Set("nBatch", h->n_batch);
+        o.Set("nSeqMax", h->n_seq_max);
         o.Set("nCtxTrain", llama_model_n_ctx_train(h->model));
         o.Set("nEmbd", llama_model_n_embd(h->model));
         o.Set("nLayer", llama_model_n_layer(h->model));
@@ -616,9 +817,20 @@ static Napi::Value LoadModel(const Napi::CallbackInfo & info) {
         num("nThreads", o.n_threads);
         num("nCtx", o.n_ctx);
         num("nBatch", o.n_batch);
+        num("nSeqMax", o.n_seq_max);
         if (opt.Has("useMmap") && opt.Get("useMmap").IsBoolean()) o.use_mmap = opt.Get("useMmap").As<Napi::Boolean>().Value();
+        if (opt.Get("flashAttn").IsString()) {
+            const std::string fa = opt.Get("flashAttn").As<Napi::String>().Utf8Value();
+            if (fa == "auto") o.flash_attn = -1; else if (fa == "on") o.flash_attn = 1; else if (fa == "off") o.flash_attn = 0;
+            else ThrowCoded(env, "EUSAGE", "flashAttn must be auto, on or off");
+        }
+        if (opt.Get("kvType").IsString()) {
+            const std::string kv = opt.Get("kvType").As<Napi::String>().Utf8Value();
+            if (kv == "f32") o.kv_f32 = true; else if (kv != "f16") ThrowCoded(env, "EUSAGE", "kvType must be f16 or f32");
+        }
     }
     if (o.n_ctx < 1 || o.n_batch < 1) ThrowCoded(env, "EUSAGE", "nCtx and nBatch must be positive");
+    if (o.n_seq_max < 1 || o.n_seq_max > 256) ThrowCoded(env, "EUSAGE", "nSeqMax must be 1..256");
     auto * w = new LoadWorker(env, o);
     Napi::Promise p = w->Promise();
     w->Queue();

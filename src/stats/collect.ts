@@ -28,6 +28,12 @@ export interface ModelOptions {
   nThreads?: number;
   /** layers to offload to a GPU when the build has one (default 0; -1 = all) */
   nGpuLayers?: number;
+  /** most samples packed into one forward pass as separate sequences (default 16; 1 = one sample per pass) */
+  nSeqMax?: number;
+  /** flash attention as llama.cpp decides (auto, default), or forced on/off */
+  flashAttn?: 'auto' | 'on' | 'off';
+  /** KV cache type (default f16, as llama.cpp runs models; f32 for bit-stable comparisons) */
+  kvType?: 'f16' | 'f32';
 }
 
 export interface CollectOptions extends ModelOptions {
@@ -38,6 +44,8 @@ export interface CollectOptions extends ModelOptions {
   signal?: AbortSignal;
   /** add BOS/special tokens as the model's tokenizer says (default true, as the paper does) */
   addSpecial?: boolean;
+  /** pack several short samples into one forward pass (exact per-sample norms; default true) */
+  pack?: boolean;
   /** save a checkpoint every `every` samples to `path`; with `resume`, continue from it */
   checkpoint?: { path: string; every: number; resume?: boolean };
 }
@@ -53,12 +61,13 @@ export interface CollectResult {
 
 interface NativeModel {
   tokenize(text: string, addSpecial?: boolean): Int32Array;
-  collect(texts: string[], onProgress?: (p: { samplesDone: number; tokensDone: number; elapsedMs: number }) => void, addSpecial?: boolean): Promise<{
+  collect(texts: string[], onProgress?: (p: { samplesDone: number; tokensDone: number; elapsedMs: number }) => void, addSpecial?: boolean,
+    options?: { pack?: boolean; stats?: boolean; logits?: 'all' | 'last' }): Promise<{
     samples: number; tokens: number; elapsedMs: number; aborted: boolean; truncated: number[]; empty: number[];
     weights: WeightStats[];
   }>;
   abort(): void;
-  info(): { nCtx: number; nBatch: number; nCtxTrain: number; nEmbd: number; nLayer: number; nVocab: number; addBos: boolean; bos: number; nParams: number; description: string };
+  info(): { nCtx: number; nBatch: number; nSeqMax: number; nCtxTrain: number; nEmbd: number; nLayer: number; nVocab: number; addBos: boolean; bos: number; nParams: number; description: string };
   dispose(): void;
 }
 
@@ -74,6 +83,7 @@ export class StatsModel {
     try {
       const native = await binding.loadModel(path, {
         nCtx, nBatch: options.nBatch ?? 512, nThreads: options.nThreads ?? os.availableParallelism(), nGpuLayers: options.nGpuLayers ?? 0,
+        nSeqMax: options.nSeqMax ?? 16, flashAttn: options.flashAttn ?? 'auto', kvType: options.kvType ?? 'f16',
       }) as NativeModel;
       return new StatsModel(path, gguf, native);
     } catch (e) {
@@ -122,7 +132,7 @@ export class StatsModel {
             tokensPerSecond: (baseTokens + p.tokensDone - tokensAtStart) / Math.max(0.001, elapsedMs / 1000),
             etaMs: rate > 0 ? (texts.length - samplesDone) / rate : NaN,
           });
-        }, options.addSpecial ?? true);
+        }, options.addSpecial ?? true, { pack: options.pack ?? true });
         if (r.aborted || options.signal?.aborted) throw new MathneuroError('EABORT', 'statistics collection was cancelled');
         const part: Stats = { model: identity, samples: r.samples, tokens: r.tokens, datasets: [], weights: new Map(r.weights.map((w) => [w.name, w])) };
         mergeInto(total, part);
@@ -145,6 +155,18 @@ export class StatsModel {
     }
     return { stats: total, truncated, empty, elapsedMs: Date.now() - t0 };
   }
+
+  /**
+   * Plain forward passes over `texts` with the same context settings and no statistics: the floor
+   * that collection is measured against (benchmarks). `logits: 'last'` requests only the last token's.
+   */
+  async forward(texts: string[], options: { pack?: boolean; logits?: 'all' | 'last' } = {}): Promise<{ samples: number; tokens: number; elapsedMs: number }> {
+    const r = await this.native.collect(texts, undefined, true, { pack: options.pack ?? true, stats: false, logits: options.logits ?? 'all' });
+    return { samples: r.samples, tokens: r.tokens, elapsedMs: r.elapsedMs };
+  }
+
+  /** Cancel the running collection or forward pass. */
+  abort() { this.native.abort(); }
 
   dispose() { this.native.dispose(); }
 }

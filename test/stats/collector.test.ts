@@ -169,3 +169,38 @@ t.test('statistics file: imatrix layout, round trip, provenance', async (t) => {
   const b = r.stats.weights.get('blk.1.ffn_down.weight')!;
   t.ok(maxRelErr(a.normSum, b.normSum) < 1e-6, 'F32 round trip');
 });
+
+for (const shape of ['tiny', 'moe-tiny'] as const) {
+  t.test(`packing short samples into one forward pass gives the same statistics (${shape})`, async (t) => {
+    const path = await fixtureModel({ shape, type: 'q8_0', seed: 6 });
+    const many = [...texts, 'Seven times eight is fifty-six.', 'Rain fell all night over the quiet harbour town.', '12 + 30 = 42'];
+    // F32 KV cache without flash attention: llama.cpp's F16 attention kernels round differently per batch size
+    const exact = { nCtx: 256, kvType: 'f32', flashAttn: 'off' } as const;
+    const packed = await collectStats(path, many, { ...exact, pack: true });
+    const single = await collectStats(path, many, { ...exact, pack: false });
+    t.equal(packed.stats.tokens, single.stats.tokens);
+    t.equal(packed.stats.samples, single.stats.samples);
+    let worst = 0;
+    for (const [name, w] of single.stats.weights) {
+      const p = packed.stats.weights.get(name)!;
+      t.ok(p, `${name} present`);
+      t.same(Array.from(p.counts), Array.from(w.counts), `${name} counts`);
+      worst = Math.max(worst, maxRelErr(p.normSum, w.normSum), maxRelErr(p.sum2, w.sum2));
+    }
+    t.ok(worst < 1e-5, `packed equals one-at-a-time (worst relative difference ${worst.toExponential(2)})`);
+  });
+}
+
+t.test('cancellation: an aborted collection rejects with EABORT and the model stays usable', async (t) => {
+  const path = await fixtureModel({ shape: 'tiny', type: 'q8_0', seed: 4 });
+  const model = await StatsModel.open(path, { nCtx: 256 });
+  t.teardown(() => model.dispose());
+  const controller = new AbortController();
+  const progress: number[] = [];
+  const many = Array.from({ length: 40 }, (_, i) => `${texts[i % 3]} ${i}`);
+  const run = model.collect(many, { signal: controller.signal, pack: false, onProgress: (p) => { progress.push(p.samplesDone); if (p.samplesDone >= 2) controller.abort(); } });
+  await t.rejects(run, { code: 'EABORT' });
+  t.ok(progress.length >= 2 && progress.length < 40, `stopped early (${progress.length} progress events)`);
+  const again = await model.collect(texts.slice(0, 1));
+  t.equal(again.stats.samples, 1, 'usable after cancellation');
+});
