@@ -1,0 +1,14 @@
+// `npm run bench -- <name> [options]`: runs one benchmark (or all) and writes its section of
+// BENCHMARKS.md and BENCHMARKS.json. Names: collect, patch, boost, eval, imatrix, all.
+const [name = 'all', ...rest] = process.argv.slice(2);
+const benches: Record<string, () => Promise<void>> = {
+  collect: async () => (await import('./collect.ts')).benchCollect(rest),
+};
+async function main() {
+  const names = name === 'all' ? Object.keys(benches) : [name];
+  for (const n of names) {
+    if (!benches[n]) { console.error(`unknown benchmark "${n}" (${Object.keys(benches).join(', ')}, all)`); process.exit(2); }
+    await benches[n]();
+  }
+}
+await main();
