@@ -20,6 +20,7 @@ import { patchTensorInPlace, upcastTensor } from './tensor-patch.ts';
 
 export const PATCH_VERSION = 1;
 export const DEFAULT_SCALE = 1.1;
+const JOURNAL_MERGE_GAP_BYTES = 256;
 
 export interface PatchSourceInfo { path: string; sha256?: string }
 
@@ -403,9 +404,17 @@ async function patchInPlace(info: GgufInfo, source: MaskSource, entries: GgufMet
       const bytes = readTensorBytes(fd, t);
       const original = new Uint8Array(bytes);
       const r = await patchTensorInPlace(t, bytes, source.mask(t.name), { scale, strategy, importance: importanceOf(options, t.name), realized });
+      // Nearby ranges (single F16 weights) are journaled and written as one: the bytes between
+      // them are unchanged, so writing them again changes nothing and saves records.
+      const ranges: { offset: number; length: number }[] = [];
+      for (const c of r.changed) {
+        const last = ranges[ranges.length - 1];
+        if (last && c.offset - (last.offset + last.length) <= JOURNAL_MERGE_GAP_BYTES) last.length = c.offset + c.length - last.offset;
+        else ranges.push({ ...c });
+      }
       // journal first (synced), then the model
-      journal.append(r.changed.map((c) => ({ offset: t.absoluteOffset + c.offset, original: original.subarray(c.offset, c.offset + c.length) })));
-      for (const c of r.changed) writeAll(fd, r.bytes.subarray(c.offset, c.offset + c.length), t.absoluteOffset + c.offset);
+      journal.append(ranges.map((c) => ({ offset: t.absoluteOffset + c.offset, original: original.subarray(c.offset, c.offset + c.length) })));
+      for (const c of ranges) writeAll(fd, r.bytes.subarray(c.offset, c.offset + c.length), t.absoluteOffset + c.offset);
       tensors.push({ name: t.name, type: t.typeName, selectedWeights: r.selectedWeights, blocksTouched: r.blocksTouched, bytesChanged: r.changed.reduce((a, c) => a + c.length, 0) });
     }
     fsyncSync(fd);
