@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cmath>
 #include <cstring>
 #include <memory>
@@ -243,6 +244,30 @@ void TrainEpochCallback(bool train, ggml_opt_context_t, ggml_opt_dataset_t, ggml
     }
 }
 
+// llama_model_save_to_file writes every hparam of llama.cpp (155 keys, e.g. a layer_norm_epsilon of 0
+// that validators rightly distrust). The trained file keeps the metadata of the model training
+// started from instead: its keys, its tensor order, the trained tensors' data.
+bool WriteWithMetadataOf(const std::string & metadata_from, const std::string & tensors_from, const std::string & out, std::string & error) {
+    gguf_init_params meta_params = { /*no_alloc =*/ true, /*ctx =*/ nullptr };
+    std::unique_ptr<gguf_context, GgufDeleter> meta(gguf_init_from_file(metadata_from.c_str(), meta_params));
+    ggml_context * data_ctx_raw = nullptr;
+    gguf_init_params data_params = { /*no_alloc =*/ false, /*ctx =*/ &data_ctx_raw };
+    std::unique_ptr<gguf_context, GgufDeleter> data(gguf_init_from_file(tensors_from.c_str(), data_params));
+    std::unique_ptr<ggml_context, GgmlDeleter> data_ctx(data_ctx_raw);
+    if (!meta || !data || !data_ctx) { error = "could not read back " + (meta ? tensors_from : metadata_from); return false; }
+    std::unique_ptr<gguf_context, GgufDeleter> g(gguf_init_empty());
+    gguf_set_kv(g.get(), meta.get());
+    for (int64_t i = 0; i < gguf_get_n_tensors(meta.get()); i++) {
+        const char * name = gguf_get_tensor_name(meta.get(), i);
+        ggml_tensor * t = ggml_get_tensor(data_ctx.get(), name);
+        if (!t || t->type != gguf_get_tensor_type(meta.get(), i)) { error = std::string("the trained model lacks tensor ") + name; return false; }
+        gguf_add_tensor(g.get(), t);
+    }
+    if (gguf_get_n_tensors(data.get()) != gguf_get_n_tensors(meta.get())) { error = "the trained model has extra tensors"; return false; }
+    if (!gguf_write_to_file(g.get(), out.c_str(), /*only_meta =*/ false)) { error = "could not write " + out; return false; }
+    return true;
+}
+
 bool g_training_busy = false;   // guarded by the JS thread: set in TrainModel, cleared in OnOK/OnError
 
 class TrainWorker : public Napi::AsyncProgressQueueWorker<TrainProgress> {
@@ -374,10 +399,11 @@ private:
         final_loss_ = last_loss;
         n_params_ = llama_model_n_params(model.get());
         n_trained_tensors_ = (int64_t) state.gradients.size();
-        llama_model_save_to_file(model.get(), o.output_path.c_str());
-        FILE * f = fopen(o.output_path.c_str(), "rb");
-        if (!f) { error = "could not write " + o.output_path; return; }
-        fclose(f);
+        const std::string saved = o.output_path + ".llama-save.tmp";
+        llama_model_save_to_file(model.get(), saved.c_str());
+        const bool ok = WriteWithMetadataOf(o.model_path, saved, o.output_path, error);
+        std::remove(saved.c_str());
+        if (!ok) return;
     }
 
     TrainOptions options_;
@@ -730,6 +756,19 @@ Napi::Value WriteF32Gguf(const Napi::CallbackInfo & info) {
     return env.Undefined();
 }
 
+// copyWithMetadataOf(metadataFrom, tensorsFrom, out): out = metadataFrom's keys and tensor order with
+// tensorsFrom's tensor data (same names and types). Repairs a file llama_model_save_to_file wrote.
+Napi::Value CopyWithMetadataOf(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    std::string metadata_from = RequireString(env, info[0], "metadataFrom");
+    std::string tensors_from = RequireString(env, info[1], "tensorsFrom");
+    std::string out = RequireString(env, info[2], "out");
+    std::string error;
+    if (!CheckGguf(metadata_from, false, error) || !CheckGguf(tensors_from, false, error)) ThrowCoded(env, "EUSAGE", error);
+    if (!WriteWithMetadataOf(metadata_from, tensors_from, out, error)) ThrowCoded(env, "EIO", error);
+    return env.Undefined();
+}
+
 } // namespace
 
 void RegisterTrain(Napi::Env env, Napi::Object exports) {
@@ -738,4 +777,5 @@ void RegisterTrain(Napi::Env env, Napi::Object exports) {
     exports.Set("textLoss", Napi::Function::New(env, TextLoss));
     exports.Set("tokenizeWithModel", Napi::Function::New(env, TokenizeWithModel));
     exports.Set("writeF32Gguf", Napi::Function::New(env, WriteF32Gguf));
+    exports.Set("copyWithMetadataOf", Napi::Function::New(env, CopyWithMetadataOf));
 }
