@@ -9,7 +9,7 @@ import { gsm8kPrompt } from '../../src/eval/prompts.ts';
 import { evalTestModel, tempCacheDir } from './helpers.ts';
 
 const data = defaultDataDir();
-const common = { task: 'gsm8k' as const, shots: 1, maxTokens: 12, threads: 2 };
+const common = { task: 'gsm8k' as const, shots: 1, maxTokens: 12, threads: 1 };
 
 t.test('exemplars are drawn from the train file, seeded, never from test', async (t) => {
   const test = loadGsm8k(path.join(data, 'gsm8k_test.jsonl'));
@@ -39,7 +39,7 @@ t.test('batched generation equals sequential and an independent LlamaCompletion 
   // Independent: node-llama-cpp's own completion API on a fresh one-sequence context.
   const llama = await getLlama({ gpu: false, build: 'never' });
   const m = await llama.loadModel({ modelPath: model, gpuLayers: 0 });
-  const context = await m.createContext({ contextSize: 2048, threads: 2, flashAttention: false });
+  const context = await m.createContext({ contextSize: 2048, threads: 1, flashAttention: false });
   const completion = new LlamaCompletion({ contextSequence: context.getSequence() });
   const test = loadGsm8k(path.join(data, 'gsm8k_test.jsonl')).slice(0, 3);
   const exemplars = drawGsm8kExemplars(path.join(data, 'gsm8k_train.jsonl'), 1, 1234, new Set(loadGsm8k(path.join(data, 'gsm8k_test.jsonl')).map((i) => i.question.trim())));
