@@ -40,6 +40,11 @@ export interface GgufInfo {
 }
 
 const MAX_STRING_BYTES = 64 * 1024 * 1024;   // a single metadata string (vocabularies are arrays of small strings)
+// The header is read into JS values: bound it so a crafted file cannot exhaust memory (which aborts
+// node) with billions of tiny array elements. The largest real vocabularies hold ~1M entries in all.
+const MAX_METADATA_VALUES = 1 << 25;
+const MAX_METADATA_STRING_BYTES = 1 << 30;
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
 const MAX_TENSOR_NAME = 63;                  // GGML_MAX_NAME - 1
 const MAX_DIMS = 4;
 
@@ -55,6 +60,9 @@ class Cursor {
   }
 
   remaining(): number { return this.size - this.pos; }
+  /** metadata values and string bytes read so far (see MAX_METADATA_VALUES) */
+  values = 0;
+  stringBytes = 0;
 
   private ensure(n: number) {
     if (n > this.remaining()) this.fail(`unexpected end of file (needs ${n} more bytes, ${this.remaining()} left)`);
@@ -98,12 +106,17 @@ class Cursor {
     return Number(n);
   }
 
-  string(what: string): string {
+  string(what: string, strict = false): string {
     const n = this.u64();
     if (n > BigInt(this.remaining())) this.fail(`${what} length ${n} runs past the end of the file`);
     if (n > BigInt(MAX_STRING_BYTES)) this.fail(`${what} length ${n} is larger than ${MAX_STRING_BYTES}`);
+    this.stringBytes += Number(n);
+    if (this.stringBytes > MAX_METADATA_STRING_BYTES) this.fail(`more than ${MAX_METADATA_STRING_BYTES} bytes of metadata strings`);
     const b = this.bytes(Number(n));
-    return b.toString('utf8');
+    if (!strict) return b.toString('utf8');
+    // keys and tensor names must round-trip exactly: ggml compares them as C strings
+    if (b.includes(0)) this.fail(`${what} contains a NUL byte`);
+    try { return strictUtf8.decode(b); } catch { return this.fail(`${what} is not valid UTF-8`); }
   }
 }
 
@@ -173,7 +186,7 @@ export function readGgufSync(path: string, _options: ReadGgufOptions = {}): Gguf
     const metadata = new Map<string, GgufValue>();
     const metadataEntries: GgufMetadataEntry[] = [];
     for (let i = 0; i < nKv; i++) {
-      const key = c.string(`metadata key #${i}`);
+      const key = c.string(`metadata key #${i}`, true);
       if (key.length === 0) c.fail(`metadata key #${i} is empty`);
       if (metadata.has(key)) c.fail(`duplicate metadata key "${key}"`);
       const type = c.u32();
@@ -183,6 +196,8 @@ export function readGgufSync(path: string, _options: ReadGgufOptions = {}): Gguf
         const min = scalarMinBytes[arrayType];
         if (min === undefined) c.fail(`metadata "${key}": unknown array element type ${arrayType}`);
         const n = c.count(`metadata "${key}" array length`, min);
+        c.values += n;
+        if (c.values > MAX_METADATA_VALUES) c.fail(`metadata "${key}": more than ${MAX_METADATA_VALUES} metadata values in all`);
         const values: GgufScalar[] = new Array(n);
         for (let j = 0; j < n; j++) values[j] = readScalar(c, arrayType, `metadata "${key}"[${j}]`);
         metadata.set(key, values);
@@ -209,7 +224,7 @@ export function readGgufSync(path: string, _options: ReadGgufOptions = {}): Gguf
     const raws: Raw[] = [];
     const names = new Set<string>();
     for (let i = 0; i < nTensors; i++) {
-      const name = c.string(`tensor #${i} name`);
+      const name = c.string(`tensor #${i} name`, true);
       if (name.length === 0) c.fail(`tensor #${i} has an empty name`);
       if (Buffer.byteLength(name) > MAX_TENSOR_NAME) c.fail(`tensor name "${name.slice(0, 40)}..." is longer than ${MAX_TENSOR_NAME} bytes`);
       if (names.has(name)) c.fail(`duplicate tensor name "${name}"`);

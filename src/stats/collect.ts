@@ -4,6 +4,7 @@ import { existsSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import { MathneuroError, asMathneuroError } from '../errors.ts';
 import { readGgufSync, type GgufInfo } from '../gguf/reader.ts';
+import { checkModel } from '../gguf/model-check.ts';
 import { GGUF_VALUE } from '../gguf/types.ts';
 import { loadNative } from '../native.ts';
 import { loadStats, modelIdentity, saveStats } from './file.ts';
@@ -77,6 +78,7 @@ export class StatsModel {
 
   static async open(path: string, options: ModelOptions = {}): Promise<StatsModel> {
     const gguf = readGgufSync(path); // the validator: nothing reaches llama.cpp before it says yes
+    checkModel(gguf); // and the model-level checks (what llama.cpp's loader and tokenizer would abort on)
     const binding = loadNative();
     const nCtxTrain = trainingContext(gguf);
     const nCtx = options.nCtx ?? Math.min(nCtxTrain || 4096, 4096);

@@ -1,0 +1,124 @@
+// The validator against hand-made broken files: every class the issue lists gives EBADGGUF with a
+// reason, never another exception. The files come from encodeGguf (src/gguf/fuzz.ts), a writer
+// independent of the reader, with its own map of where each header field is.
+import t from 'tap';
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { MathneuroError } from '../../src/errors.ts';
+import { encodeGguf, fuzzBaseModel, GgufMutator, type FuzzModel, type GgufField } from '../../src/gguf/fuzz.ts';
+import { readGgufSync } from '../../src/gguf/reader.ts';
+import { GGUF_VALUE, ggmlTypeTable } from '../../src/gguf/types.ts';
+import { loadNative } from '../../src/native.ts';
+
+const base = fuzzBaseModel(1);
+const { bytes, fields } = encodeGguf(base);
+
+function check(t: Tap.Test, dir: string, name: string, b: Buffer, pattern: RegExp) {
+  const file = path.join(dir, name);
+  writeFileSync(file, b);
+  try {
+    readGgufSync(file);
+    t.fail(`${name}: accepted`);
+  } catch (e) {
+    t.ok(e instanceof MathneuroError, `${name}: a MathneuroError (${(e as Error).message})`);
+    t.equal((e as MathneuroError).code, 'EBADGGUF', name);
+    t.match((e as Error).message, pattern, name);
+  }
+}
+
+const field = (kind: GgufField['kind'], owner?: string) => fields.find((f) => f.kind === kind && (owner === undefined || f.owner === owner))!;
+const withU64 = (f: GgufField, v: bigint) => { const b = Buffer.from(bytes); b.writeBigUInt64LE(v, f.offset); return b; };
+const withU32 = (f: GgufField, v: number) => { const b = Buffer.from(bytes); b.writeUInt32LE(v >>> 0, f.offset); return b; };
+
+t.test('the base model is valid and reads back as written', async (t) => {
+  const dir = t.testdir();
+  writeFileSync(path.join(dir, 'm.gguf'), bytes);
+  const info = readGgufSync(path.join(dir, 'm.gguf'));
+  t.equal(info.tensors.length, base.tensors.length);
+  t.same(info.tensors.map((x) => x.name), base.tensors.map((x) => x.name));
+  t.same(info.metadata.get('tokenizer.ggml.tokens'), base.metadata.find((e) => e.key === 'tokenizer.ggml.tokens')!.value);
+  const data = fields.filter((f) => f.kind === 'data');
+  t.same(info.tensors.map((x) => [x.absoluteOffset, x.byteSize]), data.map((f) => [f.offset, f.size]), 'tensor ranges as the writer placed them');
+});
+
+t.test('header classes: magic, version, counts, lengths, types, dims, offsets, alignment', async (t) => {
+  const dir = t.testdir();
+  const b = Buffer.from(bytes); b.write('GGUX', 0, 'latin1');
+  check(t, dir, 'magic', b, /not a GGUF/);
+  check(t, dir, 'version1', withU32(field('version'), 1), /version 1/);
+  check(t, dir, 'version-big', withU32(field('version'), 0x03000000), /version/);
+  for (const v of [0xffffffffffffffffn, 0x8000000000000000n, 1n << 40n, BigInt(bytes.length)]) {
+    check(t, dir, `tensor-count-${v}`, withU64(field('tensor_count'), v), /tensor count .* cannot fit/);
+    check(t, dir, `kv-count-${v}`, withU64(field('kv_count'), v), /metadata count .* cannot fit/);
+    check(t, dir, `key-length-${v}`, withU64(field('key_length'), v), /length .* (past the end|larger)/);
+    check(t, dir, `array-length-${v}`, withU64(field('array_length', 'tokenizer.ggml.tokens'), v), /array length .* cannot fit/);
+    check(t, dir, `name-length-${v}`, withU64(field('name_length', 'output.weight'), v), /length .* (past the end|larger)/);
+    check(t, dir, `string-length-${v}`, withU64(field('string_length', 'general.name'), v), /length .* (past the end|larger)/);
+  }
+  check(t, dir, 'value-type', withU32(field('value_type', 'general.name'), 13), /unknown value type 13/);
+  check(t, dir, 'array-type', withU32(field('array_type', 'tokenizer.ggml.scores'), 99), /unknown array element type 99/);
+  check(t, dir, 'nested-array', withU32(field('array_type', 'tokenizer.ggml.scores'), GGUF_VALUE.ARRAY), /nested arrays/);
+  for (const ty of [4, 5, 31, 36, 43, 0xffffffff]) check(t, dir, `tensor-type-${ty}`, withU32(field('tensor_type', 'blk.0.attn_q.weight'), ty), /unknown or removed ggml type/);
+  check(t, dir, 'zero-dim', withU64(field('dim', 'blk.0.attn_q.weight'), 0n), /dimension 0/);
+  check(t, dir, 'negative-dim', withU64(field('dim', 'blk.0.attn_q.weight'), 0xffffffffffffffffn), /cannot fit/);
+  check(t, dir, 'n-dims-0', withU32(field('n_dims', 'output.weight'), 0), /0 dimensions/);
+  check(t, dir, 'n-dims-5', withU32(field('n_dims', 'output.weight'), 5), /5 dimensions/);
+  check(t, dir, 'row-not-blocks', withU64(field('dim', 'blk.0.attn_q.weight'), 16n), /not a multiple of the Q8_0 block size|expected/);
+  check(t, dir, 'offset-past-end', withU64(field('tensor_offset', 'output.weight'), BigInt(bytes.length) * 2n), /past the end|expected/);
+  check(t, dir, 'offset-huge', withU64(field('tensor_offset', 'output.weight'), 0xffffffffffffffe0n), /past the end|expected/);
+  check(t, dir, 'offset-unaligned', withU64(field('tensor_offset', 'output.weight'), Buffer.from(bytes).readBigUInt64LE(field('tensor_offset', 'output.weight').offset) + 1n), /aligned/);
+  const prev = bytes.readBigUInt64LE(field('tensor_offset', 'blk.0.attn_q.weight').offset);
+  check(t, dir, 'overlap', withU64(field('tensor_offset', 'blk.0.attn_k.weight'), prev), /overlaps|expected/);
+  const nameField = field('name', 'output.weight');
+  const nul = Buffer.from(bytes); nul[nameField.offset + 2] = 0;
+  check(t, dir, 'nul-in-name', nul, /NUL/);
+  const bad = Buffer.from(bytes); bad[nameField.offset + 2] = 0xff;
+  check(t, dir, 'utf8-name', bad, /UTF-8/);
+  const keyField = field('key', 'general.name');
+  const badKey = Buffer.from(bytes); badKey[keyField.offset + 1] = 0xc0;
+  check(t, dir, 'utf8-key', badKey, /UTF-8/);
+  check(t, dir, 'duplicate-key', encodeGguf({ ...base, metadata: [...base.metadata, base.metadata[1]] }).bytes, /duplicate metadata key "general.name"/);
+  check(t, dir, 'duplicate-tensor', encodeGguf({ ...base, tensors: [...base.tensors, base.tensors[2]] }).bytes, /duplicate tensor name/);
+  const boolField = field('value', 'tokenizer.ggml.add_bos_token');
+  const badBool = Buffer.from(bytes); badBool[boolField.offset] = 2;
+  check(t, dir, 'bool', badBool, /bool value 2/);
+  for (const [v, re] of [[0, /power-of-two/], [48, /power-of-two/], [4096, /aligned|expected|past the end/]] as const) {
+    const m: FuzzModel = { ...base, metadata: [{ key: 'general.alignment', type: GGUF_VALUE.UINT32, value: v }, ...base.metadata] };
+    check(t, dir, `alignment-${v}`, encodeGguf(m).bytes, re);
+  }
+  const m64: FuzzModel = { ...base, metadata: [{ key: 'general.alignment', type: GGUF_VALUE.UINT64, value: 32 }, ...base.metadata] };
+  check(t, dir, 'alignment-u64', encodeGguf(m64).bytes, /power-of-two u32/);
+});
+
+t.test('truncation at every field boundary is refused', async (t) => {
+  const dir = t.testdir();
+  const m = new GgufMutator(base);
+  let n = 0;
+  // a file may end right after its last tensor's bytes (the padding after it is optional, as in ggml)
+  const lastData = fields.filter((f) => f.kind === 'data').pop()!;
+  const cuts = m.boundaries().filter((at) => at < lastData.offset + lastData.size);
+  for (const at of cuts) {
+    const file = path.join(dir, 'cut.gguf');
+    writeFileSync(file, bytes.subarray(0, at));
+    try { readGgufSync(file); t.fail(`cut at ${at} accepted`); } catch (e) {
+      if (!(e instanceof MathneuroError) || e.code !== 'EBADGGUF') t.fail(`cut at ${at}: ${(e as Error).message}`);
+      else n++;
+    }
+  }
+  t.equal(n, cuts.length, `${n} cuts, all EBADGGUF`);
+  t.ok(n > 1000, 'every field of a 300-token vocabulary');
+});
+
+t.test('the type table matches ggml (size, block size) for every id ggml knows', async (t) => {
+  const native = loadNative();
+  for (let id = 0; id < 64; id++) {
+    const ours = ggmlTypeTable[id];
+    const theirs = native.codecTypeInfo(id) as { name: string; blockSize: number; typeSize: number } | null;
+    if (!ours) {
+      t.ok(!theirs || theirs.blockSize === 0 || theirs.typeSize === 0, `id ${id} is unknown to both (ggml: ${JSON.stringify(theirs)})`);
+      continue;
+    }
+    t.ok(theirs, `ggml knows ${ours[0]}`);
+    t.same([theirs!.blockSize, theirs!.typeSize], [ours[1], ours[2]], `${ours[0]}: block size, bytes per block`);
+  }
+});
