@@ -85,7 +85,8 @@ export class StatsModel {
     try {
       const native = await binding.loadModel(path, {
         nCtx, nBatch: options.nBatch ?? 512, nThreads: options.nThreads ?? os.availableParallelism(), nGpuLayers: options.nGpuLayers ?? 0,
-        nSeqMax: options.nSeqMax ?? 16, flashAttn: options.flashAttn ?? 'auto', kvType: options.kvType ?? 'f16',
+        // llama.cpp asserts n_seq_max <= n_batch (<= n_ctx): a model with a tiny context_length aborted here
+        nSeqMax: Math.max(1, Math.min(options.nSeqMax ?? 16, nCtx, options.nBatch ?? 512)), flashAttn: options.flashAttn ?? 'auto', kvType: options.kvType ?? 'f16',
       }) as NativeModel;
       return new StatsModel(path, gguf, native);
     } catch (e) {
