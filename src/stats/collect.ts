@@ -1,5 +1,6 @@
 // Collect MathNeuro statistics: forward passes of a model over texts, inside llama.cpp's graph
 // evaluation (the native collector), off the JS thread, with progress, cancellation and checkpoints.
+import { createHash } from 'node:crypto';
 import { existsSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import { MathneuroError, asMathneuroError } from '../errors.ts';
@@ -108,12 +109,15 @@ export class StatsModel {
     const truncated: number[] = [];
     const empty: number[] = [];
     const cp = options.checkpoint;
+    let checkpointsSaved = 0;
     if (cp?.resume && existsSync(cp.path)) {
       const saved = await loadStats(cp.path);
       if (saved.model.headerSha256 !== identity.headerSha256) throw new MathneuroError('ESTATS', `checkpoint ${cp.path} belongs to another model`);
       const done = Number(saved.metadata.get('mathneuro.checkpoint.texts_done') ?? NaN);
       const expected = saved.metadata.get('mathneuro.checkpoint.text_count');
-      if (!Number.isInteger(done) || Number(expected) !== texts.length) throw new MathneuroError('ESTATS', `checkpoint ${cp.path} was made for another input (${String(expected)} texts, not ${texts.length})`);
+      if (!Number.isInteger(done) || done < 0 || done > texts.length || Number(expected) !== texts.length) throw new MathneuroError('ESTATS', `checkpoint ${cp.path} was made for another input (${String(expected)} texts, not ${texts.length})`);
+      // same count is not enough: another data file or --seed would silently mix two inputs
+      if (saved.metadata.get('mathneuro.checkpoint.texts_sha256') !== textsSha256(texts)) throw new MathneuroError('ESTATS', `checkpoint ${cp.path} was made for other texts (another data file, --samples or --seed); delete it or drop --resume`);
       total = { model: identity, samples: saved.samples, tokens: saved.tokens, datasets: saved.datasets, weights: saved.weights };
       start = done;
     }
@@ -147,8 +151,11 @@ export class StatsModel {
             extraMetadata: [
               { key: 'mathneuro.checkpoint.texts_done', type: GGUF_VALUE.UINT64, value: Math.min(texts.length, from + every) },
               { key: 'mathneuro.checkpoint.text_count', type: GGUF_VALUE.UINT64, value: texts.length },
+              { key: 'mathneuro.checkpoint.texts_sha256', type: GGUF_VALUE.STRING, value: textsSha256(texts) },
             ],
           });
+          // test hook (test/hardening/resume.test.ts): die like kill -9 right after the Nth checkpoint
+          if (process.env.MATHNEURO_TEST_KILL_AFTER_CHECKPOINT && ++checkpointsSaved === Number(process.env.MATHNEURO_TEST_KILL_AFTER_CHECKPOINT)) process.kill(process.pid, 'SIGKILL');
         }
       }
     } catch (e) {
@@ -172,6 +179,13 @@ export class StatsModel {
   abort() { this.native.abort(); }
 
   dispose() { this.native.dispose(); }
+}
+
+/** Identity of the input of a run: sha256 over the texts, each prefixed by its byte length. */
+function textsSha256(texts: string[]): string {
+  const h = createHash('sha256');
+  for (const t of texts) { const b = Buffer.from(t, 'utf8'); const n = Buffer.alloc(8); n.writeBigUInt64LE(BigInt(b.length)); h.update(n).update(b); }
+  return h.digest('hex');
 }
 
 function trainingContext(gguf: GgufInfo): number {
