@@ -6,6 +6,7 @@ import { MathneuroError } from './errors.ts';
 import { readGgufSync, type GgufMetadataEntry } from './gguf/reader.ts';
 import { GGML_TYPE, GGUF_VALUE, ggmlType } from './gguf/types.ts';
 import { llamaSourceDir, loadNative } from './native.ts';
+import { writeFailure } from './stats/file.ts';
 
 export type SynthShapeName = 'tiny' | 'moe-tiny' | 'qwen-0.5b' | 'llama-1b';
 export type SynthTypeName = 'f32' | 'f16' | 'bf16' | 'q8_0' | 'q4_0' | 'q4_k' | 'q5_k' | 'q6_k' | 'mixed' | 'cycle';
@@ -203,7 +204,8 @@ export async function synthModel(options: SynthOptions): Promise<SynthResult> {
   const totalBytes = header.length + tensors.reduce((a, t) => Math.max(a, t.offset + t.byteSize), 0);
 
   const tmp = `${out}.${process.pid}.tmp`;
-  const fd = openSync(tmp, 'w');
+  let fd: number;
+  try { fd = openSync(tmp, 'w'); } catch (e) { throw writeFailure(e, out, 'nothing was written'); }
   let ok = false;
   try {
     writeSync(fd, header, 0, header.length, 0);
@@ -234,12 +236,17 @@ export async function synthModel(options: SynthOptions): Promise<SynthResult> {
     const last = tensors[tensors.length - 1];
     ftruncateSync(fd, header.length + last.offset + Math.ceil(last.byteSize / alignment) * alignment);
     fsyncSync(fd);
-    ok = true;
-  } finally {
     closeSync(fd);
-    if (!ok) rmSync(tmp, { force: true });
+    renameSync(tmp, out);
+    ok = true;
+  } catch (e) {
+    throw writeFailure(e, out, 'no partial file was left');
+  } finally {
+    if (!ok) {
+      try { closeSync(fd); } catch { /* already closed */ }
+      rmSync(tmp, { force: true });
+    }
   }
-  renameSync(tmp, out);
   const info = readGgufSync(out);
   const tensorTypes: Record<string, string> = {};
   for (const t of info.tensors) tensorTypes[t.name] = t.typeName;

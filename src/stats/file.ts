@@ -71,7 +71,8 @@ export async function saveStats(stats: Stats, file: string, options: SaveStatsOp
   };
   const out = path.resolve(file);
   const tmp = `${out}.${process.pid}.tmp`;
-  const fd = openSync(tmp, 'w');
+  let fd: number;
+  try { fd = openSync(tmp, 'w'); } catch (e) { throw writeFailure(e, out, 'nothing was written'); }
   let ok = false;
   try {
     writeSync(fd, header, 0, header.length, 0);
@@ -84,12 +85,29 @@ export async function saveStats(stats: Stats, file: string, options: SaveStatsOp
     }
     ftruncateSync(fd, end);
     fsyncSync(fd);
-    ok = true;
-  } finally {
     closeSync(fd);
-    if (!ok) rmSync(tmp, { force: true });
+    renameSync(tmp, out);
+    ok = true;
+  } catch (e) {
+    throw writeFailure(e, out, 'no partial file was left');
+  } finally {
+    if (!ok) {
+      try { closeSync(fd); } catch { /* already closed */ }
+      rmSync(tmp, { force: true });
+    }
   }
-  renameSync(tmp, out);
+}
+
+/**
+ * A failed write as one clear line: disk full (ENOSPC), file-size limit (EFBIG) or quota (EDQUOT)
+ * say so; the temporary file is gone and the destination untouched (writes go to tmp + rename).
+ */
+export function writeFailure(e: unknown, file: string, state: string): MathneuroError {
+  if (e instanceof MathneuroError) return e;
+  const code = (e as NodeJS.ErrnoException)?.code;
+  const why = code === 'ENOSPC' ? 'no space left on device' : code === 'EFBIG' ? 'file too large (a file-size limit)' : code === 'EDQUOT' ? 'disk quota exceeded'
+    : `${(e as Error)?.message ?? String(e)}`;
+  return new MathneuroError('EIO', `${why} while writing ${file}; ${state} and the source is untouched`, { cause: e });
 }
 
 function readTensor(fd: number, info: GgufInfo, name: string): Float64Array {
