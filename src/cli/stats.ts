@@ -1,8 +1,18 @@
-import { existsSync } from 'node:fs';
+import { existsSync, realpathSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { collectStats, drawSamples, readSamples, saveStats, MMLU_MATH_SUBJECTS } from '../stats/index.ts';
 import { MathneuroError } from '../errors.ts';
 import { ProgressLine, bar, formatDuration, globalHelp, parse, parseNumber, UsageError, writeJson, type Command } from './common.ts';
+
+/** True when `b` names the file `a` is, through symbolic links or hard links; `b` need not exist. */
+export function sameFile(a: string, b: string): boolean {
+  const real = (p: string) => {
+    try { return realpathSync(p); } catch { /* not there yet: resolve its folder */ }
+    try { return path.join(realpathSync(path.dirname(path.resolve(p))), path.basename(p)); } catch { return path.resolve(p); }
+  };
+  if (real(a) === real(b)) return true;
+  try { const sa = statSync(a), sb = statSync(b); return sa.dev === sb.dev && sa.ino === sb.ino; } catch { return false; }
+}
 
 export const command: Command = {
   name: 'stats',
@@ -41,7 +51,7 @@ examples:
     if (!values.output) throw new UsageError('-o/--output is required');
     const model = positionals[0];
     const output = path.resolve(values.output);
-    if (path.resolve(model) === output) throw new UsageError('the output would overwrite the model');
+    if (sameFile(model, output) || sameFile(model, `${output}.partial`)) throw new UsageError('the output would overwrite the model (symbolic links resolved)');
     if (existsSync(output) && !values.force) throw new MathneuroError('EEXIST', `${output} exists (use --force to overwrite)`);
     const samplesWanted = parseNumber('samples', values.samples, { integer: true, min: 1 });
     const seed = parseNumber('seed', values.seed, { integer: true, min: 0 }) ?? 0;

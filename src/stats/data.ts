@@ -17,6 +17,8 @@ export interface ReadDataOptions {
   excludeSubjects?: string[];
   /** largest accepted file (default 2 GiB) */
   maxBytes?: number;
+  /** largest accepted sample in UTF-8 bytes (default 4 MiB: far past any context; a bigger one is a broken file) */
+  maxSampleBytes?: number;
 }
 
 export const MMLU_MATH_SUBJECTS = ['abstract_algebra', 'college_mathematics', 'elementary_mathematics', 'high_school_mathematics', 'high_school_statistics'];
@@ -136,10 +138,19 @@ function readOne(file: string, options: ReadDataOptions): Sample[] {
   if (st.size > max) fail(`${file}: ${st.size} bytes is more than the ${max}-byte limit`);
   const text = decodeUtf8(readFileSync(file), file).replace(/^\uFEFF/, '');
   const ext = path.extname(file).toLowerCase();
-  if (ext === '.jsonl' || ext === '.ndjson') return jsonlSamples(text, file);
-  if (ext === '.txt' || ext === '.md') return txtSamples(text, file);
-  if (ext === '.csv') return csvSamples(text, file);
-  return fail(`${file}: unknown data file type "${ext}" (use .jsonl, .txt or .csv)`);
+  let samples: Sample[];
+  if (ext === '.jsonl' || ext === '.ndjson') samples = jsonlSamples(text, file);
+  else if (ext === '.txt' || ext === '.md') samples = txtSamples(text, file);
+  else if (ext === '.csv') samples = csvSamples(text, file);
+  else return fail(`${file}: unknown data file type "${ext}" (use .jsonl, .txt or .csv)`);
+  const maxSample = options.maxSampleBytes ?? 4 * 1024 * 1024;
+  for (const s of samples) {
+    // a UTF-16 length bounds the UTF-8 one from below: only long samples need the exact count
+    if (s.text.length * 3 > maxSample && Buffer.byteLength(s.text) > maxSample) {
+      fail(`${s.source}: one sample of ${Buffer.byteLength(s.text)} bytes is more than the ${maxSample}-byte limit per sample (a missing line break?)`);
+    }
+  }
+  return samples;
 }
 
 /** Every sample of a data file or folder, in file order. Throws EDATA (or ENOENT) with file:line. */
