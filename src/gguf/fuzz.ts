@@ -218,6 +218,17 @@ export function fuzzBaseModel(seed = 1): FuzzModel {
   return { version: 3, metadata, tensors, alignment: 32 };
 }
 
+/** A validated GGUF file as a FuzzModel (to mutate files this project writes, e.g. statistics). */
+export function fuzzModelFromFile(file: string): FuzzModel {
+  const info = readGgufSync(file);
+  const bytes = readFileSync(file);
+  return {
+    version: info.version, alignment: info.alignment,
+    metadata: info.metadataEntries.map((e) => ({ ...e, value: Array.isArray(e.value) ? [...e.value] : e.value })),
+    tensors: info.tensors.map((t) => ({ name: t.name, shape: t.shape.map(BigInt), type: t.type, data: Buffer.from(bytes.subarray(t.absoluteOffset, t.absoluteOffset + t.byteSize)) })),
+  };
+}
+
 // ---------------------------------------------------------------- mutations
 
 export interface Mutant { bytes: Buffer; kind: string; detail: string }
@@ -227,6 +238,8 @@ const BAD_GGML_TYPES = [4, 5, 31, 32, 33, 36, 37, 38, 43, 44, 100, 0x7fffffff, 0
 const STRUCTURAL = ['bitflip', 'truncate', 'huge-count', 'bad-type', 'offset-past-end', 'overlap', 'zero-dim', 'dims', 'alignment', 'byte-set', 'extend'] as const;
 const SEMANTIC = ['drop-key', 'hparam-value', 'key-type', 'vocab-array', 'token-id', 'arch', 'tokenizer-model', 'shape', 'drop-tensor', 'rename-tensor', 'tensor-type'] as const;
 export const MUTATION_KINDS = [...STRUCTURAL, ...SEMANTIC];
+/** kinds that apply to any GGUF (the others edit a model's tokenizer or architecture keys) */
+export const GENERIC_MUTATION_KINDS = MUTATION_KINDS.filter((k) => k !== 'arch' && k !== 'tokenizer-model');
 
 function cloneModel(m: FuzzModel): FuzzModel {
   return {
@@ -632,21 +645,30 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzSummary> {
       if (r.outcome !== 'ok') throw new MathneuroError('EIO', `fuzz setup: stats of the base model failed: ${JSON.stringify(r)}`);
     }
   }
+  // odd mutants are mutated statistics files, fed to inspect, select and patch as --math
+  const statsTarget = commands.some((c) => c === 'select' || c === 'patch');
+  const statsMutator = statsTarget ? new GgufMutator(fuzzModelFromFile(mathStats)) : undefined;
+  const statsCommands = statsTarget ? commands.filter((c) => c !== 'stats').map((c) => `${c}:stats-file`) : [];
   const summary: FuzzSummary = {
-    files: 0, seed: options.seed, byKind: {}, validator: {}, commands: Object.fromEntries(commands.map((c) => [c, emptyOutcomes()])),
+    files: 0, seed: options.seed, byKind: {}, validator: {}, commands: Object.fromEntries([...commands, ...statsCommands].map((c) => [c, emptyOutcomes()])),
     errorCodes: {}, aborts: [], hangs: [], untyped: [], strayWrites: [], elapsedMs: 0,
   };
   const file = path.join(dir, 'm.gguf');
+  const statsFile = path.join(dir, 'm.stats-mutant.gguf');
   const cliCount = options.cliCount ?? options.count;
   try {
     for (let i = 0; i < options.count; i++) {
       const mseed = (options.seed * 1_000_003 + i) >>> 0;
-      const m = mutator.mutate(mseed, options.kinds ? options.kinds[mseed % options.kinds.length] : undefined);
-      writeFileSync(file, m.bytes);
-      const report: MutantReport = { index: i, kind: m.kind, detail: m.detail, bytes: m.bytes.length, validator: 'ok', commands: {}, strayWrites: [] };
-      summary.byKind[m.kind] = (summary.byKind[m.kind] ?? 0) + 1;
+      const onStats = statsMutator !== undefined && i % 2 === 1;
+      const kinds = options.kinds ?? (onStats ? GENERIC_MUTATION_KINDS : undefined);
+      const m = (onStats ? statsMutator : mutator).mutate(mseed, kinds ? kinds[mseed % kinds.length] : undefined);
+      const target = onStats ? statsFile : file;
+      rmSync(onStats ? file : statsFile, { force: true });
+      writeFileSync(target, m.bytes);
+      const report: MutantReport = { index: i, kind: onStats ? `stats-file:${m.kind}` : m.kind, detail: m.detail, bytes: m.bytes.length, validator: 'ok', commands: {}, strayWrites: [] };
+      summary.byKind[report.kind] = (summary.byKind[report.kind] ?? 0) + 1;
       try {
-        const info = readGgufSync(file);
+        const info = readGgufSync(target);
         try { checkModel(info); report.modelCheck = 'ok'; } catch (e) { report.modelCheck = e instanceof MathneuroError ? e.code : `THROW:${(e as Error)?.name}`; }
       } catch (e) {
         report.validator = e instanceof MathneuroError ? e.code : `THROW:${(e as Error)?.name}: ${(e as Error)?.message}`;
@@ -656,20 +678,26 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzSummary> {
       if (report.validator.startsWith('THROW')) summary.untyped.push(report);
       if (i < cliCount) {
         const outputs: Record<string, string> = { stats: 'out/m.stats.gguf', select: 'out/m.mnsel', patch: 'out/m.patched.gguf' };
-        const argvs: Record<string, string[]> = {
+        const argvs: Record<string, string[]> = onStats ? {
+          inspect: ['inspect', statsFile],
+          select: ['select', base, '--math', statsFile, '--general', generalStats, '--top-k', '1%', '-o', path.join(dir, outputs.select)],
+          patch: ['patch', base, '--math', statsFile, '--general', generalStats, '--top-k', '1%', '-o', path.join(dir, outputs.patch)],
+        } : {
           inspect: ['inspect', file],
           stats: ['stats', file, '--data', path.join(dir, 'math.txt'), '-o', path.join(dir, outputs.stats), '--threads', '1'],
           select: ['select', file, '--math', mathStats, '--general', generalStats, '--top-k', '1%', '-o', path.join(dir, outputs.select)],
           patch: ['patch', file, '--math', mathStats, '--general', generalStats, '--top-k', '1%', '-o', path.join(dir, outputs.patch)],
         };
-        for (const c of commands) {
+        for (const cmd of commands) {
+          if (!argvs[cmd]) continue;
+          const c = onStats ? `${cmd}:stats-file` : cmd;
           const before = snapshot(dir);
-          const r = await worker.run([...argvs[c], ...flags], timeoutMs);
+          const r = await worker.run([...argvs[cmd], ...flags], timeoutMs);
           const after = snapshot(dir);
           report.commands[c] = r;
           summary.commands[c][r.outcome]++;
           if (r.code) summary.errorCodes[r.code] = (summary.errorCodes[r.code] ?? 0) + 1;
-          const allowed = new Set<string>(r.outcome === 'ok' && outputs[c] ? [outputs[c]] : []);
+          const allowed = new Set<string>(r.outcome === 'ok' && outputs[cmd] ? [outputs[cmd]] : []);
           report.strayWrites.push(...diffSnapshots(before, after, allowed).map((s) => `${c}: ${s}`));
           rmSync(path.join(dir, 'out'), { recursive: true, force: true });
           mkdirSync(path.join(dir, 'out'));
