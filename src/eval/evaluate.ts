@@ -322,7 +322,7 @@ async function evaluateMath500(options: EvaluateOptions, cacheDir: string): Prom
   const model = score(sides.model.results);
   const reference = sides.reference ? score(sides.reference.results) : undefined;
   const metrics: Metric[] = [accuracyMetric('accuracy', 'main', model.map((r) => r.correct), reference?.map((r) => r.correct))];
-  for (const [group, key] of [['subject', (i: typeof items[number]) => i.subject], ['level', (i: typeof items[number]) => `level ${i.level}`]] as const) {
+  for (const [group, key] of [['subject', (i: typeof items[number]) => i.subject], ['level', (i: typeof items[number]) => String(i.level)]] as const) {
     for (const [name, idx] of groupBy(items, key)) {
       metrics.push(accuracyMetric(name, group, idx.map((i) => model[i]!.correct), reference && idx.map((i) => reference[i]!.correct)));
     }

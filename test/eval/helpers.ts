@@ -7,14 +7,20 @@ import { synthModel } from '../../src/synth.ts';
 
 const modelDir = path.join(os.tmpdir(), 'mathneuro-eval-test-models');
 
-/** A small generated llama model (tiny shape, F32 by default), cached by (type, seed). */
-export async function evalTestModel(options: { type?: 'f32' | 'q8_0'; seed?: number } = {}): Promise<string> {
+/**
+ * A small generated llama model (tiny shape, F32 by default), cached by (type, seed, std).
+ * weightStd 0.5 (default here) gives peaked next-token distributions: greedy choices then have
+ * clear margins, so batch-dependent rounding in llama.cpp's kernels cannot flip them (with
+ * the synth default the distributions are nearly flat and near-ties make greedy text batch-dependent).
+ */
+export async function evalTestModel(options: { type?: 'f32' | 'q8_0'; seed?: number; weightStd?: number } = {}): Promise<string> {
   const type = options.type ?? 'f32';
   const seed = options.seed ?? 7;
-  const file = path.join(modelDir, `tiny-${type}-seed${seed}.gguf`);
+  const weightStd = options.weightStd ?? 0.5;
+  const file = path.join(modelDir, `tiny-${type}-seed${seed}-std${weightStd}.gguf`);
   if (!existsSync(file)) {
     mkdirSync(modelDir, { recursive: true });
-    await synthModel({ out: file, shape: 'tiny', type, seed, overwrite: true });
+    await synthModel({ out: file, shape: 'tiny', type, seed, weightStd, overwrite: true });
   }
   return file;
 }
