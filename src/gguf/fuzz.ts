@@ -661,7 +661,7 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzSummary> {
       const mseed = (options.seed * 1_000_003 + i) >>> 0;
       const onStats = statsMutator !== undefined && i % 2 === 1;
       const kinds = options.kinds ?? (onStats ? GENERIC_MUTATION_KINDS : undefined);
-      const m = (onStats ? statsMutator : mutator).mutate(mseed, kinds ? kinds[mseed % kinds.length] : undefined);
+      const m = (onStats ? statsMutator : mutator).mutate(mseed, kinds ? kinds[new FuzzRandom(mseed ^ 0x9e3779b9).int(kinds.length)] : undefined);
       const target = onStats ? statsFile : file;
       rmSync(onStats ? file : statsFile, { force: true });
       writeFileSync(target, m.bytes);
