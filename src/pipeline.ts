@@ -1,0 +1,451 @@
+// `boost` and `ablate` in one call: calibration statistics (cached per model), selection and patch
+// (scale or prune), a short before/after check (KL on general text, optionally a small GSM8K-style
+// sample), and a Modelfile for Ollama. Every stage reports progress.
+import { createHash } from 'node:crypto';
+import { closeSync, existsSync, fstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { builtinDatasetName, builtinSamples, CALIBRATION_VERSION, type BuiltinSetName } from './calibration/index.ts';
+import { MathneuroError } from './errors.ts';
+import { evaluate, type EvalResult } from './eval/index.ts';
+import { readGgufSync, type GgufInfo } from './gguf/reader.ts';
+import { writeModelfile, type ModelfileResult } from './modelfile.ts';
+import { assertOutsideOllamaStore, isOllamaSpec, ollamaOutputBase, resolveOllamaModel, type OllamaModel } from './ollama.ts';
+import { patchModel, type PatchProgress, type PatchResult } from './patch/patch.ts';
+import { analyzeSelection, overlapPoint, selectionOverlap, type OverlapPoint, type OverlapSubset, type ReportData } from './report/index.ts';
+import type { SelectionMethod } from './select/select.ts';
+import { collectStats, drawSamples, loadStats, modelIdentity, readSamples, saveStats, MMLU_MATH_SUBJECTS, type LoadedStats } from './stats/index.ts';
+
+/** Per-matrix K of boost: the paper's single-sample setting (10%); the math-specific set is then ~1-2% of the weights. */
+export const DEFAULT_BOOST_TOP_K = 0.1;
+/** Per-matrix K of ablate: the paper's pruning figure (15%). */
+export const DEFAULT_ABLATE_TOP_K = 0.15;
+/** Factor of boost: the paper's value for 1-3B models. */
+export const DEFAULT_BOOST_SCALE = 1.1;
+/** Calibration samples per set: one sample already gives most of the effect; 100 gives a stable set (95%+ overlap in the paper) at CPU cost. */
+export const DEFAULT_SAMPLES = 100;
+/** Prompts of the KL check and their length in tokens. */
+export const DEFAULT_KL_PROMPTS = 16;
+export const DEFAULT_KL_TOKENS = 128;
+
+export type Intervention = 'scale' | 'prune';
+
+/** Where the calibration texts come from: a built-in set (default) or a user's file (.jsonl, .csv, .txt or a folder). */
+export type CalibrationChoice = { builtin: BuiltinSetName; seed?: number; start?: number } | { file: string; excludeMathSubjects?: boolean; start?: number };
+/* `start`: skip that many samples (of the built-in sequence, or of the file's seeded shuffle): disjoint subsets use disjoint ranges */
+
+export type PipelineStage = 'resolve' | 'stats-math' | 'stats-general' | 'patch' | 'check-kl' | 'check-gsm8k' | 'modelfile';
+
+export interface PipelineProgress {
+  stage: PipelineStage;
+  /** units of the stage done and in total (samples, bytes, items) */
+  done: number;
+  total: number;
+  /** free-form detail: tokens/s, the tensor, cache hit */
+  detail?: string;
+}
+
+export interface StatsCacheOptions {
+  /** statistics cache folder (default $MATHNEURO_CACHE_DIR/stats, else ~/.cache/mathneuro/stats) */
+  cacheDir?: string;
+  /** false: always collect and write nothing to the cache (default true) */
+  cache?: boolean;
+}
+
+export interface CalibrationOptions extends StatsCacheOptions {
+  /** samples per set, drawn at random from files, the first N of a built-in set (default 100) */
+  samples?: number;
+  /** seed of the draw from files and of the built-in sets (default 0) */
+  seed?: number;
+  /** context size for collection (default: collector's, min(train ctx, 4096)) */
+  nCtx?: number;
+  /** CPU threads (default: all) */
+  nThreads?: number;
+  onProgress?: (p: PipelineProgress) => void;
+  signal?: AbortSignal;
+}
+
+export interface CalibratedStats {
+  stats: LoadedStats;
+  /** the cached statistics file (an imatrix GGUF: `mathneuro report` and llama-quantize read it) */
+  path: string;
+  cached: boolean;
+  dataset: string;
+  samples: number;
+  tokens: number;
+  elapsedMs: number;
+}
+
+export function statsCacheDir(option?: string, env: NodeJS.ProcessEnv = process.env): string {
+  if (option) return path.resolve(option);
+  if (env.MATHNEURO_CACHE_DIR) return path.join(path.resolve(env.MATHNEURO_CACHE_DIR), 'stats');
+  return path.join(env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'mathneuro', 'stats');
+}
+
+/**
+ * A model's cache key: sha256 of its header (metadata, tensor infos) plus 64 KiB at 32 places of
+ * its tensor data, so a file with the same header and other weights gets other statistics,
+ * without reading gigabytes on every run.
+ */
+export function modelFingerprint(info: GgufInfo): string {
+  const hash = createHash('sha256').update(modelIdentity(info).headerSha256).update(String(info.fileSize));
+  const fd = openSync(info.path, 'r');
+  try {
+    const size = fstatSync(fd).size;
+    const chunk = Buffer.alloc(64 * 1024);
+    const span = Math.max(0, size - info.dataOffset - chunk.length);
+    for (let i = 0; i < 32; i++) {
+      const at = info.dataOffset + Math.floor((span * i) / 31);
+      const n = readSync(fd, chunk, 0, chunk.length, at);
+      hash.update(chunk.subarray(0, n));
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return hash.digest('hex');
+}
+
+function textsOf(which: 'math' | 'general', choice: CalibrationChoice, samples: number, seed: number): { texts: string[]; dataset: string; key: Record<string, unknown> } {
+  const start = choice.start ?? 0;
+  if ('builtin' in choice) {
+    const setSeed = choice.seed ?? seed;
+    const texts = builtinSamples(choice.builtin, { count: samples, seed: setSeed, start }).map((s) => s.text);
+    return { texts, dataset: `${builtinDatasetName(choice.builtin, { seed: setSeed })}[${start}:${start + samples}]`, key: { builtin: choice.builtin, version: CALIBRATION_VERSION, seed: setSeed, samples, start } };
+  }
+  const all = readSamples(choice.file, { excludeSubjects: choice.excludeMathSubjects ? MMLU_MATH_SUBJECTS : [] });
+  if (start >= all.length) throw new MathneuroError('EUSAGE', `${choice.file} has ${all.length} samples: none left after the first ${start}`);
+  const n = Math.min(samples, all.length - start);
+  const chosen = drawSamples(all, undefined, seed).slice(start, start + n);
+  const texts = chosen.map((s) => s.text);
+  const digest = createHash('sha256').update(texts.join('\u0000')).digest('hex');
+  return { texts, dataset: `${path.basename(choice.file)}[${n} of ${all.length}, seed ${seed}${start ? `, from ${start}` : ''}]`, key: { which, texts: digest, samples: n } };
+}
+
+/** Statistics of a model over a calibration set: from the cache when this model and these texts were seen before. */
+export async function calibrationStats(model: GgufInfo, which: 'math' | 'general', choice: CalibrationChoice, options: CalibrationOptions = {}): Promise<CalibratedStats> {
+  const samples = options.samples ?? DEFAULT_SAMPLES;
+  if (!Number.isInteger(samples) || samples < 1) throw new MathneuroError('EUSAGE', `samples must be a positive integer, got ${samples}`);
+  const seed = options.seed ?? 0;
+  const stage: PipelineStage = which === 'math' ? 'stats-math' : 'stats-general';
+  const { texts, dataset, key } = textsOf(which, choice, samples, seed);
+  const keyHash = createHash('sha256').update(JSON.stringify({ ...key, nCtx: options.nCtx ?? null, format: 1 })).digest('hex').slice(0, 20);
+  const dir = path.join(statsCacheDir(options.cacheDir), modelFingerprint(model).slice(0, 32));
+  const file = path.join(dir, `${which}-${keyHash}.stats.gguf`);
+  const useCache = options.cache !== false;
+  if (useCache && existsSync(file)) {
+    try {
+      const stats = await loadStats(file);
+      options.onProgress?.({ stage, done: texts.length, total: texts.length, detail: 'cached' });
+      return { stats, path: file, cached: true, dataset, samples: stats.samples, tokens: stats.tokens, elapsedMs: 0 };
+    } catch {
+      rmSync(file, { force: true }); // a damaged cache entry is collected again
+    }
+  }
+  const r = await collectStats(model.path, texts, {
+    dataset, nCtx: options.nCtx, nThreads: options.nThreads, signal: options.signal,
+    onProgress: (p) => options.onProgress?.({ stage, done: p.samplesDone, total: p.samplesTotal, detail: `${p.tokensPerSecond.toFixed(0)} tok/s` }),
+  });
+  // always use the statistics as saved (F32), so a cache hit selects exactly what a miss did
+  const target = useCache ? file : path.join(mkdtempSync(path.join(os.tmpdir(), 'mathneuro-stats-')), `${which}.stats.gguf`);
+  mkdirSync(path.dirname(target), { recursive: true });
+  const tmp = `${target}.${process.pid}.tmp`;
+  await saveStats(r.stats, tmp);
+  renameSync(tmp, target);
+  if (useCache) writeFileSync(file.replace(/\.stats\.gguf$/, '.json'), JSON.stringify({ model: path.basename(model.path), which, dataset, key, createdAt: new Date().toISOString() }, null, 2));
+  const stats = await loadStats(target);
+  return { stats, path: target, cached: false, dataset, samples: r.stats.samples, tokens: r.stats.tokens, elapsedMs: r.elapsedMs };
+}
+
+/** A model argument: a GGUF path, or ollama:name[:tag] resolved to its blob in the local store. */
+export interface ResolvedModel {
+  path: string;
+  ollama?: OllamaModel;
+  /** the argument as given */
+  spec: string;
+}
+
+export function resolveModel(spec: string, env: NodeJS.ProcessEnv = process.env): ResolvedModel {
+  if (isOllamaSpec(spec)) {
+    const ollama = resolveOllamaModel(spec, { env });
+    return { path: ollama.modelPath, ollama, spec };
+  }
+  if (!existsSync(spec)) throw new MathneuroError('ENOENT', `no such model: ${spec}`);
+  return { path: path.resolve(spec), spec };
+}
+
+export interface CheckOptions {
+  /** KL(source || patched) over built-in general prompts (default true) */
+  kl?: boolean;
+  /** prompts of the KL check (default 16) */
+  klPrompts?: number;
+  /** also a GSM8K-style accuracy on this many built-in word problems, both models (default 0: off) */
+  gsm8k?: number;
+  /** GSM8K-format test file instead of the built-in problems */
+  gsm8kData?: string;
+}
+
+export interface BoostOptions extends CalibrationOptions {
+  /** a GGUF path or ollama:name[:tag] */
+  model: string;
+  /** output GGUF (default: <model>.boosted.gguf beside a file model; ./<name>-<tag>.boosted.gguf for Ollama) */
+  out?: string;
+  /** 'scale' (boost, default) or 'prune' (ablate) */
+  intervention?: Intervention;
+  /** per-matrix K (default 0.1 for scale, 0.15 for prune) */
+  topK?: number;
+  /** factor for scale (default 1.1) */
+  scale?: number;
+  /** default 'mathneuro' */
+  method?: SelectionMethod;
+  /** calibration sets (default the built-in math and general sets) */
+  math?: CalibrationChoice;
+  general?: CalibrationChoice;
+  /** the before/after check; false skips it */
+  check?: CheckOptions | false;
+  /** write an Ollama Modelfile next to the output (default false) */
+  modelfile?: boolean;
+  /** overwrite the output (and Modelfile) */
+  force?: boolean;
+  env?: NodeJS.ProcessEnv;
+}
+
+export interface CheckResult {
+  kl?: { prompts: number; tokens: number; meanKl: number; klP99: number; sameTopToken: number };
+  gsm8k?: { items: number; source: number; patched: number; difference: number; pValue: number };
+}
+
+export interface BoostResult {
+  model: { spec: string; path: string; ollama?: string };
+  output: string;
+  intervention: Intervention;
+  method: SelectionMethod;
+  topK: number;
+  scale: number;
+  statistics: { math: Omit<CalibratedStats, 'stats'>; general: Omit<CalibratedStats, 'stats'> };
+  patch: Omit<PatchResult, 'tensors'>;
+  check?: CheckResult;
+  modelfile?: { path: string; templateFrom: ModelfileResult['templateFrom'] };
+  elapsedMs: number;
+}
+
+function defaultOutput(model: ResolvedModel, intervention: Intervention): string {
+  const suffix = intervention === 'scale' ? 'boosted' : 'ablated';
+  if (model.ollama) return path.resolve(`${ollamaOutputBase(model.ollama.ref)}.${suffix}.gguf`);
+  return model.path.replace(/\.gguf$/i, '') + `.${suffix}.gguf`;
+}
+
+function metric(r: EvalResult, name: string) {
+  return r.metrics.find((m) => m.name === name);
+}
+
+/** Built-in texts for the checks, from a range no calibration run of a sane size uses. */
+function checkFile(dir: string, name: string, rows: unknown[]): string {
+  const file = path.join(dir, name);
+  writeFileSync(file, rows.map((r) => JSON.stringify(r)).join('\n') + '\n');
+  return file;
+}
+
+/** KL and (when asked) GSM8K-style accuracy of the patched model against its source. */
+export async function checkPatched(source: string, patched: string, check: CheckOptions, options: Pick<CalibrationOptions, 'onProgress' | 'signal' | 'nThreads'> & { seed?: number } = {}): Promise<CheckResult> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'mathneuro-check-'));
+  const out: CheckResult = {};
+  const seed = 1_000_000 + (options.seed ?? 0); // never a calibration seed
+  try {
+    if (check.kl !== false) {
+      const n = check.klPrompts ?? DEFAULT_KL_PROMPTS;
+      const data = checkFile(dir, 'general.jsonl', builtinSamples('general', { count: n, seed }).map((s) => ({ text: s.text })));
+      const r = await evaluate({
+        task: 'kl', model: patched, vs: source, data, limit: n, klTokens: DEFAULT_KL_TOKENS, cache: false, signal: options.signal,
+        onProgress: (p) => options.onProgress?.({ stage: 'check-kl', done: p.done, total: p.total }),
+      });
+      out.kl = {
+        prompts: r.items, tokens: metric(r, 'mean KL (nats/token)')?.count ?? 0,
+        meanKl: metric(r, 'mean KL (nats/token)')?.value ?? NaN, klP99: metric(r, 'KL p99')?.value ?? NaN,
+        sameTopToken: metric(r, 'same top token')?.value ?? NaN,
+      };
+    }
+    if (check.gsm8k && check.gsm8k > 0) {
+      const toRow = (s: { math?: { question: string; solution: string } }) => ({ question: s.math!.question, answer: s.math!.solution });
+      const data = check.gsm8kData ?? checkFile(dir, 'test.jsonl', builtinSamples('math', { count: check.gsm8k, seed }).map(toRow));
+      const train = checkFile(dir, 'train.jsonl', builtinSamples('math', { count: 64, seed: seed + 1 }).map(toRow));
+      const r = await evaluate({
+        task: 'gsm8k', model: patched, vs: source, data, train, limit: check.gsm8k, cache: false, signal: options.signal,
+        onProgress: (p) => options.onProgress?.({ stage: 'check-gsm8k', done: p.done, total: p.total, detail: p.side }),
+      });
+      const m = r.metrics.find((x) => x.group === 'main' && x.kind === 'accuracy') ?? r.metrics[0];
+      out.gsm8k = { items: r.items, patched: m.value, source: m.reference?.value ?? NaN, difference: m.difference?.value ?? NaN, pValue: m.difference?.pValue ?? NaN };
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  return out;
+}
+
+/** boost (scale) or ablate (prune) a model end to end. */
+export async function boost(options: BoostOptions): Promise<BoostResult> {
+  const started = Date.now();
+  const intervention = options.intervention ?? 'scale';
+  const topK = options.topK ?? (intervention === 'scale' ? DEFAULT_BOOST_TOP_K : DEFAULT_ABLATE_TOP_K);
+  const scale = intervention === 'prune' ? 0 : options.scale ?? DEFAULT_BOOST_SCALE;
+  if (intervention === 'prune' && options.scale !== undefined) throw new MathneuroError('EUSAGE', 'ablate zeroes the weights: a scale does not apply');
+  if (!Number.isFinite(scale) || scale <= 0 && intervention === 'scale') throw new MathneuroError('EUSAGE', `the scale must be a positive number, got ${scale}`);
+  const env = options.env ?? process.env;
+  options.onProgress?.({ stage: 'resolve', done: 0, total: 1 });
+  const model = resolveModel(options.model, env);
+  const out = path.resolve(options.out ?? defaultOutput(model, intervention));
+  if (out === model.path) throw new MathneuroError('EUSAGE', 'the output would overwrite the model');
+  if (model.ollama) assertOutsideOllamaStore(out, model.ollama.modelsDir);
+  if (existsSync(out) && !options.force) throw new MathneuroError('EEXIST', `${out} exists (use --force to overwrite)`);
+  const info = readGgufSync(model.path);
+  options.onProgress?.({ stage: 'resolve', done: 1, total: 1 });
+
+  const math = await calibrationStats(info, 'math', options.math ?? { builtin: 'math' }, options);
+  const general = await calibrationStats(info, 'general', options.general ?? { builtin: 'general' }, options);
+  const patch = await patchModel({
+    model: model.path, out, prune: intervention === 'prune', scale: intervention === 'scale' ? scale : undefined,
+    method: options.method ?? 'mathneuro', topK, math: { ...math.stats, path: math.path }, general: { ...general.stats, path: general.path },
+    force: options.force, signal: options.signal,
+    onProgress: (p: PatchProgress) => options.onProgress?.({ stage: 'patch', done: p.done, total: p.total, detail: p.phase }),
+  });
+  const check = options.check === false ? undefined : await checkPatched(model.path, out, options.check ?? {}, { onProgress: options.onProgress, signal: options.signal, seed: options.seed });
+  let modelfile: BoostResult['modelfile'];
+  if (options.modelfile) {
+    options.onProgress?.({ stage: 'modelfile', done: 0, total: 1 });
+    const what = intervention === 'scale' ? `boost (x${scale})` : 'ablate (prune)';
+    const r = writeModelfile({
+      modelPath: out, ollama: model.ollama, gguf: info, overwrite: options.force,
+      comments: [`mathneuro ${what} of ${model.spec}: ${options.method ?? 'mathneuro'} K=${topK}, ${patch.selectedWeights} weights`, `ollama create <name> -f ${path.basename(out).replace(/\.gguf$/i, '')}.Modelfile`],
+    });
+    modelfile = { path: r.path, templateFrom: r.templateFrom };
+    options.onProgress?.({ stage: 'modelfile', done: 1, total: 1 });
+  }
+  const strip = ({ stats: _s, ...rest }: CalibratedStats) => rest;
+  const { tensors: _t, ...patchSummary } = patch;
+  return {
+    model: { spec: model.spec, path: model.path, ollama: model.ollama?.spec }, output: out, intervention, method: options.method ?? 'mathneuro', topK, scale,
+    statistics: { math: strip(math), general: strip(general) }, patch: patchSummary, check, modelfile, elapsedMs: Date.now() - started,
+  };
+}
+
+export interface OverlapStudyOptions extends CalibrationOptions {
+  /** a GGUF path or ollama:name[:tag] */
+  model: string;
+  /** calibration samples per subset (default [1, 10, 100]) */
+  sizes?: number[];
+  /** disjoint subsets per size (default 2: one pair) */
+  subsets?: number;
+  /** per-matrix K (default 0.1) */
+  topK?: number;
+  method?: SelectionMethod;
+  math?: CalibrationChoice;
+  general?: CalibrationChoice;
+  env?: NodeJS.ProcessEnv;
+}
+
+export interface OverlapStudy {
+  model: { spec: string; path: string };
+  method: SelectionMethod;
+  topK: number;
+  points: OverlapPoint[];
+  /** forward passes run (cache misses), and samples per set over all subsets */
+  samplesCollected: number;
+  samplesPerSet: number;
+  elapsedMs: number;
+}
+
+/**
+ * The paper's consistency measurement: for each size n, `subsets` disjoint calibration subsets of
+ * n samples (math and general alike), one selection per subset, pairwise overlap of the selections.
+ */
+export async function overlapStudy(options: OverlapStudyOptions): Promise<OverlapStudy> {
+  const started = Date.now();
+  const sizes = options.sizes ?? [1, 10, 100];
+  const subsets = options.subsets ?? 2;
+  if (sizes.length === 0 || sizes.some((n) => !Number.isInteger(n) || n < 1)) throw new MathneuroError('EUSAGE', `sizes must be positive integers, got ${sizes.join(',')}`);
+  if (!Number.isInteger(subsets) || subsets < 2) throw new MathneuroError('EUSAGE', `at least 2 subsets are needed, got ${subsets}`);
+  const topK = options.topK ?? DEFAULT_BOOST_TOP_K;
+  const method = options.method ?? 'mathneuro';
+  const model = resolveModel(options.model, options.env ?? process.env);
+  const info = readGgufSync(model.path);
+  const points: OverlapPoint[] = [];
+  let offset = 0, collected = 0;
+  for (const n of sizes) {
+    const parts: OverlapSubset[] = [];
+    for (let i = 0; i < subsets; i++) {
+      // every (size, subset) has its own range: no sample is shared between any two subsets
+      const start = offset;
+      offset += n;
+      const math = await calibrationStats(info, 'math', { ...(options.math ?? { builtin: 'math' }), start }, { ...options, samples: n });
+      const general = await calibrationStats(info, 'general', { ...(options.general ?? { builtin: 'general' }), start }, { ...options, samples: n });
+      collected += (math.cached ? 0 : math.samples) + (general.cached ? 0 : general.samples);
+      parts.push({ label: `${n}@${start}`, math: math.stats, general: general.stats });
+    }
+    const pairs = await selectionOverlap(model.path, parts, { method, topK, signal: options.signal });
+    points.push(overlapPoint(n, subsets, pairs));
+  }
+  return { model: { spec: model.spec, path: model.path }, method, topK, points, samplesCollected: collected, samplesPerSet: offset, elapsedMs: Date.now() - started };
+}
+
+export interface ReportOptions {
+  /** a GGUF path or ollama:name[:tag] */
+  model: string;
+  /** statistics files (mathneuro stats, or the cache paths boost prints) */
+  math: string;
+  general: string;
+  /** per-matrix K (default 0.1) */
+  topK?: number;
+  method?: SelectionMethod;
+  /** the realized-scale table: patch a temporary copy with this scale (0 = prune); undefined = 1.1; false = no table */
+  realizedScale?: number | false;
+  /** an overlap study (the JSON of `mathneuro overlap`) to draw */
+  overlap?: Pick<OverlapStudy, 'method' | 'topK' | 'points'>;
+  /** bin at most this many weights' scores (default 4,000,000) */
+  maxScoredWeights?: number;
+  onProgress?: (p: { stage: 'select' | 'realized'; done: number; total: number }) => void;
+  signal?: AbortSignal;
+  env?: NodeJS.ProcessEnv;
+}
+
+/** The numbers of an HTML report: selection per layer and kind, score distributions, realized scale, overlap. */
+export async function buildReport(options: ReportOptions): Promise<ReportData> {
+  const model = resolveModel(options.model, options.env ?? process.env);
+  const [math, general] = [await loadStats(options.math), await loadStats(options.general)];
+  const topK = options.topK ?? DEFAULT_BOOST_TOP_K;
+  const method = options.method ?? 'mathneuro';
+  const analysis = await analyzeSelection(model.path, {
+    math, general, method, topK, maxScoredWeights: options.maxScoredWeights, signal: options.signal,
+    onProgress: (p) => options.onProgress?.({ stage: 'select', done: p.done, total: p.total }),
+  });
+  let realizedScale: ReportData['realizedScale'];
+  const scale = options.realizedScale === false ? undefined : options.realizedScale ?? DEFAULT_BOOST_SCALE;
+  if (scale !== undefined) {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'mathneuro-report-'));
+    try {
+      const r = await patchModel({
+        model: model.path, out: path.join(dir, 'patched.gguf'), method, topK, math, general, prune: scale === 0, scale: scale === 0 ? undefined : scale,
+        force: true, signal: options.signal, onProgress: (p) => options.onProgress?.({ stage: 'realized', done: p.done, total: p.total }),
+      });
+      realizedScale = r.realized.map(({ candidates: _c, ...row }) => row);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+  const identity = modelIdentity(analysis.model);
+  const name = analysis.model.metadata.get('general.name');
+  return {
+    title: `mathneuro report: ${typeof name === 'string' && name ? name : path.basename(model.path)}`,
+    generator: `mathneuro ${packageVersion()}`, createdAt: new Date().toISOString(),
+    model: { name: typeof name === 'string' && name ? name : path.basename(model.path), file: model.spec, bytes: analysis.model.fileSize, headerSha256: identity.headerSha256 },
+    method, topK, scale,
+    calibration: { math: math.datasets.join(', ') || path.basename(options.math), general: general.datasets.join(', ') || path.basename(options.general), mathSamples: math.samples, generalSamples: general.samples, mathTokens: math.tokens, generalTokens: general.tokens },
+    selection: analysis.selection, scores: analysis.scores,
+    overlap: options.overlap ? { method: options.overlap.method, topK: options.overlap.topK, points: options.overlap.points } : undefined,
+    realizedScale,
+  };
+}
+
+function packageVersion(): string {
+  try {
+    return JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')).version as string;
+  } catch { return '?'; }
+}
