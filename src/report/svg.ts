@@ -37,7 +37,8 @@ export function heatmapSvg(sel: ReportSelection): string {
   const cell = { w: 78, h: sel.layers.length > 40 ? 10 : 18 };
   const left = 70, top = 56, right = 110;
   const width = left + sel.kinds.length * cell.w + right;
-  const height = top + sel.layers.length * cell.h + 20;
+  const barHeight = Math.max(60, Math.min(200, sel.layers.length * cell.h));
+  const height = Math.max(top + sel.layers.length * cell.h + 20, top + barHeight + 12);
   let max = 0;
   sel.layers.forEach((_, l) => sel.kinds.forEach((_, k) => {
     const p = sel.parameters[l][k];
@@ -66,7 +67,7 @@ export function heatmapSvg(sel: ReportSelection): string {
     parts.push('</g>');
   });
   // colour bar
-  const bx = left + sel.kinds.length * cell.w + 30, by = top, bh = Math.max(60, Math.min(200, sel.layers.length * cell.h));
+  const bx = left + sel.kinds.length * cell.w + 30, by = top, bh = barHeight;
   parts.push('<defs><linearGradient id="ramp" x1="0" y1="1" x2="0" y2="0">');
   for (let i = 0; i <= 4; i++) parts.push(`<stop offset="${i / 4}" stop-color="${rampColor(i / 4)}"/>`);
   parts.push('</linearGradient></defs>');

@@ -1,0 +1,55 @@
+// The typed API of mathneuro, in the order data flows: calibration text -> statistics (collect) ->
+// selection -> patch -> eval -> report, plus the one-call pipeline (boost, ablate, overlap) and the
+// Ollama input/output helpers. Everything public is exported here; deep imports are not stable.
+
+export { MathneuroError, asMathneuroError, type ErrorCode } from './errors.ts';
+
+// models and GGUF files
+export { readGguf, readGgufSync, metaString, metaNumber, type GgufInfo, type GgufTensorInfo, type GgufMetadataEntry, type GgufValue, type GgufScalar, type ReadGgufOptions } from './gguf/reader.ts';
+export { ggmlType, ggmlTypeByName, GGML_TYPE, type GgmlTypeInfo } from './gguf/types.ts';
+export { synthModel, synthShapes, type SynthOptions, type SynthResult, type SynthShape, type SynthShapeName, type SynthTypeName } from './synth.ts';
+
+// calibration text
+export {
+  builtinSamples, builtinDatasetName, mathText, mathProblem, generalPassage, generalText, evaluateArithmetic,
+  CALIBRATION_VERSION, CALIBRATION_VERSIONS, MATH_PROBLEM_KINDS, GENERAL_TOPICS,
+  type BuiltinSetName, type BuiltinSetOptions, type BuiltinSample, type MathProblem, type MathProblemKind, type GeneralPassage, type GeneralTopicName,
+} from './calibration/index.ts';
+
+// stage 1: statistics (collect, merge, save, load)
+export * from './stats/index.ts';
+
+// stage 2: selection
+export {
+  planTensors, selectTensor, selectTensors, topKCount, validateTopK, layerOf, wandaColumnWeights, SelectionSummaryBuilder,
+  SELECTION_METHODS, MIN_TOP_K, MAX_TOP_K,
+  type SelectionMethod, type SelectOptions, type TensorSelection, type TensorPlan, type ScoredTensor, type SkippedTensor,
+  type ColumnStatistics, type StatisticsSource, type SelectionSummary, type SelectionSummaryTensor,
+} from './select/select.ts';
+export { SelectionFile, SelectionFileWriter, isSelectionFile, SELECTION_FORMAT, SELECTION_VERSION, type SelectionFileIndex, type SelectionFileTensor, type SelectionSource } from './select/file.ts';
+export { countBits, getBit, andNot } from './select/bits.ts';
+
+// stage 3: patch
+export { patchModel, unpatchModel, patchState, DEFAULT_SCALE, PATCH_VERSION, type PatchOptions, type PatchResult, type PatchProgress, type PatchedTensor, type UnpatchResult } from './patch/patch.ts';
+export { realizedScaleMarkdown, type RealizedScaleRow } from './patch/realized.ts';
+
+// stage 4: evaluation
+export * from './eval/index.ts';
+
+// stage 5: report
+export * from './report/index.ts';
+
+// the one-call pipeline
+export {
+  boost, overlapStudy, buildReport, calibrationStats, checkPatched, resolveModel, modelFingerprint, statsCacheDir,
+  DEFAULT_BOOST_TOP_K, DEFAULT_ABLATE_TOP_K, DEFAULT_BOOST_SCALE, DEFAULT_SAMPLES, DEFAULT_KL_PROMPTS, DEFAULT_KL_TOKENS,
+  type BoostOptions, type BoostResult, type CalibrationChoice, type CalibrationOptions, type CalibratedStats, type CheckOptions, type CheckResult,
+  type Intervention, type PipelineStage, type PipelineProgress, type OverlapStudy, type OverlapStudyOptions, type ReportOptions, type ResolvedModel, type StatsCacheOptions,
+} from './pipeline.ts';
+
+// Ollama
+export {
+  resolveOllamaModel, parseOllamaRef, ollamaModelsDir, isOllamaSpec, isInsideOllamaStore, assertOutsideOllamaStore, OLLAMA_MEDIA_TYPES,
+  type OllamaModel, type OllamaModelRef, type OllamaLayer, type ResolveOllamaOptions,
+} from './ollama.ts';
+export { writeModelfile, modelfileText, modelfilePathFor, chatTemplateFamily, type ModelfileOptions, type ModelfileResult, type ChatTemplateFamily } from './modelfile.ts';
