@@ -3,7 +3,7 @@
 // found by fuzzing metadata of valid models (scripts/fuzz.ts). Each failure is EBADGGUF with the
 // key or tensor named. llama.cpp release v0.4.0 (80fb11a): re-fuzz when it changes.
 import { MathneuroError } from '../errors.ts';
-import type { GgufInfo, GgufValue } from './reader.ts';
+import { readGgufSync, type GgufInfo, type GgufValue } from './reader.ts';
 import { GGML_TYPE, GGUF_VALUE } from './types.ts';
 
 /** Architectures llama.cpp's LLM_ARCH_NAMES knows (src/llama-arch.cpp), without clip and (unknown). */
@@ -161,4 +161,11 @@ export function checkModel(info: GgufInfo): void {
   checkHyperparameters(info, arch);
   checkTokenizer(info);
   checkTensors(info);
+}
+
+/** The validator and the model-level checks in one call: use it before any llama.cpp model load. */
+export function validateModelFile(path: string): GgufInfo {
+  const info = readGgufSync(path);
+  checkModel(info);
+  return info;
 }
