@@ -52,7 +52,7 @@ const rows = runs.map((r) => ({
   mode: r.mode, parallel: r.parallel, items: r.result.items, generatedTokens: r.result.model.generatedTokens!,
   tokensPerSecond: r.result.model.tokensPerSecond!, wallSeconds: r.wallMs / 1000,
 }));
-const summary = { model, cpus: os.cpus().length, cpu: os.cpus()[0]?.model, loadAverage: os.loadavg()[0], rows, speedup: rows[1]!.tokensPerSecond / rows[0]!.tokensPerSecond, identicalOutputs: same };
+const summary = { model, cpus: os.cpus().length, cpu: os.cpus()[0]?.model, loadAverage: os.loadavg()[0] ?? 0, rows, speedup: rows[1]!.tokensPerSecond / rows[0]!.tokensPerSecond, identicalOutputs: same };
 if (values.json) console.log(JSON.stringify(summary, null, 2));
 else {
   console.log(`gsm8k generation throughput, ${path.basename(model)}, ${summary.cpus} CPUs (${summary.cpu}), load ${summary.loadAverage.toFixed(1)}`);
@@ -61,4 +61,4 @@ else {
   for (const r of rows) console.log(`| ${r.mode} | ${r.parallel} | ${r.items} | ${r.generatedTokens} | ${r.tokensPerSecond.toFixed(1)} | ${r.wallSeconds.toFixed(1)} |`);
   console.log(`speed-up ${summary.speedup.toFixed(2)}x; outputs identical: ${same}`);
 }
-if (!same) console.error('note: batched and sequential outputs differ (near-tie greedy choices flipped by batch-dependent rounding)');
+if (!same) console.error('note: batched and sequential outputs differ (batch-dependent rounding in llama.cpp kernels flipped a greedy choice; see the comment at the top)');
