@@ -149,6 +149,37 @@ function checkTensors(info: GgufInfo) {
 }
 
 /**
+ * Split models (split.count > 1): llama.cpp opens the other shards itself, by name, with ggml's
+ * loader, and reads their split.no with an asserting getter. Every shard passes the validator here.
+ */
+function checkSplits(info: GgufInfo): GgufInfo[] {
+  const countEntry = entryType(info, 'split.count');
+  if (!countEntry) return [];
+  const n = countEntry.value;
+  if (countEntry.type !== GGUF_VALUE.UINT16 || !isInt(n) || n < 1) fail(info, 'split.count must be a u16 >= 1');
+  if (n === 1) return [];
+  const no = entryType(info, 'split.no');
+  if (!no || no.type !== GGUF_VALUE.UINT16 || no.value !== 0) fail(info, 'a split model must be opened at its first shard (split.no 0, u16)');
+  const pad = (x: number) => String(x).padStart(5, '0');
+  const suffix = `-${pad(1)}-of-${pad(n)}.gguf`;
+  if (!info.path.endsWith(suffix) || info.path.length <= suffix.length) fail(info, `a model in ${n} shards must be named <name>${suffix}`);
+  const prefix = info.path.slice(0, -suffix.length);
+  const shards: GgufInfo[] = [];
+  const names = new Set(info.tensors.map((t) => t.name));
+  for (let i = 1; i < n; i++) {
+    const shard = readGgufSync(`${prefix}-${pad(i + 1)}-of-${pad(n)}.gguf`);
+    const sn = entryType(shard, 'split.no');
+    if (!sn || sn.type !== GGUF_VALUE.UINT16 || sn.value !== i) fail(shard, `shard ${i + 1} of ${n} needs split.no = ${i} (u16)`);
+    for (const t of shard.tensors) {
+      if (names.has(t.name)) fail(shard, `tensor "${t.name}" is in two shards`);
+      names.add(t.name);
+    }
+    shards.push(shard);
+  }
+  return shards;
+}
+
+/**
  * Model-level checks for a file llama.cpp is about to load as a model (statistics collection).
  * Throws MathneuroError EBADGGUF naming the key or tensor.
  */
@@ -157,10 +188,11 @@ export function checkModel(info: GgufInfo): void {
   const arch = info.metadata.get('general.architecture');
   if (typeof arch !== 'string' || arch === '') fail(info, 'general.architecture is missing or not a string');
   if (!KNOWN_ARCHITECTURES.has(arch)) fail(info, `general.architecture "${arch.slice(0, 40)}" is not an architecture this llama.cpp knows`);
-  if (info.tensors.length === 0) fail(info, 'the file has no tensors (a vocabulary-only GGUF?)');
+  if (info.tensors.length === 0 && !info.metadata.has('split.count')) fail(info, 'the file has no tensors (a vocabulary-only GGUF?)');
   checkHyperparameters(info, arch);
   checkTokenizer(info);
   checkTensors(info);
+  for (const shard of checkSplits(info)) checkTensors(shard);
 }
 
 /** The validator and the model-level checks in one call: use it before any llama.cpp model load. */

@@ -69,3 +69,24 @@ t.test('statistics files are not models and pass untouched', async (t) => {
   const m: FuzzModel = { version: 3, alignment: 32, tensors: [], metadata: [{ key: 'general.type', type: GGUF_VALUE.STRING, value: 'imatrix' }] };
   t.equal(verdict(dir, 'imatrix', m), 'ok');
 });
+
+t.test('split models: every shard is validated before llama.cpp opens it', async (t) => {
+  const dir = t.testdir();
+  const u16 = (key: string, value: number) => ({ key, type: GGUF_VALUE.UINT16, value });
+  const first = clone();
+  const second: FuzzModel = { version: 3, alignment: 32, metadata: [u16('split.no', 1), u16('split.count', 2)], tensors: first.tensors.splice(6) };
+  first.metadata.push(u16('split.no', 0), u16('split.count', 2), u16('split.tensors.count', base.tensors.length));
+  const write = (name: string, m: FuzzModel | Buffer) => writeFileSync(path.join(dir, name), Buffer.isBuffer(m) ? m : encodeGguf(m).bytes);
+  write('m-00001-of-00002.gguf', first);
+  write('m-00002-of-00002.gguf', second);
+  const check = (name: string) => { try { checkModel(readGgufSync(path.join(dir, name))); return 'ok'; } catch (e) { return (e as Error).message; } };
+  t.equal(check('m-00001-of-00002.gguf'), 'ok', 'two good shards');
+  write('m-00002-of-00002.gguf', encodeGguf(second).bytes.subarray(0, 200));
+  t.match(check('m-00001-of-00002.gguf'), /m-00002-of-00002\.gguf: .*(end of file|cannot fit)/, 'a truncated second shard is caught');
+  write('m-00002-of-00002.gguf', { ...second, metadata: [{ key: 'split.no', type: GGUF_VALUE.UINT32, value: 1 }, u16('split.count', 2)] });
+  t.match(check('m-00001-of-00002.gguf'), /split\.no = 1 \(u16\)/, 'split.no of another type (llama.cpp asserts) is caught');
+  write('renamed.gguf', first);
+  t.match(check('renamed.gguf'), /must be named <name>-00001-of-00002\.gguf/);
+  write('m-00002-of-00002.gguf', { ...second, tensors: [first.tensors[0], ...second.tensors] });
+  t.match(check('m-00001-of-00002.gguf'), /in two shards/);
+});
