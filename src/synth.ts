@@ -6,7 +6,7 @@ import { MathneuroError } from './errors.ts';
 import { readGgufSync, type GgufMetadataEntry } from './gguf/reader.ts';
 import { GGML_TYPE, GGUF_VALUE, ggmlType } from './gguf/types.ts';
 import { llamaSourceDir, loadNative } from './native.ts';
-import { writeFailure } from './stats/file.ts';
+import { removeStaleTemporaries, writeFailure } from './stats/file.ts';
 
 export type SynthShapeName = 'tiny' | 'moe-tiny' | 'qwen-0.5b' | 'llama-1b';
 export type SynthTypeName = 'f32' | 'f16' | 'bf16' | 'q8_0' | 'q4_0' | 'q4_k' | 'q5_k' | 'q6_k' | 'mixed' | 'cycle';
@@ -203,6 +203,7 @@ export async function synthModel(options: SynthOptions): Promise<SynthResult> {
   const alignment = 32;
   const totalBytes = header.length + tensors.reduce((a, t) => Math.max(a, t.offset + t.byteSize), 0);
 
+  removeStaleTemporaries(out);
   const tmp = `${out}.${process.pid}.tmp`;
   let fd: number;
   try { fd = openSync(tmp, 'w'); } catch (e) { throw writeFailure(e, out, 'nothing was written'); }

@@ -3,7 +3,7 @@
 // and provenance keys. Checkpoints use the same layout with F64 tensors so a resumed run adds up
 // to exactly what an uninterrupted one does.
 import { createHash } from 'node:crypto';
-import { closeSync, fsyncSync, ftruncateSync, openSync, readSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, fsyncSync, ftruncateSync, openSync, readdirSync, readSync, renameSync, rmSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { MathneuroError } from '../errors.ts';
 import { readGgufSync, type GgufInfo, type GgufMetadataEntry } from '../gguf/reader.ts';
@@ -70,6 +70,7 @@ export async function saveStats(stats: Stats, file: string, options: SaveStatsOp
     header: Buffer; tensors: { offset: number; byteSize: number }[];
   };
   const out = path.resolve(file);
+  removeStaleTemporaries(out);
   const tmp = `${out}.${process.pid}.tmp`;
   let fd: number;
   try { fd = openSync(tmp, 'w'); } catch (e) { throw writeFailure(e, out, 'nothing was written'); }
@@ -95,6 +96,21 @@ export async function saveStats(stats: Stats, file: string, options: SaveStatsOp
       try { closeSync(fd); } catch { /* already closed */ }
       rmSync(tmp, { force: true });
     }
+  }
+}
+
+/** Removes `<out>.<pid>.tmp` files of earlier writers that were killed (their process is gone). */
+export function removeStaleTemporaries(out: string) {
+  const dir = path.dirname(out);
+  const prefix = `${path.basename(out)}.`;
+  let names: string[];
+  try { names = readdirSync(dir); } catch { return; }
+  for (const name of names) {
+    const m = name.startsWith(prefix) ? /^(\d+)\.tmp$/.exec(name.slice(prefix.length)) : null;
+    if (!m || Number(m[1]) === process.pid) continue;
+    let alive = false;
+    try { process.kill(Number(m[1]), 0); alive = true; } catch (e) { alive = (e as NodeJS.ErrnoException).code === 'EPERM'; }
+    if (!alive) rmSync(path.join(dir, name), { force: true });
   }
 }
 
