@@ -43,7 +43,7 @@ const MAX_STRING_BYTES = 64 * 1024 * 1024;   // a single metadata string (vocabu
 // The header is read into JS values: bound it so a crafted file cannot exhaust memory (which aborts
 // node) with billions of tiny array elements. The largest real vocabularies hold ~1M entries in all.
 const MAX_METADATA_VALUES = 1 << 25;
-const MAX_METADATA_STRING_BYTES = 1 << 30;
+const MAX_METADATA_STRING_BYTES = 256 * 1024 * 1024;
 const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
 const MAX_TENSOR_NAME = 63;                  // GGML_MAX_NAME - 1
 const MAX_DIMS = 4;

@@ -122,3 +122,16 @@ t.test('the type table matches ggml (size, block size) for every id ggml knows',
     t.same([theirs!.blockSize, theirs!.typeSize], [ours[1], ours[2]], `${ours[0]}: block size, bytes per block`);
   }
 });
+
+t.test('metadata volume is capped (a crafted header cannot exhaust memory)', async (t) => {
+  const dir = t.testdir();
+  const n = (1 << 25) + 1;
+  const head = Buffer.alloc(4 + 4 + 8 + 8 + 8 + 1 + 4 + 4 + 8);
+  let o = head.write('GGUF', 0, 'latin1');
+  o = head.writeUInt32LE(3, o); o = head.writeBigUInt64LE(0n, o); o = head.writeBigUInt64LE(1n, o);
+  o = head.writeBigUInt64LE(1n, o); o += head.write('x', o, 'latin1');
+  o = head.writeUInt32LE(GGUF_VALUE.ARRAY, o); o = head.writeUInt32LE(GGUF_VALUE.UINT8, o); head.writeBigUInt64LE(BigInt(n), o);
+  const file = path.join(dir, 'many.gguf');
+  writeFileSync(file, Buffer.concat([head, Buffer.alloc(n)]));
+  t.throws(() => readGgufSync(file), { code: 'EBADGGUF', message: /more than 33554432 metadata values/ });
+});
