@@ -299,8 +299,9 @@ export async function boost(options: BoostOptions): Promise<BoostResult> {
   const info = readGgufSync(model.path);
   options.onProgress?.({ stage: 'resolve', done: 1, total: 1 });
 
-  const math = await calibrationStats(info, 'math', options.math ?? { builtin: 'math' }, options);
-  const general = await calibrationStats(info, 'general', options.general ?? { builtin: 'general' }, options);
+  const statsOptions = { ...options, cacheDir: options.cacheDir ?? statsCacheDir(undefined, env) };
+  const math = await calibrationStats(info, 'math', options.math ?? { builtin: 'math' }, statsOptions);
+  const general = await calibrationStats(info, 'general', options.general ?? { builtin: 'general' }, statsOptions);
   const patch = await patchModel({
     model: model.path, out, prune: intervention === 'prune', scale: intervention === 'scale' ? scale : undefined,
     method: options.method ?? 'mathneuro', topK, math: { ...math.stats, path: math.path }, general: { ...general.stats, path: general.path },
@@ -365,8 +366,10 @@ export async function overlapStudy(options: OverlapStudyOptions): Promise<Overla
   if (!Number.isInteger(subsets) || subsets < 2) throw new MathneuroError('EUSAGE', `at least 2 subsets are needed, got ${subsets}`);
   const topK = options.topK ?? DEFAULT_BOOST_TOP_K;
   const method = options.method ?? 'mathneuro';
-  const model = resolveModel(options.model, options.env ?? process.env);
+  const env = options.env ?? process.env;
+  const model = resolveModel(options.model, env);
   const info = readGgufSync(model.path);
+  const statsOptions = { ...options, cacheDir: options.cacheDir ?? statsCacheDir(undefined, env) };
   const points: OverlapPoint[] = [];
   let offset = 0, collected = 0;
   for (const n of sizes) {
@@ -375,8 +378,8 @@ export async function overlapStudy(options: OverlapStudyOptions): Promise<Overla
       // every (size, subset) has its own range: no sample is shared between any two subsets
       const start = offset;
       offset += n;
-      const math = await calibrationStats(info, 'math', { ...(options.math ?? { builtin: 'math' }), start }, { ...options, samples: n });
-      const general = await calibrationStats(info, 'general', { ...(options.general ?? { builtin: 'general' }), start }, { ...options, samples: n });
+      const math = await calibrationStats(info, 'math', { ...(options.math ?? { builtin: 'math' }), start }, { ...statsOptions, samples: n });
+      const general = await calibrationStats(info, 'general', { ...(options.general ?? { builtin: 'general' }), start }, { ...statsOptions, samples: n });
       collected += (math.cached ? 0 : math.samples) + (general.cached ? 0 : general.samples);
       parts.push({ label: `${n}@${start}`, math: math.stats, general: general.stats });
     }
