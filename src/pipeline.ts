@@ -25,7 +25,7 @@ export const DEFAULT_BOOST_SCALE = 1.1;
 /** Calibration samples per set: one sample already gives most of the effect; 100 gives a stable set (95%+ overlap in the paper) at CPU cost. */
 export const DEFAULT_SAMPLES = 100;
 /** Prompts of the KL check and their length in tokens. */
-export const DEFAULT_KL_PROMPTS = 16;
+export const DEFAULT_KL_PROMPTS = 8;
 export const DEFAULT_KL_TOKENS = 128;
 
 export type Intervention = 'scale' | 'prune';
