@@ -672,6 +672,75 @@ private:
     std::vector<int64_t> empty_;
 };
 
+// Logits of every position of one token sequence (plain forward pass, no statistics): for
+// evaluation (KL of a patched model against its source) through the same llama.cpp build.
+class LogitsWorker : public Napi::AsyncWorker {
+public:
+    LogitsWorker(Napi::Env env, Napi::Object model_ref, ModelHandle * h, std::vector<llama_token> tokens)
+        : Napi::AsyncWorker(env), h_(h), tokens_(std::move(tokens)), deferred_(Napi::Promise::Deferred::New(env)) {
+        model_ref_ = Napi::Persistent(model_ref);
+    }
+    Napi::Promise Promise() { return deferred_.Promise(); }
+    void Execute() override {
+        Collector & c = *h_->collector;
+        c.enabled = false;
+        const int32_t n_vocab = llama_vocab_n_tokens(llama_model_get_vocab(h_->model));
+        n_vocab_ = n_vocab;
+        llama_memory_t mem = llama_get_memory(h_->ctx);
+        llama_memory_clear(mem, true);
+        llama_batch batch = llama_batch_init(h_->n_batch, 0, 1);
+        out_.resize(tokens_.size() * (size_t) n_vocab);
+        for (size_t pos = 0; pos < tokens_.size() && error_.empty(); pos += h_->n_batch) {
+            const int32_t n = (int32_t) std::min<size_t>(h_->n_batch, tokens_.size() - pos);
+            batch.n_tokens = n;
+            for (int32_t i = 0; i < n; ++i) {
+                batch.token[i] = tokens_[pos + i];
+                batch.pos[i] = (llama_pos) (pos + i);
+                batch.n_seq_id[i] = 1;
+                batch.seq_id[i][0] = 0;
+                batch.logits[i] = 1;
+            }
+            const int32_t rc = llama_decode(h_->ctx, batch);
+            if (rc != 0) { error_ = h_->abort_flag.load() ? "aborted" : "llama_decode failed with code " + std::to_string(rc); break; }
+            for (int32_t i = 0; i < n; ++i) {
+                const float * l = llama_get_logits_ith(h_->ctx, i);
+                if (!l) { error_ = "no logits for position " + std::to_string(pos + i); break; }
+                memcpy(out_.data() + (pos + i) * (size_t) n_vocab, l, sizeof(float) * n_vocab);
+            }
+        }
+        llama_batch_free(batch);
+        llama_memory_clear(mem, true);
+        c.enabled = true;
+    }
+    void OnOK() override {
+        Napi::Env env = Env();
+        h_->busy = false;
+        h_->abort_flag = false;
+        if (!error_.empty()) {
+            Napi::Error err = Napi::Error::New(env, error_);
+            err.Set("code", error_ == "aborted" ? "EABORT" : "EDECODE");
+            deferred_.Reject(err.Value());
+            return;
+        }
+        Napi::Float32Array a = Napi::Float32Array::New(env, out_.size());
+        if (!out_.empty()) memcpy(a.Data(), out_.data(), out_.size() * sizeof(float));
+        Napi::Object o = Napi::Object::New(env);
+        o.Set("logits", a);
+        o.Set("nVocab", n_vocab_);
+        o.Set("nTokens", (double) tokens_.size());
+        deferred_.Resolve(o);
+    }
+    void OnError(const Napi::Error & e) override { h_->busy = false; deferred_.Reject(e.Value()); }
+private:
+    ModelHandle * h_;
+    std::vector<llama_token> tokens_;
+    std::vector<float> out_;
+    int32_t n_vocab_ = 0;
+    std::string error_;
+    Napi::Promise::Deferred deferred_;
+    Napi::ObjectReference model_ref_;
+};
+
 class Model : public Napi::ObjectWrap<Model> {
 public:
     static Napi::FunctionReference constructor;
@@ -680,6 +749,7 @@ public:
         return DefineClass(env, "Model", {
             InstanceMethod("tokenize", &Model::Tokenize),
             InstanceMethod("collect", &Model::Collect),
+            InstanceMethod("logits", &Model::Logits),
             InstanceMethod("abort", &Model::Abort),
             InstanceMethod("info", &Model::Info),
             InstanceMethod("dispose", &Model::Dispose),
@@ -738,6 +808,24 @@ private:
         if (collect_stats && !logits_all) { h->busy = false; ThrowCoded(env, "EUSAGE", "statistics need logits for every token"); }
         h->abort_flag = false;
         auto * w = new CollectWorker(env, Value(), h, std::move(texts), progress, add_special, pack, collect_stats, logits_all);
+        Napi::Promise p = w->Promise();
+        w->Queue();
+        return p;
+    }
+
+    // logits(tokens: Int32Array): Promise<{ logits: Float32Array (nTokens x nVocab), nVocab, nTokens }>
+    Napi::Value Logits(const Napi::CallbackInfo & info) {
+        Napi::Env env = info.Env();
+        ModelHandle * h = handle(env);
+        if (info.Length() < 1 || !info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) ThrowCoded(env, "EUSAGE", "logits(tokens: Int32Array)");
+        Napi::Int32Array arr = info[0].As<Napi::Int32Array>();
+        const int32_t n_vocab = llama_vocab_n_tokens(llama_model_get_vocab(h->model));
+        if (arr.ElementLength() == 0) ThrowCoded(env, "EUSAGE", "logits(): no tokens");
+        if ((int64_t) arr.ElementLength() > h->n_ctx) ThrowCoded(env, "EUSAGE", "logits(): " + std::to_string(arr.ElementLength()) + " tokens exceed the context of " + std::to_string(h->n_ctx));
+        std::vector<llama_token> tokens(arr.Data(), arr.Data() + arr.ElementLength());
+        for (llama_token t : tokens) if (t < 0 || t >= n_vocab) ThrowCoded(env, "EUSAGE", "logits(): token id " + std::to_string(t) + " is outside the vocabulary");
+        if (h->busy.exchange(true)) ThrowCoded(env, "EBUSY", "the model is busy");
+        auto * w = new LogitsWorker(env, Value(), h, std::move(tokens));
         Napi::Promise p = w->Promise();
         w->Queue();
         return p;

@@ -4,6 +4,7 @@ const [name = 'all', ...rest] = process.argv.slice(2);
 const benches: Record<string, () => Promise<void>> = {
   collect: async () => (await import('./collect.ts')).benchCollect(rest),
   patch: async () => (await import('./patch.ts')).benchPatch(rest),
+  boost: async () => (await import('./boost.ts')).benchBoost(rest),
 };
 async function main() {
   const names = name === 'all' ? Object.keys(benches) : [name];

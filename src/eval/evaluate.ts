@@ -10,7 +10,7 @@ import { defaultDataDir, itemId, loadGsm8k, loadMath500, loadMmlu, loadText, mml
 import { gsm8kGoldAnswer, scoreGsm8kOutput } from './gsm8k-answer.ts';
 import { extractMathAnswer, latexAnswersEquivalent } from './latex-answer.ts';
 import { gsm8kChat, gsm8kPrompt, mathChat, mathPrompt, mmluContinuations, mmluPrompt, type ChatTurn } from './prompts.ts';
-import { continuationLogLikelihoods, EvalModel, generateGreedy, nextTokenDistributions, safeLog, tokenNegativeLogLikelihoods, type RuntimeOptions } from './runtime.ts';
+import { continuationLogLikelihoods, EvalModel, generateGreedy, safeLog, tokenNegativeLogLikelihoods, type RuntimeOptions } from './runtime.ts';
 
 export type EvalTask = 'gsm8k' | 'math500' | 'mmlu' | 'ppl' | 'kl';
 export const evalTasks: readonly EvalTask[] = ['gsm8k', 'math500', 'mmlu', 'ppl', 'kl'];
@@ -452,12 +452,6 @@ export function klDivergence(p: Float32Array, q: Float32Array): number {
   return Math.max(0, sum);
 }
 
-function argmax(a: Float32Array): number {
-  let best = 0;
-  for (let i = 1; i < a.length; i++) if (a[i]! > a[best]!) best = i;
-  return best;
-}
-
 /** General (non-math) prompts for kl: paragraphs of a text file, "text" fields of JSON lines, or non-math MMLU questions. */
 function klPrompts(options: EvaluateOptions): { source: string; prompts: string[] } {
   const source = options.data ? path.resolve(options.data) : path.join(defaultDataDir(), 'mmlu');
@@ -479,59 +473,115 @@ function klPrompts(options: EvaluateOptions): { source: string; prompts: string[
   return { source, prompts: sampleIndices(prompts.length, limit, seed).map((i) => prompts[i]!) };
 }
 
-/** Mean KL divergence of the model's next-token distribution from the reference's (KL(reference || model)), like llama-perplexity --kl-divergence. */
+/** log-softmax of one row of logits, in float64. */
+function logSoftmaxRow(logits: Float32Array, offset: number, n: number, out: Float64Array): void {
+  let max = -Infinity;
+  for (let i = 0; i < n; i++) if (logits[offset + i]! > max) max = logits[offset + i]!;
+  let sum = 0;
+  for (let i = 0; i < n; i++) sum += Math.exp(logits[offset + i]! - max);
+  const lse = max + Math.log(sum);
+  for (let i = 0; i < n; i++) out[i] = logits[offset + i]! - lse;
+}
+
+/** KL(P || Q) in nats between two rows of log-probabilities, and whether their top tokens agree. */
+function klRows(logP: Float64Array, logQ: Float64Array): { kl: number; sameTop: boolean } {
+  let kl = 0, topP = 0, topQ = 0;
+  for (let i = 0; i < logP.length; i++) {
+    const lp = logP[i]!;
+    kl += Math.exp(lp) * (lp - logQ[i]!);
+    if (lp > logP[topP]!) topP = i;
+    if (logQ[i]! > logQ[topQ]!) topQ = i;
+  }
+  return { kl: Math.max(0, kl), sameTop: topP === topQ };
+}
+
+/**
+ * Mean KL divergence of the model's next-token distribution from the reference's (KL(reference || model)),
+ * like llama-perplexity --kl-divergence. Logits come from the native shim (one forward pass per prompt and
+ * model, every position's logits), not from per-token probability maps: the full vocabulary is compared.
+ */
 async function evaluateKl(options: EvaluateOptions, cacheDir: string): Promise<EvalResult> {
   if (!options.vs) throw new MathneuroError('EUSAGE', 'kl needs --vs <source.gguf>: the model the patched one is compared against');
   const { source, prompts } = klPrompts(options);
   const klTokens = options.klTokens ?? 128;
-  const settings = { format: 'kl-v1', klTokens };
+  if (!Number.isInteger(klTokens) || klTokens < 2) throw new MathneuroError('EUSAGE', 'kl tokens per prompt must be an integer >= 2');
+  const settings = { format: 'kl-v2', klTokens };
   const ctxModel: RunContext = { options, cacheDir, side: 'model' };
   const modelSha = await hashModel(ctxModel, options.model);
   const referenceSha = await hashModel({ ...ctxModel, side: 'reference' }, options.vs);
   const pairKey = settingsHash({ modelSha, referenceSha }) + settingsHash({ referenceSha, modelSha });
   const jobs = prompts.map((text) => ({ id: itemId(text), text }));
-  const parallel = Math.min(options.parallel ?? 4, jobs.length);
-  let reference: EvalModel | undefined;   // loaded only when some prompt is not cached
-  try {
-    const { results, info } = await runItems<typeof jobs[number], KlRecord>(ctxModel, options.model, pairKey, 'kl', settings, jobs,
-      async () => {
-        const contextSize = neededContext([klTokens], 0, options.contextSize);
-        reference = await EvalModel.load(options.vs!, options);
-        await reference.open({ parallel, contextSize });
-        return { parallel, contextSize };
-      },
-      async (model, sequence, job) => {
-        const ref = reference!;
+  const started = Date.now();
+  const cache = new ResultCache<KlRecord>(cacheDir, pairKey, 'kl', settingsHash(settings), options.cache !== false);
+  const missing = jobs.filter((j) => !cache.has(j.id));
+  const cached = jobs.length - missing.length;
+  let tokensDone = 0;
+  const report = (phase: EvalProgress['phase'], done: number) => {
+    const elapsedMs = Date.now() - started;
+    const fresh = done - cached;
+    options.onProgress?.({ side: 'model', phase, done, total: jobs.length, cached, elapsedMs, etaMs: fresh > 0 ? (elapsedMs / fresh) * (jobs.length - done) : NaN, tokensPerSecond: elapsedMs > 0 ? tokensDone / (elapsedMs / 1000) : 0 });
+  };
+  if (missing.length) {
+    report('load', cached);
+    const { StatsModel } = await import('../stats/collect.ts');
+    const open = { nCtx: Math.ceil((klTokens + 1) / 256) * 256, nSeqMax: 1, nThreads: options.threads };
+    const model = await StatsModel.open(options.model, open);
+    let reference: InstanceType<typeof StatsModel> | undefined;
+    try {
+      reference = await StatsModel.open(options.vs, open);
+      if (model.info().nVocab !== reference.info().nVocab) throw new MathneuroError('EUSAGE', 'the two models have different vocabularies; kl needs the same one');
+      let done = cached;
+      report('run', done);
+      for (const job of missing) {
+        if (options.signal?.aborted) throw new MathneuroError('EABORT', 'evaluation cancelled');
         const tokens = model.tokenize(job.text).slice(0, klTokens);
-        const referenceTokens = ref.tokenize(job.text).slice(0, klTokens);
+        const referenceTokens = reference.tokenize(job.text).slice(0, klTokens);
         if (tokens.join(',') !== referenceTokens.join(',')) throw new MathneuroError('EUSAGE', 'the two models tokenize differently; kl needs the same vocabulary');
-        const q = await nextTokenDistributions(model, sequence, tokens);
-        const p = await ref.withSequence((s) => nextTokenDistributions(ref, s, tokens));
-        const kl = p.map((pi, i) => klDivergence(pi, q[i]!));
-        const sameTop = p.map((pi, i) => argmax(pi) === argmax(q[i]!));
-        return { result: { kl, sameTop }, tokens: tokens.length };
-      });
-    const rows = jobs.map((j) => results.get(j.id)!);
-    const kl = rows.flatMap((r) => r.kl);
-    const sameTop = rows.flatMap((r) => r.sameTop);
-    const sorted = [...kl].sort((a, b) => a - b);
-    const quantile = (q: number) => sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]! : 0;
-    const klMetric = meanMetric('mean KL (nats/token)', 'main', 'mean', kl);
-    return {
-      task: 'kl', settings: { ...settings, data: source, prompts: jobs.length, seed: options.seed ?? defaultSeed },
-      model: { path: options.model, sha256: modelSha, ...info },
-      reference: { path: options.vs, sha256: referenceSha, evaluated: info.evaluated, cached: info.cached, elapsedMs: info.elapsedMs },
-      items: jobs.length,
-      metrics: [
-        klMetric,
-        { name: 'KL p99', group: 'main', kind: 'mean', value: quantile(0.99), ci95: { low: NaN, high: NaN }, count: kl.length },
-        accuracyMetric('same top token', 'main', sameTop),
-      ],
-      itemResults: jobs.map((j, i) => ({ id: j.id, meanKl: rows[i]!.kl.reduce((a, b) => a + b, 0) / Math.max(1, rows[i]!.kl.length) })),
-    };
-  } finally {
-    await reference?.dispose();
+        const record: KlRecord = { kl: [], sameTop: [] };
+        if (tokens.length >= 2) {
+          const q = await model.logits(tokens);
+          const p = await reference.logits(tokens);
+          const n = p.nVocab;
+          const logP = new Float64Array(n), logQ = new Float64Array(n);
+          // positions 0..len-2 predict a token of the prompt, as the reference's next-token distributions
+          for (let i = 0; i < tokens.length - 1; i++) {
+            logSoftmaxRow(p.logits, i * n, n, logP);
+            logSoftmaxRow(q.logits, i * n, n, logQ);
+            const r = klRows(logP, logQ);
+            record.kl.push(r.kl);
+            record.sameTop.push(r.sameTop);
+          }
+        }
+        cache.set(job.id, record);
+        tokensDone += tokens.length;
+        report('run', ++done);
+      }
+    } finally {
+      reference?.dispose();
+      model.dispose();
+    }
   }
+  report('done', jobs.length);
+  const elapsedMs = Date.now() - started;
+  const info = { evaluated: missing.length, cached, elapsedMs };
+  const rows = jobs.map((j) => cache.get(j.id)!);
+  const kl = rows.flatMap((r) => r.kl);
+  const sameTop = rows.flatMap((r) => r.sameTop);
+  const sorted = [...kl].sort((a, b) => a - b);
+  const quantile = (q: number) => sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]! : 0;
+  const klMetric = meanMetric('mean KL (nats/token)', 'main', 'mean', kl);
+  return {
+    task: 'kl', settings: { ...settings, data: source, prompts: jobs.length, seed: options.seed ?? defaultSeed },
+    model: { path: options.model, sha256: modelSha, ...info },
+    reference: { path: options.vs, sha256: referenceSha, ...info },
+    items: jobs.length,
+    metrics: [
+      klMetric,
+      { name: 'KL p99', group: 'main', kind: 'mean', value: quantile(0.99), ci95: { low: NaN, high: NaN }, count: kl.length },
+      accuracyMetric('same top token', 'main', sameTop),
+    ],
+    itemResults: jobs.map((j, i) => ({ id: j.id, meanKl: rows[i]!.kl.reduce((a, b) => a + b, 0) / Math.max(1, rows[i]!.kl.length) })),
+  };
 }
 
 /** Evaluate a model on one task; with `vs`, also the reference model on the same items, with paired differences. */

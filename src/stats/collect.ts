@@ -69,6 +69,7 @@ interface NativeModel {
     weights: WeightStats[];
   }>;
   abort(): void;
+  logits(tokens: Int32Array): Promise<{ logits: Float32Array; nVocab: number; nTokens: number }>;
   info(): { nCtx: number; nBatch: number; nSeqMax: number; nCtxTrain: number; nEmbd: number; nLayer: number; nVocab: number; addBos: boolean; bos: number; nParams: number; description: string };
   dispose(): void;
 }
@@ -173,6 +174,11 @@ export class StatsModel {
   async forward(texts: string[], options: { pack?: boolean; logits?: 'all' | 'last' } = {}): Promise<{ samples: number; tokens: number; elapsedMs: number }> {
     const r = await this.native.collect(texts, undefined, true, { pack: options.pack ?? true, stats: false, logits: options.logits ?? 'all' });
     return { samples: r.samples, tokens: r.tokens, elapsedMs: r.elapsedMs };
+  }
+
+  /** Logits at every position of `tokens` (nTokens x nVocab, row-major), from a fresh state. */
+  async logits(tokens: Int32Array): Promise<{ logits: Float32Array; nVocab: number; nTokens: number }> {
+    try { return await this.native.logits(tokens); } catch (e) { throw asMathneuroError(e, 'EDECODE'); }
   }
 
   /** Cancel the running collection or forward pass. */

@@ -1,0 +1,61 @@
+// End to end: `mathneuro boost` with one math and one general calibration sample (the paper's
+// single-sample mode) on a generated model, cold statistics cache; wall time and where it goes
+// (from the pipeline's stage progress), with and without the KL check.
+//   npm run bench -- boost [--model M.gguf | --shape llama-1b --type mixed] [--repeats 3]
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { boost, type PipelineStage } from '../../src/pipeline.ts';
+import type { SynthShapeName, SynthTypeName } from '../../src/synth.ts';
+import { benchDir, benchModel, machine, machineLine, median, table, writeSection } from './common.ts';
+
+export async function benchBoost(argv: string[]) {
+  const { values } = parseArgs({ args: argv, options: {
+    model: { type: 'string' }, shape: { type: 'string', default: 'llama-1b' }, type: { type: 'string', default: 'mixed' },
+    repeats: { type: 'string', default: '3' }, 'no-write': { type: 'boolean' },
+  } });
+  const m = machine();
+  const model = values.model ?? await benchModel(values.shape as SynthShapeName, values.type as SynthTypeName);
+  const repeats = Number(values.repeats);
+  const out = path.join(benchDir, 'bench-boosted.gguf');
+  const runs: { check: boolean; totalMs: number; stages: Record<string, number> }[] = [];
+  for (const check of [false, true]) {
+    for (let i = 0; i < repeats; i++) {
+      const cacheDir = mkdtempSync(path.join(os.tmpdir(), 'mathneuro-bench-cache-'));
+      const stages: Record<string, number> = {};
+      let current: PipelineStage | 'start' = 'start';
+      let since = Date.now();
+      const t0 = since;
+      try {
+        await boost({
+          model, out, samples: 1, force: true, cacheDir, check: check ? {} : false,
+          onProgress: (p) => {
+            if (p.stage !== current) { const now = Date.now(); stages[current] = (stages[current] ?? 0) + now - since; current = p.stage; since = now; }
+          },
+        });
+      } finally { rmSync(cacheDir, { recursive: true, force: true }); }
+      const end = Date.now();
+      stages[current] = (stages[current] ?? 0) + end - since;
+      runs.push({ check, totalMs: end - t0, stages });
+      process.stderr.write(`boost${check ? ' + KL check' : ''}: ${((end - t0) / 1000).toFixed(1)} s ${JSON.stringify(stages)}\n`);
+    }
+  }
+  rmSync(out, { force: true });
+  const stageNames = ['start', 'resolve', 'stats-math', 'stats-general', 'patch', 'check-kl'];
+  const rows = [false, true].map((check) => {
+    const rs = runs.filter((r) => r.check === check);
+    return [check ? 'boost (default: with KL check)' : 'boost --no-check', (median(rs.map((r) => r.totalMs)) / 1000).toFixed(1),
+      ...stageNames.map((s) => (median(rs.map((r) => r.stages[s] ?? 0)) / 1000).toFixed(1))];
+  });
+  const cmd = `npm run bench -- boost ${values.model ? `--model ${values.model}` : `--shape ${values.shape} --type ${values.type}`} --repeats ${repeats}`;
+  const md = `## End to end: boost with one math and one general sample
+
+\`${cmd}\`
+
+${machineLine(m)} Model: ${path.basename(model)}; built-in calibration sets, 1 sample each, cold statistics cache, in-process API (what \`mathneuro boost --samples 1\` runs, without the CLI's ~1 s start-up); median of ${repeats}. Seconds per stage: "start" is validation and fingerprinting before the first stage event, "stats-*" include loading the model, "patch" is selection + writing the new file. Goal: under 30 s on 2 cores.
+
+${table(['run', 'total s', ...stageNames], rows)}`;
+  if (!values['no-write']) writeSection(`boost-${path.basename(model, '.gguf')}`, md, { machine: m, model: path.basename(model), repeats, runs });
+  process.stdout.write(md + '\n');
+}
