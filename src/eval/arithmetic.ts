@@ -7,7 +7,7 @@ import { MathneuroError } from '../errors.ts';
 import { loadNative } from '../native.ts';
 
 export interface NativeEvalOptions {
-  /** CPU threads. Default 2. */
+  /** CPU threads. Default 1 (the fixture is tiny; more threads only wait on each other on a busy machine). */
   threads?: number;
 }
 
@@ -45,7 +45,7 @@ function asEvalError(e: unknown): MathneuroError {
 export async function greedyCompletions(modelPath: string, prompts: string[], options: NativeEvalOptions & { maxNewTokens?: number } = {}): Promise<string[]> {
   checkModel(modelPath);
   try {
-    return await loadNative().greedyComplete(modelPath, prompts, { threads: options.threads ?? 2, maxNewTokens: options.maxNewTokens ?? 6, stop: '\n' });
+    return await loadNative().greedyComplete(modelPath, prompts, { threads: options.threads ?? 1, maxNewTokens: options.maxNewTokens ?? 6, stop: '\n' });
   } catch (e) { throw asEvalError(e); }
 }
 
@@ -62,7 +62,7 @@ export async function meanTextLoss(modelPath: string, texts: string[], options: 
   checkModel(modelPath);
   let raw: { negativeLogLikelihood: Float64Array; tokenCounts: Float64Array };
   try {
-    raw = await loadNative().textLoss(modelPath, texts, { threads: options.threads ?? 2 });
+    raw = await loadNative().textLoss(modelPath, texts, { threads: options.threads ?? 1 });
   } catch (e) { throw asEvalError(e); }
   let nll = 0;
   let tokens = 0;
