@@ -11,7 +11,12 @@ export const command: Command = {
 
 Shows both native builds (prebuilt-linked from npm install, and from source via npm run build:source),
 which one is loaded, the ggml devices it sees and the llama.cpp release it was built from.
-${globalHelp}`,
+MATHNEURO_BUILD=source|prebuilt forces one build.
+${globalHelp}
+
+examples:
+  mathneuro doctor
+  MATHNEURO_BUILD=prebuilt mathneuro doctor --json`,
   async run(argv, io) {
     const { values } = parse(argv, {}, false);
     const builds = Object.fromEntries(Object.entries(buildPaths).map(([kind, p]) => [kind, existsSync(p) ? { built: true, path: p, builtAt: statSync(p).mtime.toISOString() } : { built: false, path: p }]));
