@@ -2,17 +2,10 @@ import { existsSync, realpathSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { collectStats, drawSamples, readSamples, saveStats, MMLU_MATH_SUBJECTS } from '../stats/index.ts';
 import { MathneuroError } from '../errors.ts';
+import { sameFile } from '../paths.ts';
 import { ProgressLine, bar, formatDuration, globalHelp, parse, parseNumber, UsageError, writeJson, type Command } from './common.ts';
 
-/** True when `b` names the file `a` is, through symbolic links or hard links; `b` need not exist. */
-export function sameFile(a: string, b: string): boolean {
-  const real = (p: string) => {
-    try { return realpathSync(p); } catch { /* not there yet: resolve its folder */ }
-    try { return path.join(realpathSync(path.dirname(path.resolve(p))), path.basename(p)); } catch { return path.resolve(p); }
-  };
-  if (real(a) === real(b)) return true;
-  try { const sa = statSync(a), sb = statSync(b); return sa.dev === sb.dev && sa.ino === sb.ino; } catch { return false; }
-}
+export { sameFile } from '../paths.ts';
 
 export const command: Command = {
   name: 'stats',

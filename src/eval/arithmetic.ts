@@ -4,6 +4,7 @@
 // copy of the model: patched, quantized or requantized.
 import { existsSync } from 'node:fs';
 import { MathneuroError } from '../errors.ts';
+import { validateModelFile } from '../gguf/model-check.ts';
 import { loadNative } from '../native.ts';
 
 export interface NativeEvalOptions {
@@ -34,6 +35,7 @@ export interface TextLossResult {
 
 function checkModel(modelPath: string): void {
   if (!existsSync(modelPath)) throw new MathneuroError('ENOENT', `model not found: ${modelPath}`);
+  validateModelFile(modelPath); // nothing reaches llama.cpp before the validator says yes
 }
 
 function asEvalError(e: unknown): MathneuroError {

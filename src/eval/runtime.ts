@@ -5,6 +5,7 @@ import type { ChatHistoryItem, Llama, LlamaContext, LlamaContextSequence, LlamaM
 import type { ChatTurn } from './prompts.ts';
 import { existsSync } from 'node:fs';
 import { MathneuroError } from '../errors.ts';
+import { validateModelFile } from '../gguf/model-check.ts';
 
 export interface RuntimeOptions {
   /** Use a GPU when node-llama-cpp finds one ("auto"), or the CPU only (false). Default: $MATHNEURO_GPU === '1' ? 'auto' : false. */
@@ -46,6 +47,7 @@ export class EvalModel {
   /** Load the weights; call open() to create the context once the needed size is known. */
   static async load(modelPath: string, options: RuntimeOptions = {}): Promise<EvalModel> {
     if (!existsSync(modelPath)) throw new MathneuroError('ENOENT', `model not found: ${modelPath}`);
+    validateModelFile(modelPath); // nothing reaches llama.cpp before the validator says yes
     const llama = await sharedLlama(options);
     let model: LlamaModel;
     try {

@@ -14,6 +14,7 @@ import { codecTypeByName, codecTypeInfo, type RequantizeStrategy } from '../sele
 import { SelectionFile } from '../select/file.ts';
 import { planTensors, selectTensor, type ColumnStatistics, type SelectionMethod, type StatisticsSource } from '../select/select.ts';
 import { readExactly, readTensorBytes, sha256File } from '../select/tensor-io.ts';
+import { realPath, sameFile } from '../paths.ts';
 import { JournalWriter, journalPathFor, readJournal, readRecordData, type JournalHeader } from './journal.ts';
 import { RealizedScaleReport, type RealizedScaleRow } from './realized.ts';
 import { patchTensorInPlace, upcastTensor } from './tensor-patch.ts';
@@ -230,15 +231,18 @@ function importanceOf(options: PatchOptions, name: string): ColumnStatistics | u
 /** Patches a model into a new file, or in place with an undo journal. */
 export async function patchModel(options: PatchOptions): Promise<PatchResult> {
   const started = Date.now();
+  // the model's real file: a symbolic link is followed, so the journal lives beside the real file
+  // and an output that is the model through a link is recognised
+  if (existsSync(options.model)) options = { ...options, model: realPath(options.model) };
   const scale = options.prune ? 0 : options.scale ?? DEFAULT_SCALE;
   if (!Number.isFinite(scale)) throw new MathneuroError('EUSAGE', `the scale must be a finite number, got ${scale}`);
   if (options.prune && options.scale !== undefined) throw new MathneuroError('EUSAGE', 'give either a scale or prune, not both');
   const strategy = options.strategy ?? 'best';
-  if (options.inPlace && options.out && path.resolve(options.out) !== path.resolve(options.model)) throw new MathneuroError('EUSAGE', 'in-place patching writes the model itself: give no output path');
+  if (options.inPlace && options.out && !sameFile(options.model, options.out)) throw new MathneuroError('EUSAGE', 'in-place patching writes the model itself: give no output path');
   if (options.inPlace && options.upcast) throw new MathneuroError('EUSAGE', '--upcast changes the tensor layout and needs a new file (not --in-place)');
   if (!options.inPlace) {
     if (!options.out) throw new MathneuroError('EUSAGE', 'an output path is needed (or --in-place)');
-    if (path.resolve(options.out) === path.resolve(options.model)) throw new MathneuroError('EUSAGE', 'the output is the source model: use --in-place to patch it in place');
+    if (sameFile(options.model, options.out)) throw new MathneuroError('EUSAGE', 'the output is the source model (links resolved): use --in-place to patch it in place');
     if (existsSync(options.out) && !options.force) throw new MathneuroError('EEXIST', `${options.out} exists (--force overwrites it)`);
   }
   const upcastType = options.upcast ? codecTypeByName(options.upcast) : undefined;
@@ -450,6 +454,7 @@ export interface UnpatchResult {
 
 /** Restores a model patched in place from its undo journal, verifies the original sha256, removes the journal. */
 export async function unpatchModel(model: string, options: { onProgress?: (p: PatchProgress) => void; keepJournal?: boolean } = {}): Promise<UnpatchResult> {
+  if (existsSync(model)) model = realPath(model);
   const journalPath = journalPathFor(model);
   if (!existsSync(journalPath)) {
     if (!existsSync(model)) throw new MathneuroError('ENOENT', `no such file: ${model}`);
@@ -493,6 +498,7 @@ export async function unpatchModel(model: string, options: { onProgress?: (p: Pa
 /** What kind of patched file this is, if any. */
 export function patchState(model: string): { inPlace?: { journal: string; complete: boolean; provenance?: Record<string, unknown> }; newFile?: Record<string, unknown> } {
   const state: ReturnType<typeof patchState> = {};
+  if (existsSync(model)) model = realPath(model);
   const journalPath = journalPathFor(model);
   if (existsSync(journalPath)) {
     const c = readJournal(journalPath);
