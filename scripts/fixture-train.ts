@@ -3,7 +3,7 @@
 // its figures (figures.json) and its card (CARD.md). Seeded: the same seed gives the same data and
 // the same initial weights.
 //
-//   npm run fixture:train -- [--out test/fixtures/arith/model.gguf] [--seed 1] [--steps 6000] [--threads 2] [--no-card]
+//   npm run fixture:train -- [--out test/fixtures/arith/model.gguf] [--seed 1] [--steps 12000] [--threads 2] [--no-card]
 import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -23,7 +23,7 @@ process.env.OMP_WAIT_POLICY ??= 'passive';
 
 export const FIXTURE_TRAINING = {
   seed: 1,
-  steps: 6000,
+  steps: 12000,
   learningRate: 3e-3,
   minLearningRate: 3e-5,
   warmupSteps: 200,
