@@ -8,7 +8,7 @@ import type { Command, CommandIO } from './common.ts';
 /** Every command, in the order the help lists them. A module exports `command: Command`. */
 const commandNames = [
   'boost', 'ablate', 'synth', 'stats', 'select', 'patch', 'unpatch', 'inspect',
-  'eval', 'report', 'overlap', 'doctor',
+  'eval', 'report', 'overlap', 'quantize', 'doctor',
 ] as const;
 
 const here = path.dirname(fileURLToPath(import.meta.url));
