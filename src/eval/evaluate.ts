@@ -4,6 +4,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import type { LlamaContextSequence, Token } from 'node-llama-cpp';
 import { MathneuroError } from '../errors.ts';
+import type { StatsModel as StatsModelType } from '../stats/collect.ts';
 import { fileSha256, resolveCacheDir, ResultCache, settingsHash } from './cache.ts';
 import { accuracyEstimate, meanEstimate, pairedAccuracy, pairedMean, type Interval } from './confidence.ts';
 import { defaultDataDir, itemId, loadGsm8k, loadMath500, loadMmlu, loadText, mmluMathSubjects, sampleIndices, type Gsm8kItem, type MmluItem } from './data.ts';
@@ -526,7 +527,7 @@ async function evaluateKl(options: EvaluateOptions, cacheDir: string): Promise<E
     const { StatsModel } = await import('../stats/collect.ts');
     const open = { nCtx: Math.ceil((klTokens + 1) / 256) * 256, nSeqMax: 1, nThreads: options.threads };
     const model = await StatsModel.open(options.model, open);
-    let reference: InstanceType<typeof StatsModel> | undefined;
+    let reference: StatsModelType | undefined;
     try {
       reference = await StatsModel.open(options.vs, open);
       if (model.info().nVocab !== reference.info().nVocab) throw new MathneuroError('EUSAGE', 'the two models have different vocabularies; kl needs the same one');

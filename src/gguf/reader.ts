@@ -171,7 +171,7 @@ export function readGgufSync(path: string, _options: ReadGgufOptions = {}): Gguf
   try {
     const st = fstatSync(fd);
     if (!st.isFile()) throw new MathneuroError('EBADGGUF', `${path} is not a regular file`);
-    const c = new Cursor(fd, st.size, path);
+    const c: Cursor = new Cursor(fd, st.size, path);
     if (st.size < 24) c.fail(`file is too small to be a GGUF (${st.size} bytes)`);
     const magic = c.bytes(4).toString('latin1');
     if (magic !== 'GGUF') c.fail(`not a GGUF file (magic "${JSON.stringify(magic).slice(1, -1)}")`);

@@ -8,7 +8,7 @@ import { Writable } from 'node:stream';
 import { main } from '../../src/cli/main.ts';
 import { fixtureModel } from '../helpers/fixtures.ts';
 
-const ALL = ['boost', 'ablate', 'synth', 'stats', 'select', 'patch', 'unpatch', 'inspect', 'eval', 'report', 'overlap', 'doctor'];
+const ALL = ['boost', 'ablate', 'synth', 'stats', 'select', 'patch', 'unpatch', 'inspect', 'eval', 'report', 'overlap', 'quantize', 'doctor'];
 
 function sink() {
   let text = '';
