@@ -13,7 +13,7 @@
 //   IQ* -> IQ4_NL), then to F16 when the fallback does not fit either.
 // An importance matrix (the statistics' sums of squares divided by the token count, what llama.cpp's
 // imatrix tool stores) weights the rounding of types that use one.
-import { closeSync, existsSync, fsyncSync, ftruncateSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, openSync } from 'node:fs';
 import path from 'node:path';
 import { MathneuroError } from './errors.ts';
 import { readGgufSync, type GgufInfo, type GgufMetadataEntry, type GgufTensorInfo } from './gguf/reader.ts';
@@ -22,7 +22,7 @@ import { loadNative } from './native.ts';
 import { codecTypeInfo, dequantize, quantize } from './select/codec.ts';
 import type { StatisticsSource } from './select/select.ts';
 import { readTensorBytes } from './select/tensor-io.ts';
-import { removeStaleTemporaries, writeFailure } from './stats/file.ts';
+import { writeGgufFile } from './gguf/writer.ts';
 
 export const REQUANTIZE_TYPES = ['f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1', 'q2_k', 'q3_k', 'q4_k', 'q5_k', 'q6_k', 'iq4_nl', 'iq4_xs'] as const;
 export type RequantizeTypeName = typeof REQUANTIZE_TYPES[number];
@@ -150,58 +150,46 @@ export async function requantizeModel(options: RequantizeOptions): Promise<Requa
     header: Buffer; tensors: { name: string; offset: number; byteSize: number }[]; alignment: number;
   };
 
-  removeStaleTemporaries(out);
-  const tmp = `${out}.${process.pid}.tmp`;
-  let fd: number;
-  try { fd = openSync(tmp, 'w'); } catch (e) { throw writeFailure(e, out, 'nothing was written'); }
   const sfd = openSync(src, 'r');
-  let ok = false;
   try {
-    writeSync(fd, header, 0, header.length, 0);
-    for (let i = 0; i < plan.length; i++) {
-      const { t, requant, to, usesIm } = plan[i];
-      options.onProgress?.({ tensorsDone: i, tensorCount: plan.length, name: t.name });
-      const raw = readTensorBytes(sfd, t);
-      let bytes: Uint8Array;
-      if (!requant || (to === t.type && !usesIm)) {
-        bytes = raw;
-      } else {
-        const values = toFloat(t, raw);
-        const nIn = t.shape[0];
-        const perMatrix = nIn * t.shape[1];
-        const matrices = t.shape[2] ?? 1;
-        if (usesIm) {
-          const parts: Uint8Array[] = [];
-          for (let m = 0; m < matrices; m++) parts.push(quantize(to, values.subarray(m * perMatrix, (m + 1) * perMatrix), nIn, importanceRow(options.imatrix, t, m)));
-          bytes = Buffer.concat(parts);
+    await writeGgufFile(out, header, offsets, (put) => {
+      for (let i = 0; i < plan.length; i++) {
+        const { t, requant, to, usesIm } = plan[i];
+        options.onProgress?.({ tensorsDone: i, tensorCount: plan.length, name: t.name });
+        const raw = readTensorBytes(sfd, t);
+        let bytes: Uint8Array;
+        if (!requant || (to === t.type && !usesIm)) {
+          bytes = raw;
         } else {
-          bytes = quantize(to, values, nIn);
+          const values = toFloat(t, raw);
+          const nIn = t.shape[0];
+          const perMatrix = nIn * t.shape[1];
+          const matrices = t.shape[2] ?? 1;
+          if (usesIm) {
+            const parts: Uint8Array[] = [];
+            for (let m = 0; m < matrices; m++) parts.push(quantize(to, values.subarray(m * perMatrix, (m + 1) * perMatrix), nIn, importanceRow(options.imatrix, t, m)));
+            bytes = Buffer.concat(parts);
+          } else {
+            bytes = quantize(to, values, nIn);
+          }
         }
+        if (bytes.length !== offsets[i].byteSize) throw new MathneuroError('EQUANT', `${t.name}: ${bytes.length} bytes, the header says ${offsets[i].byteSize}`);
+        put(i, bytes);
       }
-      if (bytes.length !== offsets[i].byteSize) throw new MathneuroError('EQUANT', `${t.name}: ${bytes.length} bytes, the header says ${offsets[i].byteSize}`);
-      writeSync(fd, bytes, 0, bytes.length, header.length + offsets[i].offset);
-    }
-    const last = offsets[offsets.length - 1];
-    ftruncateSync(fd, header.length + (last ? last.offset + Math.ceil(last.byteSize / alignment) * alignment : 0));
-    fsyncSync(fd);
-    closeSync(fd);
-    // validate before the rename: the reader checks every count, offset and size against the file
-    const written = readGgufSync(tmp);
-    if (written.tensors.length !== plan.length) throw new MathneuroError('EBADGGUF', `${tmp}: ${written.tensors.length} tensors written, ${plan.length} planned`);
-    plan.forEach((p, i) => {
-      const w = written.tensors[i];
-      if (w.name !== p.t.name || w.type !== p.to || w.shape.join('x') !== p.t.shape.join('x')) throw new MathneuroError('EBADGGUF', `${tmp}: tensor ${i} is ${w.name} ${w.typeName} ${w.shape.join('x')}, planned ${p.t.name} ${ggmlType(p.to)!.name} ${p.t.shape.join('x')}`);
+    }, {
+      alignment,
+      // validate before the rename: the reader checks every count, offset and size against the file
+      validate: (tmp) => {
+        const written = readGgufSync(tmp);
+        if (written.tensors.length !== plan.length) throw new MathneuroError('EBADGGUF', `${tmp}: ${written.tensors.length} tensors written, ${plan.length} planned`);
+        plan.forEach((p, i) => {
+          const w = written.tensors[i];
+          if (w.name !== p.t.name || w.type !== p.to || w.shape.join('x') !== p.t.shape.join('x')) throw new MathneuroError('EBADGGUF', `${tmp}: tensor ${i} is ${w.name} ${w.typeName} ${w.shape.join('x')}, planned ${p.t.name} ${ggmlType(p.to)!.name} ${p.t.shape.join('x')}`);
+        });
+      },
     });
-    renameSync(tmp, out);
-    ok = true;
-  } catch (e) {
-    throw writeFailure(e, out, 'no partial file was left');
   } finally {
     closeSync(sfd);
-    if (!ok) {
-      try { closeSync(fd); } catch { /* already closed */ }
-      rmSync(tmp, { force: true });
-    }
   }
   const result = readGgufSync(out);
   const typeCounts: Record<string, number> = {};

@@ -1,12 +1,12 @@
 // `mathneuro synth`: random-weight llama-architecture GGUF models of realistic shapes and types,
 // written with ggml's gguf and quantization code. Tests, benchmarks and first-time users use them.
-import { closeSync, existsSync, fsyncSync, ftruncateSync, openSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { MathneuroError } from './errors.ts';
 import { readGgufSync, type GgufMetadataEntry } from './gguf/reader.ts';
 import { GGML_TYPE, GGUF_VALUE, ggmlType } from './gguf/types.ts';
 import { llamaSourceDir, loadNative } from './native.ts';
-import { removeStaleTemporaries, writeFailure } from './stats/file.ts';
+import { writeGgufFile } from './gguf/writer.ts';
 
 export type SynthShapeName = 'tiny' | 'moe-tiny' | 'qwen-0.5b' | 'llama-1b';
 export type SynthTypeName = 'f32' | 'f16' | 'bf16' | 'q8_0' | 'q4_0' | 'q4_k' | 'q5_k' | 'q6_k' | 'mixed' | 'cycle';
@@ -203,15 +203,8 @@ export async function synthModel(options: SynthOptions): Promise<SynthResult> {
   const alignment = 32;
   const totalBytes = header.length + tensors.reduce((a, t) => Math.max(a, t.offset + t.byteSize), 0);
 
-  removeStaleTemporaries(out);
-  const tmp = `${out}.${process.pid}.tmp`;
-  let fd: number;
-  try { fd = openSync(tmp, 'w'); } catch (e) { throw writeFailure(e, out, 'nothing was written'); }
-  let ok = false;
-  try {
-    writeSync(fd, header, 0, header.length, 0);
+  await writeGgufFile(out, header, tensors, (put) => {
     const rng = new Random(seed);
-    let tensorsDone = 0;
     let bytesWritten = header.length;
     const chunkElems = 1 << 22;
     for (let ti = 0; ti < plan.length; ti++) {
@@ -219,35 +212,17 @@ export async function synthModel(options: SynthOptions): Promise<SynthResult> {
       const rowLength = t.shape[0];
       const rows = t.shape.slice(1).reduce((a, b) => a * b, 1);
       const rowsPerChunk = Math.max(1, Math.floor(chunkElems / rowLength));
-      let pos = header.length + tensors[ti].offset;
       for (let r = 0; r < rows; r += rowsPerChunk) {
         const n = Math.min(rowsPerChunk, rows - r);
         const values = new Float32Array(n * rowLength);
         rng.fillNormal(values, t.mean, t.std);
         const bytes: Buffer = native.ggufQuantizeRows(t.type, values, rowLength);
-        writeSync(fd, bytes, 0, bytes.length, pos);
-        pos += bytes.length;
+        put(ti, bytes);
         bytesWritten += bytes.length;
-        options.onProgress?.({ tensorsDone, tensorCount: plan.length, bytesWritten, totalBytes });
+        options.onProgress?.({ tensorsDone: ti, tensorCount: plan.length, bytesWritten, totalBytes });
       }
-      // padding up to the next tensor's offset is zeros (the file is extended by the next write)
-      tensorsDone++;
     }
-    // ggml pads every tensor, the last one included, to the alignment
-    const last = tensors[tensors.length - 1];
-    ftruncateSync(fd, header.length + last.offset + Math.ceil(last.byteSize / alignment) * alignment);
-    fsyncSync(fd);
-    closeSync(fd);
-    renameSync(tmp, out);
-    ok = true;
-  } catch (e) {
-    throw writeFailure(e, out, 'no partial file was left');
-  } finally {
-    if (!ok) {
-      try { closeSync(fd); } catch { /* already closed */ }
-      rmSync(tmp, { force: true });
-    }
-  }
+  }, { alignment });
   const info = readGgufSync(out);
   const tensorTypes: Record<string, string> = {};
   for (const t of info.tensors) tensorTypes[t.name] = t.typeName;

@@ -3,9 +3,10 @@
 // and provenance keys. Checkpoints use the same layout with F64 tensors so a resumed run adds up
 // to exactly what an uninterrupted one does.
 import { createHash } from 'node:crypto';
-import { closeSync, fsyncSync, ftruncateSync, openSync, readdirSync, readSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, openSync, readSync } from 'node:fs';
 import path from 'node:path';
 import { MathneuroError } from '../errors.ts';
+import { writeGgufFile } from '../gguf/writer.ts';
 import { readGgufSync, type GgufInfo, type GgufMetadataEntry } from '../gguf/reader.ts';
 import { GGML_TYPE, GGUF_VALUE } from '../gguf/types.ts';
 import { loadNative } from '../native.ts';
@@ -70,60 +71,12 @@ export async function saveStats(stats: Stats, file: string, options: SaveStatsOp
     header: Buffer; tensors: { offset: number; byteSize: number }[];
   };
   const out = path.resolve(file);
-  removeStaleTemporaries(out);
-  const tmp = `${out}.${process.pid}.tmp`;
-  let fd: number;
-  try { fd = openSync(tmp, 'w'); } catch (e) { throw writeFailure(e, out, 'nothing was written'); }
-  let ok = false;
-  try {
-    writeSync(fd, header, 0, header.length, 0);
-    let end = header.length;
+  await writeGgufFile(out, header, placed, (put) => {
     for (let i = 0; i < tensors.length; i++) {
       const src = tensors[i].data;
-      const buf = options.float64 ? Buffer.from(Float64Array.from(src).buffer) : Buffer.from(Float32Array.from(src).buffer);
-      writeSync(fd, buf, 0, buf.length, header.length + placed[i].offset);
-      end = header.length + placed[i].offset + Math.ceil(placed[i].byteSize / 32) * 32;
+      put(i, options.float64 ? new Uint8Array(Float64Array.from(src).buffer) : new Uint8Array(Float32Array.from(src).buffer));
     }
-    ftruncateSync(fd, end);
-    fsyncSync(fd);
-    closeSync(fd);
-    renameSync(tmp, out);
-    ok = true;
-  } catch (e) {
-    throw writeFailure(e, out, 'no partial file was left');
-  } finally {
-    if (!ok) {
-      try { closeSync(fd); } catch { /* already closed */ }
-      rmSync(tmp, { force: true });
-    }
-  }
-}
-
-/** Removes `<out>.<pid>.tmp` files of earlier writers that were killed (their process is gone). */
-export function removeStaleTemporaries(out: string) {
-  const dir = path.dirname(out);
-  const prefix = `${path.basename(out)}.`;
-  let names: string[];
-  try { names = readdirSync(dir); } catch { return; }
-  for (const name of names) {
-    const m = name.startsWith(prefix) ? /^(\d+)\.tmp$/.exec(name.slice(prefix.length)) : null;
-    if (!m || Number(m[1]) === process.pid) continue;
-    let alive = false;
-    try { process.kill(Number(m[1]), 0); alive = true; } catch (e) { alive = (e as NodeJS.ErrnoException).code === 'EPERM'; }
-    if (!alive) rmSync(path.join(dir, name), { force: true });
-  }
-}
-
-/**
- * A failed write as one clear line: disk full (ENOSPC), file-size limit (EFBIG) or quota (EDQUOT)
- * say so; the temporary file is gone and the destination untouched (writes go to tmp + rename).
- */
-export function writeFailure(e: unknown, file: string, state: string): MathneuroError {
-  if (e instanceof MathneuroError) return e;
-  const code = (e as NodeJS.ErrnoException)?.code;
-  const why = code === 'ENOSPC' ? 'no space left on device' : code === 'EFBIG' ? 'file too large (a file-size limit)' : code === 'EDQUOT' ? 'disk quota exceeded'
-    : `${(e as Error)?.message ?? String(e)}`;
-  return new MathneuroError('EIO', `${why} while writing ${file}; ${state} and the source is untouched`, { cause: e });
+  });
 }
 
 function readTensor(fd: number, info: GgufInfo, name: string): Float64Array {
