@@ -122,16 +122,8 @@ export function loadText(file: string): string {
 }
 
 /** Deterministic PRNG (mulberry32) for exemplar draws and subsampling. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { seededRandom } from '../random.ts';
+export { seededRandom };
 
 /** k distinct indices out of n, drawn with the seeded PRNG (partial Fisher-Yates). */
 export function sampleIndices(n: number, k: number, seed: number): number[] {

@@ -1,5 +1,6 @@
 // The numbers a report shows. Plain data (JSON-serializable): `mathneuro report --json` prints
 // exactly this, and renderReportHtml draws it.
+import type { RealizedScaleRow } from '../patch/realized.ts';
 
 /** A histogram over fixed bins: counts[i] holds values in [edges[i], edges[i+1]). */
 export interface Histogram {
@@ -52,19 +53,7 @@ export interface OverlapPoint {
   meanSelected: number;
 }
 
-export interface RealizedScaleTableRow {
-  type: string;
-  targetScale: number;
-  selectedWeights: number;
-  meanRealizedScale: number;
-  medianRealizedScale: number;
-  shareUnchanged: number;
-  shareOnTarget: number;
-  otherWeightsInTouchedBlocks: number;
-  otherShareChanged: number;
-  otherRelativeRmsChange: number;
-  blocksRewritten: number;
-}
+export type RealizedScaleTableRow = Omit<RealizedScaleRow, 'candidates'>;
 
 export interface ReportData {
   title: string;

@@ -4,6 +4,8 @@
 // bit masks. Every K of one call reuses the same scores.
 import { closeSync, openSync } from 'node:fs';
 import { MathneuroError } from '../errors.ts';
+import { mulberry32 } from '../random.ts';
+import type { WeightStats } from '../stats/types.ts';
 import type { GgufInfo, GgufTensorInfo } from '../gguf/reader.ts';
 import { andNot, countBits, getBit, newMask, setBit } from './bits.ts';
 import { requireDequantizable, selectTopK } from './codec.ts';
@@ -13,19 +15,7 @@ export type SelectionMethod = 'mathneuro' | 'wanda' | 'random' | 'wanda-row';
 export const SELECTION_METHODS: readonly SelectionMethod[] = ['mathneuro', 'wanda', 'random', 'wanda-row'];
 
 /** Per-column statistics of one weight, as the statistics files hold them (src/stats). */
-export interface ColumnStatistics {
-  name: string;
-  /** input width (ne0 of the weight) */
-  nIn: number;
-  /** matrices: experts of a MoE weight, else 1 */
-  nMat: number;
-  /** sum over tokens of x_j^2, nIn * nMat values (expert m at [m*nIn, (m+1)*nIn)) */
-  sum2: Float64Array;
-  /** sum over samples of the L2 norm of column j, nIn * nMat values */
-  normSum: Float64Array;
-  /** tokens seen: nIn * nMat values, or one per matrix */
-  counts: Float64Array;
-}
+export type ColumnStatistics = WeightStats;
 
 export interface StatisticsSource {
   weights: Map<string, ColumnStatistics>;
@@ -141,17 +131,7 @@ export function wandaColumnWeights(stats: ColumnStatistics): Float64Array {
   return out;
 }
 
-/** A small seeded PRNG (mulberry32) and a string hash (FNV-1a), for the random baseline. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (t ^ (t >>> 14)) >>> 0;
-  };
-}
+/** A string hash (FNV-1a), for the random baseline's per-tensor seeds (PRNG: src/random.ts). */
 
 export function fnv1a(text: string): number {
   let h = 0x811c9dc5;
