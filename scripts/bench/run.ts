@@ -5,6 +5,7 @@ const benches: Record<string, () => Promise<void>> = {
   collect: async () => (await import('./collect.ts')).benchCollect(rest),
   patch: async () => (await import('./patch.ts')).benchPatch(rest),
   boost: async () => (await import('./boost.ts')).benchBoost(rest),
+  imatrix: async () => (await import('./imatrix.ts')).benchImatrix(rest),
 };
 async function main() {
   const names = name === 'all' ? Object.keys(benches) : [name];
