@@ -50,7 +50,7 @@ export async function benchPatch(argv: string[]) {
   const out = path.join(benchDir, 'bench-patched.gguf');
   const sel = path.join(benchDir, 'bench.mnsel');
   const kSweep = '0.0001,0.001,0.005,0.01,0.025,0.05,0.1,0.15';
-  timed(['cat', model]); // warm the page cache
+  timed(['sh', '-c', `cat "${model}" > /dev/null`]); // warm the page cache
 
   const series: Record<string, { wall: number[]; rss: number[] }> = {};
   const record = (label: string, t: { wallSeconds: number; maxRssKiB: number }) => {
