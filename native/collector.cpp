@@ -433,6 +433,19 @@ static std::unique_ptr<ModelHandle> load_model(const LoadOptions & o, std::strin
     return h;
 }
 
+// Fill `batch` with tokens[pos, pos + n) of one sequence (id 0) at their own positions; the logits
+// of every token when `logits_all`, else of the sequence's last token only.
+static void fill_sequence_batch(llama_batch & batch, const std::vector<llama_token> & tokens, size_t pos, int32_t n, bool logits_all) {
+    batch.n_tokens = n;
+    for (int32_t i = 0; i < n; ++i) {
+        batch.token[i] = tokens[pos + i];
+        batch.pos[i] = (llama_pos) (pos + i);
+        batch.n_seq_id[i] = 1;
+        batch.seq_id[i][0] = 0;
+        batch.logits[i] = logits_all || pos + i + 1 == tokens.size();
+    }
+}
+
 static std::vector<llama_token> tokenize(const llama_vocab * vocab, const std::string & text, bool add_special) {
     int32_t n = -llama_tokenize(vocab, text.data(), (int32_t) text.size(), nullptr, 0, add_special, false);
     std::vector<llama_token> out(std::max<int32_t>(n, 0));
@@ -561,15 +574,8 @@ public:
             bool ok = true;
             for (size_t pos = 0; pos < tokens.size(); pos += h_->n_batch) {
                 const int32_t n = (int32_t) std::min<size_t>(h_->n_batch, tokens.size() - pos);
-                batch.n_tokens = n;
-                for (int32_t i = 0; i < n; ++i) {
-                    batch.token[i] = tokens[pos + i];
-                    batch.pos[i] = (llama_pos) (pos + i);
-                    batch.n_seq_id[i] = 1;
-                    batch.seq_id[i][0] = 0;
-                    // every token's logits: the last layer and the head see all tokens
-                    batch.logits[i] = logits_all_ || pos + i + 1 == tokens.size();
-                }
+                // every token's logits: the last layer and the head see all tokens
+                fill_sequence_batch(batch, tokens, pos, n, logits_all_);
                 c.generation++;
                 const int32_t rc = llama_decode(h_->ctx, batch);
                 if (rc != 0) { ok = false; fail(rc, si); break; }
@@ -692,14 +698,7 @@ public:
         out_.resize(tokens_.size() * (size_t) n_vocab);
         for (size_t pos = 0; pos < tokens_.size() && error_.empty(); pos += h_->n_batch) {
             const int32_t n = (int32_t) std::min<size_t>(h_->n_batch, tokens_.size() - pos);
-            batch.n_tokens = n;
-            for (int32_t i = 0; i < n; ++i) {
-                batch.token[i] = tokens_[pos + i];
-                batch.pos[i] = (llama_pos) (pos + i);
-                batch.n_seq_id[i] = 1;
-                batch.seq_id[i][0] = 0;
-                batch.logits[i] = 1;
-            }
+            fill_sequence_batch(batch, tokens_, pos, n, /*logits_all*/ true);
             const int32_t rc = llama_decode(h_->ctx, batch);
             if (rc != 0) { error_ = h_->abort_flag.load() ? "aborted" : "llama_decode failed with code " + std::to_string(rc); break; }
             for (int32_t i = 0; i < n; ++i) {
