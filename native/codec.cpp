@@ -11,7 +11,9 @@
 #include <functional>
 #include <memory>
 #include <stdexcept>
+#include <exception>
 #include <string>
+#include <thread>
 #include <type_traits>
 #include <vector>
 
@@ -209,84 +211,243 @@ void write_code(ggml_type t, uint8_t * b, int p, int q) {
 // like the values: a radix select on the bits finds the k-th largest exactly without sorting
 // and without storing the scores. Only positive scores are eligible (a zero score contributes
 // nothing). Ties at the threshold go to the lower flat index.
+//
+// A score is |w| * colWeight[column]. Groups are one matrix (or one row) of a tensor, scanned
+// row by row so the column index needs no division. Large groups are split over threads at
+// multiples of 64 weights (so no two threads write the same mask byte); the result does not
+// depend on the number of threads.
 
-struct ScoreSource {
-    const float * w;          // dequantized weights of the tensor
-    const double * col;       // column weights, nIn per matrix
+// Runs fn(thread, begin, end) over [begin, end) split into n_threads ranges whose inner cut
+// points are multiples of `align` (absolute); ranges shorter than min_per_thread are not split.
+template <typename F>
+void parallel_ranges(int n_threads, int64_t begin, int64_t end, int64_t align, int64_t min_per_thread, F && fn) {
+    const int64_t len = end - begin;
+    int nt = (int) std::max<int64_t>(1, std::min<int64_t>(n_threads, len / std::max<int64_t>(1, min_per_thread)));
+    if (nt <= 1) { fn(0, begin, end); return; }
+    std::vector<int64_t> cut((size_t) nt + 1);
+    cut[0] = begin; cut[nt] = end;
+    for (int t = 1; t < nt; t++) {
+        int64_t c = begin + len * t / nt;
+        c -= c % align;
+        cut[t] = std::min(end, std::max(cut[t - 1], c));
+    }
+    std::vector<std::exception_ptr> errors((size_t) nt);
+    std::vector<std::thread> threads;
+    for (int t = 1; t < nt; t++) threads.emplace_back([&, t]() { try { fn(t, cut[t], cut[t + 1]); } catch (...) { errors[t] = std::current_exception(); } });
+    try { fn(0, cut[0], cut[1]); } catch (...) { errors[0] = std::current_exception(); }
+    for (auto & th : threads) th.join();
+    for (auto & e : errors) if (e) std::rethrow_exception(e);
+}
+
+// The scores of one group: weights w[i - base] for flat indices i in [base, base + len), column
+// weights col[(i - base) % n_in].
+constexpr int64_t kChunk = 4096;
+
+struct ScoreGroup {
+    const float * w;
+    const double * col;
     int64_t n_in;
-    int64_t per_matrix;       // nIn * rows
-    inline uint64_t key(int64_t i) const {
-        const int64_t m = i / per_matrix;
-        const double s = std::fabs((double) w[i]) * col[m * n_in + i % n_in];
-        if (!(s > 0)) return 0;     // zero, negative zero and NaN: not eligible
-        uint64_t k; memcpy(&k, &s, 8);
-        return k;
+    int64_t base;
+    int64_t len;
+    // calls f(first, keys, count) for consecutive chunks of [a, b): keys[x] is the key of flat
+    // index first + x, 0 when not eligible (zero, -0, NaN). Rows are computed in straight runs
+    // (no division, vectorizable).
+    template <typename F>
+    void chunks(int64_t a, int64_t b, F && f) const {
+        alignas(64) uint64_t keys[kChunk];
+        int64_t j = (a - base) % n_in;
+        const float * wp = w + (a - base);
+        for (int64_t first = a; first < b;) {
+            const int64_t count = std::min<int64_t>(kChunk, b - first);
+            int64_t x = 0;
+            while (x < count) {
+                const int64_t run = std::min<int64_t>(count - x, n_in - j);
+                const double * c = col + j;
+                const float * ww = wp + x;
+                uint64_t * kk = keys + x;
+                for (int64_t y = 0; y < run; y++) {
+                    const double sc = std::fabs((double) ww[y]) * c[y];
+                    uint64_t k; memcpy(&k, &sc, 8);
+                    kk[y] = sc > 0 ? k : 0;
+                }
+                x += run; j += run;
+                if (j == n_in) j = 0;
+            }
+            f(first, (const uint64_t *) keys, count);
+            first += count; wp += count;
+        }
     }
 };
 
-// Marks the top k of [begin, begin+len) in mask (bit i of the tensor).
-void mark_top(const ScoreSource & src, int64_t begin, int64_t len, const std::vector<int64_t> & ks,
-              std::vector<std::vector<uint8_t>> & masks, int64_t radix_min_group,
-              std::vector<uint64_t> & scratch, std::vector<uint64_t> & hist) {
-    auto set_bit = [](std::vector<uint8_t> & m, int64_t i) { m[i >> 3] |= (uint8_t) (1u << (i & 7)); };
-    // Threshold for each k: (T, ties to take). T = 0 with take = -1 means "all eligible".
-    std::vector<uint64_t> thresholds(ks.size(), 0);
-    std::vector<int64_t> take(ks.size(), 0);
-    int64_t eligible = 0;
-    const bool radix = len >= radix_min_group;
-    if (!radix) {
-        scratch.clear();
-        for (int64_t i = begin; i < begin + len; i++) { uint64_t k = src.key(i); if (k) scratch.push_back(k); }
-        eligible = (int64_t) scratch.size();
-        for (size_t q = 0; q < ks.size(); q++) {
-            const int64_t k = ks[q];
-            if (k <= 0) { take[q] = -2; continue; }
-            if (k >= eligible) { take[q] = -1; continue; }
-            std::nth_element(scratch.begin(), scratch.begin() + (k - 1), scratch.end(), std::greater<uint64_t>());
-            const uint64_t T = scratch[k - 1];
-            int64_t greater = 0;
-            for (uint64_t v : scratch) greater += v > T;
-            thresholds[q] = T; take[q] = k - greater;
-        }
-    } else {
-        hist.assign(65536, 0);
-        for (int64_t i = begin; i < begin + len; i++) { uint64_t k = src.key(i); if (k) { hist[k >> 48]++; eligible++; } }
-        const std::vector<uint64_t> top = hist;
-        for (size_t q = 0; q < ks.size(); q++) {
-            const int64_t k = ks[q];
-            if (k <= 0) { take[q] = -2; continue; }
-            if (k >= eligible) { take[q] = -1; continue; }
-            uint64_t prefix = 0, prefix_mask = 0; int64_t remaining = k;
-            for (int digit = 3; digit >= 0; digit--) {
-                const int shift = digit * 16;
-                if (digit == 3) hist = top;
-                else {
-                    std::fill(hist.begin(), hist.end(), 0);
-                    for (int64_t i = begin; i < begin + len; i++) {
-                        uint64_t key = src.key(i);
-                        if (key && (key & prefix_mask) == prefix) hist[(key >> shift) & 0xFFFF]++;
-                    }
-                }
-                int64_t cum = 0; int b = 65535;
-                for (; b > 0; b--) { if (cum + (int64_t) hist[b] >= remaining) break; cum += (int64_t) hist[b]; }
-                remaining -= cum;
-                prefix |= (uint64_t) b << shift;
-                prefix_mask |= (uint64_t) 0xFFFF << shift;
+inline void set_mask_bit(uint8_t * m, int64_t i) { m[i >> 3] |= (uint8_t) (1u << (i & 7)); }
+
+constexpr int64_t kMinPerThread = 1 << 16;
+// A threshold bucket with at most this many scores is resolved by nth_element on its keys.
+constexpr int64_t kCollectLimitDefault = 1 << 20;
+
+// The threshold of one K inside a group: keys above T are taken, and the first `take` keys equal
+// to T (lowest flat index). mode -2: take none; -1: take every eligible key.
+struct Threshold { int mode = 0; uint64_t T = 0; int64_t take = 0; };
+
+// Marks [a, b) for every K; keys equal to a threshold are passed to tie(q, i) instead.
+template <typename Tie>
+void mark_range(const ScoreGroup & g, int64_t a, int64_t b, const std::vector<Threshold> & th, std::vector<std::vector<uint8_t>> & masks, Tie && tie) {
+    g.chunks(a, b, [&](int64_t first, const uint64_t * keys, int64_t count) {
+        for (size_t q = 0; q < th.size(); q++) {
+            const Threshold t = th[q];
+            if (t.mode == -2) continue;
+            uint8_t * m = masks[q].data();
+            if (t.mode == -1) {
+                for (int64_t x = 0; x < count; x++) if (keys[x]) set_mask_bit(m, first + x);
+                continue;
             }
-            thresholds[q] = prefix; take[q] = remaining;
+            const uint64_t T = t.T;
+            for (int64_t x = 0; x < count; x++) {
+                const uint64_t k = keys[x];
+                if (k > T) set_mask_bit(m, first + x);
+                else if (k == T) tie(q, first + x);
+            }
+        }
+    });
+}
+
+// Small groups: the eligible keys are copied and nth_element finds each threshold.
+void mark_top_small(const ScoreGroup & g, const std::vector<int64_t> & ks, std::vector<std::vector<uint8_t>> & masks, std::vector<uint64_t> & scratch) {
+    scratch.clear();
+    g.chunks(g.base, g.base + g.len, [&](int64_t, const uint64_t * keys, int64_t count) {
+        for (int64_t x = 0; x < count; x++) if (keys[x]) scratch.push_back(keys[x]);
+    });
+    const int64_t eligible = (int64_t) scratch.size();
+    std::vector<Threshold> th(ks.size());
+    for (size_t q = 0; q < ks.size(); q++) {
+        const int64_t k = ks[q];
+        if (k <= 0) { th[q].mode = -2; continue; }
+        if (k >= eligible) { th[q].mode = -1; continue; }
+        std::nth_element(scratch.begin(), scratch.begin() + (k - 1), scratch.end(), std::greater<uint64_t>());
+        const uint64_t T = scratch[(size_t) k - 1];
+        int64_t greater = 0;
+        for (uint64_t v : scratch) greater += v > T;
+        th[q].T = T; th[q].take = k - greater;
+    }
+    std::vector<int64_t> left(ks.size());
+    for (size_t q = 0; q < ks.size(); q++) left[q] = th[q].take;
+    mark_range(g, g.base, g.base + g.len, th, masks, [&](size_t q, int64_t i) { if (left[q] > 0) { set_mask_bit(masks[q].data(), i); left[q]--; } });
+}
+
+// Large groups: a 16-bit histogram of the top bits (one pass for every K), refined 16 bits at a
+// time while the threshold's bucket is large, then the bucket's keys are collected and
+// nth_element gives the exact threshold; a last pass marks. Every pass is split over threads.
+void mark_top_radix(const ScoreGroup & g, const std::vector<int64_t> & ks, std::vector<std::vector<uint8_t>> & masks, int n_threads, int64_t collect_limit) {
+    const int64_t begin = g.base, end = g.base + g.len;
+    const size_t nk = ks.size();
+    int nt = (int) std::max<int64_t>(1, std::min<int64_t>(n_threads, g.len / kMinPerThread));
+    // per K: the known top bits of its threshold (prefix over bits >= shift), how many of the
+    // K still to take inside that prefix, and how many keys carry the prefix
+    struct State { uint64_t prefix = 0; int shift = 64; int64_t remaining = 0; int64_t in_bucket = 0; };
+    std::vector<State> st(nk);
+    std::vector<Threshold> th(nk);
+    // pass 1: top 16 bits (zero keys land in bucket 0 and are subtracted)
+    std::vector<std::vector<uint64_t>> hists((size_t) nt, std::vector<uint64_t>(65536, 0));
+    std::vector<int64_t> zeros((size_t) nt, 0);
+    parallel_ranges(nt, begin, end, 64, kMinPerThread, [&](int t, int64_t a, int64_t b) {
+        uint64_t * h = hists[(size_t) t].data();
+        int64_t z = 0;
+        g.chunks(a, b, [&](int64_t, const uint64_t * keys, int64_t count) {
+            for (int64_t x = 0; x < count; x++) { h[keys[x] >> 48]++; z += keys[x] == 0; }
+        });
+        zeros[(size_t) t] = z;
+    });
+    std::vector<uint64_t> hist(65536, 0);
+    for (auto & h : hists) for (size_t i = 0; i < 65536; i++) hist[i] += h[i];
+    for (int64_t z : zeros) hist[0] -= (uint64_t) z;
+    int64_t eligible = 0;
+    for (size_t i = 0; i < 65536; i++) eligible += (int64_t) hist[i];
+    // walk a histogram from the top: the bucket holding the `remaining`-th largest
+    auto walk = [](const uint64_t * h, int64_t remaining, int64_t & cum_above) {
+        int64_t cum = 0; int b = 65535;
+        for (; b > 0; b--) { if (cum + (int64_t) h[b] >= remaining) break; cum += (int64_t) h[b]; }
+        cum_above = cum;
+        return b;
+    };
+    for (size_t q = 0; q < nk; q++) {
+        const int64_t k = ks[q];
+        State & s = st[q];
+        if (k <= 0) { th[q].mode = -2; continue; }
+        if (k >= eligible) { th[q].mode = -1; continue; }
+        int64_t above = 0;
+        const int b = walk(hist.data(), k, above);
+        s.prefix = (uint64_t) b << 48; s.shift = 48; s.remaining = k - above; s.in_bucket = (int64_t) hist[(size_t) b];
+    }
+    // refine: 16 more bits at a time for the K whose bucket is still large
+    for (;;) {
+        std::vector<size_t> refine;
+        for (size_t q = 0; q < nk; q++) if (th[q].mode == 0 && st[q].shift > 0 && st[q].in_bucket > collect_limit) refine.push_back(q);
+        if (refine.empty()) break;
+        const size_t nr = refine.size();
+        std::vector<std::vector<uint64_t>> rh((size_t) nt * nr, std::vector<uint64_t>(65536, 0));
+        parallel_ranges(nt, begin, end, 64, kMinPerThread, [&](int t, int64_t a, int64_t b) {
+            g.chunks(a, b, [&](int64_t, const uint64_t * keys, int64_t count) {
+                for (size_t r = 0; r < nr; r++) {
+                    const State & s = st[refine[r]];
+                    uint64_t * h = rh[(size_t) t * nr + r].data();
+                    const uint64_t want = s.prefix >> s.shift;
+                    const int shift = s.shift, low = s.shift - 16;
+                    for (int64_t x = 0; x < count; x++) { const uint64_t k = keys[x]; if (k && (k >> shift) == want) h[(k >> low) & 0xFFFF]++; }
+                }
+            });
+        });
+        for (size_t r = 0; r < nr; r++) {
+            State & s = st[refine[r]];
+            std::vector<uint64_t> & h = rh[r];
+            for (int t = 1; t < nt; t++) for (size_t i = 0; i < 65536; i++) h[i] += rh[(size_t) t * nr + r][i];
+            int64_t above = 0;
+            const int b = walk(h.data(), s.remaining, above);
+            s.shift -= 16; s.prefix |= (uint64_t) b << s.shift; s.remaining -= above; s.in_bucket = (int64_t) h[(size_t) b];
         }
     }
-    for (size_t q = 0; q < ks.size(); q++) {
-        if (take[q] == -2) continue;
-        std::vector<uint8_t> & m = masks[q];
-        const uint64_t T = thresholds[q];
-        int64_t ties = take[q];
-        for (int64_t i = begin; i < begin + len; i++) {
-            const uint64_t key = src.key(i);
-            if (!key) continue;
-            if (take[q] == -1 || key > T) set_bit(m, i);
-            else if (key == T && ties > 0) { set_bit(m, i); ties--; }
+    // collect the keys of each threshold bucket and find the threshold
+    std::vector<size_t> collect;
+    for (size_t q = 0; q < nk; q++) {
+        if (th[q].mode != 0) continue;
+        if (st[q].shift == 0) { th[q].T = st[q].prefix; th[q].take = st[q].remaining; continue; }   // every key of the bucket equals the prefix
+        collect.push_back(q);
+    }
+    if (!collect.empty()) {
+        const size_t nc = collect.size();
+        std::vector<std::vector<uint64_t>> got((size_t) nt * nc);
+        parallel_ranges(nt, begin, end, 64, kMinPerThread, [&](int t, int64_t a, int64_t b) {
+            g.chunks(a, b, [&](int64_t, const uint64_t * keys, int64_t count) {
+                for (size_t r = 0; r < nc; r++) {
+                    const State & s = st[collect[r]];
+                    std::vector<uint64_t> & out = got[(size_t) t * nc + r];
+                    const uint64_t want = s.prefix >> s.shift;
+                    const int shift = s.shift;
+                    for (int64_t x = 0; x < count; x++) { const uint64_t k = keys[x]; if (k && (k >> shift) == want) out.push_back(k); }
+                }
+            });
+        });
+        for (size_t r = 0; r < nc; r++) {
+            const State & s = st[collect[r]];
+            Threshold & t = th[collect[r]];
+            std::vector<uint64_t> keys;
+            for (int x = 0; x < nt; x++) { auto & v = got[(size_t) x * nc + r]; keys.insert(keys.end(), v.begin(), v.end()); std::vector<uint64_t>().swap(v); }
+            std::nth_element(keys.begin(), keys.begin() + (s.remaining - 1), keys.end(), std::greater<uint64_t>());
+            t.T = keys[(size_t) s.remaining - 1];
+            int64_t greater = 0;
+            for (uint64_t v : keys) greater += v > t.T;
+            t.take = s.remaining - greater;
         }
+    }
+    // mark: above the threshold in parallel; keys equal to it are noted per thread and the first
+    // `take` of them (lowest flat index) are marked afterwards
+    std::vector<std::vector<int64_t>> ties((size_t) nt * nk);
+    parallel_ranges(nt, begin, end, 64, kMinPerThread, [&](int t, int64_t a, int64_t b) {
+        mark_range(g, a, b, th, masks, [&](size_t q, int64_t i) { ties[(size_t) t * nk + q].push_back(i); });
+    });
+    for (size_t q = 0; q < nk; q++) {
+        int64_t left = th[q].take;
+        for (int t = 0; t < nt && left > 0; t++)
+            for (int64_t i : ties[(size_t) t * nk + q]) { if (left-- <= 0) break; set_mask_bit(masks[q].data(), i); }
     }
 }
 
@@ -437,7 +598,8 @@ Napi::Value Quantize(const Napi::CallbackInfo & info) {
 }
 
 // selectTopK({ type, data, nIn, rows, matrices, colWeights: Float64Array[], groupBy: 'matrix'|'row',
-//              counts: number[], radixMinGroup? }): Promise<Uint8Array[][]>  (masks[set][count])
+//              counts: number[], radixMinGroup?, radixBucketLimit?, threads? }): Promise<Uint8Array[][]>
+//              (masks[set][count])
 // Each mask has one bit per weight (bit i of byte i>>3 is flat index i).
 Napi::Value SelectTopK(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
@@ -476,24 +638,50 @@ Napi::Value SelectTopK(const Napi::CallbackInfo & info) {
     int64_t radix_min = 1 << 20;
     if (o.Has("radixMinGroup") && !o.Get("radixMinGroup").IsUndefined()) radix_min = get_int(o, "radixMinGroup", 1);
 
+    int n_threads = (int) std::max(1u, std::thread::hardware_concurrency());
+    if (o.Has("threads") && !o.Get("threads").IsUndefined()) n_threads = (int) std::min<int64_t>(get_int(o, "threads", 1), 1024);
+    int64_t collect_limit = kCollectLimitDefault;
+    if (o.Has("radixBucketLimit") && !o.Get("radixBucketLimit").IsUndefined()) collect_limit = get_int(o, "radixBucketLimit", 1);
+
     auto result = std::make_shared<std::vector<std::vector<std::vector<uint8_t>>>>();
     const uint8_t * bytes = data.Data();
     auto * w = new TaskWorker(env,
         [=]() {
-            std::vector<float> dequant;
-            const float * wf = (const float *) bytes;
-            if (t != GGML_TYPE_F32 || ((uintptr_t) bytes % alignof(float)) != 0) {
-                dequant.resize((size_t) numel);
-                dequantize_into(t, bytes, dequant.data(), numel);
-                wf = dequant.data();
-            }
-            std::vector<uint64_t> scratch; std::vector<uint64_t> hist;
-            result->resize(cols.size());
-            for (size_t s = 0; s < cols.size(); s++) {
-                auto & masks = (*result)[s];
-                masks.assign(ks.size(), std::vector<uint8_t>((size_t) ((numel + 7) / 8), 0));
-                ScoreSource src{wf, cols[s], n_in, n_in * rows};
-                for (int64_t g = 0; g < numel; g += group) mark_top(src, g, group, ks, masks, radix_min, scratch, hist);
+            result->assign(cols.size(), std::vector<std::vector<uint8_t>>(ks.size(), std::vector<uint8_t>((size_t) ((numel + 7) / 8), 0)));
+            const int64_t per_matrix = n_in * rows;
+            const size_t row_bytes = bytes_for(t, n_in);
+            const bool direct = t == GGML_TYPE_F32 && ((uintptr_t) bytes % alignof(float)) == 0;
+            std::vector<float> dequant(direct ? 0 : (size_t) per_matrix);
+            std::vector<std::vector<uint64_t>> scratch((size_t) n_threads);
+            // one matrix at a time: dequantized on all threads (whole rows), then scored per column set
+            for (int64_t m = 0; m < mats; m++) {
+                const int64_t mbase = m * per_matrix;
+                const float * wf;
+                if (direct) wf = (const float *) bytes + mbase;
+                else {
+                    parallel_ranges(n_threads, 0, rows, 1, std::max<int64_t>(1, kMinPerThread / n_in), [&](int, int64_t r0, int64_t r1) {
+                        dequantize_into(t, bytes + (size_t) (m * rows + r0) * row_bytes, dequant.data() + r0 * n_in, (r1 - r0) * n_in);
+                    });
+                    wf = dequant.data();
+                }
+                for (size_t s = 0; s < cols.size(); s++) {
+                    auto & masks = (*result)[s];
+                    const double * col = cols[s] + m * n_in;
+                    if (group >= per_matrix) {
+                        ScoreGroup g{wf, col, n_in, mbase, per_matrix};
+                        if (per_matrix >= radix_min) mark_top_radix(g, ks, masks, n_threads, collect_limit);
+                        else mark_top_small(g, ks, masks, scratch[0]);
+                    } else {
+                        // one group per row: rows are split over threads 8 at a time (whole mask bytes)
+                        parallel_ranges(mbase % 8 == 0 ? n_threads : 1, 0, rows, 8, std::max<int64_t>(8, kMinPerThread / n_in), [&](int th, int64_t r0, int64_t r1) {
+                            for (int64_t r = r0; r < r1; r++) {
+                                ScoreGroup g{wf + r * n_in, col, n_in, mbase + r * n_in, n_in};
+                                if (n_in >= radix_min) mark_top_radix(g, ks, masks, 1, collect_limit);
+                                else mark_top_small(g, ks, masks, scratch[(size_t) th]);
+                            }
+                        });
+                    }
+                }
             }
         },
         [result](Napi::Env e) -> Napi::Value {

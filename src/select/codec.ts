@@ -75,6 +75,10 @@ export interface TopKRequest {
   counts: number[];
   /** groups of at least this many weights use the radix select, smaller ones nth_element (default 2^20) */
   radixMinGroup?: number;
+  /** a threshold bucket of the radix select holding more scores than this is refined by another pass (default 2^20; tests lower it) */
+  radixBucketLimit?: number;
+  /** threads for dequantizing and scoring (default: all cores); the masks do not depend on it */
+  threads?: number;
 }
 
 /**

@@ -134,6 +134,43 @@ for (const method of ['mathneuro', 'wanda', 'wanda-row'] as SelectionMethod[]) {
   });
 }
 
+t.test('large groups: every thread count and radix refinement give the brute-force sets', async (t) => {
+  // groups large enough to be split over threads (>= 2 x 65536 weights), odd widths so that matrix
+  // and row boundaries fall inside mask bytes, heavy ties (F16 values repeat), K sweep in one call
+  const cases = [{ type: 'F16', shape: [512, 520, 1] }, { type: 'F32', shape: [33, 4001, 3] }, { type: 'Q8_0', shape: [256, 600, 1] }, { type: 'F16', shape: [520, 512, 1], fewValues: true }];
+  const ks = [0.0001, 0.02, 0.25];
+  let seed = 900;
+  for (const { type, shape, fewValues } of cases) {
+    const r = rng(seed++);
+    const [nIn, rows, matrices] = shape, perMatrix = nIn * rows, numel = perMatrix * matrices;
+    // fewValues: scores take a handful of values, so every threshold is a tie shared by all threads
+    const weights = fewValues ? new Float32Array(numel).map(() => [0, 0.25, -0.25, 0.5, -0.5][Math.floor(r() * 5)]) : randomWeights(numel, r);
+    const bytes = quantize(TYPES[type].id, weights, nIn);
+    const values = decodeReference(type, bytes, numel);
+    const col = fewValues ? new Float64Array(nIn * matrices).map(() => 1 + Math.floor(r() * 2)) : randomColumns(nIn * matrices, r);
+    for (const groupBy of ['matrix', 'row'] as const) {
+      const group = groupBy === 'matrix' ? perMatrix : nIn;
+      const counts = ks.map((k) => topKCount(group, k));
+      const expected = counts.map(() => new Set<number>());
+      for (let g = 0; g < numel; g += group) {
+        const m = Math.floor(g / perMatrix);
+        counts.forEach((c, q) => { for (const i of referenceTop(values, (i) => col[m * nIn + (i % nIn)], g, group, c)) expected[q].add(i); });
+      }
+      for (const threads of [1, 2, 3]) {
+        for (const [radixMinGroup, radixBucketLimit] of [[1, 1], [1, 64], [undefined, undefined]] as const) {
+          if (groupBy === 'row' && radixBucketLimit === 1 && threads !== 2) continue;
+          const [masks] = await selectTopK({ type: TYPES[type].id, data: bytes, nIn, rows, matrices, colWeights: [col], groupBy, counts, threads, radixMinGroup, radixBucketLimit });
+          counts.forEach((_, q) => {
+            const ok = sameSet(maskToSet(masks[q], numel), expected[q]);
+            if (!ok) t.fail(`${type} ${shape.join('x')} ${groupBy} threads=${threads} radix=${radixMinGroup} limit=${radixBucketLimit} K=${ks[q]}`);
+            else t.pass(`${type} ${groupBy} threads=${threads} radix=${radixMinGroup} limit=${radixBucketLimit} K=${ks[q]}`);
+          });
+        }
+      }
+    }
+  }
+});
+
 t.test('random: MathNeuro counts per matrix, reproducible by seed', async (t) => {
   const r = rng(5);
   const [nIn, rows, matrices] = [64, 40, 3], numel = nIn * rows * matrices;
