@@ -452,6 +452,73 @@ void mark_top_radix(const ScoreGroup & g, const std::vector<int64_t> & ks, std::
 }
 
 // ---------------------------------------------------------------------------------------------
+// Requantizing one block toward its target: selected weights times the scale, the others as they
+// were. 'best' keeps the candidate closest to the target (least squared error; ties: fewer changed
+// bytes) among ggml's plain requantization, keep-scale re-rounding and an importance-weighted
+// requantization (selected weights x16); 'plain' and 'keep-scale' build only that candidate.
+
+enum Strategy { kBest = 0, kPlain = 1, kKeepScale = 2 };
+enum Candidate { kCandPlain = 0, kCandKeepScale = 1, kCandWeighted = 2, kCandExact = 3 };
+
+Strategy parse_strategy(const std::string & s, ggml_type t) {
+    if (s != "best" && s != "plain" && s != "keep-scale") throw CodedError("EUSAGE", "strategy must be 'best', 'plain' or 'keep-scale'");
+    if (s == "keep-scale" && !keep_scale_supported(t)) throw CodedError("EQUANT", "keep-scale re-rounding does not support " + type_name(t));
+    return s == "best" ? kBest : s == "plain" ? kPlain : kKeepScale;
+}
+
+struct BlockScratch {
+    std::vector<uint8_t> cand, best;
+    std::vector<float> deq, weights;
+    void init(int64_t bs, size_t ts) { cand.resize(ts); best.resize(ts); deq.resize((size_t) bs); weights.resize((size_t) bs); }
+};
+
+// sel: mask bits, bit sel_base + j is weight j of the block. im: the block's importance (or null).
+// Writes the kept candidate to `out` (ts bytes) and returns its kind.
+int requant_block(ggml_type t, int64_t bs, size_t ts, const uint8_t * orig, const float * tg, const float * im,
+                  const uint8_t * sel, int64_t sel_base, Strategy strategy, BlockScratch & sc, uint8_t * out) {
+    auto is_sel = [&](int64_t j) { const int64_t i = sel_base + j; return (sel[i >> 3] >> (i & 7)) & 1; };
+    double best_err = INFINITY; int best_diff = 1 << 30; int best_kind = -1;
+    auto consider = [&](int kind) {
+        dequantize_into(t, sc.cand.data(), sc.deq.data(), bs);
+        double err = 0;
+        for (int64_t j = 0; j < bs; j++) { double d = (double) sc.deq[j] - (double) tg[j]; err += d * d; }
+        if (!std::isfinite(err)) return;
+        int diff = 0; for (size_t k = 0; k < ts; k++) diff += sc.cand[k] != orig[k];
+        if (err < best_err || (err == best_err && diff < best_diff)) { best_err = err; best_diff = diff; best_kind = kind; sc.best = sc.cand; }
+    };
+    if (strategy != kKeepScale) {
+        ggml_quantize_chunk(t, tg, sc.cand.data(), 0, 1, bs, im);
+        consider(kCandPlain);
+    }
+    if (strategy != kPlain && keep_scale_supported(t)) {
+        memcpy(sc.cand.data(), orig, ts);
+        for (int j = 0; j < bs; j++) {
+            if (!is_sel(j)) continue;
+            CodeSlot s = read_slot(t, sc.cand.data(), j);
+            if (!(s.a != 0) || !std::isfinite(s.a) || !std::isfinite(s.b)) continue;
+            const double qf = ((double) tg[j] - s.b) / s.a;
+            int q0 = (int) std::lround(std::max((double) s.qmin, std::min((double) s.qmax, qf)));
+            int bestq = s.q; double beste = std::fabs((double) (s.a * s.q + s.b) - tg[j]);
+            for (int q = q0 - 1; q <= q0 + 1; q++) {
+                if (q < s.qmin || q > s.qmax) continue;
+                double e = std::fabs((double) (s.a * q + s.b) - tg[j]);
+                if (e < beste) { beste = e; bestq = q; }
+            }
+            if (bestq != s.q) write_code(t, sc.cand.data(), j, bestq);
+        }
+        consider(kCandKeepScale);
+    }
+    if (strategy == kBest && uses_imatrix(t)) {
+        for (int j = 0; j < bs; j++) sc.weights[j] = (im ? std::max(im[j], 1e-8f) : 1.0f) * (is_sel(j) ? 16.0f : 1.0f);
+        ggml_quantize_chunk(t, tg, sc.cand.data(), 0, 1, bs, sc.weights.data());
+        consider(kCandWeighted);
+    }
+    if (best_kind < 0) { memcpy(out, orig, ts); return kCandPlain; }
+    memcpy(out, sc.best.data(), ts);
+    return best_kind;
+}
+
+// ---------------------------------------------------------------------------------------------
 // N-API helpers
 
 int64_t get_int(const Napi::Object & o, const char * key, int64_t min_value = 0) {
@@ -732,9 +799,7 @@ Napi::Value RequantizeBlocks(const Napi::CallbackInfo & info) {
         imatrix = im.Data();
     }
     if (imatrix == nullptr && ggml_quantize_requires_imatrix(t)) throw CodedError("EQUANT", type_name(t) + " needs an importance matrix to be requantized: pass the statistics (their sums of squares are used)");
-    std::string strategy = o.Get("strategy").IsString() ? o.Get("strategy").As<Napi::String>().Utf8Value() : "best";
-    if (strategy != "best" && strategy != "plain" && strategy != "keep-scale") throw CodedError("EUSAGE", "strategy must be 'best', 'plain' or 'keep-scale'");
-    if (strategy == "keep-scale" && !keep_scale_supported(t)) throw CodedError("EQUANT", "keep-scale re-rounding does not support " + type_name(t));
+    const Strategy strategy = parse_strategy(o.Get("strategy").IsString() ? o.Get("strategy").As<Napi::String>().Utf8Value() : "best", t);
 
     struct Out { std::vector<uint8_t> bytes, chosen; std::vector<float> before, after; };
     auto out = std::make_shared<Out>();
@@ -757,51 +822,10 @@ Napi::Value RequantizeBlocks(const Napi::CallbackInfo & info) {
                 std::fill(out->chosen.begin(), out->chosen.end(), 3);
                 return;
             }
-            std::vector<uint8_t> cand(ts), best(ts);
-            std::vector<float> deq((size_t) bs), weights((size_t) bs);
+            BlockScratch sc; sc.init(bs, ts);
             for (int64_t b = 0; b < nblocks; b++) {
-                const float * tg = target.data() + b * bs;
-                const uint8_t * orig = src + b * ts;
-                double best_err = INFINITY; int best_diff = 1 << 30; int best_kind = -1;
-                auto consider = [&](int kind) {
-                    dequantize_into(t, cand.data(), deq.data(), bs);
-                    double err = 0;
-                    for (int64_t j = 0; j < bs; j++) { double d = (double) deq[j] - (double) tg[j]; err += d * d; }
-                    if (!std::isfinite(err)) return;
-                    int diff = 0; for (size_t k = 0; k < ts; k++) diff += cand[k] != orig[k];
-                    if (err < best_err || (err == best_err && diff < best_diff)) { best_err = err; best_diff = diff; best_kind = kind; best = cand; }
-                };
-                const float * im = imatrix ? imatrix + b * bs : nullptr;
-                if (strategy != "keep-scale") {
-                    ggml_quantize_chunk(t, tg, cand.data(), 0, 1, bs, im);
-                    consider(0);
-                }
-                if (strategy != "plain" && keep_scale_supported(t)) {
-                    memcpy(cand.data(), orig, ts);
-                    for (int j = 0; j < bs; j++) {
-                        if (!is_sel(b * bs + j)) continue;
-                        CodeSlot s = read_slot(t, cand.data(), j);
-                        if (!(s.a != 0) || !std::isfinite(s.a) || !std::isfinite(s.b)) continue;
-                        const double qf = ((double) tg[j] - s.b) / s.a;
-                        int q0 = (int) std::lround(std::max((double) s.qmin, std::min((double) s.qmax, qf)));
-                        int bestq = s.q; double beste = std::fabs((double) (s.a * s.q + s.b) - tg[j]);
-                        for (int q = q0 - 1; q <= q0 + 1; q++) {
-                            if (q < s.qmin || q > s.qmax) continue;
-                            double e = std::fabs((double) (s.a * q + s.b) - tg[j]);
-                            if (e < beste) { beste = e; bestq = q; }
-                        }
-                        if (bestq != s.q) write_code(t, cand.data(), j, bestq);
-                    }
-                    consider(1);
-                }
-                if (strategy == "best" && uses_imatrix(t)) {
-                    for (int j = 0; j < bs; j++) weights[j] = (im ? std::max(im[j], 1e-8f) : 1.0f) * (is_sel(b * bs + j) ? 16.0f : 1.0f);
-                    ggml_quantize_chunk(t, tg, cand.data(), 0, 1, bs, weights.data());
-                    consider(2);
-                }
-                if (best_kind < 0) { best.assign(orig, orig + ts); best_kind = 0; }
-                memcpy(out->bytes.data() + b * ts, best.data(), ts);
-                out->chosen[b] = (uint8_t) best_kind;
+                out->chosen[b] = (uint8_t) requant_block(t, bs, ts, src + b * ts, target.data() + b * bs, imatrix ? imatrix + b * bs : nullptr,
+                                                          sel, b * bs, strategy, sc, out->bytes.data() + b * ts);
             }
             if (n) dequantize_into(t, out->bytes.data(), out->after.data(), n);
         },
@@ -821,6 +845,194 @@ Napi::Value RequantizeBlocks(const Napi::CallbackInfo & info) {
     CODEC_CATCH(env)
 }
 
+// patchTensor({ type, data: Uint8Array (the whole tensor as stored; rewritten in place), mask:
+//   Uint8Array (one bit per weight), nIn, rows, matrices, scale (0 prunes), importance?: Float32Array
+//   (one value per column and matrix, nIn * matrices), strategy, threads?, histogram?: { min, max,
+//   bins } }): Promise<{ changed: Float64Array (merged byte ranges: offset, length, ...),
+//   blocksTouched, selectedWeights, candidates: Float64Array(4) (blocks kept per candidate kind:
+//   plain, keep-scale, weighted, exact), realized: { selected, unchanged, onTarget, ratioCount,
+//   ratioSum, below, above, bins: Float64Array, others, othersChanged, otherChangeSq, otherValueSq } }>
+// Every block holding a selected weight is requantized toward its target as requantizeBlocks does
+// (float types: each selected element converted on its own), on all threads; the realized-scale
+// figures are accumulated per chunk of blocks and summed in block order, so the result does not
+// depend on the number of threads.
+namespace patch {
+
+constexpr int64_t kBlocksPerChunk = 1024;
+
+struct Realized {
+    double selected = 0, unchanged = 0, on_target = 0, ratio_count = 0, ratio_sum = 0, below = 0, above = 0;
+    double others = 0, others_changed = 0, other_change_sq = 0, other_value_sq = 0;
+    double blocks_touched = 0, selected_weights = 0;
+    double candidates[4] = {0, 0, 0, 0};
+    void add(const Realized & o) {
+        selected += o.selected; unchanged += o.unchanged; on_target += o.on_target; ratio_count += o.ratio_count; ratio_sum += o.ratio_sum;
+        below += o.below; above += o.above; others += o.others; others_changed += o.others_changed;
+        other_change_sq += o.other_change_sq; other_value_sq += o.other_value_sq;
+        blocks_touched += o.blocks_touched; selected_weights += o.selected_weights;
+        for (int k = 0; k < 4; k++) candidates[k] += o.candidates[k];
+    }
+};
+
+struct Histogram { double min = -1, max = 3; int64_t bins = 0; };
+
+// One weight's before/after into the figures (the same arithmetic as src/patch/realized.ts).
+inline void account(Realized & r, std::vector<uint64_t> & bins, const Histogram & h, bool selected, float before, float after, double scale) {
+    const double b = before, a = after;
+    if (selected) {
+        r.selected++;
+        if (a == b || (std::isnan(a) && std::isnan(b))) r.unchanged++;
+        const float target = scale == 0.0 ? 0.0f : (float) (b * scale);
+        if (a == (double) target) r.on_target++;
+        if (b != 0 && std::isfinite(b) && std::isfinite(a)) {
+            const double ratio = a / b;
+            r.ratio_sum += ratio; r.ratio_count++;
+            if (h.bins > 0) {
+                if (ratio < h.min) r.below++;
+                else if (ratio >= h.max) r.above++;
+                else bins[(size_t) std::floor((ratio - h.min) / (h.max - h.min) * (double) h.bins)]++;
+            }
+        }
+    } else {
+        r.others++;
+        if (a != b) { r.others_changed++; r.other_change_sq += (a - b) * (a - b); }
+        r.other_value_sq += b * b;
+    }
+}
+
+}  // namespace patch
+
+Napi::Value PatchTensor(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    CODEC_TRY
+    if (info.Length() < 1 || !info[0].IsObject()) throw CodedError("EUSAGE", "patchTensor(options)");
+    Napi::Object o = info[0].As<Napi::Object>();
+    const ggml_type t = checked_type(get_int(o, "type"));
+    if (!can_dequantize(t) || !can_quantize(t)) throw CodedError("EQUANT", "ggml cannot requantize " + type_name(t));
+    auto data = get_array<uint8_t>(o.Get("data"), "data");
+    auto mask = get_array<uint8_t>(o.Get("mask"), "mask");
+    const int64_t n_in = get_int(o, "nIn", 1), rows = get_int(o, "rows", 1), mats = get_int(o, "matrices", 1);
+    if (n_in > (int64_t) 1 << 40 || rows > (int64_t) 1 << 40 || mats > (int64_t) 1 << 20 || n_in * rows > ((int64_t) 1 << 52) / mats) throw CodedError("EUSAGE", "tensor shape too large");
+    const int64_t numel = n_in * rows * mats, per_matrix = n_in * rows;
+    const int64_t bs = ggml_blck_size(t); const size_t ts = ggml_type_size(t);
+    if (n_in % bs != 0) throw CodedError("EUSAGE", "nIn is not a whole number of " + type_name(t) + " blocks");
+    if (data.ByteLength() != bytes_for(t, numel)) throw CodedError("EUSAGE", "data holds " + std::to_string(data.ByteLength()) + " bytes, not the size of a " + type_name(t) + " tensor of " + std::to_string(numel) + " elements");
+    if ((int64_t) mask.ByteLength() != (numel + 7) / 8) throw CodedError("EUSAGE", "mask must hold one bit per weight");
+    Napi::Value sv = o.Get("scale");
+    if (!sv.IsNumber() || !std::isfinite(sv.As<Napi::Number>().DoubleValue())) throw CodedError("EUSAGE", "scale must be a finite number");
+    const double scale = sv.As<Napi::Number>().DoubleValue();
+    const float * importance = nullptr;
+    Napi::Value iv = o.Get("importance");
+    if (!iv.IsUndefined() && !iv.IsNull()) {
+        auto im = get_array<float>(iv, "importance");
+        if ((int64_t) im.ElementLength() != n_in * mats) throw CodedError("EUSAGE", "importance must hold nIn * matrices values");
+        importance = im.Data();
+    }
+    if (importance == nullptr && ggml_quantize_requires_imatrix(t)) throw CodedError("EQUANT", type_name(t) + " needs an importance matrix to be requantized: pass the statistics (their sums of squares are used)");
+    const Strategy strategy = parse_strategy(o.Get("strategy").IsString() ? o.Get("strategy").As<Napi::String>().Utf8Value() : "best", t);
+    int n_threads = (int) std::max(1u, std::thread::hardware_concurrency());
+    if (o.Has("threads") && !o.Get("threads").IsUndefined()) n_threads = (int) std::min<int64_t>(get_int(o, "threads", 1), 1024);
+    patch::Histogram hist;
+    Napi::Value hv = o.Get("histogram");
+    if (hv.IsObject()) {
+        Napi::Object ho = hv.As<Napi::Object>();
+        hist.min = ho.Get("min").ToNumber().DoubleValue(); hist.max = ho.Get("max").ToNumber().DoubleValue();
+        hist.bins = get_int(ho, "bins", 1);
+        if (!(hist.max > hist.min) || hist.bins > (1 << 24)) throw CodedError("EUSAGE", "histogram needs min < max and at most 2^24 bins");
+    }
+
+    struct Out { std::vector<double> changed; patch::Realized r; std::vector<uint64_t> bins; };
+    auto out = std::make_shared<Out>();
+    uint8_t * bytes = data.Data(); const uint8_t * sel = mask.Data();
+    auto * w = new TaskWorker(env,
+        [=]() {
+            const int64_t nblocks = numel / bs;
+            const int64_t nchunks = (nblocks + patch::kBlocksPerChunk - 1) / patch::kBlocksPerChunk;
+            std::vector<patch::Realized> partial((size_t) nchunks);
+            std::vector<std::vector<int64_t>> changed_blocks((size_t) nchunks);
+            const int nt = (int) std::max<int64_t>(1, std::min<int64_t>(n_threads, nchunks));
+            std::vector<std::vector<uint64_t>> bins((size_t) nt, std::vector<uint64_t>((size_t) hist.bins, 0));
+            const bool quantized = ggml_is_quantized(t);
+            parallel_ranges(nt, 0, nchunks, 1, 1, [&](int th, int64_t c0, int64_t c1) {
+                BlockScratch sc; sc.init(bs, ts);
+                std::vector<float> before((size_t) bs), target((size_t) bs), after((size_t) bs);
+                std::vector<uint8_t> next(ts);
+                for (int64_t c = c0; c < c1; c++) {
+                    patch::Realized & r = partial[(size_t) c];
+                    const int64_t b_end = std::min(nblocks, (c + 1) * patch::kBlocksPerChunk);
+                    for (int64_t b = c * patch::kBlocksPerChunk; b < b_end; b++) {
+                        const int64_t i0 = b * bs;
+                        // any selected weight in this block?
+                        int64_t nsel = 0;
+                        for (int64_t j = 0; j < bs; j++) nsel += (sel[(i0 + j) >> 3] >> ((i0 + j) & 7)) & 1;
+                        if (nsel == 0) continue;
+                        r.blocks_touched++; r.selected_weights += (double) nsel;
+                        uint8_t * blk = bytes + (size_t) b * ts;
+                        dequantize_into(t, blk, before.data(), bs);
+                        for (int64_t j = 0; j < bs; j++) {
+                            const bool s = (sel[(i0 + j) >> 3] >> ((i0 + j) & 7)) & 1;
+                            target[j] = !s ? before[j] : scale == 0.0 ? 0.0f : (float) ((double) before[j] * scale);
+                        }
+                        int kind;
+                        if (!quantized) {
+                            // F32/F16/BF16: the element converted alone (an unselected one is never in here)
+                            ggml_quantize_chunk(t, target.data(), next.data(), 0, 1, bs, nullptr);
+                            kind = kCandExact;
+                        } else {
+                            const int64_t m = i0 / per_matrix;
+                            const float * im = importance ? importance + m * n_in + (i0 % n_in) : nullptr;
+                            kind = requant_block(t, bs, ts, blk, target.data(), im, sel, i0, strategy, sc, next.data());
+                        }
+                        r.candidates[kind]++;
+                        if (memcmp(next.data(), blk, ts) != 0) { memcpy(blk, next.data(), ts); changed_blocks[(size_t) c].push_back(b); }
+                        dequantize_into(t, blk, after.data(), bs);
+                        for (int64_t j = 0; j < bs; j++) {
+                            const bool s = (sel[(i0 + j) >> 3] >> ((i0 + j) & 7)) & 1;
+                            patch::account(r, bins[(size_t) th], hist, s, before[j], after[j], scale);
+                        }
+                    }
+                }
+            });
+            for (const auto & p : partial) out->r.add(p);
+            out->bins.assign((size_t) hist.bins, 0);
+            for (const auto & bv : bins) for (size_t i = 0; i < bv.size(); i++) out->bins[i] += bv[i];
+            for (const auto & cb : changed_blocks) {
+                for (int64_t b : cb) {
+                    const double off = (double) b * (double) ts;
+                    if (!out->changed.empty() && out->changed[out->changed.size() - 2] + out->changed.back() == off) out->changed.back() += (double) ts;
+                    else { out->changed.push_back(off); out->changed.push_back((double) ts); }
+                }
+            }
+        },
+        [out](Napi::Env e) -> Napi::Value {
+            Napi::Object r = Napi::Object::New(e);
+            Napi::Float64Array changed = Napi::Float64Array::New(e, out->changed.size());
+            if (!out->changed.empty()) memcpy(changed.Data(), out->changed.data(), out->changed.size() * sizeof(double));
+            r.Set("changed", changed);
+            r.Set("blocksTouched", out->r.blocks_touched);
+            r.Set("selectedWeights", out->r.selected_weights);
+            Napi::Float64Array cand = Napi::Float64Array::New(e, 4);
+            for (int k = 0; k < 4; k++) cand[k] = out->r.candidates[k];
+            r.Set("candidates", cand);
+            Napi::Object z = Napi::Object::New(e);
+            const patch::Realized & x = out->r;
+            z.Set("selected", x.selected); z.Set("unchanged", x.unchanged); z.Set("onTarget", x.on_target);
+            z.Set("ratioCount", x.ratio_count); z.Set("ratioSum", x.ratio_sum); z.Set("below", x.below); z.Set("above", x.above);
+            z.Set("others", x.others); z.Set("othersChanged", x.others_changed); z.Set("otherChangeSq", x.other_change_sq); z.Set("otherValueSq", x.other_value_sq);
+            Napi::Float64Array bins = Napi::Float64Array::New(e, out->bins.size());
+            for (size_t i = 0; i < out->bins.size(); i++) bins[i] = (double) out->bins[i];
+            z.Set("bins", bins);
+            r.Set("realized", z);
+            return r;
+        });
+    w->Keep(data); w->Keep(mask);
+    if (importance) w->Keep(iv);
+    Napi::Promise p = w->Promise();
+    w->Queue();
+    return p;
+    CODEC_CATCH(env)
+}
+
 }  // namespace
 
 void RegisterCodec(Napi::Env env, Napi::Object exports) {
@@ -829,4 +1041,5 @@ void RegisterCodec(Napi::Env env, Napi::Object exports) {
     exports.Set("quantize", Napi::Function::New(env, Quantize));
     exports.Set("selectTopK", Napi::Function::New(env, SelectTopK));
     exports.Set("requantizeBlocks", Napi::Function::New(env, RequantizeBlocks));
+    exports.Set("patchTensor", Napi::Function::New(env, PatchTensor));
 }

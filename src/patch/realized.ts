@@ -2,8 +2,11 @@
 // requantization (mean, median, share unchanged, share on target) and the change to weights that
 // were not selected but share a block with selected ones. Per tensor type and overall.
 import { getBit } from '../select/bits.ts';
+import type { NativeRealized } from '../select/codec.ts';
 
 const HIST_MIN = -1, HIST_MAX = 3, HIST_BINS = 400_000;   // ratio resolution 1e-5
+/** The histogram of realized ratios, for native code that fills one (patchTensor). */
+export const RATIO_HISTOGRAM = { min: HIST_MIN, max: HIST_MAX, bins: HIST_BINS } as const;
 
 class RatioHistogram {
   private readonly bins = new Float64Array(HIST_BINS);
@@ -15,6 +18,11 @@ class RatioHistogram {
     if (ratio < HIST_MIN) { this.below++; return; }
     if (ratio >= HIST_MAX) { this.above++; return; }
     this.bins[Math.floor((ratio - HIST_MIN) / (HIST_MAX - HIST_MIN) * HIST_BINS)]++;
+  }
+  /** Adds counts made elsewhere with the same bins. */
+  addCounts(bins: Float64Array, below: number, above: number, count: number) {
+    for (let i = 0; i < HIST_BINS; i++) this.bins[i] += bins[i];
+    this.below += below; this.above += above; this.count += count;
   }
   merge(other: RatioHistogram) {
     for (let i = 0; i < HIST_BINS; i++) this.bins[i] += other.bins[i];
@@ -119,6 +127,17 @@ export class RealizedScaleReport {
         acc.otherValueSq += b * b;
       }
     }
+    acc.blocks += blocks;
+    for (const [k, v] of Object.entries(candidates)) acc.candidates[k] = (acc.candidates[k] ?? 0) + v;
+  }
+
+  /** Adds the figures that native patchTensor summed over one tensor's rewritten blocks. */
+  addNative(type: string, r: NativeRealized, blocks: number, candidates: Record<string, number>) {
+    let acc = this.byType.get(type);
+    if (!acc) { acc = new Accumulator(); this.byType.set(type, acc); }
+    acc.selected += r.selected; acc.unchanged += r.unchanged; acc.onTarget += r.onTarget;
+    acc.ratioSum += r.ratioSum; acc.ratios.addCounts(r.bins, r.below, r.above, r.ratioCount);
+    acc.others += r.others; acc.othersChanged += r.othersChanged; acc.otherChangeSq += r.otherChangeSq; acc.otherValueSq += r.otherValueSq;
     acc.blocks += blocks;
     for (const [k, v] of Object.entries(candidates)) acc.candidates[k] = (acc.candidates[k] ?? 0) + v;
   }

@@ -3,10 +3,10 @@
 // type). Every other block keeps its bytes.
 import { MathneuroError } from '../errors.ts';
 import type { GgufTensorInfo } from '../gguf/reader.ts';
-import { forEachBit, getBit, newMask, setBit } from '../select/bits.ts';
-import { CANDIDATE_NAMES, codecTypeInfo, dequantize, quantize, requantizeBlocks, type RequantizeStrategy } from '../select/codec.ts';
+import { forEachBit } from '../select/bits.ts';
+import { CANDIDATE_NAMES, codecTypeInfo, dequantize, patchTensor, quantize, type RequantizeStrategy } from '../select/codec.ts';
 import type { ColumnStatistics } from '../select/select.ts';
-import type { RealizedScaleReport } from './realized.ts';
+import { RATIO_HISTOGRAM, type RealizedScaleReport } from './realized.ts';
 
 export interface TensorPatchOptions {
   /** factor for selected weights; 0 prunes */
@@ -16,8 +16,8 @@ export interface TensorPatchOptions {
   /** statistics whose mean squares serve as importance matrix (types that need or use one) */
   importance?: ColumnStatistics;
   realized?: RealizedScaleReport;
-  /** weights per requantization batch (bounds memory; default 2^20) */
-  batchWeights?: number;
+  /** threads for requantizing (default: all cores); the result does not depend on it */
+  threads?: number;
 }
 
 /** A byte range of the tensor that changed: offset relative to the tensor's first byte. */
@@ -32,19 +32,15 @@ export interface TensorPatchResult {
   selectedWeights: number;
 }
 
-/** Per weight importance for a range of blocks, from the statistics (sum2 / tokens). */
-function importanceFor(stats: ColumnStatistics, tensor: GgufTensorInfo, blockIndices: number[], blockSize: number): Float32Array {
-  const nIn = tensor.shape[0];
-  const perMatrix = nIn * tensor.shape[1];
+/** Importance per column and matrix (sum2 / tokens), as the quantizer's imatrix. */
+export function columnImportance(stats: ColumnStatistics): Float32Array {
   const perColumn = stats.counts.length === stats.nIn * stats.nMat;
-  const out = new Float32Array(blockIndices.length * blockSize);
-  let o = 0;
-  for (const b of blockIndices) {
-    for (let j = 0; j < blockSize; j++) {
-      const i = b * blockSize + j;
-      const m = Math.floor(i / perMatrix), c = m * nIn + (i % nIn);
+  const out = new Float32Array(stats.nIn * stats.nMat);
+  for (let m = 0; m < stats.nMat; m++) {
+    for (let j = 0; j < stats.nIn; j++) {
+      const c = m * stats.nIn + j;
       const count = perColumn ? stats.counts[c] : stats.counts[m];
-      out[o++] = count > 0 ? stats.sum2[c] / count : 0;
+      out[c] = count > 0 ? stats.sum2[c] / count : 0;
     }
   }
   return out;
@@ -60,50 +56,25 @@ export function touchedBlocks(mask: Uint8Array, numel: number, blockSize: number
 
 /**
  * Applies scale (or prune) to the selected weights of one tensor, in its own type. `bytes` (the
- * stored tensor) is modified in place; the ranges whose bytes changed are returned.
+ * stored tensor) is modified in place; the ranges whose bytes changed are returned. The blocks are
+ * requantized natively on all threads (native/codec.cpp patchTensor).
  */
 export async function patchTensorInPlace(tensor: GgufTensorInfo, bytes: Uint8Array, mask: Uint8Array, options: TensorPatchOptions): Promise<TensorPatchResult> {
   const info = codecTypeInfo(tensor.type);
   if (!info || !info.canDequantize || !info.canQuantize) throw new MathneuroError('EQUANT', `${tensor.name}: ggml cannot requantize ${tensor.typeName}; use --upcast f16 or q8_0`);
-  const needsImportance = info.requiresImatrix;
-  if (needsImportance && !options.importance) throw new MathneuroError('EQUANT', `${tensor.name} is ${info.name}, which ggml only quantizes with an importance matrix: pass the math statistics (--math) so their sums of squares serve as one`);
-  const bs = info.blockSize, ts = info.typeSize;
-  const blocks = touchedBlocks(mask, tensor.numel, bs);
-  const batchBlocks = Math.max(1, Math.floor((options.batchWeights ?? 1 << 20) / bs));
+  if (info.requiresImatrix && !options.importance) throw new MathneuroError('EQUANT', `${tensor.name} is ${info.name}, which ggml only quantizes with an importance matrix: pass the math statistics (--math) so their sums of squares serve as one`);
   const useImportance = !!options.importance && info.usesImatrix;
-  const changedBlocks: number[] = [];
-  let selectedWeights = 0;
-  for (let start = 0; start < blocks.length; start += batchBlocks) {
-    const batch = blocks.slice(start, start + batchBlocks);
-    const blockBytes = new Uint8Array(batch.length * ts);
-    const selected = newMask(batch.length * bs);
-    batch.forEach((b, k) => {
-      blockBytes.set(bytes.subarray(b * ts, (b + 1) * ts), k * ts);
-      for (let j = 0; j < bs; j++) if (getBit(mask, b * bs + j)) { setBit(selected, k * bs + j); selectedWeights++; }
-    });
-    const result = await requantizeBlocks({
-      type: tensor.type, blocks: blockBytes, selected, scale: options.scale,
-      imatrix: useImportance ? importanceFor(options.importance!, tensor, batch, bs) : undefined,
-      strategy: info.isQuantized ? options.strategy : 'plain',
-    });
-    const candidates: Record<string, number> = {};
-    for (const c of result.chosen) candidates[CANDIDATE_NAMES[c]] = (candidates[CANDIDATE_NAMES[c]] ?? 0) + 1;
-    options.realized?.add(info.name, result.before, result.after, selected, batch.length, candidates);
-    batch.forEach((b, k) => {
-      const next = result.bytes.subarray(k * ts, (k + 1) * ts);
-      const current = bytes.subarray(b * ts, (b + 1) * ts);
-      let same = true;
-      for (let x = 0; x < ts; x++) if (next[x] !== current[x]) { same = false; break; }
-      if (!same) { current.set(next); changedBlocks.push(b); }
-    });
-  }
+  const r = await patchTensor({
+    type: tensor.type, data: bytes, mask, nIn: tensor.shape[0], rows: tensor.shape[1] ?? 1, matrices: tensor.shape[2] ?? 1,
+    scale: options.scale, importance: useImportance ? columnImportance(options.importance!) : undefined,
+    strategy: info.isQuantized ? options.strategy : 'plain', threads: options.threads, histogram: RATIO_HISTOGRAM,
+  });
+  const candidates: Record<string, number> = {};
+  r.candidates.forEach((n, k) => { if (n > 0) candidates[CANDIDATE_NAMES[k]] = n; });
+  options.realized?.addNative(info.name, r.realized, r.blocksTouched, candidates);
   const changed: ChangedRange[] = [];
-  for (const b of changedBlocks) {
-    const last = changed[changed.length - 1];
-    if (last && last.offset + last.length === b * ts) last.length += ts;
-    else changed.push({ offset: b * ts, length: ts });
-  }
-  return { bytes, changed, blocksTouched: blocks.length, selectedWeights };
+  for (let x = 0; x < r.changed.length; x += 2) changed.push({ offset: r.changed[x], length: r.changed[x + 1] });
+  return { bytes, changed, blocksTouched: r.blocksTouched, selectedWeights: r.selectedWeights };
 }
 
 /**

@@ -122,6 +122,51 @@ export function requantizeBlocks(request: RequantizeRequest): Promise<Requantize
   return callAsync(() => loadNative().requantizeBlocks({ ...request, imatrix: request.imatrix ?? null, strategy: request.strategy ?? 'best' }) as Promise<RequantizeResult>);
 }
 
+export interface PatchTensorRequest {
+  type: number;
+  /** the whole tensor as stored; rewritten in place */
+  data: Uint8Array;
+  /** one bit per weight: the weights to change */
+  mask: Uint8Array;
+  nIn: number;
+  rows: number;
+  matrices: number;
+  /** factor for selected weights; 0 prunes */
+  scale: number;
+  /** importance per column and matrix (nIn * matrices), for types that use or need one */
+  importance?: Float32Array;
+  strategy?: RequantizeStrategy;
+  /** threads (default: all cores); the result does not depend on it */
+  threads?: number;
+  /** bins of the realized-ratio histogram */
+  histogram?: { min: number; max: number; bins: number };
+}
+
+/** What the selected weights and their blocks' other weights became (summed over the tensor). */
+export interface NativeRealized {
+  selected: number; unchanged: number; onTarget: number;
+  ratioCount: number; ratioSum: number; below: number; above: number; bins: Float64Array;
+  others: number; othersChanged: number; otherChangeSq: number; otherValueSq: number;
+}
+
+export interface PatchTensorResult {
+  /** merged changed byte ranges of the tensor: offset, length, offset, length, ... */
+  changed: Float64Array;
+  blocksTouched: number;
+  selectedWeights: number;
+  /** blocks kept per candidate (index into CANDIDATE_NAMES) */
+  candidates: Float64Array;
+  realized: NativeRealized;
+}
+
+/**
+ * Requantizes, in place and on all threads, every block of a tensor that holds a selected weight
+ * (per block as requantizeBlocks does) and sums what the weights became.
+ */
+export function patchTensor(request: PatchTensorRequest): Promise<PatchTensorResult> {
+  return callAsync(() => loadNative().patchTensor({ ...request, importance: request.importance ?? null, strategy: request.strategy ?? 'best' }) as Promise<PatchTensorResult>);
+}
+
 export function requireDequantizable(type: number, what: string): CodecTypeInfo {
   const t = codecTypeInfo(type);
   if (!t || !t.canDequantize) throw new MathneuroError('EQUANT', `${what}: ggml cannot dequantize type ${t?.name ?? type}`);
