@@ -17,11 +17,14 @@ import { readExactly, readTensorBytes, sha256File } from '../select/tensor-io.ts
 import { realPath, sameFile } from '../paths.ts';
 import { JournalWriter, journalPathFor, readJournal, readRecordData, type JournalHeader } from './journal.ts';
 import { RealizedScaleReport, type RealizedScaleRow } from './realized.ts';
-import { patchTensorInPlace, upcastTensor } from './tensor-patch.ts';
+import { sha256InBackground } from './background-hash.ts';
+import { mergeRanges, patchTensorInPlace, upcastTensor } from './tensor-patch.ts';
 
 export const PATCH_VERSION = 1;
 export const DEFAULT_SCALE = 1.1;
 const JOURNAL_MERGE_GAP_BYTES = 256;
+/** Stands in the new header for the source's sha256 (64 characters) until the hash is known. */
+const SHA256_PENDING = 'mathneuro-sha256-pending-0123456789abcdef0123456789abcdef0123456';
 
 export interface PatchSourceInfo { path: string; sha256?: string }
 
@@ -255,53 +258,74 @@ export async function patchModel(options: PatchOptions): Promise<PatchResult> {
     throw new MathneuroError('EEXIST', `${options.model} was already patched by mathneuro (${String(info.metadata.get('mathneuro.method'))}, K=${String(info.metadata.get('mathneuro.top_k'))}); patch its source instead, or --force to patch it again`);
   }
 
-  const source = await maskSource(info, options);
-  checkAbort(options.signal);
-  const sha256 = sha256File(options.model, (p) => options.onProgress?.({ phase: 'hash', done: p.bytesDone, total: p.bytesTotal }));
-  if (source.modelSha256 && source.modelSha256 !== sha256 && !options.force) {
-    throw new MathneuroError('ESELECTION', `${options.selection} was made on another file (sha256 ${source.modelSha256.slice(0, 12)}...) than ${options.model} (${sha256.slice(0, 12)}...); --force applies it anyway`);
-  }
-  const entries = provenance(info, sha256, source, options, scale, strategy);
-  const realized = new RealizedScaleReport(scale);
-  const tensors: PatchedTensor[] = [];
-  const patchable = info.tensors.filter((t) => source.names.has(t.name));
-  for (const t of patchable) {
-    const type = codecTypeInfo(t.type);
-    if (!upcastType && (!type?.canQuantize || !type.canDequantize)) throw new MathneuroError('EQUANT', `${t.name}: ggml cannot requantize ${t.typeName}; use --upcast f16 or q8_0 (new file)`);
-    if (!upcastType && type?.requiresImatrix && !importanceOf(options, t.name)) throw new MathneuroError('EQUANT', `${t.name} is ${t.typeName}, which ggml only quantizes with an importance matrix: pass the math statistics (--math); their sums of squares serve as one`);
-  }
-  const base = {
-    source: { path: options.model, name: modelName(info), sha256, bytes: info.fileSize },
-    method: source.method, topK: source.topK, intervention: (options.prune ? 'prune' : 'scale') as 'prune' | 'scale', scale,
-    modelParameters: info.tensors.reduce((a, t) => a + t.numel, 0),
-  };
-  const finish = (r: Omit<PatchResult, keyof typeof base | 'realized' | 'tensors' | 'elapsedMs' | 'selectedWeights' | 'tensorsPatched' | 'blocksTouched' | 'bytesChanged'>): PatchResult => ({
-    ...base, ...r,
-    selectedWeights: tensors.reduce((a, t) => a + t.selectedWeights, 0),
-    tensorsPatched: tensors.length,
-    blocksTouched: tensors.reduce((a, t) => a + t.blocksTouched, 0),
-    bytesChanged: tensors.reduce((a, t) => a + t.bytesChanged, 0),
-    realized: realized.rows(), tensors, elapsedMs: Date.now() - started,
-  });
+  // A new file gets the source's sha256 in its header: it is computed on a worker thread while the
+  // copy is written (a placeholder of the same length is replaced before the file is committed).
+  // In place, the undo journal needs it before the first byte changes.
+  const hashing = options.inPlace ? undefined : sha256InBackground(options.model);
+  try {
+    const source = await maskSource(info, options);
+    checkAbort(options.signal);
+    let sha256 = SHA256_PENDING;
+    const checkSha = (sha: string) => {
+      if (source.modelSha256 && source.modelSha256 !== sha && !options.force) {
+        throw new MathneuroError('ESELECTION', `${options.selection} was made on another file (sha256 ${source.modelSha256.slice(0, 12)}...) than ${options.model} (${sha.slice(0, 12)}...); --force applies it anyway`);
+      }
+    };
+    if (!hashing) {
+      sha256 = sha256File(options.model, (p) => options.onProgress?.({ phase: 'hash', done: p.bytesDone, total: p.bytesTotal }));
+      checkSha(sha256);
+    }
+    const entries = provenance(info, sha256, source, options, scale, strategy);
+    const realized = new RealizedScaleReport(scale);
+    const tensors: PatchedTensor[] = [];
+    const patchable = info.tensors.filter((t) => source.names.has(t.name));
+    for (const t of patchable) {
+      const type = codecTypeInfo(t.type);
+      if (!upcastType && (!type?.canQuantize || !type.canDequantize)) throw new MathneuroError('EQUANT', `${t.name}: ggml cannot requantize ${t.typeName}; use --upcast f16 or q8_0 (new file)`);
+      if (!upcastType && type?.requiresImatrix && !importanceOf(options, t.name)) throw new MathneuroError('EQUANT', `${t.name} is ${t.typeName}, which ggml only quantizes with an importance matrix: pass the math statistics (--math); their sums of squares serve as one`);
+    }
+    const finish = (r: Omit<PatchResult, 'source' | 'method' | 'topK' | 'intervention' | 'scale' | 'modelParameters' | 'realized' | 'tensors' | 'elapsedMs' | 'selectedWeights' | 'tensorsPatched' | 'blocksTouched' | 'bytesChanged'>): PatchResult => ({
+      source: { path: options.model, name: modelName(info), sha256, bytes: info.fileSize },
+      method: source.method, topK: source.topK, intervention: options.prune ? 'prune' : 'scale', scale,
+      modelParameters: info.tensors.reduce((a, t) => a + t.numel, 0),
+      ...r,
+      selectedWeights: tensors.reduce((a, t) => a + t.selectedWeights, 0),
+      tensorsPatched: tensors.length,
+      blocksTouched: tensors.reduce((a, t) => a + t.blocksTouched, 0),
+      bytesChanged: tensors.reduce((a, t) => a + t.bytesChanged, 0),
+      realized: realized.rows(), tensors, elapsedMs: Date.now() - started,
+    });
 
-  if (options.inPlace) {
-    await patchInPlace(info, source, entries, sha256, journalPath, options, scale, strategy, realized, tensors);
-    return finish({ mode: 'in-place', output: { path: options.model, bytes: info.fileSize }, journal: journalPath });
+    if (options.inPlace) {
+      await patchInPlace(info, source, entries, sha256, journalPath, options, scale, strategy, realized, tensors);
+      return finish({ mode: 'in-place', output: { path: options.model, bytes: info.fileSize }, journal: journalPath });
+    }
+    const written = await patchNewFile(info, source, entries, options, scale, strategy, realized, tensors, upcastType?.id, async (fd, header) => {
+      // before the copy is committed: the real sha256 replaces the placeholder in its header
+      options.onProgress?.({ phase: 'hash', done: 0, total: info.fileSize });
+      sha256 = await hashing!.result;
+      checkSha(sha256);
+      const at = Buffer.from(header).indexOf(SHA256_PENDING);
+      if (at < 0) throw new MathneuroError('EPATCH', 'the sha256 placeholder is missing from the new header');
+      writeAll(fd, Buffer.from(sha256, 'latin1'), at);
+      options.onProgress?.({ phase: 'hash', done: info.fileSize, total: info.fileSize });
+    });
+    const upcastTensors = tensors.filter((t) => t.upcastTo);
+    return finish({
+      mode: 'new-file', output: { path: options.out!, bytes: written },
+      upcast: upcastType ? {
+        type: upcastType.name, tensors: upcastTensors.length,
+        bytesBefore: upcastTensors.reduce((a, t) => a + (t.bytesBefore ?? 0), 0),
+        bytesAfter: upcastTensors.reduce((a, t) => a + (t.bytesAfter ?? 0), 0),
+        extraBytes: written - info.fileSize,
+      } : undefined,
+    });
+  } finally {
+    hashing?.cancel();
   }
-  const written = await patchNewFile(info, source, entries, options, scale, strategy, realized, tensors, upcastType?.id);
-  const upcastTensors = tensors.filter((t) => t.upcastTo);
-  return finish({
-    mode: 'new-file', output: { path: options.out!, bytes: written },
-    upcast: upcastType ? {
-      type: upcastType.name, tensors: upcastTensors.length,
-      bytesBefore: upcastTensors.reduce((a, t) => a + (t.bytesBefore ?? 0), 0),
-      bytesAfter: upcastTensors.reduce((a, t) => a + (t.bytesAfter ?? 0), 0),
-      extraBytes: written - info.fileSize,
-    } : undefined,
-  });
 }
 
-async function patchNewFile(info: GgufInfo, source: MaskSource, entries: GgufMetadataEntry[], options: PatchOptions, scale: number, strategy: RequantizeStrategy, realized: RealizedScaleReport, tensors: PatchedTensor[], upcastType?: number): Promise<number> {
+async function patchNewFile(info: GgufInfo, source: MaskSource, entries: GgufMetadataEntry[], options: PatchOptions, scale: number, strategy: RequantizeStrategy, realized: RealizedScaleReport, tensors: PatchedTensor[], upcastType: number | undefined, beforeCommit: (fd: number, header: Uint8Array) => Promise<void>): Promise<number> {
   const native = loadNative();
   const out = options.out!;
   removeStaleTemporaries(out);
@@ -355,7 +379,7 @@ async function patchNewFile(info: GgufInfo, source: MaskSource, entries: GgufMet
         } else {
           const r = await patchTensorInPlace(t, bytes, mask, { scale, strategy, importance: importanceOf(options, t.name), realized });
           writeAll(dst, r.bytes, at);
-          tensors.push({ name: t.name, type: t.typeName, selectedWeights: r.selectedWeights, blocksTouched: r.blocksTouched, bytesChanged: r.changed.reduce((a, c) => a + c.length, 0) });
+          tensors.push({ name: t.name, type: t.typeName, selectedWeights: r.selectedWeights, blocksTouched: r.blocksTouched, bytesChanged: r.bytesChanged });
           end = at + t.byteSize;
         }
       } else {
@@ -373,6 +397,7 @@ async function patchNewFile(info: GgufInfo, source: MaskSource, entries: GgufMet
       writeAll(dst, new Uint8Array(padded - end), end);
       end = padded;
     }
+    await beforeCommit(dst, header.header);
     fsyncSync(dst);
     closeSync(dst);
     dst = undefined;
@@ -410,16 +435,11 @@ async function patchInPlace(info: GgufInfo, source: MaskSource, entries: GgufMet
       const r = await patchTensorInPlace(t, bytes, source.mask(t.name), { scale, strategy, importance: importanceOf(options, t.name), realized });
       // Nearby ranges (single F16 weights) are journaled and written as one: the bytes between
       // them are unchanged, so writing them again changes nothing and saves records.
-      const ranges: { offset: number; length: number }[] = [];
-      for (const c of r.changed) {
-        const last = ranges[ranges.length - 1];
-        if (last && c.offset - (last.offset + last.length) <= JOURNAL_MERGE_GAP_BYTES) last.length = c.offset + c.length - last.offset;
-        else ranges.push({ ...c });
-      }
+      const ranges = mergeRanges(r.changed, JOURNAL_MERGE_GAP_BYTES);
       // journal first (synced), then the model
       journal.append(ranges.map((c) => ({ offset: t.absoluteOffset + c.offset, original: original.subarray(c.offset, c.offset + c.length) })));
       for (const c of ranges) writeAll(fd, r.bytes.subarray(c.offset, c.offset + c.length), t.absoluteOffset + c.offset);
-      tensors.push({ name: t.name, type: t.typeName, selectedWeights: r.selectedWeights, blocksTouched: r.blocksTouched, bytesChanged: r.changed.reduce((a, c) => a + c.length, 0) });
+      tensors.push({ name: t.name, type: t.typeName, selectedWeights: r.selectedWeights, blocksTouched: r.blocksTouched, bytesChanged: r.bytesChanged });
     }
     fsyncSync(fd);
     journal.commit({ completedAt: new Date().toISOString(), selectedWeights: tensors.reduce((a, t) => a + t.selectedWeights, 0), tensors: tensors.length });

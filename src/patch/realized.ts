@@ -19,9 +19,9 @@ class RatioHistogram {
     if (ratio >= HIST_MAX) { this.above++; return; }
     this.bins[Math.floor((ratio - HIST_MIN) / (HIST_MAX - HIST_MIN) * HIST_BINS)]++;
   }
-  /** Adds counts made elsewhere with the same bins. */
-  addCounts(bins: Float64Array, below: number, above: number, count: number) {
-    for (let i = 0; i < HIST_BINS; i++) this.bins[i] += bins[i];
+  /** Adds counts made elsewhere with the same bins, as (bin index, count) pairs. */
+  addCounts(pairs: Float64Array, below: number, above: number, count: number) {
+    for (let x = 0; x < pairs.length; x += 2) this.bins[pairs[x]] += pairs[x + 1];
     this.below += below; this.above += above; this.count += count;
   }
   merge(other: RatioHistogram) {

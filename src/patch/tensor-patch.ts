@@ -26,8 +26,9 @@ export interface ChangedRange { offset: number; length: number }
 export interface TensorPatchResult {
   /** the tensor's bytes with patched blocks (the input buffer, modified in place) */
   bytes: Uint8Array;
-  /** changed byte ranges, merged, in increasing order */
-  changed: ChangedRange[];
+  /** changed byte ranges, merged, in increasing order: offset, length, offset, length, ... */
+  changed: Float64Array;
+  bytesChanged: number;
   blocksTouched: number;
   selectedWeights: number;
 }
@@ -44,6 +45,18 @@ export function columnImportance(stats: ColumnStatistics): Float32Array {
     }
   }
   return out;
+}
+
+/** Changed ranges (offset, length pairs) as ranges, those at most `gap` bytes apart merged into one. */
+export function mergeRanges(pairs: Float64Array, gap = 0): ChangedRange[] {
+  const ranges: ChangedRange[] = [];
+  for (let x = 0; x < pairs.length; x += 2) {
+    const offset = pairs[x], length = pairs[x + 1];
+    const last = ranges[ranges.length - 1];
+    if (last && offset - (last.offset + last.length) <= gap) last.length = offset + length - last.offset;
+    else ranges.push({ offset, length });
+  }
+  return ranges;
 }
 
 /** Blocks (indices) that hold at least one selected weight. */
@@ -72,9 +85,9 @@ export async function patchTensorInPlace(tensor: GgufTensorInfo, bytes: Uint8Arr
   const candidates: Record<string, number> = {};
   r.candidates.forEach((n, k) => { if (n > 0) candidates[CANDIDATE_NAMES[k]] = n; });
   options.realized?.addNative(info.name, r.realized, r.blocksTouched, candidates);
-  const changed: ChangedRange[] = [];
-  for (let x = 0; x < r.changed.length; x += 2) changed.push({ offset: r.changed[x], length: r.changed[x + 1] });
-  return { bytes, changed, blocksTouched: r.blocksTouched, selectedWeights: r.selectedWeights };
+  let bytesChanged = 0;
+  for (let x = 1; x < r.changed.length; x += 2) bytesChanged += r.changed[x];
+  return { bytes, changed: r.changed, bytesChanged, blocksTouched: r.blocksTouched, selectedWeights: r.selectedWeights };
 }
 
 /**

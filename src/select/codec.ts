@@ -145,7 +145,9 @@ export interface PatchTensorRequest {
 /** What the selected weights and their blocks' other weights became (summed over the tensor). */
 export interface NativeRealized {
   selected: number; unchanged: number; onTarget: number;
-  ratioCount: number; ratioSum: number; below: number; above: number; bins: Float64Array;
+  ratioCount: number; ratioSum: number; below: number; above: number;
+  /** the histogram bins hit: index, count, index, count, ... */
+  bins: Float64Array;
   others: number; othersChanged: number; otherChangeSq: number; otherValueSq: number;
 }
 
