@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <memory>
@@ -851,7 +852,8 @@ Napi::Value RequantizeBlocks(const Napi::CallbackInfo & info) {
 //   bins } }): Promise<{ changed: Float64Array (merged byte ranges: offset, length, ...),
 //   blocksTouched, selectedWeights, candidates: Float64Array(4) (blocks kept per candidate kind:
 //   plain, keep-scale, weighted, exact), realized: { selected, unchanged, onTarget, ratioCount,
-//   ratioSum, below, above, bins: Float64Array, others, othersChanged, otherChangeSq, otherValueSq } }>
+//   ratioSum, below, above, bins: Float64Array (the bins hit: index, count, index, count, ...),
+//   others, othersChanged, otherChangeSq, otherValueSq } }>
 // Every block holding a selected weight is requantized toward its target as requantizeBlocks does
 // (float types: each selected element converted on its own), on all threads; the realized-scale
 // figures are accumulated per chunk of blocks and summed in block order, so the result does not
@@ -876,8 +878,31 @@ struct Realized {
 
 struct Histogram { double min = -1, max = 3; int64_t bins = 0; };
 
+// One element of a float type, with ggml's own conversions (those ggml_quantize_chunk uses).
+inline float load_float(ggml_type t, const uint8_t * p) {
+    if (t == GGML_TYPE_F32) { float f; memcpy(&f, p, 4); return f; }
+    if (t == GGML_TYPE_F16) { ggml_fp16_t h; memcpy(&h, p, 2); return ggml_fp16_to_fp32(h); }
+    ggml_bf16_t h; memcpy(&h, p, 2); return ggml_bf16_to_fp32(h);
+}
+inline void store_float(ggml_type t, float f, uint8_t * p) {
+    if (t == GGML_TYPE_F32) { memcpy(p, &f, 4); return; }
+    if (t == GGML_TYPE_F16) { ggml_fp16_t h = ggml_fp32_to_fp16(f); memcpy(p, &h, 2); return; }
+    ggml_bf16_t h = ggml_fp32_to_bf16(f); memcpy(p, &h, 2);
+}
+
 // One weight's before/after into the figures (the same arithmetic as src/patch/realized.ts).
-inline void account(Realized & r, std::vector<uint64_t> & bins, const Histogram & h, bool selected, float before, float after, double scale) {
+// A histogram of many bins of which few are hit: zero pages from calloc, and the bins hit listed.
+struct SparseBins {
+    uint32_t * counts = nullptr;
+    std::vector<uint32_t> hit;
+    explicit SparseBins(int64_t n) { if (n > 0 && !(counts = (uint32_t *) calloc((size_t) n, sizeof(uint32_t)))) throw std::bad_alloc(); }
+    ~SparseBins() { free(counts); }
+    SparseBins(const SparseBins &) = delete;
+    SparseBins & operator=(const SparseBins &) = delete;
+    inline void add(size_t i) { if (counts[i]++ == 0) hit.push_back((uint32_t) i); }
+};
+
+inline void account(Realized & r, SparseBins & bins, const Histogram & h, bool selected, float before, float after, double scale) {
     const double b = before, a = after;
     if (selected) {
         r.selected++;
@@ -890,7 +915,7 @@ inline void account(Realized & r, std::vector<uint64_t> & bins, const Histogram 
             if (h.bins > 0) {
                 if (ratio < h.min) r.below++;
                 else if (ratio >= h.max) r.above++;
-                else bins[(size_t) std::floor((ratio - h.min) / (h.max - h.min) * (double) h.bins)]++;
+                else bins.add((size_t) std::floor((ratio - h.min) / (h.max - h.min) * (double) h.bins));
             }
         }
     } else {
@@ -941,7 +966,7 @@ Napi::Value PatchTensor(const Napi::CallbackInfo & info) {
         if (!(hist.max > hist.min) || hist.bins > (1 << 24)) throw CodedError("EUSAGE", "histogram needs min < max and at most 2^24 bins");
     }
 
-    struct Out { std::vector<double> changed; patch::Realized r; std::vector<uint64_t> bins; };
+    struct Out { std::vector<double> changed; patch::Realized r; std::vector<double> bins; };
     auto out = std::make_shared<Out>();
     uint8_t * bytes = data.Data(); const uint8_t * sel = mask.Data();
     auto * w = new TaskWorker(env,
@@ -951,7 +976,8 @@ Napi::Value PatchTensor(const Napi::CallbackInfo & info) {
             std::vector<patch::Realized> partial((size_t) nchunks);
             std::vector<std::vector<int64_t>> changed_blocks((size_t) nchunks);
             const int nt = (int) std::max<int64_t>(1, std::min<int64_t>(n_threads, nchunks));
-            std::vector<std::vector<uint64_t>> bins((size_t) nt, std::vector<uint64_t>((size_t) hist.bins, 0));
+            std::vector<std::unique_ptr<patch::SparseBins>> bins;
+            for (int x = 0; x < nt; x++) bins.emplace_back(new patch::SparseBins(hist.bins));
             const bool quantized = ggml_is_quantized(t);
             parallel_ranges(nt, 0, nchunks, 1, 1, [&](int th, int64_t c0, int64_t c1) {
                 BlockScratch sc; sc.init(bs, ts);
@@ -960,11 +986,32 @@ Napi::Value PatchTensor(const Napi::CallbackInfo & info) {
                 for (int64_t c = c0; c < c1; c++) {
                     patch::Realized & r = partial[(size_t) c];
                     const int64_t b_end = std::min(nblocks, (c + 1) * patch::kBlocksPerChunk);
+                    if (!quantized) {
+                        // F32/F16/BF16: each selected element converted alone; the chunk starts on a mask byte
+                        for (int64_t i8 = c * patch::kBlocksPerChunk; i8 < b_end; i8 += 8) {
+                            uint8_t bits = sel[i8 >> 3];
+                            while (bits) {
+                                const int64_t i = i8 + __builtin_ctz(bits);
+                                bits &= (uint8_t) (bits - 1);
+                                if (i >= b_end) break;
+                                uint8_t * p = bytes + (size_t) i * ts;
+                                const float before = patch::load_float(t, p);
+                                const float target = scale == 0.0 ? 0.0f : (float) ((double) before * scale);
+                                uint8_t nb[4];
+                                patch::store_float(t, target, nb);
+                                r.blocks_touched++; r.selected_weights++; r.candidates[kCandExact]++;
+                                if (memcmp(nb, p, ts) != 0) { memcpy(p, nb, ts); changed_blocks[(size_t) c].push_back(i); }
+                                patch::account(r, *bins[(size_t) th], hist, true, before, patch::load_float(t, p), scale);
+                            }
+                        }
+                        continue;
+                    }
                     for (int64_t b = c * patch::kBlocksPerChunk; b < b_end; b++) {
                         const int64_t i0 = b * bs;
                         // any selected weight in this block?
                         int64_t nsel = 0;
-                        for (int64_t j = 0; j < bs; j++) nsel += (sel[(i0 + j) >> 3] >> ((i0 + j) & 7)) & 1;
+                        if (bs % 8 == 0) { for (int64_t x = i0 >> 3; x < (i0 + bs) >> 3; x++) nsel += __builtin_popcount(sel[x]); }
+                        else for (int64_t j = 0; j < bs; j++) nsel += (sel[(i0 + j) >> 3] >> ((i0 + j) & 7)) & 1;
                         if (nsel == 0) continue;
                         r.blocks_touched++; r.selected_weights += (double) nsel;
                         uint8_t * blk = bytes + (size_t) b * ts;
@@ -973,29 +1020,30 @@ Napi::Value PatchTensor(const Napi::CallbackInfo & info) {
                             const bool s = (sel[(i0 + j) >> 3] >> ((i0 + j) & 7)) & 1;
                             target[j] = !s ? before[j] : scale == 0.0 ? 0.0f : (float) ((double) before[j] * scale);
                         }
-                        int kind;
-                        if (!quantized) {
-                            // F32/F16/BF16: the element converted alone (an unselected one is never in here)
-                            ggml_quantize_chunk(t, target.data(), next.data(), 0, 1, bs, nullptr);
-                            kind = kCandExact;
-                        } else {
-                            const int64_t m = i0 / per_matrix;
-                            const float * im = importance ? importance + m * n_in + (i0 % n_in) : nullptr;
-                            kind = requant_block(t, bs, ts, blk, target.data(), im, sel, i0, strategy, sc, next.data());
-                        }
+                        const int64_t m = i0 / per_matrix;
+                        const float * im = importance ? importance + m * n_in + (i0 % n_in) : nullptr;
+                        const int kind = requant_block(t, bs, ts, blk, target.data(), im, sel, i0, strategy, sc, next.data());
                         r.candidates[kind]++;
                         if (memcmp(next.data(), blk, ts) != 0) { memcpy(blk, next.data(), ts); changed_blocks[(size_t) c].push_back(b); }
                         dequantize_into(t, blk, after.data(), bs);
                         for (int64_t j = 0; j < bs; j++) {
                             const bool s = (sel[(i0 + j) >> 3] >> ((i0 + j) & 7)) & 1;
-                            patch::account(r, bins[(size_t) th], hist, s, before[j], after[j], scale);
+                            patch::account(r, *bins[(size_t) th], hist, s, before[j], after[j], scale);
                         }
                     }
                 }
             });
             for (const auto & p : partial) out->r.add(p);
-            out->bins.assign((size_t) hist.bins, 0);
-            for (const auto & bv : bins) for (size_t i = 0; i < bv.size(); i++) out->bins[i] += bv[i];
+            // the bins hit, as (index, count) pairs in increasing index
+            std::vector<uint32_t> hit;
+            for (const auto & bv : bins) hit.insert(hit.end(), bv->hit.begin(), bv->hit.end());
+            std::sort(hit.begin(), hit.end());
+            hit.erase(std::unique(hit.begin(), hit.end()), hit.end());
+            for (uint32_t i : hit) {
+                uint64_t n = 0;
+                for (const auto & bv : bins) n += bv->counts[i];
+                out->bins.push_back((double) i); out->bins.push_back((double) n);
+            }
             for (const auto & cb : changed_blocks) {
                 for (int64_t b : cb) {
                     const double off = (double) b * (double) ts;
@@ -1020,7 +1068,7 @@ Napi::Value PatchTensor(const Napi::CallbackInfo & info) {
             z.Set("ratioCount", x.ratio_count); z.Set("ratioSum", x.ratio_sum); z.Set("below", x.below); z.Set("above", x.above);
             z.Set("others", x.others); z.Set("othersChanged", x.others_changed); z.Set("otherChangeSq", x.other_change_sq); z.Set("otherValueSq", x.other_value_sq);
             Napi::Float64Array bins = Napi::Float64Array::New(e, out->bins.size());
-            for (size_t i = 0; i < out->bins.size(); i++) bins[i] = (double) out->bins[i];
+            if (!out->bins.empty()) memcpy(bins.Data(), out->bins.data(), out->bins.size() * sizeof(double));
             z.Set("bins", bins);
             r.Set("realized", z);
             return r;

@@ -148,4 +148,16 @@ t.test('prune, upcast and errors', async (t) => {
   const wrongK = await cli(['patch', model, '-o', path.join(dir, 'x.gguf'), '--selection', path.join(dir, 'sel.mnsel'), '--top-k', '3%']);
   t.match(wrongK.stderr, /no selection for K=0.03/);
   t.equal((await cli(['select', model, '--math', mathFile, '--top-k', '0.9'])).code, 2, 'K out of range');
+
+  // a selection made on another file of the same shapes: refused after the copy is written, nothing left
+  const other = await fixtureModel({ shape: 'tiny', type: 'cycle', seed: 2 });
+  const elsewhere = path.join(dir, 'elsewhere.gguf');
+  const refused = await cli(['patch', other, '-o', elsewhere, '--selection', path.join(dir, 'sel.mnsel'), '--top-k', '1%']);
+  t.equal(refused.code, 1);
+  t.match(refused.stderr, /was made on another file/);
+  t.notOk(existsSync(elsewhere), 'no output');
+  t.notOk(readdirSync(dir).some((f) => f.includes('mathneuro-tmp')), 'no temporary left behind');
+  const forced = await cli(['patch', other, '-o', elsewhere, '--selection', path.join(dir, 'sel.mnsel'), '--top-k', '1%', '--force', '--json']);
+  t.equal(forced.code, 0, forced.stderr);
+  t.equal(readGgufSync(elsewhere).metadata.get('mathneuro.source.sha256'), sha256(other), '--force applies it; the header names the file really patched');
 });
