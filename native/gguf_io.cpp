@@ -5,8 +5,13 @@
 #include "ggml.h"
 #include "gguf.h"
 
+#include <cerrno>
+#include <algorithm>
 #include <cstring>
 #include <memory>
+#ifdef __linux__
+#include <unistd.h>
+#endif
 #include <string>
 #include <unordered_set>
 #include <vector>
@@ -222,8 +227,46 @@ Napi::Value QuantizeRows(const Napi::CallbackInfo & info) {
 
 } // namespace
 
+
+#ifdef __linux__
+// copyFileRange(srcFd, dstFd, srcOffset, dstOffset, length): number of bytes copied inside the
+// kernel with copy_file_range(2) (no trip through user memory, as cp does), or -1 when the kernel
+// or the file systems cannot (the caller then copies through a buffer). Other failures (ENOSPC,
+// EFBIG, EIO, ...) throw an Error whose code is the errno name, as Node's fs does.
+Napi::Value CopyFileRange(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    for (size_t i = 0; i < 5; i++) if (info.Length() <= i || !info[i].IsNumber()) ThrowCoded(env, "EUSAGE", "copyFileRange(srcFd, dstFd, srcOffset, dstOffset, length)");
+    const double a[5] = { info[0].As<Napi::Number>().DoubleValue(), info[1].As<Napi::Number>().DoubleValue(), info[2].As<Napi::Number>().DoubleValue(),
+                          info[3].As<Napi::Number>().DoubleValue(), info[4].As<Napi::Number>().DoubleValue() };
+    for (double d : a) if (!(d >= 0) || d != (double) (int64_t) d || d > 9007199254740991.0) ThrowCoded(env, "EUSAGE", "copyFileRange: arguments must be non-negative integers");
+    if (a[0] > 2147483647.0 || a[1] > 2147483647.0) ThrowCoded(env, "EUSAGE", "copyFileRange: not a file descriptor");
+    const int src = (int) a[0], dst = (int) a[1];
+    off_t in_off = (off_t) a[2], out_off = (off_t) a[3];
+    int64_t left = (int64_t) a[4], done = 0;
+    while (left > 0) {
+        const ssize_t n = copy_file_range(src, &in_off, dst, &out_off, (size_t) std::min<int64_t>(left, (int64_t) 1 << 30), 0);
+        if (n < 0) {
+            const int e = errno;
+            if (e == EINTR) continue;
+            if (done == 0 && (e == ENOSYS || e == EXDEV || e == EINVAL || e == EOPNOTSUPP || e == EPERM)) return Napi::Number::New(env, -1);
+            Napi::Error err = Napi::Error::New(env, std::string("copy_file_range: ") + strerror(e));
+            const char * name = e == ENOSPC ? "ENOSPC" : e == EFBIG ? "EFBIG" : e == EDQUOT ? "EDQUOT" : e == EIO ? "EIO" : e == EBADF ? "EBADF" : "EIO";
+            err.Set("code", Napi::String::New(env, name));
+            err.Set("errno", Napi::Number::New(env, -e));
+            throw err;
+        }
+        if (n == 0) break;   // end of the source
+        left -= n; done += n;
+    }
+    return Napi::Number::New(env, (double) done);
+}
+#endif
+
 void RegisterGgufIo(Napi::Env env, Napi::Object exports) {
     exports.Set("ggufBuildHeader", Napi::Function::New(env, BuildHeader));
     exports.Set("ggufRewriteHeader", Napi::Function::New(env, RewriteHeader));
     exports.Set("ggufQuantizeRows", Napi::Function::New(env, QuantizeRows));
+#ifdef __linux__
+    exports.Set("copyFileRange", Napi::Function::New(env, CopyFileRange));
+#endif
 }

@@ -214,8 +214,22 @@ function writeAll(fd: number, bytes: Uint8Array, position: number): number {
   return position + bytes.length;
 }
 
-/** Copies [from, from + length) of src to dst at `to`, in 8 MiB chunks. */
+let kernelCopy: boolean | undefined;
+
+/**
+ * Copies [from, from + length) of src to dst at `to`: inside the kernel (copy_file_range, as cp
+ * does) where the platform and file systems allow, else through an 8 MiB buffer.
+ */
 function copyRange(src: number, dst: number, from: number, to: number, length: number, chunk: Buffer) {
+  if (length <= 0) return;
+  const native = loadNative();
+  kernelCopy ??= typeof native.copyFileRange === 'function';
+  if (kernelCopy) {
+    const n = native.copyFileRange(src, dst, from, to, length) as number;
+    if (n === length) return;
+    if (n < 0) kernelCopy = false;
+    else throw new MathneuroError('EIO', `source model: unexpected end of file at byte ${from + n}`);
+  }
   let done = 0;
   while (done < length) {
     const n = Math.min(chunk.length, length - done);
@@ -354,6 +368,13 @@ async function patchNewFile(info: GgufInfo, source: MaskSource, entries: GgufMet
     writeAll(dst, header.header, 0);
     const chunk = Buffer.allocUnsafe(8 << 20);
     const ordered = [...info.tensors].sort((a, b) => a.offset - b.offset);
+    let pending: { bytes: Uint8Array; at: number } | undefined;
+    // two buffers of the largest patched tensor, used in turn (one is being written while the
+    // other is patched), so the kernel does not map and zero fresh memory for every tensor
+    const largest = ordered.reduce((m, t) => (source.names.has(t.name) ? Math.max(m, t.byteSize) : m), 0);
+    const buffers = upcastType === undefined && largest > 0 ? [new Uint8Array(largest), new Uint8Array(largest)] : [];
+    let turn = 0;
+    const flush = () => { if (pending) { writeAll(dst!, pending.bytes, pending.at); pending = undefined; } };
     const totalBytes = info.fileSize - info.dataOffset;
     let sourceCursor = info.dataOffset;   // next source byte not yet accounted for
     let end = dataOffset;
@@ -369,16 +390,25 @@ async function patchNewFile(info: GgufInfo, source: MaskSource, entries: GgufMet
       }
       if (source.names.has(t.name)) {
         options.onProgress?.({ phase: 'patch', done: t.offset, total: totalBytes, item: t.name });
-        const bytes = readTensorBytes(src, t);
+        let bytes: Uint8Array;
+        if (buffers.length) {
+          bytes = buffers[turn].subarray(0, t.byteSize);
+          turn ^= 1;
+          readExactly(src, bytes, t.absoluteOffset, `tensor ${t.name}`);
+        } else bytes = readTensorBytes(src, t);
         const mask = source.mask(t.name);
         if (upcastType !== undefined) {
+          flush();
           const up = upcastTensor(t, bytes, mask, upcastType, { scale, realized });
           writeAll(dst, up.bytes, at);
           tensors.push({ name: t.name, type: t.typeName, selectedWeights: up.selectedWeights, blocksTouched: 0, bytesChanged: up.bytes.length, upcastTo: codecTypeInfo(upcastType)!.name, bytesBefore: t.byteSize, bytesAfter: up.bytes.length });
           end = at + up.bytes.length;
         } else {
-          const r = await patchTensorInPlace(t, bytes, mask, { scale, strategy, importance: importanceOf(options, t.name), realized });
-          writeAll(dst, r.bytes, at);
+          // the previous tensor is written while the native threads patch this one
+          const job = patchTensorInPlace(t, bytes, mask, { scale, strategy, importance: importanceOf(options, t.name), realized });
+          flush();
+          const r = await job;
+          pending = { bytes: r.bytes, at };
           tensors.push({ name: t.name, type: t.typeName, selectedWeights: r.selectedWeights, blocksTouched: r.blocksTouched, bytesChanged: r.bytesChanged });
           end = at + t.byteSize;
         }
@@ -389,6 +419,7 @@ async function patchNewFile(info: GgufInfo, source: MaskSource, entries: GgufMet
       }
       sourceCursor = t.absoluteOffset + t.byteSize;
     }
+    flush();
     if (upcastType === undefined) {
       copyRange(src, dst, sourceCursor, dataOffset + (sourceCursor - info.dataOffset), info.fileSize - sourceCursor, chunk);
       end = dataOffset + (info.fileSize - info.dataOffset);
