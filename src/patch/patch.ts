@@ -58,6 +58,11 @@ export interface PatchOptions {
   useImportance?: boolean;
   /** overwrite an existing output; patch a file that mathneuro already patched (default false) */
   force?: boolean;
+  /**
+   * new-file mode: stream every byte through buffers instead of copying the file inside the kernel
+   * and patching the copy's tensors where they lie (default false; the output is the same)
+   */
+  streamCopy?: boolean;
   onProgress?: (p: PatchProgress) => void;
   signal?: AbortSignal;
 }
@@ -216,6 +221,17 @@ function writeAll(fd: number, bytes: Uint8Array, position: number): number {
 
 let kernelCopy: boolean | undefined;
 
+/** Copies a range inside the kernel; false (nothing copied) where the platform or file systems cannot. */
+function kernelCopyRange(src: number, dst: number, from: number, to: number, length: number): boolean {
+  const native = loadNative();
+  kernelCopy ??= typeof native.copyFileRange === 'function';
+  if (!kernelCopy || length <= 0) return false;
+  const n = native.copyFileRange(src, dst, from, to, length) as number;
+  if (n < 0) { kernelCopy = false; return false; }
+  if (n !== length) throw new MathneuroError('EIO', `source model: unexpected end of file at byte ${from + n}`);
+  return true;
+}
+
 /**
  * Copies [from, from + length) of src to dst at `to`: inside the kernel (copy_file_range, as cp
  * does) where the platform and file systems allow, else through an 8 MiB buffer.
@@ -364,21 +380,46 @@ async function patchNewFile(info: GgufInfo, source: MaskSource, entries: GgufMet
   const src = openSync(info.path, 'r');
   let dst: number | undefined;
   try {
-    dst = openSync(temp, 'w');
+    dst = openSync(temp, 'w+');
     writeAll(dst, header.header, 0);
     const chunk = Buffer.allocUnsafe(8 << 20);
     const ordered = [...info.tensors].sort((a, b) => a.offset - b.offset);
+    const totalBytes = info.fileSize - info.dataOffset;
+    let end = dataOffset;
+    // Fast path (Linux): the whole data section is copied inside the kernel, as cp does, and each
+    // patched tensor is then mapped from the copy and patched where it lies, so only the blocks
+    // that change are written. Elsewhere, or when the kernel cannot, the loop below streams it.
+    let copied = false;
+    if (upcastType === undefined && !options.streamCopy && typeof native.mapFileRange === 'function' && kernelCopyRange(src, dst, info.dataOffset, dataOffset, totalBytes)) {
+      copied = true;
+      end = dataOffset + totalBytes;
+      for (const t of ordered) {
+        if (!source.names.has(t.name)) continue;
+        checkAbort(options.signal);
+        options.onProgress?.({ phase: 'patch', done: t.offset, total: totalBytes, item: t.name });
+        const mask = source.mask(t.name);
+        const at = dataOffset + t.offset;
+        const patchOptions = { scale, strategy, importance: importanceOf(options, t.name), realized };
+        const mapped = native.mapFileRange(dst, at, t.byteSize) as ArrayBuffer | null;
+        let r: Awaited<ReturnType<typeof patchTensorInPlace>>;
+        if (mapped) {
+          try { r = await patchTensorInPlace(t, new Uint8Array(mapped), mask, patchOptions); } finally { native.unmapFileRange(mapped); }
+        } else {
+          r = await patchTensorInPlace(t, readTensorBytes(src, t), mask, patchOptions);
+          writeAll(dst, r.bytes, at);
+        }
+        tensors.push({ name: t.name, type: t.typeName, selectedWeights: r.selectedWeights, blocksTouched: r.blocksTouched, bytesChanged: r.bytesChanged });
+      }
+    }
     let pending: { bytes: Uint8Array; at: number } | undefined;
     // two buffers of the largest patched tensor, used in turn (one is being written while the
     // other is patched), so the kernel does not map and zero fresh memory for every tensor
     const largest = ordered.reduce((m, t) => (source.names.has(t.name) ? Math.max(m, t.byteSize) : m), 0);
-    const buffers = upcastType === undefined && largest > 0 ? [new Uint8Array(largest), new Uint8Array(largest)] : [];
+    const buffers = !copied && upcastType === undefined && largest > 0 ? [new Uint8Array(largest), new Uint8Array(largest)] : [];
     let turn = 0;
     const flush = () => { if (pending) { writeAll(dst!, pending.bytes, pending.at); pending = undefined; } };
-    const totalBytes = info.fileSize - info.dataOffset;
     let sourceCursor = info.dataOffset;   // next source byte not yet accounted for
-    let end = dataOffset;
-    for (const t of ordered) {
+    for (const t of copied ? [] : ordered) {
       checkAbort(options.signal);
       const target = layout.get(t.name)!;
       const at = dataOffset + target.offset;
@@ -420,7 +461,7 @@ async function patchNewFile(info: GgufInfo, source: MaskSource, entries: GgufMet
       sourceCursor = t.absoluteOffset + t.byteSize;
     }
     flush();
-    if (upcastType === undefined) {
+    if (copied) { /* the data section is complete */ } else if (upcastType === undefined) {
       copyRange(src, dst, sourceCursor, dataOffset + (sourceCursor - info.dataOffset), info.fileSize - sourceCursor, chunk);
       end = dataOffset + (info.fileSize - info.dataOffset);
     } else if (end % 32 !== 0) {

@@ -2,7 +2,7 @@
 // byte by byte against the source and a brute-force reference selection; then the patched model
 // loads and generates in node-llama-cpp.
 import t from 'tap';
-import { existsSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { getLlama, LlamaCompletion } from 'node-llama-cpp';
 import { main } from '../../src/cli/main.ts';
@@ -109,6 +109,55 @@ t.test('new-file patch changes only the blocks of selected weights', async (t) =
   t.type(text, 'string', `generated: ${JSON.stringify(text)}`);
   await ctx.dispose(); await m.dispose();
   t.ok(existsSync(out));
+});
+
+t.test('the kernel-copy + mapped path and the streaming path write the same file', async (t) => {
+  const model = await fixtureModel({ shape: 'tiny', type: 'cycle', seed: 1 });
+  const dir = path.join(workDir, 'newfile');
+  const { patchModel } = await import('../../src/patch/patch.ts');
+  const math = syntheticStats(readGgufSync(model), 11), general = syntheticStats(readGgufSync(model), 12);
+  for (const [topK, prune] of [[0.05, false], [0.2, true]] as const) {
+    const outs: string[] = [];
+    for (const streamCopy of [false, true]) {
+      const out = path.join(dir, `io-${streamCopy ? 'stream' : 'mapped'}-${topK}.gguf`);
+      const r = await patchModel({ model, out, math, general, topK, prune, force: true, streamCopy });
+      t.ok(r.selectedWeights > 0);
+      outs.push(out);
+    }
+    // the header carries the patch time: compare everything but that value
+    const [a, b] = outs.map((f) => readFileSync(f));
+    const info = readGgufSync(outs[0]);
+    t.equal(a.length, b.length, `K=${topK}: same size`);
+    t.ok(a.subarray(info.dataOffset).equals(b.subarray(info.dataOffset)), `K=${topK}${prune ? ' prune' : ''}: same tensor data byte for byte`);
+    t.equal(readGgufSync(outs[1]).metadata.get('mathneuro.source.sha256'), sha256(model));
+  }
+});
+
+t.test('mapFileRange / unmapFileRange', async (t) => {
+  const native = (await import('../../src/native.ts')).loadNative();
+  if (typeof native.mapFileRange !== 'function') { t.pass('not on this platform'); return; }
+  const { openSync, closeSync, writeFileSync } = await import('node:fs');
+  const file = path.join(workDir, 'map.bin');
+  writeFileSync(file, Buffer.alloc(100_000, 1));
+  const fd = openSync(file, 'r+');
+  try {
+    // unmapped addresses are reused by later mappings: many rounds must keep each buffer's own mapping
+    let attached = 0;
+    for (let i = 0; i < 300; i++) {
+      const ab = native.mapFileRange(fd, 4096 * (i % 20) + (i % 7), 5000);
+      const v = new Uint8Array(ab);
+      v[0] = i & 0xff;
+      native.unmapFileRange(ab);
+      if (v.length !== 0) attached++;
+      if (i % 50 === 0) await new Promise((r) => setImmediate(r));
+    }
+    t.equal(attached, 0, 'every view is empty (detached) after unmapping');
+    t.equal(readFileSync(file)[4096 * (299 % 20) + (299 % 7)], 299 & 0xff, 'writes reach the file');
+    t.throws(() => native.mapFileRange(fd, 99_000, 5000), { code: 'EUSAGE' }, 'past the end');
+    t.throws(() => native.mapFileRange(fd, 0, 0), { code: 'EUSAGE' }, 'empty');
+    t.throws(() => native.mapFileRange(-1, 0, 10), { code: 'EUSAGE' }, 'bad fd');
+    t.throws(() => native.unmapFileRange(new ArrayBuffer(8)), { code: 'EUSAGE' }, 'not a mapping');
+  } finally { closeSync(fd); }
 });
 
 t.test('prune, upcast and errors', async (t) => {
