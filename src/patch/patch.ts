@@ -7,6 +7,7 @@ import { closeSync, existsSync, fsyncSync, openSync, readdirSync, renameSync, rm
 import path from 'node:path';
 import { deflateRawSync, inflateRawSync } from 'node:zlib';
 import { MathneuroError } from '../errors.ts';
+import { writeFailure } from '../gguf/writer.ts';
 import { readGgufSync, type GgufInfo, type GgufMetadataEntry, type GgufTensorInfo } from '../gguf/reader.ts';
 import { GGUF_VALUE } from '../gguf/types.ts';
 import { loadNative } from '../native.ts';
@@ -481,7 +482,7 @@ async function patchNewFile(info: GgufInfo, source: MaskSource, entries: GgufMet
   } catch (e) {
     if (dst !== undefined) { try { closeSync(dst); } catch { /* closing after an error */ } }
     rmSync(temp, { force: true });
-    throw e;
+    throw writeFailure(e, out, 'no partial file was left');
   } finally {
     closeSync(src);
   }

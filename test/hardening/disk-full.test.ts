@@ -66,4 +66,14 @@ t.test('a full 2 MiB tmpfs: the CLI prints one line, nothing is left', async (t)
   t.equal(stats.stderr.trim().split('\n').length, 1, 'one line');
   t.same(readdirSync(small), ['filler'], 'no partial statistics file');
   t.equal(sha(model), before, 'the model is untouched');
+  // a patched copy (12 MiB) onto the full disk: one line, no temporary, the model untouched
+  const statsFile = path.join(dir, 's.gguf');
+  const made = spawnSync(process.execPath, [cliPath, 'stats', model, '--data', path.join(dir, 'd.txt'), '-o', statsFile, '--threads', '1'], { encoding: 'utf8' });
+  t.equal(made.status, 0, made.stderr);
+  const patched = spawnSync(process.execPath, [cliPath, 'patch', model, '-o', path.join(small, 'p.gguf'), '--math', statsFile, '--method', 'wanda', '--top-k', '0.05'], { encoding: 'utf8' });
+  t.equal(patched.status, 1, patched.stderr);
+  t.match(patched.stderr, /no space left on device while writing .*p\.gguf; no partial file was left/);
+  t.equal(patched.stderr.trim().split('\n').length, 1, 'one line');
+  t.same(readdirSync(small), ['filler'], 'no partial patched file');
+  t.equal(sha(model), before, 'the model is untouched');
 });
