@@ -284,7 +284,7 @@ inline void set_mask_bit(uint8_t * m, int64_t i) { m[i >> 3] |= (uint8_t) (1u <<
 
 constexpr int64_t kMinPerThread = 1 << 16;
 // A threshold bucket with at most this many scores is resolved by nth_element on its keys.
-constexpr int64_t kCollectLimitDefault = 1 << 20;
+constexpr int64_t kCollectLimitDefault = 1 << 16;
 
 // The threshold of one K inside a group: keys above T are taken, and the first `take` keys equal
 // to T (lowest flat index). mode -2: take none; -1: take every eligible key.
@@ -298,16 +298,25 @@ void mark_range(const ScoreGroup & g, int64_t a, int64_t b, const std::vector<Th
             const Threshold t = th[q];
             if (t.mode == -2) continue;
             uint8_t * m = masks[q].data();
-            if (t.mode == -1) {
-                for (int64_t x = 0; x < count; x++) if (keys[x]) set_mask_bit(m, first + x);
-                continue;
-            }
-            const uint64_t T = t.T;
-            for (int64_t x = 0; x < count; x++) {
+            // every eligible key (mode -1) is "above" T = 0; there are no ties then (a key equal to 0 is not eligible)
+            const uint64_t T = t.mode == -1 ? 0 : t.T;
+            const bool ties = t.mode != -1;
+            auto one = [&](int64_t x) {
                 const uint64_t k = keys[x];
                 if (k > T) set_mask_bit(m, first + x);
-                else if (k == T) tie(q, first + x);
+                else if (ties && k == T) tie(q, first + x);
+            };
+            int64_t x = 0;
+            for (; x < count && ((first + x) & 7); x++) one(x);
+            // whole mask bytes: 8 comparisons make one byte
+            for (; x + 8 <= count; x += 8) {
+                const uint64_t * k = keys + x;
+                unsigned byte = 0, equal = 0;
+                for (int j = 0; j < 8; j++) { byte |= (unsigned) (k[j] > T) << j; equal |= (unsigned) (k[j] == T); }
+                if (byte) m[(first + x) >> 3] |= (uint8_t) byte;
+                if (ties && equal) for (int j = 0; j < 8; j++) if (k[j] == T) tie(q, first + x + j);
             }
+            for (; x < count; x++) one(x);
         }
     });
 }
@@ -915,7 +924,7 @@ inline void account(Realized & r, SparseBins & bins, const Histogram & h, bool s
             if (h.bins > 0) {
                 if (ratio < h.min) r.below++;
                 else if (ratio >= h.max) r.above++;
-                else bins.add((size_t) std::floor((ratio - h.min) / (h.max - h.min) * (double) h.bins));
+                else bins.add((size_t) ((ratio - h.min) / (h.max - h.min) * (double) h.bins));   // >= 0: truncation is floor
             }
         }
     } else {
@@ -984,7 +993,7 @@ Napi::Value PatchTensor(const Napi::CallbackInfo & info) {
                 std::vector<float> before((size_t) bs), target((size_t) bs), after((size_t) bs);
                 std::vector<uint8_t> next(ts);
                 for (int64_t c = c0; c < c1; c++) {
-                    patch::Realized & r = partial[(size_t) c];
+                    patch::Realized r;   // local (kept in registers), stored once per chunk
                     const int64_t b_end = std::min(nblocks, (c + 1) * patch::kBlocksPerChunk);
                     if (!quantized) {
                         // F32/F16/BF16: each selected element converted alone; the chunk starts on a mask byte
@@ -1000,10 +1009,11 @@ Napi::Value PatchTensor(const Napi::CallbackInfo & info) {
                                 uint8_t nb[4];
                                 patch::store_float(t, target, nb);
                                 r.blocks_touched++; r.selected_weights++; r.candidates[kCandExact]++;
-                                if (memcmp(nb, p, ts) != 0) { memcpy(p, nb, ts); changed_blocks[(size_t) c].push_back(i); }
+                                if (ts == 2 ? (nb[0] != p[0] || nb[1] != p[1]) : memcmp(nb, p, ts) != 0) { memcpy(p, nb, ts); changed_blocks[(size_t) c].push_back(i); }
                                 patch::account(r, *bins[(size_t) th], hist, true, before, patch::load_float(t, p), scale);
                             }
                         }
+                        partial[(size_t) c] = r;
                         continue;
                     }
                     for (int64_t b = c * patch::kBlocksPerChunk; b < b_end; b++) {
@@ -1031,6 +1041,7 @@ Napi::Value PatchTensor(const Napi::CallbackInfo & info) {
                             patch::account(r, *bins[(size_t) th], hist, s, before[j], after[j], scale);
                         }
                     }
+                    partial[(size_t) c] = r;
                 }
             });
             for (const auto & p : partial) out->r.add(p);

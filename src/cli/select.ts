@@ -5,6 +5,7 @@ import { readGgufSync } from '../gguf/reader.ts';
 import { SelectionFileWriter } from '../select/file.ts';
 import { SELECTION_METHODS, SelectionSummaryBuilder, planTensors, selectTensors, validateTopK, type SelectionMethod, type SelectionSummary } from '../select/select.ts';
 import { loadStatisticsFor } from '../select/statistics.ts';
+import { sha256InBackground } from '../patch/background-hash.ts';
 import { sha256File } from '../select/tensor-io.ts';
 import { ProgressLine, bar, globalHelp, parse, parseNumber, UsageError, writeJson, type Command, type CommandIO } from './common.ts';
 
@@ -95,6 +96,8 @@ examples:
     const summary = new SelectionSummaryBuilder(model, method, topK, plan.skipped);
     const progress = new ProgressLine(io, values.quiet || values.json);
     const writer = output ? new SelectionFileWriter(output) : undefined;
+    // the model's sha256 (recorded in the selection file) is computed on a worker thread meanwhile
+    const hashing = writer ? sha256InBackground(model.path) : undefined;
     const controller = new AbortController();
     const onSigint = () => controller.abort();
     process.once('SIGINT', onSigint);
@@ -104,15 +107,15 @@ examples:
         onProgress: (p) => progress.update(`select ${bar(p.done / p.total)} ${p.done}/${p.total} ${p.tensor}`),
       })) {
         summary.add(selection);
-        writer?.add(selection);
+        await writer?.add(selection);
       }
       progress.done();
       const result = summary.build();
       if (writer) {
         const { tensors: _omit, ...rest } = result;
-        writer.finish({
+        await writer.finish({
           method, topK, seed: method === 'random' ? seed : undefined, includeOutput: !!values['include-output'],
-          model: { path: path.basename(model.path), name: String(model.metadata.get('general.name') ?? ''), sha256: sha256File(model.path), fileSize: model.fileSize, tensorCount: model.tensors.length },
+          model: { path: path.basename(model.path), name: String(model.metadata.get('general.name') ?? ''), sha256: await hashing!.result, fileSize: model.fileSize, tensorCount: model.tensors.length },
           statistics: {
             math: { path: path.basename(values.math), sha256: sha256File(values.math) },
             general: values.general ? { path: path.basename(values.general), sha256: sha256File(values.general) } : undefined,
@@ -130,6 +133,7 @@ examples:
       writer?.abort();
       throw e;
     } finally {
+      hashing?.cancel();
       process.removeListener('SIGINT', onSigint);
     }
   },

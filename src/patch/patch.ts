@@ -12,7 +12,7 @@ import { readGgufSync, type GgufInfo, type GgufMetadataEntry, type GgufTensorInf
 import { GGUF_VALUE } from '../gguf/types.ts';
 import { loadNative } from '../native.ts';
 import { codecTypeByName, codecTypeInfo, type RequantizeStrategy } from '../select/codec.ts';
-import { SelectionFile } from '../select/file.ts';
+import { MASK_DEFLATE, SelectionFile } from '../select/file.ts';
 import { planTensors, selectTensor, type ColumnStatistics, type SelectionMethod, type StatisticsSource } from '../select/select.ts';
 import { readExactly, readTensorBytes, sha256File } from '../select/tensor-io.ts';
 import { realPath, sameFile } from '../paths.ts';
@@ -178,7 +178,7 @@ async function maskSource(info: GgufInfo, options: PatchOptions): Promise<MaskSo
       checkAbort(options.signal);
       options.onProgress?.({ phase: 'select', done: done++, total: plan.scored.length, item: s.tensor.name });
       const selection = await selectTensor(s, readTensorBytes(fd, s.tensor), { method, topK: [options.topK], math: options.math, general: options.general, seed: options.seed, includeOutput: options.includeOutput });
-      if (selection.counts[0] > 0) masks.set(s.tensor.name, { deflated: deflateRawSync(selection.masks[0], { level: 1 }), count: selection.counts[0] });
+      if (selection.counts[0] > 0) masks.set(s.tensor.name, { deflated: deflateRawSync(selection.masks[0], MASK_DEFLATE), count: selection.counts[0] });
     }
   } finally {
     closeSync(fd);
