@@ -1,6 +1,7 @@
 // `boost` and `ablate` in one call: calibration statistics (cached per model), selection and patch
 // (scale or prune), a short before/after check (KL on general text, optionally a small GSM8K-style
 // sample), and a Modelfile for Ollama. Every stage reports progress.
+import type { RequantizeStrategy } from './select/codec.ts';
 import { createHash } from 'node:crypto';
 import { closeSync, existsSync, fstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -206,6 +207,8 @@ export interface BoostOptions extends CalibrationOptions {
   modelfile?: boolean;
   /** overwrite the output (and Modelfile) */
   force?: boolean;
+  /** requantization of quantized blocks that hold selected weights (default 'best') */
+  strategy?: RequantizeStrategy;
   env?: NodeJS.ProcessEnv;
 }
 
@@ -305,7 +308,7 @@ export async function boost(options: BoostOptions): Promise<BoostResult> {
   const patch = await patchModel({
     model: model.path, out, prune: intervention === 'prune', scale: intervention === 'scale' ? scale : undefined,
     method: options.method ?? 'mathneuro', topK, math: { ...math.stats, path: math.path }, general: { ...general.stats, path: general.path },
-    force: options.force, signal: options.signal,
+    force: options.force, signal: options.signal, strategy: options.strategy,
     onProgress: (p: PatchProgress) => options.onProgress?.({ stage: 'patch', done: p.done, total: p.total, detail: p.phase }),
   });
   const check = options.check === false ? undefined : await checkPatched(model.path, out, options.check ?? {}, { onProgress: options.onProgress, signal: options.signal, seed: options.seed });

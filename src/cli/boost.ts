@@ -1,3 +1,4 @@
+import type { RequantizeStrategy } from '../select/codec.ts';
 import path from 'node:path';
 import { DEFAULT_ABLATE_TOP_K, DEFAULT_BOOST_SCALE, DEFAULT_BOOST_TOP_K, DEFAULT_KL_PROMPTS, DEFAULT_SAMPLES, boost, type BoostResult, type CalibrationChoice, type Intervention, type PipelineStage } from '../pipeline.ts';
 import { SELECTION_METHODS, type SelectionMethod } from '../select/select.ts';
@@ -61,6 +62,10 @@ ${isBoost ? `  --scale C         factor of the selected weights (default ${DEFAU
   --no-cache        collect again and do not write the cache
   --ctx N           context size for statistics (default min(train ctx, 4096))
   --threads N       CPU threads (default: all)
+  --requant S       quantized blocks holding selected weights: best (default: the closest of
+                    ggml's plain requantization, keep-scale re-rounding and an importance-weighted
+                    requantization; as costly as requantizing them) | plain | keep-scale (only the
+                    selected weights' codes move; the fastest)
   -f, --force       overwrite the output
 ${globalHelp}
 
@@ -73,7 +78,7 @@ examples:
       const { values, positionals } = parse(argv, {
         output: { type: 'string', short: 'o' }, 'top-k': { type: 'string' }, ...(isBoost ? { scale: { type: 'string' } } : {}),
         method: { type: 'string' }, 'no-check': { type: 'boolean' }, 'kl-prompts': { type: 'string' }, gsm8k: { type: 'string' },
-        'gsm8k-data': { type: 'string' }, modelfile: { type: 'boolean' }, force: { type: 'boolean', short: 'f' },
+        'gsm8k-data': { type: 'string' }, modelfile: { type: 'boolean' }, force: { type: 'boolean', short: 'f' }, requant: { type: 'string' },
         ...calibrationOptions,
       });
       const v = values as Record<string, string | boolean | undefined>;
@@ -86,6 +91,8 @@ examples:
       if (scale !== undefined && scale <= 0) throw new UsageError('--scale must be positive (ablate zeroes weights)');
       const gsm8k = parseNumber('gsm8k', v.gsm8k as string | undefined, { integer: true, min: 0 });
       const klPrompts = parseNumber('kl-prompts', v['kl-prompts'] as string | undefined, { integer: true, min: 1 });
+      const strategy = (v.requant as string | undefined ?? 'best') as RequantizeStrategy;
+      if (!['best', 'plain', 'keep-scale'].includes(strategy)) throw new UsageError(`--requant must be best, plain or keep-scale, got "${v.requant}"`);
       const quiet = !!(v.quiet || v.json);
       const result = await runPipeline(io, quiet, {
         model: positionals[0], out: v.output as string | undefined, intervention, topK, scale, method,
@@ -93,7 +100,7 @@ examples:
         seed: parseNumber('seed', v.seed as string | undefined, { integer: true, min: 0 }),
         ...calibrationChoices(v as never),
         check: v['no-check'] ? false : { kl: true, klPrompts, gsm8k, gsm8kData: v['gsm8k-data'] as string | undefined },
-        modelfile: !!v.modelfile, force: !!v.force,
+        modelfile: !!v.modelfile, force: !!v.force, strategy,
         cacheDir: v['cache-dir'] as string | undefined, cache: !v['no-cache'],
         nCtx: parseNumber('ctx', v.ctx as string | undefined, { integer: true, min: 8 }),
         nThreads: parseNumber('threads', v.threads as string | undefined, { integer: true, min: 1 }),

@@ -44,7 +44,7 @@ t.test('help, usage errors and failures of every command', async (t) => {
     t.equal(JSON.parse(bad.stdout).error.code, 'EUSAGE');
   }
   // missing required arguments: usage (2)
-  for (const argv of [['boost'], ['ablate'], ['report', 'm.gguf'], ['overlap'], ['stats', 'm.gguf'], ['boost', 'm.gguf', '--top-k', '0'], ['boost', 'm.gguf', '--scale', 'x'], ['overlap', 'm.gguf', '--sizes', '1,0'], ['overlap', 'm.gguf', '--subsets', '1'], ['report', 'm.gguf', '--math', 'a', '--general', 'b', '--prune', '--scale', '2'], ['boost', 'ollama:../x']]) {
+  for (const argv of [['boost'], ['ablate'], ['report', 'm.gguf'], ['overlap'], ['stats', 'm.gguf'], ['boost', 'm.gguf', '--top-k', '0'], ['boost', 'm.gguf', '--scale', 'x'], ['boost', 'm.gguf', '--requant', 'fastest'], ['overlap', 'm.gguf', '--sizes', '1,0'], ['overlap', 'm.gguf', '--subsets', '1'], ['report', 'm.gguf', '--math', 'a', '--general', 'b', '--prune', '--scale', '2'], ['boost', 'ollama:../x']]) {
     const r = await run([...argv, '--json']);
     t.equal(r.code, 2, `${argv.join(' ')}: exit 2`);
     t.equal(JSON.parse(r.stdout).error.code, 'EUSAGE');
@@ -79,6 +79,12 @@ t.test('--json shapes of boost, ablate, report and overlap', async (t) => {
   t.match(bj.statistics.math, { cached: false, samples: 3, tokens: Number, path: String, dataset: 'builtin:math@1/seed0[0:3]' });
   t.match(bj.patch, { selectedWeights: Number, modelParameters: Number, realized: Array, mode: 'new-file' });
   t.ok(bj.statistics.math.path.startsWith(path.join(dir, 'cache', 'stats')), 'cache under $MATHNEURO_CACHE_DIR/stats');
+
+  const k = await run(['boost', model, '--samples', '3', '--no-check', '--json', '--requant', 'keep-scale', '-o', path.join(dir, 'ks.gguf')], env);
+  t.equal(k.code, 0, k.stderr);
+  const kAll = JSON.parse(k.stdout).patch.realized.find((r: { type: string }) => r.type === 'all');
+  t.ok(kAll.candidates['keep-scale'] > 0 && !kAll.candidates.plain && !kAll.candidates.weighted, `--requant keep-scale: only keep-scale blocks (${JSON.stringify(kAll.candidates)})`);
+  t.equal(kAll.otherShareChanged, 0, 'keep-scale leaves the other weights of a block as they were');
 
   const a = await run(['ablate', model, '--samples', '3', '--json', '--kl-prompts', '1'], env);
   t.equal(a.code, 0, a.stderr);
