@@ -21,7 +21,7 @@
       ],
       "defines": ["NAPI_VERSION=7", "NAPI_CPP_EXCEPTIONS", "MATHNEURO_BUILD_KIND=\"prebuilt\""],
       "cflags_cc!": ["-fno-exceptions", "-fno-rtti"],
-      "cflags_cc": ["-std=c++17", "-fexceptions", "-O2"],
+      "cflags_cc": ["-std=c++17", "-fexceptions", "-O3"],
       "libraries": [
         "<(bins)/libllama.v0.4.0.so",
         "<(bins)/libggml.v0.4.0.so",

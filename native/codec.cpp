@@ -344,18 +344,101 @@ void mark_top_small(const ScoreGroup & g, const std::vector<int64_t> & ks, std::
     mark_range(g, g.base, g.base + g.len, th, masks, [&](size_t q, int64_t i) { if (left[q] > 0) { set_mask_bit(masks[q].data(), i); left[q]--; } });
 }
 
+// Large groups, first try: each threshold estimated from a stratified sample of the scores, then
+// one pass counts the keys above a bound and collects those in a window around the estimate
+// (+-4 standard deviations of the sample rank). When the k-th largest falls inside the window,
+// nth_element there gives it exactly; otherwise (rare; or a window too large) that K goes to the
+// histogram path. Returns the number of eligible keys, or -1 when the group is too small to sample.
+// tight (tests): no margin, so windows miss often and the fallback runs.
+int64_t sample_thresholds(const ScoreGroup & g, const std::vector<int64_t> & ks, std::vector<Threshold> & th, std::vector<char> & resolved, int nt, bool tight) {
+    const int64_t len = g.len, nk = (int64_t) ks.size();
+    const int64_t s = std::min<int64_t>(65536, len / 16);
+    if (s < 1024) return -1;
+    std::vector<uint64_t> sample((size_t) s);
+    for (int64_t x = 0; x < s; x++) {
+        // one score from each of s equal strata, at a pseudo-random place inside it (a fixed
+        // stride would see only some columns when it divides the row width)
+        const int64_t lo = (x * len) / s, hi = ((x + 1) * len) / s;
+        const int64_t i = lo + (int64_t) (((uint64_t) (x + 1) * 0x9E3779B97F4A7C15ull) >> 33) % std::max<int64_t>(1, hi - lo);
+        const double sc = std::fabs((double) g.w[i]) * g.col[i % g.n_in];
+        uint64_t k = 0; if (sc > 0) memcpy(&k, &sc, 8);
+        sample[(size_t) x] = k;
+    }
+    std::sort(sample.begin(), sample.end(), std::greater<uint64_t>());
+    struct Window { uint64_t lo = 1, hi = UINT64_MAX; bool active = false; };
+    std::vector<Window> win((size_t) nk);
+    for (int64_t q = 0; q < nk; q++) {
+        const int64_t k = ks[(size_t) q];
+        if (k <= 0) { th[(size_t) q].mode = -2; resolved[(size_t) q] = 1; continue; }
+        const double p = std::min(1.0, (double) k / (double) len), r = p * (double) s;
+        const double m = tight ? 0.0 : 4.0 * std::sqrt((double) s * p * (1 - p)) + 4.0;
+        const int64_t a = (int64_t) std::floor(r - m), b = (int64_t) std::ceil(r + m);
+        Window & w = win[(size_t) q];
+        w.hi = a < 0 ? UINT64_MAX : sample[(size_t) a];
+        w.lo = b >= s ? 1 : std::max<uint64_t>(1, sample[(size_t) b]);
+        w.active = w.lo <= w.hi;
+    }
+    const int64_t cap = std::max<int64_t>(kCollectLimitDefault, len / 16) / nt + 1;
+    std::vector<int64_t> above((size_t) (nt * nk), 0), zeros((size_t) nt, 0);
+    std::vector<char> overflow((size_t) (nt * nk), 0);
+    std::vector<std::vector<uint64_t>> got((size_t) (nt * nk));
+    parallel_ranges(nt, g.base, g.base + len, 64, kMinPerThread, [&](int t, int64_t a, int64_t b) {
+        int64_t z = 0;
+        g.chunks(a, b, [&](int64_t, const uint64_t * keys, int64_t count) {
+            for (int64_t x = 0; x < count; x++) z += keys[x] == 0;
+            for (int64_t q = 0; q < nk; q++) {
+                const Window w = win[(size_t) q];
+                if (!w.active) continue;
+                const size_t slot = (size_t) (t * nk + q);
+                if (overflow[slot]) continue;
+                int64_t up = 0;
+                std::vector<uint64_t> & out = got[slot];
+                const uint64_t lo = w.lo, span = w.hi - w.lo;   // lo <= k <= hi  <=>  k - lo <= span (unsigned)
+                for (int64_t x = 0; x < count; x++) {
+                    const uint64_t k = keys[x];
+                    up += k > w.hi;
+                    if (k - lo <= span) out.push_back(k);
+                }
+                above[slot] += up;
+                if ((int64_t) out.size() > cap) overflow[slot] = 1;
+            }
+        });
+        zeros[(size_t) t] = z;
+    });
+    int64_t eligible = len;
+    for (int64_t z : zeros) eligible -= z;
+    for (int64_t q = 0; q < nk; q++) {
+        if (resolved[(size_t) q]) continue;
+        const int64_t k = ks[(size_t) q];
+        if (k >= eligible) { th[(size_t) q].mode = -1; resolved[(size_t) q] = 1; continue; }
+        if (!win[(size_t) q].active) continue;
+        int64_t up = 0; bool over = false; size_t n = 0;
+        for (int t = 0; t < nt; t++) { up += above[(size_t) (t * nk + q)]; over |= overflow[(size_t) (t * nk + q)] != 0; n += got[(size_t) (t * nk + q)].size(); }
+        if (over || !(up < k && k <= up + (int64_t) n)) continue;
+        std::vector<uint64_t> keys; keys.reserve(n);
+        for (int t = 0; t < nt; t++) { auto & v = got[(size_t) (t * nk + q)]; keys.insert(keys.end(), v.begin(), v.end()); }
+        const int64_t r = k - up;
+        std::nth_element(keys.begin(), keys.begin() + (r - 1), keys.end(), std::greater<uint64_t>());
+        const uint64_t T = keys[(size_t) r - 1];
+        int64_t greater = 0;
+        for (uint64_t v : keys) greater += v > T;
+        th[(size_t) q] = Threshold{0, T, r - greater};
+        resolved[(size_t) q] = 1;
+    }
+    return eligible;
+}
+
 // Large groups: a 16-bit histogram of the top bits (one pass for every K), refined 16 bits at a
 // time while the threshold's bucket is large, then the bucket's keys are collected and
 // nth_element gives the exact threshold; a last pass marks. Every pass is split over threads.
-void mark_top_radix(const ScoreGroup & g, const std::vector<int64_t> & ks, std::vector<std::vector<uint8_t>> & masks, int n_threads, int64_t collect_limit) {
+// The histogram path for the K that sampling did not resolve.
+void histogram_thresholds(const ScoreGroup & g, const std::vector<int64_t> & ks, std::vector<Threshold> & th, const std::vector<char> & resolved, int nt, int64_t collect_limit) {
     const int64_t begin = g.base, end = g.base + g.len;
     const size_t nk = ks.size();
-    int nt = (int) std::max<int64_t>(1, std::min<int64_t>(n_threads, g.len / kMinPerThread));
     // per K: the known top bits of its threshold (prefix over bits >= shift), how many of the
     // K still to take inside that prefix, and how many keys carry the prefix
     struct State { uint64_t prefix = 0; int shift = 64; int64_t remaining = 0; int64_t in_bucket = 0; };
     std::vector<State> st(nk);
-    std::vector<Threshold> th(nk);
     // pass 1: top 16 bits (zero keys land in bucket 0 and are subtracted)
     std::vector<std::vector<uint64_t>> hists((size_t) nt, std::vector<uint64_t>(65536, 0));
     std::vector<int64_t> zeros((size_t) nt, 0);
@@ -379,9 +462,11 @@ void mark_top_radix(const ScoreGroup & g, const std::vector<int64_t> & ks, std::
         cum_above = cum;
         return b;
     };
+    std::vector<char> skip(nk, 0);   // resolved by sampling: left as they are
     for (size_t q = 0; q < nk; q++) {
         const int64_t k = ks[q];
         State & s = st[q];
+        if (resolved[q]) { skip[q] = 1; continue; }
         if (k <= 0) { th[q].mode = -2; continue; }
         if (k >= eligible) { th[q].mode = -1; continue; }
         int64_t above = 0;
@@ -391,7 +476,7 @@ void mark_top_radix(const ScoreGroup & g, const std::vector<int64_t> & ks, std::
     // refine: 16 more bits at a time for the K whose bucket is still large
     for (;;) {
         std::vector<size_t> refine;
-        for (size_t q = 0; q < nk; q++) if (th[q].mode == 0 && st[q].shift > 0 && st[q].in_bucket > collect_limit) refine.push_back(q);
+        for (size_t q = 0; q < nk; q++) if (!skip[q] && th[q].mode == 0 && st[q].shift > 0 && st[q].in_bucket > collect_limit) refine.push_back(q);
         if (refine.empty()) break;
         const size_t nr = refine.size();
         std::vector<std::vector<uint64_t>> rh((size_t) nt * nr, std::vector<uint64_t>(65536, 0));
@@ -418,7 +503,7 @@ void mark_top_radix(const ScoreGroup & g, const std::vector<int64_t> & ks, std::
     // collect the keys of each threshold bucket and find the threshold
     std::vector<size_t> collect;
     for (size_t q = 0; q < nk; q++) {
-        if (th[q].mode != 0) continue;
+        if (skip[q] || th[q].mode != 0) continue;
         if (st[q].shift == 0) { th[q].T = st[q].prefix; th[q].take = st[q].remaining; continue; }   // every key of the bucket equals the prefix
         collect.push_back(q);
     }
@@ -448,8 +533,13 @@ void mark_top_radix(const ScoreGroup & g, const std::vector<int64_t> & ks, std::
             t.take = s.remaining - greater;
         }
     }
-    // mark: above the threshold in parallel; keys equal to it are noted per thread and the first
-    // `take` of them (lowest flat index) are marked afterwards
+}
+
+// mark: above the threshold in parallel; keys equal to it are noted per thread and the first
+// `take` of them (lowest flat index) are marked afterwards
+void mark_with_thresholds(const ScoreGroup & g, const std::vector<Threshold> & th, std::vector<std::vector<uint8_t>> & masks, int nt) {
+    const int64_t begin = g.base, end = g.base + g.len;
+    const size_t nk = th.size();
     std::vector<std::vector<int64_t>> ties((size_t) nt * nk);
     parallel_ranges(nt, begin, end, 64, kMinPerThread, [&](int t, int64_t a, int64_t b) {
         mark_range(g, a, b, th, masks, [&](size_t q, int64_t i) { ties[(size_t) t * nk + q].push_back(i); });
@@ -460,6 +550,20 @@ void mark_top_radix(const ScoreGroup & g, const std::vector<int64_t> & ks, std::
             for (int64_t i : ties[(size_t) t * nk + q]) { if (left-- <= 0) break; set_mask_bit(masks[q].data(), i); }
     }
 }
+
+void mark_top_radix(const ScoreGroup & g, const std::vector<int64_t> & ks, std::vector<std::vector<uint8_t>> & masks, int n_threads, int64_t collect_limit, int sampling) {
+    const int64_t begin = g.base, end = g.base + g.len;
+    const size_t nk = ks.size();
+    int nt = (int) std::max<int64_t>(1, std::min<int64_t>(n_threads, g.len / kMinPerThread));
+    std::vector<Threshold> th(nk);
+    std::vector<char> resolved(nk, 0);
+    if (sampling) sample_thresholds(g, ks, th, resolved, nt, sampling == 2);
+    bool all_resolved = true;
+    for (char r : resolved) all_resolved &= r != 0;
+    if (!all_resolved) histogram_thresholds(g, ks, th, resolved, nt, collect_limit);
+    mark_with_thresholds(g, th, masks, nt);
+}
+
 
 // ---------------------------------------------------------------------------------------------
 // Requantizing one block toward its target: selected weights times the scale, the others as they
@@ -719,6 +823,9 @@ Napi::Value SelectTopK(const Napi::CallbackInfo & info) {
     if (o.Has("threads") && !o.Get("threads").IsUndefined()) n_threads = (int) std::min<int64_t>(get_int(o, "threads", 1), 1024);
     int64_t collect_limit = kCollectLimitDefault;
     if (o.Has("radixBucketLimit") && !o.Get("radixBucketLimit").IsUndefined()) collect_limit = get_int(o, "radixBucketLimit", 1);
+    // 1: thresholds first estimated from a sample (default); 0: histogram only; 2: sample with no margin (tests the fallback)
+    int sampling = 1;
+    if (o.Has("radixSampling") && !o.Get("radixSampling").IsUndefined()) sampling = (int) std::min<int64_t>(get_int(o, "radixSampling", 0), 2);
 
     auto result = std::make_shared<std::vector<std::vector<std::vector<uint8_t>>>>();
     const uint8_t * bytes = data.Data();
@@ -728,7 +835,12 @@ Napi::Value SelectTopK(const Napi::CallbackInfo & info) {
             const int64_t per_matrix = n_in * rows;
             const size_t row_bytes = bytes_for(t, n_in);
             const bool direct = t == GGML_TYPE_F32 && ((uintptr_t) bytes % alignof(float)) == 0;
-            std::vector<float> dequant(direct ? 0 : (size_t) per_matrix);
+            // reused across calls on this worker thread: a fresh buffer per matrix costs page faults
+            // (a thread_local named inside the lambdas below would be each thread's own: use the pointer)
+            static thread_local std::vector<float> dequant_buffer;
+            if (!direct && dequant_buffer.size() < (size_t) per_matrix) dequant_buffer.resize((size_t) per_matrix);
+            float * const dequant = dequant_buffer.data();
+            struct Release { ~Release() { if (dequant_buffer.capacity() * sizeof(float) > ((size_t) 512 << 20)) std::vector<float>().swap(dequant_buffer); } } release;   // not held past the call when huge
             std::vector<std::vector<uint64_t>> scratch((size_t) n_threads);
             // one matrix at a time: dequantized on all threads (whole rows), then scored per column set
             for (int64_t m = 0; m < mats; m++) {
@@ -737,23 +849,23 @@ Napi::Value SelectTopK(const Napi::CallbackInfo & info) {
                 if (direct) wf = (const float *) bytes + mbase;
                 else {
                     parallel_ranges(n_threads, 0, rows, 1, std::max<int64_t>(1, kMinPerThread / n_in), [&](int, int64_t r0, int64_t r1) {
-                        dequantize_into(t, bytes + (size_t) (m * rows + r0) * row_bytes, dequant.data() + r0 * n_in, (r1 - r0) * n_in);
+                        dequantize_into(t, bytes + (size_t) (m * rows + r0) * row_bytes, dequant + r0 * n_in, (r1 - r0) * n_in);
                     });
-                    wf = dequant.data();
+                    wf = dequant;
                 }
                 for (size_t s = 0; s < cols.size(); s++) {
                     auto & masks = (*result)[s];
                     const double * col = cols[s] + m * n_in;
                     if (group >= per_matrix) {
                         ScoreGroup g{wf, col, n_in, mbase, per_matrix};
-                        if (per_matrix >= radix_min) mark_top_radix(g, ks, masks, n_threads, collect_limit);
+                        if (per_matrix >= radix_min) mark_top_radix(g, ks, masks, n_threads, collect_limit, sampling);
                         else mark_top_small(g, ks, masks, scratch[0]);
                     } else {
                         // one group per row: rows are split over threads 8 at a time (whole mask bytes)
                         parallel_ranges(mbase % 8 == 0 ? n_threads : 1, 0, rows, 8, std::max<int64_t>(8, kMinPerThread / n_in), [&](int th, int64_t r0, int64_t r1) {
                             for (int64_t r = r0; r < r1; r++) {
                                 ScoreGroup g{wf + r * n_in, col, n_in, mbase + r * n_in, n_in};
-                                if (n_in >= radix_min) mark_top_radix(g, ks, masks, 1, collect_limit);
+                                if (n_in >= radix_min) mark_top_radix(g, ks, masks, 1, collect_limit, sampling);
                                 else mark_top_small(g, ks, masks, scratch[(size_t) th]);
                             }
                         });

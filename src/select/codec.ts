@@ -77,6 +77,8 @@ export interface TopKRequest {
   radixMinGroup?: number;
   /** a threshold bucket of the radix select holding more scores than this is refined by another pass (default 2^20; tests lower it) */
   radixBucketLimit?: number;
+  /** 1 (default): radix thresholds first estimated from a sample, exact fallback; 0: histogram only; 2: no margin (tests the fallback) */
+  radixSampling?: number;
   /** threads for dequantizing and scoring (default: all cores); the masks do not depend on it */
   threads?: number;
 }

@@ -9,7 +9,7 @@ import type { WeightStats } from '../stats/types.ts';
 import type { GgufInfo, GgufTensorInfo } from '../gguf/reader.ts';
 import { andNot, countBits, getBit, newMask, setBit } from './bits.ts';
 import { requireDequantizable, selectTopK } from './codec.ts';
-import { readTensorBytes } from './tensor-io.ts';
+import { readExactly, readTensorBytes } from './tensor-io.ts';
 
 export type SelectionMethod = 'mathneuro' | 'wanda' | 'random' | 'wanda-row';
 export const SELECTION_METHODS: readonly SelectionMethod[] = ['mathneuro', 'wanda', 'random', 'wanda-row'];
@@ -212,12 +212,16 @@ export async function* selectTensors(model: GgufInfo, plan: TensorPlan, options:
   checkMethod(options);
   for (const s of plan.scored) requireDequantizable(s.tensor.type, s.tensor.name);
   const fd = openSync(model.path, 'r');
+  // one buffer of the largest tensor, reused (unless the caller keeps the bytes)
+  const shared = options.keepBytes ? undefined : new Uint8Array(plan.scored.reduce((m, s) => Math.max(m, s.tensor.byteSize), 0));
   try {
     let done = 0;
     for (const s of plan.scored) {
       if (options.signal?.aborted) throw new MathneuroError('EABORT', 'selection cancelled');
       options.onProgress?.({ done, total: plan.scored.length, tensor: s.tensor.name });
-      const bytes = readTensorBytes(fd, s.tensor);
+      let bytes: Uint8Array;
+      if (shared) { bytes = shared.subarray(0, s.tensor.byteSize); readExactly(fd, bytes, s.tensor.absoluteOffset, `tensor ${s.tensor.name}`); }
+      else bytes = readTensorBytes(fd, s.tensor);
       const selection = await selectTensor(s, bytes, options);
       if (options.keepBytes) selection.bytes = bytes;
       done++;

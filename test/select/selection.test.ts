@@ -157,13 +157,16 @@ t.test('large groups: every thread count and radix refinement give the brute-for
         counts.forEach((c, q) => { for (const i of referenceTop(values, (i) => col[m * nIn + (i % nIn)], g, group, c)) expected[q].add(i); });
       }
       for (const threads of [1, 2, 3]) {
-        for (const [radixMinGroup, radixBucketLimit] of [[1, 1], [1, 64], [undefined, undefined]] as const) {
+        // sampling 1: thresholds estimated from a sample (the default); 0: histogram only; 2: no
+        // margin around the estimate, so the exact fallback runs for most K
+        for (const [radixMinGroup, radixBucketLimit, radixSampling] of [[1, 1, 0], [1, 64, 0], [1, 64, 2], [1, undefined, 1], [undefined, undefined, undefined]] as const) {
           if (groupBy === 'row' && radixBucketLimit === 1 && threads !== 2) continue;
-          const [masks] = await selectTopK({ type: TYPES[type].id, data: bytes, nIn, rows, matrices, colWeights: [col], groupBy, counts, threads, radixMinGroup, radixBucketLimit });
+          const [masks] = await selectTopK({ type: TYPES[type].id, data: bytes, nIn, rows, matrices, colWeights: [col], groupBy, counts, threads, radixMinGroup, radixBucketLimit, radixSampling });
+          const label = `${type} ${shape.join('x')} ${groupBy} threads=${threads} radix=${radixMinGroup} limit=${radixBucketLimit} sampling=${radixSampling}`;
           counts.forEach((_, q) => {
             const ok = sameSet(maskToSet(masks[q], numel), expected[q]);
-            if (!ok) t.fail(`${type} ${shape.join('x')} ${groupBy} threads=${threads} radix=${radixMinGroup} limit=${radixBucketLimit} K=${ks[q]}`);
-            else t.pass(`${type} ${groupBy} threads=${threads} radix=${radixMinGroup} limit=${radixBucketLimit} K=${ks[q]}`);
+            if (!ok) t.fail(`${label} K=${ks[q]}`);
+            else t.pass(`${label} K=${ks[q]}`);
           });
         }
       }
