@@ -1,20 +1,23 @@
 // End to end: `mathneuro boost` with one math and one general calibration sample (the paper's
 // single-sample mode) on a generated model, cold statistics cache; wall time and where it goes
 // (from the pipeline's stage progress), with and without the KL check.
-//   npm run bench -- boost [--model M.gguf | --shape llama-1b --type mixed] [--repeats 3]
+//   npm run bench -- boost [--model M.gguf | --shape llama-1b --type mixed] [--repeats 3] [--requant best|plain|keep-scale]
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { boost, type PipelineStage } from '../../src/pipeline.ts';
+import { boost } from '../../src/pipeline.ts';
+import type { RequantizeStrategy } from '../../src/select/codec.ts';
 import type { SynthShapeName, SynthTypeName } from '../../src/synth.ts';
 import { benchDir, benchModel, machine, machineLine, median, table, writeSection } from './common.ts';
 
 export async function benchBoost(argv: string[]) {
   const { values } = parseArgs({ args: argv, options: {
     model: { type: 'string' }, shape: { type: 'string', default: 'llama-1b' }, type: { type: 'string', default: 'mixed' },
-    repeats: { type: 'string', default: '3' }, 'no-write': { type: 'boolean' },
+    repeats: { type: 'string', default: '3' }, 'no-write': { type: 'boolean' }, requant: { type: 'string', default: 'best' },
   } });
+  const strategy = values.requant as RequantizeStrategy;
+  if (!['best', 'plain', 'keep-scale'].includes(strategy)) throw new Error('--requant must be best, plain or keep-scale');
   const m = machine();
   const model = values.model ?? await benchModel(values.shape as SynthShapeName, values.type as SynthTypeName);
   const repeats = Number(values.repeats);
@@ -24,14 +27,16 @@ export async function benchBoost(argv: string[]) {
     for (let i = 0; i < repeats; i++) {
       const cacheDir = mkdtempSync(path.join(os.tmpdir(), 'mathneuro-bench-cache-'));
       const stages: Record<string, number> = {};
-      let current: PipelineStage | 'start' = 'start';
+      let current = 'start';
       let since = Date.now();
       const t0 = since;
       try {
         await boost({
-          model, out, samples: 1, force: true, cacheDir, check: check ? {} : false,
+          model, out, samples: 1, force: true, cacheDir, check: check ? {} : false, strategy,
           onProgress: (p) => {
-            if (p.stage !== current) { const now = Date.now(); stages[current] = (stages[current] ?? 0) + now - since; current = p.stage; since = now; }
+            // the patch stage split: selection, then writing (copy, patch, and the wait for the source's hash)
+            const key = p.stage === 'patch' ? (p.detail === 'select' ? 'select' : 'write') : p.stage;
+            if (key !== current) { const now = Date.now(); stages[current] = (stages[current] ?? 0) + now - since; current = key; since = now; }
           },
         });
       } finally { rmSync(cacheDir, { recursive: true, force: true }); }
@@ -42,20 +47,20 @@ export async function benchBoost(argv: string[]) {
     }
   }
   rmSync(out, { force: true });
-  const stageNames = ['start', 'resolve', 'stats-math', 'stats-general', 'patch', 'check-kl'];
+  const stageNames = ['start', 'resolve', 'stats-math', 'stats-general', 'select', 'write', 'check-kl'];
   const rows = [false, true].map((check) => {
     const rs = runs.filter((r) => r.check === check);
     return [check ? 'boost (default: with KL check)' : 'boost --no-check', (median(rs.map((r) => r.totalMs)) / 1000).toFixed(1),
       ...stageNames.map((s) => (median(rs.map((r) => r.stages[s] ?? 0)) / 1000).toFixed(1))];
   });
-  const cmd = `npm run bench -- boost ${values.model ? `--model ${values.model}` : `--shape ${values.shape} --type ${values.type}`} --repeats ${repeats}`;
+  const cmd = `npm run bench -- boost ${values.model ? `--model ${values.model}` : `--shape ${values.shape} --type ${values.type}`} --repeats ${repeats}${strategy === 'best' ? '' : ` --requant ${strategy}`}`;
   const md = `## End to end: boost with one math and one general sample
 
 \`${cmd}\`
 
-${machineLine(m)} Model: ${path.basename(model)}; built-in calibration sets, 1 sample each, cold statistics cache, in-process API (what \`mathneuro boost --samples 1\` runs, without the CLI's ~1 s start-up); median of ${repeats}. Seconds per stage: "start" is validation and fingerprinting before the first stage event, "stats-*" include loading the model, "patch" is selection + writing the new file. Goal: under 30 s on 2 cores.
+${machineLine(m)} Model: ${path.basename(model)}; built-in calibration sets, 1 sample each, cold statistics cache, in-process API (what \`mathneuro boost --samples 1${strategy === 'best' ? '' : ` --requant ${strategy}`}\` runs, without the CLI's ~1 s start-up); requantization of touched blocks: ${strategy}; median of ${repeats}. Seconds per stage: "start" is validation and fingerprinting before the first stage event, "stats-*" include loading the model, "select" and "write" are the patch stage (selection; the kernel copy, patching the touched blocks and the source's sha256). Goal: under 30 s on 2 cores.
 
 ${table(['run', 'total s', ...stageNames], rows)}`;
-  if (!values['no-write']) writeSection(`boost-${path.basename(model, '.gguf')}`, md, { machine: m, model: path.basename(model), repeats, runs });
+  if (!values['no-write']) writeSection(`boost-${path.basename(model, '.gguf')}${strategy === 'best' ? '' : `-${strategy}`}`, md, { machine: m, model: path.basename(model), strategy, repeats, runs });
   process.stdout.write(md + '\n');
 }
