@@ -970,7 +970,8 @@ Napi::Value RequantizeBlocks(const Napi::CallbackInfo & info) {
 // patchTensor({ type, data: Uint8Array (the whole tensor as stored; rewritten in place), mask:
 //   Uint8Array (one bit per weight), nIn, rows, matrices, scale (0 prunes), importance?: Float32Array
 //   (one value per column and matrix, nIn * matrices), strategy, threads?, histogram?: { min, max,
-//   bins } }): Promise<{ changed: Float64Array (merged byte ranges: offset, length, ...),
+//   bins }, ranges?: false, mergeGap?: bytes }): Promise<{ changed: Float64Array (merged byte
+//   ranges: offset, length, ...; empty with ranges: false), bytesChanged,
 //   blocksTouched, selectedWeights, candidates: Float64Array(4) (blocks kept per candidate kind:
 //   plain, keep-scale, weighted, exact), realized: { selected, unchanged, onTarget, ratioCount,
 //   ratioSum, below, above, bins: Float64Array (the bins hit: index, count, index, count, ...),
@@ -1078,6 +1079,11 @@ Napi::Value PatchTensor(const Napi::CallbackInfo & info) {
     const Strategy strategy = parse_strategy(o.Get("strategy").IsString() ? o.Get("strategy").As<Napi::String>().Utf8Value() : "best", t);
     int n_threads = (int) std::max(1u, std::thread::hardware_concurrency());
     if (o.Has("threads") && !o.Get("threads").IsUndefined()) n_threads = (int) std::min<int64_t>(get_int(o, "threads", 1), 1024);
+    // changed byte ranges: not returned at all (ranges: false; bytesChanged still is), or merged
+    // across gaps of up to mergeGap unchanged bytes (an undo journal wants few records)
+    const bool want_ranges = !o.Has("ranges") || o.Get("ranges").IsUndefined() || o.Get("ranges").ToBoolean().Value();
+    int64_t merge_gap = 0;
+    if (o.Has("mergeGap") && !o.Get("mergeGap").IsUndefined()) merge_gap = get_int(o, "mergeGap", 0);
     patch::Histogram hist;
     Napi::Value hv = o.Get("histogram");
     if (hv.IsObject()) {
@@ -1087,7 +1093,7 @@ Napi::Value PatchTensor(const Napi::CallbackInfo & info) {
         if (!(hist.max > hist.min) || hist.bins > (1 << 24)) throw CodedError("EUSAGE", "histogram needs min < max and at most 2^24 bins");
     }
 
-    struct Out { std::vector<double> changed; patch::Realized r; std::vector<double> bins; };
+    struct Out { std::vector<double> changed; double bytes_changed = 0; patch::Realized r; std::vector<double> bins; };
     auto out = std::make_shared<Out>();
     uint8_t * bytes = data.Data(); const uint8_t * sel = mask.Data();
     auto * w = new TaskWorker(env,
@@ -1167,12 +1173,16 @@ Napi::Value PatchTensor(const Napi::CallbackInfo & info) {
                 for (const auto & bv : bins) n += bv->counts[i];
                 out->bins.push_back((double) i); out->bins.push_back((double) n);
             }
-            for (const auto & cb : changed_blocks) {
-                for (int64_t b : cb) {
-                    const double off = (double) b * (double) ts;
-                    if (!out->changed.empty() && out->changed[out->changed.size() - 2] + out->changed.back() == off) out->changed.back() += (double) ts;
-                    else { out->changed.push_back(off); out->changed.push_back((double) ts); }
+            for (auto & cb : changed_blocks) {
+                out->bytes_changed += (double) cb.size() * (double) ts;
+                if (want_ranges) {
+                    for (int64_t b : cb) {
+                        const double off = (double) b * (double) ts;
+                        if (!out->changed.empty() && off - (out->changed[out->changed.size() - 2] + out->changed.back()) <= (double) merge_gap) out->changed.back() = off + (double) ts - out->changed[out->changed.size() - 2];
+                        else { out->changed.push_back(off); out->changed.push_back((double) ts); }
+                    }
                 }
+                std::vector<int64_t>().swap(cb);
             }
         },
         [out](Napi::Env e) -> Napi::Value {
@@ -1180,6 +1190,7 @@ Napi::Value PatchTensor(const Napi::CallbackInfo & info) {
             Napi::Float64Array changed = Napi::Float64Array::New(e, out->changed.size());
             if (!out->changed.empty()) memcpy(changed.Data(), out->changed.data(), out->changed.size() * sizeof(double));
             r.Set("changed", changed);
+            r.Set("bytesChanged", out->bytes_changed);
             r.Set("blocksTouched", out->r.blocks_touched);
             r.Set("selectedWeights", out->r.selected_weights);
             Napi::Float64Array cand = Napi::Float64Array::New(e, 4);

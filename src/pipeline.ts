@@ -308,7 +308,7 @@ export async function boost(options: BoostOptions): Promise<BoostResult> {
   const patch = await patchModel({
     model: model.path, out, prune: intervention === 'prune', scale: intervention === 'scale' ? scale : undefined,
     method: options.method ?? 'mathneuro', topK, math: { ...math.stats, path: math.path }, general: { ...general.stats, path: general.path },
-    force: options.force, signal: options.signal, strategy: options.strategy,
+    force: options.force, signal: options.signal, strategy: options.strategy, threads: options.nThreads,
     onProgress: (p: PatchProgress) => options.onProgress?.({ stage: 'patch', done: p.done, total: p.total, detail: p.phase }),
   });
   const check = options.check === false ? undefined : await checkPatched(model.path, out, options.check ?? {}, { onProgress: options.onProgress, signal: options.signal, seed: options.seed });

@@ -68,6 +68,11 @@ export async function benchPatch(argv: string[]) {
     rmSync(out, { force: true });
     record('patch from selection file, new file', timed(cli('patch', model, '-o', out, '--selection', sel, '--top-k', values['top-k'], '--force', '--quiet', '--json')));
     rmSync(out, { force: true });
+    // thread scaling: the same on one thread
+    record(`select, 1 K (${values['top-k']}), 1 thread`, timed(cli('select', model, '--math', math, '--general', general, '--top-k', values['top-k'], '-o', `${sel}.1`, '--force', '--quiet', '--json', '--threads', '1')));
+    rmSync(`${sel}.1`, { force: true });
+    record('patch from selection file, new file, 1 thread', timed(cli('patch', model, '-o', out, '--selection', sel, '--top-k', values['top-k'], '--force', '--quiet', '--json', '--threads', '1')));
+    rmSync(out, { force: true });
   }
   const med = Object.fromEntries(Object.entries(series).map(([k, v]) => [k, { wallSeconds: median(v.wall), maxRssMiB: median(v.rss) / 1024 }]));
   const cp = med['cp'].wallSeconds;

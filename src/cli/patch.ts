@@ -50,6 +50,7 @@ got, per tensor type: at 4 bits much of a x1.1 change rounds away (see --upcast)
   --requant S        best (default: per block the closest of plain requantization, keep-scale
                      re-rounding and importance-weighted requantization) | plain | keep-scale
   --no-imatrix       do not use the math statistics' sums of squares as importance matrix
+  --threads N        CPU threads (default: all; the output does not depend on it)
   --force            overwrite the output; patch a file mathneuro already patched
 ${globalHelp}
 
@@ -63,7 +64,7 @@ examples:
       output: { type: 'string', short: 'o' }, 'in-place': { type: 'boolean' }, selection: { type: 'string' },
       math: { type: 'string' }, general: { type: 'string' }, 'top-k': { type: 'string' }, method: { type: 'string' },
       seed: { type: 'string' }, 'include-output': { type: 'boolean' }, scale: { type: 'string' }, prune: { type: 'boolean' },
-      upcast: { type: 'string' }, requant: { type: 'string' }, 'no-imatrix': { type: 'boolean' }, force: { type: 'boolean', short: 'f' },
+      upcast: { type: 'string' }, requant: { type: 'string' }, 'no-imatrix': { type: 'boolean' }, force: { type: 'boolean', short: 'f' }, threads: { type: 'string' },
     });
     if (positionals.length !== 1) throw new UsageError('expected one model path');
     const model = positionals[0];
@@ -107,6 +108,7 @@ examples:
         selection: values.selection, math, general, method, topK, seed, includeOutput: values['include-output'],
         scale, prune: values.prune, upcast: upcast as 'q8_0' | 'f16' | undefined, strategy,
         useImportance: !values['no-imatrix'], force: values.force, signal: controller.signal,
+        threads: parseNumber('threads', values.threads, { integer: true, min: 1, max: 1024 }),
         onProgress: (p) => progress.update(progressText(p)),
       });
       progress.done();

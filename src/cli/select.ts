@@ -64,6 +64,7 @@ of the general scores (MathNeuro). Several K reuse the same scores. Prints count
   --include-output  also score output.weight when it is its own tensor (never tied embeddings)
   -o, --output F    selection file to write (replayed by mathneuro patch --selection)
   --per-tensor      print every tensor's counts
+  --threads N       CPU threads (default: all; the selection does not depend on it)
   --force           overwrite the output
 ${globalHelp}
 
@@ -76,8 +77,9 @@ examples:
     const { values, positionals } = parse(argv, {
       math: { type: 'string' }, general: { type: 'string' }, 'top-k': { type: 'string' }, method: { type: 'string' },
       seed: { type: 'string' }, 'include-output': { type: 'boolean' }, output: { type: 'string', short: 'o' },
-      'per-tensor': { type: 'boolean' }, force: { type: 'boolean', short: 'f' },
+      'per-tensor': { type: 'boolean' }, force: { type: 'boolean', short: 'f' }, threads: { type: 'string' },
     });
+    const threads = parseNumber('threads', values.threads, { integer: true, min: 1, max: 1024 });
     if (positionals.length !== 1) throw new UsageError('expected one model path');
     if (!values.math) throw new UsageError('--math is required');
     const topK = parseTopK(values['top-k']);
@@ -103,7 +105,7 @@ examples:
     process.once('SIGINT', onSigint);
     try {
       for await (const selection of selectTensors(model, plan, {
-        method, topK, math: math.stats, general: general?.stats, seed, includeOutput: values['include-output'], signal: controller.signal,
+        method, topK, math: math.stats, general: general?.stats, seed, includeOutput: values['include-output'], signal: controller.signal, threads,
         onProgress: (p) => progress.update(`select ${bar(p.done / p.total)} ${p.done}/${p.total} ${p.tensor}`),
       })) {
         summary.add(selection);

@@ -59,6 +59,8 @@ export interface PatchOptions {
   useImportance?: boolean;
   /** overwrite an existing output; patch a file that mathneuro already patched (default false) */
   force?: boolean;
+  /** threads for selecting and requantizing (default: all cores); the output does not depend on it */
+  threads?: number;
   /**
    * new-file mode: stream every byte through buffers instead of copying the file inside the kernel
    * and patching the copy's tensors where they lie (default false; the output is the same)
@@ -177,7 +179,7 @@ async function maskSource(info: GgufInfo, options: PatchOptions): Promise<MaskSo
     for (const s of plan.scored) {
       checkAbort(options.signal);
       options.onProgress?.({ phase: 'select', done: done++, total: plan.scored.length, item: s.tensor.name });
-      const selection = await selectTensor(s, readTensorBytes(fd, s.tensor), { method, topK: [options.topK], math: options.math, general: options.general, seed: options.seed, includeOutput: options.includeOutput });
+      const selection = await selectTensor(s, readTensorBytes(fd, s.tensor), { method, topK: [options.topK], math: options.math, general: options.general, seed: options.seed, includeOutput: options.includeOutput, threads: options.threads });
       if (selection.counts[0] > 0) masks.set(s.tensor.name, { deflated: deflateRawSync(selection.masks[0], MASK_DEFLATE), count: selection.counts[0] });
     }
   } finally {
@@ -400,7 +402,7 @@ async function patchNewFile(info: GgufInfo, source: MaskSource, entries: GgufMet
         options.onProgress?.({ phase: 'patch', done: t.offset, total: totalBytes, item: t.name });
         const mask = source.mask(t.name);
         const at = dataOffset + t.offset;
-        const patchOptions = { scale, strategy, importance: importanceOf(options, t.name), realized };
+        const patchOptions = { scale, strategy, importance: importanceOf(options, t.name), realized, ranges: false, threads: options.threads };
         const mapped = native.mapFileRange(dst, at, t.byteSize) as ArrayBuffer | null;
         let r: Awaited<ReturnType<typeof patchTensorInPlace>>;
         if (mapped) {
@@ -447,7 +449,7 @@ async function patchNewFile(info: GgufInfo, source: MaskSource, entries: GgufMet
           end = at + up.bytes.length;
         } else {
           // the previous tensor is written while the native threads patch this one
-          const job = patchTensorInPlace(t, bytes, mask, { scale, strategy, importance: importanceOf(options, t.name), realized });
+          const job = patchTensorInPlace(t, bytes, mask, { scale, strategy, importance: importanceOf(options, t.name), realized, ranges: false, threads: options.threads });
           flush();
           const r = await job;
           pending = { bytes: r.bytes, at };
@@ -505,7 +507,7 @@ async function patchInPlace(info: GgufInfo, source: MaskSource, entries: GgufMet
       options.onProgress?.({ phase: 'patch', done: done++, total: patchable.length, item: t.name });
       const bytes = readTensorBytes(fd, t);
       const original = new Uint8Array(bytes);
-      const r = await patchTensorInPlace(t, bytes, source.mask(t.name), { scale, strategy, importance: importanceOf(options, t.name), realized });
+      const r = await patchTensorInPlace(t, bytes, source.mask(t.name), { scale, strategy, importance: importanceOf(options, t.name), realized, mergeGap: JOURNAL_MERGE_GAP_BYTES, threads: options.threads });
       // Nearby ranges (single F16 weights) are journaled and written as one: the bytes between
       // them are unchanged, so writing them again changes nothing and saves records.
       const ranges = mergeRanges(r.changed, JOURNAL_MERGE_GAP_BYTES);

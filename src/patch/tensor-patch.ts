@@ -18,6 +18,9 @@ export interface TensorPatchOptions {
   realized?: RealizedScaleReport;
   /** threads for requantizing (default: all cores); the result does not depend on it */
   threads?: number;
+  /** the changed ranges are wanted (default true), merged across gaps of up to mergeGap bytes */
+  ranges?: boolean;
+  mergeGap?: number;
 }
 
 /** A byte range of the tensor that changed: offset relative to the tensor's first byte. */
@@ -26,7 +29,7 @@ export interface ChangedRange { offset: number; length: number }
 export interface TensorPatchResult {
   /** the tensor's bytes with patched blocks (the input buffer, modified in place) */
   bytes: Uint8Array;
-  /** changed byte ranges, merged, in increasing order: offset, length, offset, length, ... */
+  /** changed byte ranges, merged, in increasing order: offset, length, offset, length, ... (empty when not asked for) */
   changed: Float64Array;
   bytesChanged: number;
   blocksTouched: number;
@@ -81,13 +84,12 @@ export async function patchTensorInPlace(tensor: GgufTensorInfo, bytes: Uint8Arr
     type: tensor.type, data: bytes, mask, nIn: tensor.shape[0], rows: tensor.shape[1] ?? 1, matrices: tensor.shape[2] ?? 1,
     scale: options.scale, importance: useImportance ? columnImportance(options.importance!) : undefined,
     strategy: info.isQuantized ? options.strategy : 'plain', threads: options.threads, histogram: RATIO_HISTOGRAM,
+    ranges: options.ranges, mergeGap: options.mergeGap,
   });
   const candidates: Record<string, number> = {};
   r.candidates.forEach((n, k) => { if (n > 0) candidates[CANDIDATE_NAMES[k]] = n; });
   options.realized?.addNative(info.name, r.realized, r.blocksTouched, candidates);
-  let bytesChanged = 0;
-  for (let x = 1; x < r.changed.length; x += 2) bytesChanged += r.changed[x];
-  return { bytes, changed: r.changed, bytesChanged, blocksTouched: r.blocksTouched, selectedWeights: r.selectedWeights };
+  return { bytes, changed: r.changed, bytesChanged: r.bytesChanged, blocksTouched: r.blocksTouched, selectedWeights: r.selectedWeights };
 }
 
 /**

@@ -142,6 +142,10 @@ export interface PatchTensorRequest {
   threads?: number;
   /** bins of the realized-ratio histogram */
   histogram?: { min: number; max: number; bins: number };
+  /** return the changed byte ranges (default true; false: only bytesChanged) */
+  ranges?: boolean;
+  /** merge changed ranges separated by at most this many unchanged bytes (default 0) */
+  mergeGap?: number;
 }
 
 /** What the selected weights and their blocks' other weights became (summed over the tensor). */
@@ -154,8 +158,10 @@ export interface NativeRealized {
 }
 
 export interface PatchTensorResult {
-  /** merged changed byte ranges of the tensor: offset, length, offset, length, ... */
+  /** merged changed byte ranges of the tensor: offset, length, offset, length, ... (empty with ranges: false) */
   changed: Float64Array;
+  /** bytes whose blocks changed */
+  bytesChanged: number;
   blocksTouched: number;
   selectedWeights: number;
   /** blocks kept per candidate (index into CANDIDATE_NAMES) */

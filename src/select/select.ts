@@ -100,6 +100,8 @@ export interface SelectOptions {
   seed?: number;
   /** groups of at least this many weights use the radix select (default 2^20; tests lower it) */
   radixMinGroup?: number;
+  /** threads for scoring (default: all cores); the selection does not depend on it */
+  threads?: number;
   onProgress?: (p: { done: number; total: number; tensor: string }) => void;
   signal?: AbortSignal;
 }
@@ -179,7 +181,7 @@ export async function selectTensor(scored: ScoredTensor, bytes: Uint8Array, opti
     if (!general) throw new MathneuroError('ESTATS', `the general statistics have no entry for ${tensor.name} (the math statistics do): were both collected on this model?`);
     if (general.nIn !== nIn || general.nMat !== matrices) throw new MathneuroError('ESTATS', `general statistics of ${tensor.name} do not match the model's shape`);
   }
-  const request = { type: tensor.type, data: bytes, nIn, rows, matrices, radixMinGroup: options.radixMinGroup };
+  const request = { type: tensor.type, data: bytes, nIn, rows, matrices, radixMinGroup: options.radixMinGroup, threads: options.threads };
   let masks: Uint8Array[];
   if (method === 'wanda-row') {
     const counts = options.topK.map((k) => topKCount(nIn, k));

@@ -99,6 +99,15 @@ for (const { type, shape } of CASES) {
           t.equal(got.bytesChanged, ref.changed.reduce((a, c) => a + c.length, 0), `${label}: bytes changed`);
           t.equal(got.blocksTouched, ref.blocksTouched, `${label}: blocks touched`);
           sameRows(t, report.rows(), refReport.rows(), label);
+          if (threads === 2) {
+            // ranges merged across gaps natively, or not returned at all
+            const gapped = await patchTensorInPlace(tensor, new Uint8Array(source), mask, { scale, strategy, importance, threads, mergeGap: 300 });
+            const refGapped = mergeRanges(new Float64Array(ref.changed.flatMap((c) => [c.offset, c.length])), 300);
+            t.same(mergeRanges(gapped.changed), refGapped, `${label}: ranges merged across gaps of 300 bytes`);
+            const none = await patchTensorInPlace(tensor, new Uint8Array(source), mask, { scale, strategy, importance, threads, ranges: false });
+            t.equal(none.changed.length, 0, `${label}: no ranges when not asked for`);
+            t.equal(none.bytesChanged, got.bytesChanged, `${label}: bytes changed still counted`);
+          }
         }
       }
     }
