@@ -54,7 +54,7 @@ export async function benchBoost(argv: string[]) {
       ...stageNames.map((s) => (median(rs.map((r) => r.stages[s] ?? 0)) / 1000).toFixed(1))];
   });
   const cmd = `npm run bench -- boost ${values.model ? `--model ${values.model}` : `--shape ${values.shape} --type ${values.type}`} --repeats ${repeats}${strategy === 'best' ? '' : ` --requant ${strategy}`}`;
-  const md = `## End to end: boost with one math and one general sample
+  const md = `## End to end: boost with one math and one general sample${strategy === 'best' ? '' : ` (--requant ${strategy})`}
 
 \`${cmd}\`
 
