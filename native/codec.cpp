@@ -656,6 +656,17 @@ Napi::TypedArrayOf<T> get_array(const Napi::Value & v, const char * what) {
     return v.As<Napi::TypedArrayOf<T>>();
 }
 
+// The factor of selected weights (0 prunes): a finite number.
+double get_scale(const Napi::Object & o) {
+    Napi::Value v = o.Get("scale");
+    if (!v.IsNumber() || !std::isfinite(v.As<Napi::Number>().DoubleValue())) throw CodedError("EUSAGE", "scale must be a finite number");
+    return v.As<Napi::Number>().DoubleValue();
+}
+
+Strategy get_strategy(const Napi::Object & o, ggml_type t) {
+    return parse_strategy(o.Get("strategy").IsString() ? o.Get("strategy").As<Napi::String>().Utf8Value() : "best", t);
+}
+
 Napi::Uint8Array to_js_bytes(Napi::Env env, const std::vector<uint8_t> & v) {
     Napi::Uint8Array out = Napi::Uint8Array::New(env, v.size());
     if (!v.empty()) memcpy(out.Data(), v.data(), v.size());
@@ -910,9 +921,7 @@ Napi::Value RequantizeBlocks(const Napi::CallbackInfo & info) {
     const int64_t n = nblocks * bs;
     auto selected = get_array<uint8_t>(o.Get("selected"), "selected");
     if ((int64_t) selected.ByteLength() != (n + 7) / 8) throw CodedError("EUSAGE", "selected must hold one bit per element of blocks");
-    Napi::Value sv = o.Get("scale");
-    if (!sv.IsNumber() || !std::isfinite(sv.As<Napi::Number>().DoubleValue())) throw CodedError("EUSAGE", "scale must be a finite number");
-    const double scale = sv.As<Napi::Number>().DoubleValue();
+    const double scale = get_scale(o);
     const float * imatrix = nullptr;
     Napi::Value iv = o.Get("imatrix");
     if (!iv.IsUndefined() && !iv.IsNull()) {
@@ -921,7 +930,7 @@ Napi::Value RequantizeBlocks(const Napi::CallbackInfo & info) {
         imatrix = im.Data();
     }
     if (imatrix == nullptr && ggml_quantize_requires_imatrix(t)) throw CodedError("EQUANT", type_name(t) + " needs an importance matrix to be requantized: pass the statistics (their sums of squares are used)");
-    const Strategy strategy = parse_strategy(o.Get("strategy").IsString() ? o.Get("strategy").As<Napi::String>().Utf8Value() : "best", t);
+    const Strategy strategy = get_strategy(o, t);
 
     struct Out { std::vector<uint8_t> bytes, chosen; std::vector<float> before, after; };
     auto out = std::make_shared<Out>();
@@ -1065,9 +1074,7 @@ Napi::Value PatchTensor(const Napi::CallbackInfo & info) {
     if (n_in % bs != 0) throw CodedError("EUSAGE", "nIn is not a whole number of " + type_name(t) + " blocks");
     if (data.ByteLength() != bytes_for(t, numel)) throw CodedError("EUSAGE", "data holds " + std::to_string(data.ByteLength()) + " bytes, not the size of a " + type_name(t) + " tensor of " + std::to_string(numel) + " elements");
     if ((int64_t) mask.ByteLength() != (numel + 7) / 8) throw CodedError("EUSAGE", "mask must hold one bit per weight");
-    Napi::Value sv = o.Get("scale");
-    if (!sv.IsNumber() || !std::isfinite(sv.As<Napi::Number>().DoubleValue())) throw CodedError("EUSAGE", "scale must be a finite number");
-    const double scale = sv.As<Napi::Number>().DoubleValue();
+    const double scale = get_scale(o);
     const float * importance = nullptr;
     Napi::Value iv = o.Get("importance");
     if (!iv.IsUndefined() && !iv.IsNull()) {
@@ -1076,7 +1083,7 @@ Napi::Value PatchTensor(const Napi::CallbackInfo & info) {
         importance = im.Data();
     }
     if (importance == nullptr && ggml_quantize_requires_imatrix(t)) throw CodedError("EQUANT", type_name(t) + " needs an importance matrix to be requantized: pass the statistics (their sums of squares are used)");
-    const Strategy strategy = parse_strategy(o.Get("strategy").IsString() ? o.Get("strategy").As<Napi::String>().Utf8Value() : "best", t);
+    const Strategy strategy = get_strategy(o, t);
     int n_threads = (int) std::max(1u, std::thread::hardware_concurrency());
     if (o.Has("threads") && !o.Get("threads").IsUndefined()) n_threads = (int) std::min<int64_t>(get_int(o, "threads", 1), 1024);
     // changed byte ranges: not returned at all (ranges: false; bytesChanged still is), or merged
