@@ -35,7 +35,7 @@ options:
   --subjects LIST   mmlu: comma-separated subjects
   --chunk N         ppl: tokens per chunk (default 512)
   --kl-tokens N     kl: tokens per prompt (default 128)
-  --parallel N      sequences decoded together (default 8, kl 4); 1 = one at a time
+  --parallel N      sequences decoded together (default 8, kl 4; mmlu choice mode: always 1); 1 = one at a time
   --ctx N           tokens per sequence (default: what the longest prompt needs)
   --threads N       CPU threads (default: physical cores, or $MATHNEURO_THREADS)
   --gpu             offload to a GPU when node-llama-cpp finds one (default CPU only)
