@@ -80,7 +80,7 @@ export async function benchPatch(argv: string[]) {
   const info = readGgufSync(model);
   const largest = info.tensors.filter((t) => t.name.startsWith('blk.')).reduce((a, t) => (t.numel > a.numel ? t : a));
   const cmd = `npm run bench -- patch ${values.model ? `--model ${values.model}` : `--shape ${values.shape} --type ${values.type}`} --repeats ${repeats}`;
-  const md = `## Selection and patching versus the I/O limit
+  const md = `## Selection and patching versus the I/O limit: ${path.basename(model)}
 
 \`${cmd}\`
 
