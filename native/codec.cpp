@@ -290,6 +290,16 @@ constexpr int64_t kCollectLimitDefault = 1 << 16;
 // to T (lowest flat index). mode -2: take none; -1: take every eligible key.
 struct Threshold { int mode = 0; uint64_t T = 0; int64_t take = 0; };
 
+// The threshold that takes the r largest of `keys` (1 <= r <= keys.size()): the r-th largest, and
+// how many keys equal to it are taken. Reorders keys.
+Threshold rth_largest(std::vector<uint64_t> & keys, int64_t r) {
+    std::nth_element(keys.begin(), keys.begin() + (r - 1), keys.end(), std::greater<uint64_t>());
+    const uint64_t T = keys[(size_t) r - 1];
+    int64_t greater = 0;
+    for (uint64_t v : keys) greater += v > T;
+    return Threshold{0, T, r - greater};
+}
+
 // Marks [a, b) for every K; keys equal to a threshold are passed to tie(q, i) instead.
 template <typename Tie>
 void mark_range(const ScoreGroup & g, int64_t a, int64_t b, const std::vector<Threshold> & th, std::vector<std::vector<uint8_t>> & masks, Tie && tie) {
@@ -321,6 +331,23 @@ void mark_range(const ScoreGroup & g, int64_t a, int64_t b, const std::vector<Th
     });
 }
 
+// Marks every K's threshold over the group, the pass split over nt threads: keys above the
+// threshold in parallel; keys equal to it are noted per thread and the first `take` of them
+// (lowest flat index) are marked afterwards.
+void mark_with_thresholds(const ScoreGroup & g, const std::vector<Threshold> & th, std::vector<std::vector<uint8_t>> & masks, int nt) {
+    const int64_t begin = g.base, end = g.base + g.len;
+    const size_t nk = th.size();
+    std::vector<std::vector<int64_t>> ties((size_t) nt * nk);
+    parallel_ranges(nt, begin, end, 64, kMinPerThread, [&](int t, int64_t a, int64_t b) {
+        mark_range(g, a, b, th, masks, [&](size_t q, int64_t i) { ties[(size_t) t * nk + q].push_back(i); });
+    });
+    for (size_t q = 0; q < nk; q++) {
+        int64_t left = th[q].take;
+        for (int t = 0; t < nt && left > 0; t++)
+            for (int64_t i : ties[(size_t) t * nk + q]) { if (left-- <= 0) break; set_mask_bit(masks[q].data(), i); }
+    }
+}
+
 // Small groups: the eligible keys are copied and nth_element finds each threshold.
 void mark_top_small(const ScoreGroup & g, const std::vector<int64_t> & ks, std::vector<std::vector<uint8_t>> & masks, std::vector<uint64_t> & scratch) {
     scratch.clear();
@@ -333,27 +360,21 @@ void mark_top_small(const ScoreGroup & g, const std::vector<int64_t> & ks, std::
         const int64_t k = ks[q];
         if (k <= 0) { th[q].mode = -2; continue; }
         if (k >= eligible) { th[q].mode = -1; continue; }
-        std::nth_element(scratch.begin(), scratch.begin() + (k - 1), scratch.end(), std::greater<uint64_t>());
-        const uint64_t T = scratch[(size_t) k - 1];
-        int64_t greater = 0;
-        for (uint64_t v : scratch) greater += v > T;
-        th[q].T = T; th[q].take = k - greater;
+        th[q] = rth_largest(scratch, k);
     }
-    std::vector<int64_t> left(ks.size());
-    for (size_t q = 0; q < ks.size(); q++) left[q] = th[q].take;
-    mark_range(g, g.base, g.base + g.len, th, masks, [&](size_t q, int64_t i) { if (left[q] > 0) { set_mask_bit(masks[q].data(), i); left[q]--; } });
+    mark_with_thresholds(g, th, masks, 1);
 }
 
 // Large groups, first try: each threshold estimated from a stratified sample of the scores, then
 // one pass counts the keys above a bound and collects those in a window around the estimate
 // (+-4 standard deviations of the sample rank). When the k-th largest falls inside the window,
 // nth_element there gives it exactly; otherwise (rare; or a window too large) that K goes to the
-// histogram path. Returns the number of eligible keys, or -1 when the group is too small to sample.
+// histogram path. Groups too small to sample are left to it.
 // tight (tests): no margin, so windows miss often and the fallback runs.
-int64_t sample_thresholds(const ScoreGroup & g, const std::vector<int64_t> & ks, std::vector<Threshold> & th, std::vector<char> & resolved, int nt, bool tight) {
+void sample_thresholds(const ScoreGroup & g, const std::vector<int64_t> & ks, std::vector<Threshold> & th, std::vector<char> & resolved, int nt, bool tight) {
     const int64_t len = g.len, nk = (int64_t) ks.size();
     const int64_t s = std::min<int64_t>(65536, len / 16);
-    if (s < 1024) return -1;
+    if (s < 1024) return;
     std::vector<uint64_t> sample((size_t) s);
     for (int64_t x = 0; x < s; x++) {
         // one score from each of s equal strata, at a pseudo-random place inside it (a fixed
@@ -417,21 +438,15 @@ int64_t sample_thresholds(const ScoreGroup & g, const std::vector<int64_t> & ks,
         if (over || !(up < k && k <= up + (int64_t) n)) continue;
         std::vector<uint64_t> keys; keys.reserve(n);
         for (int t = 0; t < nt; t++) { auto & v = got[(size_t) (t * nk + q)]; keys.insert(keys.end(), v.begin(), v.end()); }
-        const int64_t r = k - up;
-        std::nth_element(keys.begin(), keys.begin() + (r - 1), keys.end(), std::greater<uint64_t>());
-        const uint64_t T = keys[(size_t) r - 1];
-        int64_t greater = 0;
-        for (uint64_t v : keys) greater += v > T;
-        th[(size_t) q] = Threshold{0, T, r - greater};
+        th[(size_t) q] = rth_largest(keys, k - up);
         resolved[(size_t) q] = 1;
     }
-    return eligible;
 }
 
-// Large groups: a 16-bit histogram of the top bits (one pass for every K), refined 16 bits at a
-// time while the threshold's bucket is large, then the bucket's keys are collected and
-// nth_element gives the exact threshold; a last pass marks. Every pass is split over threads.
-// The histogram path for the K that sampling did not resolve.
+// Large groups, the K that sampling did not resolve: a 16-bit histogram of the top bits (one pass
+// for every K), refined 16 bits at a time while the threshold's bucket is large, then the
+// bucket's keys are collected and nth_element gives the exact threshold. Every pass is split over
+// threads.
 void histogram_thresholds(const ScoreGroup & g, const std::vector<int64_t> & ks, std::vector<Threshold> & th, const std::vector<char> & resolved, int nt, int64_t collect_limit) {
     const int64_t begin = g.base, end = g.base + g.len;
     const size_t nk = ks.size();
@@ -462,11 +477,10 @@ void histogram_thresholds(const ScoreGroup & g, const std::vector<int64_t> & ks,
         cum_above = cum;
         return b;
     };
-    std::vector<char> skip(nk, 0);   // resolved by sampling: left as they are
     for (size_t q = 0; q < nk; q++) {
         const int64_t k = ks[q];
         State & s = st[q];
-        if (resolved[q]) { skip[q] = 1; continue; }
+        if (resolved[q]) continue;   // by sampling: left as it is
         if (k <= 0) { th[q].mode = -2; continue; }
         if (k >= eligible) { th[q].mode = -1; continue; }
         int64_t above = 0;
@@ -476,7 +490,7 @@ void histogram_thresholds(const ScoreGroup & g, const std::vector<int64_t> & ks,
     // refine: 16 more bits at a time for the K whose bucket is still large
     for (;;) {
         std::vector<size_t> refine;
-        for (size_t q = 0; q < nk; q++) if (!skip[q] && th[q].mode == 0 && st[q].shift > 0 && st[q].in_bucket > collect_limit) refine.push_back(q);
+        for (size_t q = 0; q < nk; q++) if (!resolved[q] && th[q].mode == 0 && st[q].shift > 0 && st[q].in_bucket > collect_limit) refine.push_back(q);
         if (refine.empty()) break;
         const size_t nr = refine.size();
         std::vector<std::vector<uint64_t>> rh((size_t) nt * nr, std::vector<uint64_t>(65536, 0));
@@ -503,7 +517,7 @@ void histogram_thresholds(const ScoreGroup & g, const std::vector<int64_t> & ks,
     // collect the keys of each threshold bucket and find the threshold
     std::vector<size_t> collect;
     for (size_t q = 0; q < nk; q++) {
-        if (skip[q] || th[q].mode != 0) continue;
+        if (resolved[q] || th[q].mode != 0) continue;
         if (st[q].shift == 0) { th[q].T = st[q].prefix; th[q].take = st[q].remaining; continue; }   // every key of the bucket equals the prefix
         collect.push_back(q);
     }
@@ -522,37 +536,15 @@ void histogram_thresholds(const ScoreGroup & g, const std::vector<int64_t> & ks,
             });
         });
         for (size_t r = 0; r < nc; r++) {
-            const State & s = st[collect[r]];
-            Threshold & t = th[collect[r]];
             std::vector<uint64_t> keys;
             for (int x = 0; x < nt; x++) { auto & v = got[(size_t) x * nc + r]; keys.insert(keys.end(), v.begin(), v.end()); std::vector<uint64_t>().swap(v); }
-            std::nth_element(keys.begin(), keys.begin() + (s.remaining - 1), keys.end(), std::greater<uint64_t>());
-            t.T = keys[(size_t) s.remaining - 1];
-            int64_t greater = 0;
-            for (uint64_t v : keys) greater += v > t.T;
-            t.take = s.remaining - greater;
+            th[collect[r]] = rth_largest(keys, st[collect[r]].remaining);
         }
     }
 }
 
-// mark: above the threshold in parallel; keys equal to it are noted per thread and the first
-// `take` of them (lowest flat index) are marked afterwards
-void mark_with_thresholds(const ScoreGroup & g, const std::vector<Threshold> & th, std::vector<std::vector<uint8_t>> & masks, int nt) {
-    const int64_t begin = g.base, end = g.base + g.len;
-    const size_t nk = th.size();
-    std::vector<std::vector<int64_t>> ties((size_t) nt * nk);
-    parallel_ranges(nt, begin, end, 64, kMinPerThread, [&](int t, int64_t a, int64_t b) {
-        mark_range(g, a, b, th, masks, [&](size_t q, int64_t i) { ties[(size_t) t * nk + q].push_back(i); });
-    });
-    for (size_t q = 0; q < nk; q++) {
-        int64_t left = th[q].take;
-        for (int t = 0; t < nt && left > 0; t++)
-            for (int64_t i : ties[(size_t) t * nk + q]) { if (left-- <= 0) break; set_mask_bit(masks[q].data(), i); }
-    }
-}
 
 void mark_top_radix(const ScoreGroup & g, const std::vector<int64_t> & ks, std::vector<std::vector<uint8_t>> & masks, int n_threads, int64_t collect_limit, int sampling) {
-    const int64_t begin = g.base, end = g.base + g.len;
     const size_t nk = ks.size();
     int nt = (int) std::max<int64_t>(1, std::min<int64_t>(n_threads, g.len / kMinPerThread));
     std::vector<Threshold> th(nk);
