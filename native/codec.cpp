@@ -659,17 +659,41 @@ Strategy get_strategy(const Napi::Object & o, ggml_type t) {
     return parse_strategy(o.Get("strategy").IsString() ? o.Get("strategy").As<Napi::String>().Utf8Value() : "best", t);
 }
 
-Napi::Uint8Array to_js_bytes(Napi::Env env, const std::vector<uint8_t> & v) {
-    Napi::Uint8Array out = Napi::Uint8Array::New(env, v.size());
-    if (!v.empty()) memcpy(out.Data(), v.data(), v.size());
-    return out;
+// The `type` option, one ggml can both dequantize and quantize.
+ggml_type requantizable_type(const Napi::Object & o) {
+    const ggml_type t = checked_type(get_int(o, "type"));
+    if (!can_dequantize(t) || !can_quantize(t)) throw CodedError("EQUANT", "ggml cannot requantize " + type_name(t));
+    return t;
 }
 
-Napi::Float32Array to_js_floats(Napi::Env env, const std::vector<float> & v) {
-    Napi::Float32Array out = Napi::Float32Array::New(env, v.size());
-    if (!v.empty()) memcpy(out.Data(), v.data(), v.size() * sizeof(float));
+// An optional importance matrix of n values (null when absent); types that only quantize with one need it.
+const float * importance_of(const Napi::Value & v, const char * what, int64_t n, const char * size, ggml_type t) {
+    const float * p = nullptr;
+    if (!v.IsUndefined() && !v.IsNull()) {
+        auto im = get_array<float>(v, what);
+        if ((int64_t) im.ElementLength() != n) throw CodedError("EUSAGE", std::string(what) + " must hold " + size);
+        p = im.Data();
+    }
+    if (p == nullptr && ggml_quantize_requires_imatrix(t)) throw CodedError("EQUANT", type_name(t) + " needs an importance matrix to be requantized: pass the statistics (their sums of squares are used)");
+    return p;
+}
+
+// The `threads` option (default: every core).
+int get_threads(const Napi::Object & o) {
+    if (o.Has("threads") && !o.Get("threads").IsUndefined()) return (int) std::min<int64_t>(get_int(o, "threads", 1), 1024);
+    return (int) std::max(1u, std::thread::hardware_concurrency());
+}
+
+
+template <typename T, typename JsArray>
+JsArray to_js_typed(Napi::Env env, const std::vector<T> & v) {
+    JsArray out = JsArray::New(env, v.size());
+    if (!v.empty()) memcpy(out.Data(), v.data(), v.size() * sizeof(T));
     return out;
 }
+Napi::Uint8Array to_js_bytes(Napi::Env env, const std::vector<uint8_t> & v) { return to_js_typed<uint8_t, Napi::Uint8Array>(env, v); }
+Napi::Float32Array to_js_floats(Napi::Env env, const std::vector<float> & v) { return to_js_typed<float, Napi::Float32Array>(env, v); }
+Napi::Float64Array to_js_doubles(Napi::Env env, const std::vector<double> & v) { return to_js_typed<double, Napi::Float64Array>(env, v); }
 
 Napi::Error coded(Napi::Env env, const CodedError & e) {
     Napi::Error err = Napi::Error::New(env, e.what());
@@ -822,8 +846,7 @@ Napi::Value SelectTopK(const Napi::CallbackInfo & info) {
     int64_t radix_min = 1 << 20;
     if (o.Has("radixMinGroup") && !o.Get("radixMinGroup").IsUndefined()) radix_min = get_int(o, "radixMinGroup", 1);
 
-    int n_threads = (int) std::max(1u, std::thread::hardware_concurrency());
-    if (o.Has("threads") && !o.Get("threads").IsUndefined()) n_threads = (int) std::min<int64_t>(get_int(o, "threads", 1), 1024);
+    const int n_threads = get_threads(o);
     int64_t collect_limit = kCollectLimitDefault;
     if (o.Has("radixBucketLimit") && !o.Get("radixBucketLimit").IsUndefined()) collect_limit = get_int(o, "radixBucketLimit", 1);
     // 1: thresholds first estimated from a sample (default); 0: histogram only; 2: sample with no margin (tests the fallback)
@@ -904,8 +927,7 @@ Napi::Value RequantizeBlocks(const Napi::CallbackInfo & info) {
     CODEC_TRY
     if (info.Length() < 1 || !info[0].IsObject()) throw CodedError("EUSAGE", "requantizeBlocks(options)");
     Napi::Object o = info[0].As<Napi::Object>();
-    const ggml_type t = checked_type(get_int(o, "type"));
-    if (!can_dequantize(t) || !can_quantize(t)) throw CodedError("EQUANT", "ggml cannot requantize " + type_name(t));
+    const ggml_type t = requantizable_type(o);
     auto blocks = get_array<uint8_t>(o.Get("blocks"), "blocks");
     const int64_t bs = ggml_blck_size(t); const size_t ts = ggml_type_size(t);
     if (blocks.ByteLength() % ts != 0) throw CodedError("EUSAGE", "blocks is not a whole number of " + type_name(t) + " blocks");
@@ -914,14 +936,8 @@ Napi::Value RequantizeBlocks(const Napi::CallbackInfo & info) {
     auto selected = get_array<uint8_t>(o.Get("selected"), "selected");
     if ((int64_t) selected.ByteLength() != (n + 7) / 8) throw CodedError("EUSAGE", "selected must hold one bit per element of blocks");
     const double scale = get_scale(o);
-    const float * imatrix = nullptr;
     Napi::Value iv = o.Get("imatrix");
-    if (!iv.IsUndefined() && !iv.IsNull()) {
-        auto im = get_array<float>(iv, "imatrix");
-        if ((int64_t) im.ElementLength() != n) throw CodedError("EUSAGE", "imatrix must hold one value per element of blocks");
-        imatrix = im.Data();
-    }
-    if (imatrix == nullptr && ggml_quantize_requires_imatrix(t)) throw CodedError("EQUANT", type_name(t) + " needs an importance matrix to be requantized: pass the statistics (their sums of squares are used)");
+    const float * imatrix = importance_of(iv, "imatrix", n, "one value per element of blocks", t);
     const Strategy strategy = get_strategy(o, t);
 
     struct Out { std::vector<uint8_t> bytes, chosen; std::vector<float> before, after; };
@@ -1055,8 +1071,7 @@ Napi::Value PatchTensor(const Napi::CallbackInfo & info) {
     CODEC_TRY
     if (info.Length() < 1 || !info[0].IsObject()) throw CodedError("EUSAGE", "patchTensor(options)");
     Napi::Object o = info[0].As<Napi::Object>();
-    const ggml_type t = checked_type(get_int(o, "type"));
-    if (!can_dequantize(t) || !can_quantize(t)) throw CodedError("EQUANT", "ggml cannot requantize " + type_name(t));
+    const ggml_type t = requantizable_type(o);
     auto data = get_array<uint8_t>(o.Get("data"), "data");
     auto mask = get_array<uint8_t>(o.Get("mask"), "mask");
     const int64_t n_in = get_int(o, "nIn", 1), rows = get_int(o, "rows", 1), mats = get_int(o, "matrices", 1);
@@ -1067,17 +1082,10 @@ Napi::Value PatchTensor(const Napi::CallbackInfo & info) {
     if (data.ByteLength() != bytes_for(t, numel)) throw CodedError("EUSAGE", "data holds " + std::to_string(data.ByteLength()) + " bytes, not the size of a " + type_name(t) + " tensor of " + std::to_string(numel) + " elements");
     if ((int64_t) mask.ByteLength() != (numel + 7) / 8) throw CodedError("EUSAGE", "mask must hold one bit per weight");
     const double scale = get_scale(o);
-    const float * importance = nullptr;
     Napi::Value iv = o.Get("importance");
-    if (!iv.IsUndefined() && !iv.IsNull()) {
-        auto im = get_array<float>(iv, "importance");
-        if ((int64_t) im.ElementLength() != n_in * mats) throw CodedError("EUSAGE", "importance must hold nIn * matrices values");
-        importance = im.Data();
-    }
-    if (importance == nullptr && ggml_quantize_requires_imatrix(t)) throw CodedError("EQUANT", type_name(t) + " needs an importance matrix to be requantized: pass the statistics (their sums of squares are used)");
+    const float * importance = importance_of(iv, "importance", n_in * mats, "nIn * matrices values", t);
     const Strategy strategy = get_strategy(o, t);
-    int n_threads = (int) std::max(1u, std::thread::hardware_concurrency());
-    if (o.Has("threads") && !o.Get("threads").IsUndefined()) n_threads = (int) std::min<int64_t>(get_int(o, "threads", 1), 1024);
+    const int n_threads = get_threads(o);
     // changed byte ranges: not returned at all (ranges: false; bytesChanged still is), or merged
     // across gaps of up to mergeGap unchanged bytes (an undo journal wants few records)
     const bool want_ranges = !o.Has("ranges") || o.Get("ranges").IsUndefined() || o.Get("ranges").ToBoolean().Value();
@@ -1186,9 +1194,7 @@ Napi::Value PatchTensor(const Napi::CallbackInfo & info) {
         },
         [out](Napi::Env e) -> Napi::Value {
             Napi::Object r = Napi::Object::New(e);
-            Napi::Float64Array changed = Napi::Float64Array::New(e, out->changed.size());
-            if (!out->changed.empty()) memcpy(changed.Data(), out->changed.data(), out->changed.size() * sizeof(double));
-            r.Set("changed", changed);
+            r.Set("changed", to_js_doubles(e, out->changed));
             r.Set("bytesChanged", out->bytes_changed);
             r.Set("blocksTouched", out->r.blocks_touched);
             r.Set("selectedWeights", out->r.selected_weights);
@@ -1200,9 +1206,7 @@ Napi::Value PatchTensor(const Napi::CallbackInfo & info) {
             z.Set("selected", x.selected); z.Set("unchanged", x.unchanged); z.Set("onTarget", x.on_target);
             z.Set("ratioCount", x.ratio_count); z.Set("ratioSum", x.ratio_sum); z.Set("below", x.below); z.Set("above", x.above);
             z.Set("others", x.others); z.Set("othersChanged", x.others_changed); z.Set("otherChangeSq", x.other_change_sq); z.Set("otherValueSq", x.other_value_sq);
-            Napi::Float64Array bins = Napi::Float64Array::New(e, out->bins.size());
-            if (!out->bins.empty()) memcpy(bins.Data(), out->bins.data(), out->bins.size() * sizeof(double));
-            z.Set("bins", bins);
+            z.Set("bins", to_js_doubles(e, out->bins));
             r.Set("realized", z);
             return r;
         });

@@ -2,26 +2,16 @@
 // source while the main thread and the native threads write the patched copy.
 import { Worker } from 'node:worker_threads';
 import { MathneuroError } from '../errors.ts';
+import { HASH_FILE_MODULE } from '../select/tensor-io.ts';
 
-// Plain JavaScript (no TypeScript loader needed in the worker): reads the file in 8 MiB chunks.
+// Plain JavaScript (no TypeScript loader in the worker); the hashing loop is sha256File's own.
 const WORKER = `
 const { parentPort, workerData } = require('node:worker_threads');
-const { createHash } = require('node:crypto');
-const { openSync, readSync, closeSync } = require('node:fs');
+const { openSync, closeSync } = require('node:fs');
+const { sha256Fd } = require(workerData.module);
 try {
   const fd = openSync(workerData.path, 'r');
-  try {
-    const hash = createHash('sha256');
-    const chunk = Buffer.allocUnsafe(8 << 20);
-    let position = 0;
-    for (;;) {
-      const n = readSync(fd, chunk, 0, chunk.length, position);
-      if (n === 0) break;
-      hash.update(chunk.subarray(0, n));
-      position += n;
-    }
-    parentPort.postMessage({ sha256: hash.digest('hex') });
-  } finally { closeSync(fd); }
+  try { parentPort.postMessage({ sha256: sha256Fd(fd) }); } finally { closeSync(fd); }
 } catch (e) { parentPort.postMessage({ error: String(e && e.message || e) }); }
 `;
 
@@ -33,7 +23,7 @@ export interface BackgroundHash {
 }
 
 export function sha256InBackground(file: string): BackgroundHash {
-  const worker = new Worker(WORKER, { eval: true, workerData: { path: file } });
+  const worker = new Worker(WORKER, { eval: true, workerData: { path: file, module: HASH_FILE_MODULE } });
   const result = new Promise<string>((resolve, reject) => {
     worker.once('message', (m: { sha256?: string; error?: string }) => {
       if (m.sha256) resolve(m.sha256);

@@ -240,15 +240,7 @@ function kernelCopyRange(src: number, dst: number, from: number, to: number, len
  * does) where the platform and file systems allow, else through an 8 MiB buffer.
  */
 function copyRange(src: number, dst: number, from: number, to: number, length: number, chunk: Buffer) {
-  if (length <= 0) return;
-  const native = loadNative();
-  kernelCopy ??= typeof native.copyFileRange === 'function';
-  if (kernelCopy) {
-    const n = native.copyFileRange(src, dst, from, to, length) as number;
-    if (n === length) return;
-    if (n < 0) kernelCopy = false;
-    else throw new MathneuroError('EIO', `source model: unexpected end of file at byte ${from + n}`);
-  }
+  if (kernelCopyRange(src, dst, from, to, length)) return;
   let done = 0;
   while (done < length) {
     const n = Math.min(chunk.length, length - done);
@@ -510,7 +502,7 @@ async function patchInPlace(info: GgufInfo, source: MaskSource, entries: GgufMet
       const r = await patchTensorInPlace(t, bytes, source.mask(t.name), { scale, strategy, importance: importanceOf(options, t.name), realized, mergeGap: JOURNAL_MERGE_GAP_BYTES, threads: options.threads });
       // Nearby ranges (single F16 weights) are journaled and written as one: the bytes between
       // them are unchanged, so writing them again changes nothing and saves records.
-      const ranges = mergeRanges(r.changed, JOURNAL_MERGE_GAP_BYTES);
+      const ranges = mergeRanges(r.changed);   // already merged natively across the gap
       // journal first (synced), then the model
       journal.append(ranges.map((c) => ({ offset: t.absoluteOffset + c.offset, original: original.subarray(c.offset, c.offset + c.length) })));
       for (const c of ranges) writeAll(fd, r.bytes.subarray(c.offset, c.offset + c.length), t.absoluteOffset + c.offset);

@@ -62,14 +62,6 @@ export function mergeRanges(pairs: Float64Array, gap = 0): ChangedRange[] {
   return ranges;
 }
 
-/** Blocks (indices) that hold at least one selected weight. */
-export function touchedBlocks(mask: Uint8Array, numel: number, blockSize: number): number[] {
-  const blocks: number[] = [];
-  let last = -1;
-  forEachBit(mask, (i) => { const b = Math.floor(i / blockSize); if (b !== last) { blocks.push(b); last = b; } }, 0, numel);
-  return blocks;
-}
-
 /**
  * Applies scale (or prune) to the selected weights of one tensor, in its own type. `bytes` (the
  * stored tensor) is modified in place; the ranges whose bytes changed are returned. The blocks are

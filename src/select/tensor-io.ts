@@ -1,6 +1,7 @@
 // Reading and hashing tensor data of a GGUF file, one tensor at a time.
-import { createHash } from 'node:crypto';
-import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, openSync, readSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
 import { MathneuroError } from '../errors.ts';
 import type { GgufTensorInfo } from '../gguf/reader.ts';
 
@@ -22,6 +23,10 @@ export function readTensorBytes(fd: number, tensor: GgufTensorInfo): Uint8Array 
 
 export interface HashProgress { bytesDone: number; bytesTotal: number }
 
+/** The loop itself lives in plain CommonJS, shared with the background hash's worker thread. */
+export const HASH_FILE_MODULE = fileURLToPath(new URL('./hash-file.cjs', import.meta.url));
+const { sha256Fd } = createRequire(import.meta.url)(HASH_FILE_MODULE) as { sha256Fd: (fd: number, onProgress?: (p: HashProgress) => void) => string };
+
 /** sha256 of a whole file (hex), read in 8 MiB chunks. */
 export function sha256File(path: string, onProgress?: (p: HashProgress) => void): string {
   let fd: number;
@@ -30,18 +35,7 @@ export function sha256File(path: string, onProgress?: (p: HashProgress) => void)
     throw new MathneuroError('EIO', `cannot open ${path}: ${(e as Error).message}`);
   }
   try {
-    const hash = createHash('sha256');
-    const chunk = Buffer.allocUnsafe(8 << 20);
-    const bytesTotal = fstatSync(fd).size;
-    let position = 0;
-    for (;;) {
-      const n = readSync(fd, chunk, 0, chunk.length, position);
-      if (n === 0) break;
-      hash.update(chunk.subarray(0, n));
-      position += n;
-      onProgress?.({ bytesDone: position, bytesTotal });
-    }
-    return hash.digest('hex');
+    return sha256Fd(fd, onProgress);
   } finally {
     closeSync(fd);
   }
