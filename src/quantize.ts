@@ -20,7 +20,7 @@ import { readGgufSync, type GgufInfo, type GgufMetadataEntry, type GgufTensorInf
 import { GGML_TYPE, GGUF_VALUE, ggmlType, ggmlTypeByName } from './gguf/types.ts';
 import { loadNative } from './native.ts';
 import { codecTypeInfo, dequantize, quantize } from './select/codec.ts';
-import type { StatisticsSource } from './select/select.ts';
+import { meanSquares, type StatisticsSource } from './select/select.ts';
 import { readTensorBytes } from './select/tensor-io.ts';
 import { writeGgufFile } from './gguf/writer.ts';
 
@@ -95,13 +95,7 @@ function importanceRow(stats: StatisticsSource | undefined, t: GgufTensorInfo, m
   if (!s) return undefined;
   const nMat = t.shape[2] ?? 1;
   if (s.nIn !== t.shape[0] || s.nMat !== nMat) throw new MathneuroError('ESTATS', `importance matrix of ${t.name} is for ${s.nIn} inputs x ${s.nMat} matrices, the model has ${t.shape[0]} x ${nMat}`);
-  const n = s.nIn;
-  const perColumnCounts = s.counts.length === n * s.nMat;
-  const out = new Float32Array(n);
-  for (let j = 0; j < n; j++) {
-    const c = perColumnCounts ? s.counts[matrix * n + j] : s.counts[matrix];
-    out[j] = c > 0 ? s.sum2[matrix * n + j] / c : 0;
-  }
+  const out = Float32Array.from(meanSquares(s, matrix));
   // an expert that saw no tokens: no information, quantize it unweighted
   return out.some((v) => v > 0) ? out : undefined;
 }

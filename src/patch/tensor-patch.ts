@@ -5,7 +5,7 @@ import { MathneuroError } from '../errors.ts';
 import type { GgufTensorInfo } from '../gguf/reader.ts';
 import { forEachBit } from '../select/bits.ts';
 import { CANDIDATE_NAMES, codecTypeInfo, dequantize, patchTensor, quantize, type RequantizeStrategy } from '../select/codec.ts';
-import type { ColumnStatistics } from '../select/select.ts';
+import { meanSquares, type ColumnStatistics } from '../select/select.ts';
 import { RATIO_HISTOGRAM, type RealizedScaleReport } from './realized.ts';
 
 export interface TensorPatchOptions {
@@ -36,20 +36,6 @@ export interface TensorPatchResult {
   selectedWeights: number;
 }
 
-/** Importance per column and matrix (sum2 / tokens), as the quantizer's imatrix. */
-export function columnImportance(stats: ColumnStatistics): Float32Array {
-  const perColumn = stats.counts.length === stats.nIn * stats.nMat;
-  const out = new Float32Array(stats.nIn * stats.nMat);
-  for (let m = 0; m < stats.nMat; m++) {
-    for (let j = 0; j < stats.nIn; j++) {
-      const c = m * stats.nIn + j;
-      const count = perColumn ? stats.counts[c] : stats.counts[m];
-      out[c] = count > 0 ? stats.sum2[c] / count : 0;
-    }
-  }
-  return out;
-}
-
 /** Changed ranges (offset, length pairs) as ranges, those at most `gap` bytes apart merged into one. */
 export function mergeRanges(pairs: Float64Array, gap = 0): ChangedRange[] {
   const ranges: ChangedRange[] = [];
@@ -74,7 +60,7 @@ export async function patchTensorInPlace(tensor: GgufTensorInfo, bytes: Uint8Arr
   const useImportance = !!options.importance && info.usesImatrix;
   const r = await patchTensor({
     type: tensor.type, data: bytes, mask, nIn: tensor.shape[0], rows: tensor.shape[1] ?? 1, matrices: tensor.shape[2] ?? 1,
-    scale: options.scale, importance: useImportance ? columnImportance(options.importance!) : undefined,
+    scale: options.scale, importance: useImportance ? Float32Array.from(meanSquares(options.importance!)) : undefined,
     strategy: info.isQuantized ? options.strategy : 'plain', threads: options.threads, histogram: RATIO_HISTOGRAM,
     ranges: options.ranges, mergeGap: options.mergeGap,
   });

@@ -119,18 +119,27 @@ export interface TensorSelection {
   bytes?: Uint8Array;
 }
 
-/** Column weights of Wanda: sqrt(sum2 / tokens) per column. */
-export function wandaColumnWeights(stats: ColumnStatistics): Float64Array {
-  const out = new Float64Array(stats.nIn * stats.nMat);
+/**
+ * Mean square input per column: sum2 / tokens (0 where no token was seen), for every matrix
+ * (nIn * nMat values) or for one.
+ */
+export function meanSquares(stats: ColumnStatistics, matrix?: number): Float64Array {
+  const first = matrix ?? 0, last = matrix ?? stats.nMat - 1;
+  const out = new Float64Array(stats.nIn * (last - first + 1));
   const perColumn = stats.counts.length === stats.nIn * stats.nMat;
-  for (let m = 0; m < stats.nMat; m++) {
+  for (let m = first; m <= last; m++) {
     for (let j = 0; j < stats.nIn; j++) {
       const i = m * stats.nIn + j;
       const count = perColumn ? stats.counts[i] : stats.counts[m];
-      out[i] = count > 0 ? Math.sqrt(stats.sum2[i] / count) : 0;
+      out[i - first * stats.nIn] = count > 0 ? stats.sum2[i] / count : 0;
     }
   }
   return out;
+}
+
+/** Column weights of Wanda: sqrt(sum2 / tokens) per column. */
+export function wandaColumnWeights(stats: ColumnStatistics): Float64Array {
+  return meanSquares(stats).map(Math.sqrt);
 }
 
 /** A string hash (FNV-1a), for the random baseline's per-tensor seeds (PRNG: src/random.ts). */
