@@ -13,7 +13,7 @@ import { GGUF_VALUE } from '../gguf/types.ts';
 import { loadNative } from '../native.ts';
 import { codecTypeByName, codecTypeInfo, type RequantizeStrategy } from '../select/codec.ts';
 import { MASK_DEFLATE, SelectionFile } from '../select/file.ts';
-import { planTensors, selectTensor, type ColumnStatistics, type SelectionMethod, type StatisticsSource } from '../select/select.ts';
+import { planTensors, selectTensors, type ColumnStatistics, type SelectionMethod, type StatisticsSource } from '../select/select.ts';
 import { readExactly, readTensorBytes, sha256File } from '../select/tensor-io.ts';
 import { realPath, sameFile } from '../paths.ts';
 import { JournalWriter, journalPathFor, readJournal, readRecordData, type JournalHeader } from './journal.ts';
@@ -173,17 +173,12 @@ async function maskSource(info: GgufInfo, options: PatchOptions): Promise<MaskSo
   const method = options.method ?? 'mathneuro';
   const plan = planTensors(info, options.math, { includeOutput: options.includeOutput });
   const masks = new Map<string, { deflated: Buffer; count: number }>();
-  const fd = openSync(info.path, 'r');
-  try {
-    let done = 0;
-    for (const s of plan.scored) {
-      checkAbort(options.signal);
-      options.onProgress?.({ phase: 'select', done: done++, total: plan.scored.length, item: s.tensor.name });
-      const selection = await selectTensor(s, readTensorBytes(fd, s.tensor), { method, topK: [options.topK], math: options.math, general: options.general, seed: options.seed, includeOutput: options.includeOutput, threads: options.threads });
-      if (selection.counts[0] > 0) masks.set(s.tensor.name, { deflated: deflateRawSync(selection.masks[0], MASK_DEFLATE), count: selection.counts[0] });
-    }
-  } finally {
-    closeSync(fd);
+  for await (const selection of selectTensors(info, plan, {
+    method, topK: [options.topK], math: options.math, general: options.general, seed: options.seed, includeOutput: options.includeOutput,
+    threads: options.threads, signal: options.signal,
+    onProgress: (p) => options.onProgress?.({ phase: 'select', done: p.done, total: p.total, item: p.tensor }),
+  })) {
+    if (selection.counts[0] > 0) masks.set(selection.tensor.name, { deflated: deflateRawSync(selection.masks[0], MASK_DEFLATE), count: selection.counts[0] });
   }
   const statsLabel = (s: { path?: string }, fallback: string) => (s.path ? sourceLabel(s.path, sha256File(s.path)) : fallback);
   return {
