@@ -384,22 +384,36 @@ static std::unique_ptr<ModelHandle> load_model(const LoadOptions & o, std::strin
     auto h = std::make_unique<ModelHandle>();
     h->collector = std::make_unique<Collector>();
 
-    // the weight names and input widths, read from the GGUF itself
-    ggml_context * meta = nullptr;
-    gguf_init_params gp = { /*no_alloc*/ true, &meta };
-    gguf_context * g = gguf_init_from_file(o.path.c_str(), gp);
-    if (!g) { error = "not a readable GGUF file: " + o.path; return nullptr; }
-    for (int64_t i = 0; i < gguf_get_n_tensors(g); ++i) {
-        const char * name = gguf_get_tensor_name(g, i);
-        ggml_tensor * t = ggml_get_tensor(meta, name);
-        if (!t) continue;
-        WeightShape ws;
-        ws.n_in = t->ne[0];
-        ws.n_mat = t->ne[2];
-        h->collector->weights[name] = ws;
+    // the weight names and input widths, read from the GGUF itself: from every shard of a split
+    // model, found as llama.cpp's loader finds them (llama_split_prefix, llama_split_path)
+    std::vector<std::string> files = { o.path };
+    for (size_t f = 0; f < files.size(); ++f) {
+        ggml_context * meta = nullptr;
+        gguf_init_params gp = { /*no_alloc*/ true, &meta };
+        gguf_context * g = gguf_init_from_file(files[f].c_str(), gp);
+        if (!g) { error = "not a readable GGUF file: " + files[f]; return nullptr; }
+        const int64_t split_key = f == 0 ? gguf_find_key(g, "split.count") : -1;
+        const int n_split = split_key >= 0 && gguf_get_kv_type(g, split_key) == GGUF_TYPE_UINT16 ? gguf_get_val_u16(g, split_key) : 1;
+        if (n_split > 1) {
+            std::vector<char> buf(o.path.size() + 64, 0);
+            const int len = llama_split_prefix(buf.data(), buf.size(), o.path.c_str(), 0, n_split);
+            const std::string prefix(buf.data(), len > 0 ? len : 0);
+            for (int i = 1; len > 0 && i < n_split; ++i) {
+                if (llama_split_path(buf.data(), buf.size(), prefix.c_str(), i, n_split) > 0) files.emplace_back(buf.data());
+            }
+        }
+        for (int64_t i = 0; i < gguf_get_n_tensors(g); ++i) {
+            const char * name = gguf_get_tensor_name(g, i);
+            ggml_tensor * t = ggml_get_tensor(meta, name);
+            if (!t) continue;
+            WeightShape ws;
+            ws.n_in = t->ne[0];
+            ws.n_mat = t->ne[2];
+            h->collector->weights[name] = ws;
+        }
+        gguf_free(g);
+        ggml_free(meta);
     }
-    gguf_free(g);
-    ggml_free(meta);
 
     llama_model_params mp = llama_model_default_params();
     mp.n_gpu_layers = o.n_gpu_layers;

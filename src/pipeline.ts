@@ -9,7 +9,8 @@ import path from 'node:path';
 import { builtinDatasetName, builtinSamples, CALIBRATION_VERSION, type BuiltinSetName } from './calibration/index.ts';
 import { MathneuroError } from './errors.ts';
 import { evaluate, type EvalResult } from './eval/index.ts';
-import { readGgufSync, type GgufInfo } from './gguf/reader.ts';
+import { type GgufInfo } from './gguf/reader.ts';
+import { openModelSync, splitCountOfName, splitPath } from './gguf/model.ts';
 import { writeModelfile, type ModelfileResult } from './modelfile.ts';
 import { assertOutsideOllamaStore, isOllamaSpec, ollamaOutputBase, resolveOllamaModel, type OllamaModel } from './ollama.ts';
 import { patchModel, type PatchProgress, type PatchResult } from './patch/patch.ts';
@@ -90,18 +91,21 @@ export function statsCacheDir(option?: string, env: NodeJS.ProcessEnv = process.
  */
 export function modelFingerprint(info: GgufInfo): string {
   const hash = createHash('sha256').update(modelIdentity(info).headerSha256).update(String(info.fileSize));
-  const fd = openSync(info.path, 'r');
-  try {
-    const size = fstatSync(fd).size;
-    const chunk = Buffer.alloc(64 * 1024);
-    const span = Math.max(0, size - info.dataOffset - chunk.length);
-    for (let i = 0; i < 32; i++) {
-      const at = info.dataOffset + Math.floor((span * i) / 31);
-      const n = readSync(fd, chunk, 0, chunk.length, at);
-      hash.update(chunk.subarray(0, n));
+  // a split model (src/gguf/model.ts): the same samples in every shard
+  for (const shard of (info as GgufInfo & { shards?: GgufInfo[] }).shards ?? [info]) {
+    const fd = openSync(shard.path, 'r');
+    try {
+      const size = fstatSync(fd).size;
+      const chunk = Buffer.alloc(64 * 1024);
+      const span = Math.max(0, size - shard.dataOffset - chunk.length);
+      for (let i = 0; i < 32; i++) {
+        const at = shard.dataOffset + Math.floor((span * i) / 31);
+        const n = readSync(fd, chunk, 0, chunk.length, at);
+        hash.update(chunk.subarray(0, n));
+      }
+    } finally {
+      closeSync(fd);
     }
-  } finally {
-    closeSync(fd);
   }
   return hash.digest('hex');
 }
@@ -234,6 +238,9 @@ export interface BoostResult {
 function defaultOutput(model: ResolvedModel, intervention: Intervention): string {
   const suffix = intervention === 'scale' ? 'boosted' : 'ablated';
   if (model.ollama) return path.resolve(`${ollamaOutputBase(model.ollama.ref)}.${suffix}.gguf`);
+  // a split model is written as shards again, named as llama.cpp names them
+  const named = splitCountOfName(model.path);
+  if (named && named.index === 0 && named.count > 1) return splitPath(`${named.prefix}.${suffix}`, 0, named.count);
   return model.path.replace(/\.gguf$/i, '') + `.${suffix}.gguf`;
 }
 
@@ -299,7 +306,7 @@ export async function boost(options: BoostOptions): Promise<BoostResult> {
   if (out === model.path) throw new MathneuroError('EUSAGE', 'the output would overwrite the model');
   if (model.ollama) assertOutsideOllamaStore(out, model.ollama.modelsDir);
   if (existsSync(out) && !options.force) throw new MathneuroError('EEXIST', `${out} exists (use --force to overwrite)`);
-  const info = readGgufSync(model.path);
+  const info = openModelSync(model.path);
   options.onProgress?.({ stage: 'resolve', done: 1, total: 1 });
 
   const statsOptions = { ...options, cacheDir: options.cacheDir ?? statsCacheDir(undefined, env) };
@@ -371,7 +378,7 @@ export async function overlapStudy(options: OverlapStudyOptions): Promise<Overla
   const method = options.method ?? 'mathneuro';
   const env = options.env ?? process.env;
   const model = resolveModel(options.model, env);
-  const info = readGgufSync(model.path);
+  const info = openModelSync(model.path);
   const statsOptions = { ...options, cacheDir: options.cacheDir ?? statsCacheDir(undefined, env) };
   const points: OverlapPoint[] = [];
   let offset = 0, collected = 0;

@@ -17,6 +17,7 @@ import { closeSync, existsSync, openSync } from 'node:fs';
 import path from 'node:path';
 import { MathneuroError } from './errors.ts';
 import { readGgufSync, type GgufInfo, type GgufMetadataEntry, type GgufTensorInfo } from './gguf/reader.ts';
+import { splitCount } from './gguf/model.ts';
 import { GGML_TYPE, GGUF_VALUE, ggmlType, ggmlTypeByName } from './gguf/types.ts';
 import { loadNative } from './native.ts';
 import { codecTypeInfo, dequantize, quantize } from './select/codec.ts';
@@ -122,6 +123,7 @@ export async function requantizeModel(options: RequantizeOptions): Promise<Requa
   if (!existsSync(src)) throw new MathneuroError('ENOENT', `model not found: ${src}`);
   if (existsSync(out) && !options.force) throw new MathneuroError('EEXIST', `${out} exists (use --force to overwrite)`);
   const info: GgufInfo = readGgufSync(src);
+  if (splitCount(info) > 1) throw new MathneuroError('EUSAGE', `${src} is a model in ${splitCount(info)} shards: quantize reads single-file models (merge it first: llama-gguf-split --merge)`);
 
   const plan = info.tensors.map((t) => {
     const requant = isRequantizedTensor(t);

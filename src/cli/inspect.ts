@@ -1,6 +1,7 @@
 import { closeSync, openSync, readSync } from 'node:fs';
 import { MathneuroError } from '../errors.ts';
 import { readGgufSync } from '../gguf/reader.ts';
+import { openModelSync } from '../gguf/model.ts';
 import { readJournal } from '../patch/journal.ts';
 import { patchState } from '../patch/patch.ts';
 import { SelectionFile } from '../select/file.ts';
@@ -25,7 +26,7 @@ function table(rows: (string | number)[][], header: string[]): string {
 }
 
 async function inspectModel(file: string, tensors: boolean) {
-  const info = readGgufSync(file);
+  const info = openModelSync(file);   // every shard of a split model
   const byType = new Map<string, { tensors: number; parameters: number; bytes: number }>();
   for (const t of info.tensors) {
     const e = byType.get(t.typeName) ?? { tensors: 0, parameters: 0, bytes: 0 };
@@ -34,13 +35,14 @@ async function inspectModel(file: string, tensors: boolean) {
   }
   const state = patchState(file);
   return {
-    kind: 'model' as const, path: file, bytes: info.fileSize, ggufVersion: info.version,
+    kind: 'model' as const, path: file, bytes: info.totalBytes, ggufVersion: info.version,
+    shards: info.shards.length > 1 ? info.shards.map((s) => ({ path: s.path, bytes: s.fileSize, tensors: s.tensors.length })) : undefined,
     architecture: info.metadata.get('general.architecture'), name: info.metadata.get('general.name'),
     tensorCount: info.tensors.length, parameters: info.tensors.reduce((a, t) => a + t.numel, 0),
     outputHead: info.tensorByName.has('output.weight') ? 'own tensor (output.weight)' : 'tied to token_embd.weight',
     types: Object.fromEntries(byType),
     patched: state,
-    tensors: tensors ? info.tensors.map((t) => ({ name: t.name, type: t.typeName, shape: t.shape, bytes: t.byteSize })) : undefined,
+    tensors: tensors ? info.tensors.map((t) => ({ name: t.name, type: t.typeName, shape: t.shape, bytes: t.byteSize, ...(info.shards.length > 1 ? { shard: (t.shard ?? 0) + 1 } : {}) })) : undefined,
   };
 }
 
@@ -79,11 +81,12 @@ function print(io: CommandIO, r: Record<string, any>) {
   const out: string[] = [];
   if (r.kind === 'model') {
     out.push(`${r.path}: GGUF v${r.ggufVersion} model, ${r.architecture ?? '?'} "${r.name ?? ''}", ${mib(r.bytes)}, ${r.tensorCount} tensors, ${r.parameters.toLocaleString('en-US')} parameters`);
+    if (r.shards) out.push(`split model: ${r.shards.length} shards`, ...r.shards.map((s: any, i: number) => `  ${i + 1}: ${s.path} (${mib(s.bytes)}, ${s.tensors} tensors)`));
     out.push(`output head: ${r.outputHead}`, '');
     out.push(table(Object.entries(r.types as Record<string, any>).map(([k, v]) => [k, v.tensors, v.parameters.toLocaleString('en-US'), mib(v.bytes)]), ['type', 'tensors', 'parameters', 'size']));
     if (r.patched.newFile) out.push('', 'patched by mathneuro (new file):', ...Object.entries(r.patched.newFile).map(([k, v]) => `  ${k} = ${String(v)}`));
     if (r.patched.inPlace) out.push('', `patched in place${r.patched.inPlace.complete ? '' : ' (interrupted)'}: undo journal ${r.patched.inPlace.journal} (mathneuro unpatch restores the original)`);
-    if (r.tensors) out.push('', table(r.tensors.map((t: any) => [t.name, t.type, t.shape.join('x'), t.bytes]), ['tensor', 'type', 'shape', 'bytes']));
+    if (r.tensors) out.push('', table(r.tensors.map((t: any) => [t.name, t.type, t.shape.join('x'), t.bytes, ...(r.shards ? [t.shard] : [])]), ['tensor', 'type', 'shape', 'bytes', ...(r.shards ? ['shard'] : [])]));
   } else if (r.kind === 'statistics') {
     out.push(`${r.path}: statistics of ${r.model.fileName || '?'}: ${r.samples} samples, ${r.tokens} tokens, ${r.weights} weights; datasets ${r.datasets.join(', ') || '?'}`);
     if (!r.hasNormSum) out.push('plain importance matrix: no per-sample norms (MathNeuro scores need them; wanda-row works)');

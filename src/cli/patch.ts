@@ -1,6 +1,6 @@
 import path from 'node:path';
 import { MathneuroError } from '../errors.ts';
-import { readGgufSync } from '../gguf/reader.ts';
+import { openModelSync } from '../gguf/model.ts';
 import { patchModel, DEFAULT_SCALE, type PatchProgress, type PatchResult } from '../patch/patch.ts';
 import { realizedScaleMarkdown } from '../patch/realized.ts';
 import type { RequantizeStrategy } from '../select/codec.ts';
@@ -87,7 +87,7 @@ examples:
     if (!['best', 'plain', 'keep-scale'].includes(strategy)) throw new UsageError(`--requant must be best, plain or keep-scale, got "${values.requant}"`);
     const seed = parseNumber('seed', values.seed, { integer: true, min: 0, max: 0xffffffff });
 
-    const info = readGgufSync(model);
+    const info = openModelSync(model);
     const warnings: string[] = [];
     const loaded = async (file: string | undefined, role: 'math' | 'general') => {
       if (!file) return undefined;

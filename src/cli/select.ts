@@ -1,7 +1,7 @@
 import path from 'node:path';
 import { existsSync } from 'node:fs';
 import { MathneuroError } from '../errors.ts';
-import { readGgufSync } from '../gguf/reader.ts';
+import { modelFiles, openModelSync } from '../gguf/model.ts';
 import { SelectionFileWriter } from '../select/file.ts';
 import { SELECTION_METHODS, SelectionSummaryBuilder, planTensors, selectTensors, validateTopK, type SelectionMethod, type SelectionSummary } from '../select/select.ts';
 import { loadStatisticsFor } from '../select/statistics.ts';
@@ -89,7 +89,7 @@ examples:
     const seed = parseNumber('seed', values.seed, { integer: true, min: 0, max: 0xffffffff }) ?? 0;
     const output = values.output ? path.resolve(values.output) : undefined;
     if (output && existsSync(output) && !values.force) throw new MathneuroError('EEXIST', `${output} exists (use --force to overwrite)`);
-    const model = readGgufSync(positionals[0]);
+    const model = openModelSync(positionals[0]);
     const math = await loadStatisticsFor(values.math, 'math', model, method);
     const general = values.general ? await loadStatisticsFor(values.general, 'general', model, method) : undefined;
     const warnings = [...math.warnings, ...(general?.warnings ?? [])];
@@ -99,7 +99,7 @@ examples:
     const progress = new ProgressLine(io, values.quiet || values.json);
     const writer = output ? new SelectionFileWriter(output) : undefined;
     // the model's sha256 (recorded in the selection file) is computed on a worker thread meanwhile
-    const hashing = writer ? sha256InBackground(model.path) : undefined;
+    const hashing = writer ? sha256InBackground(modelFiles(model)) : undefined;
     const controller = new AbortController();
     const onSigint = () => controller.abort();
     process.once('SIGINT', onSigint);

@@ -4,6 +4,7 @@
 // key or tensor named. llama.cpp release v0.4.0 (80fb11a): re-fuzz when it changes.
 import { MathneuroError } from '../errors.ts';
 import { readGgufSync, type GgufInfo, type GgufValue } from './reader.ts';
+import { readShards } from './model.ts';
 import { GGML_TYPE, GGUF_VALUE } from './types.ts';
 
 /** Architectures llama.cpp's LLM_ARCH_NAMES knows (src/llama-arch.cpp), without clip and (unknown). */
@@ -150,33 +151,11 @@ function checkTensors(info: GgufInfo) {
 
 /**
  * Split models (split.count > 1): llama.cpp opens the other shards itself, by name, with ggml's
- * loader, and reads their split.no with an asserting getter. Every shard passes the validator here.
+ * loader, and reads their split.no with an asserting getter. Every shard passes the validator here
+ * (the model view's readShards, src/gguf/model.ts).
  */
 function checkSplits(info: GgufInfo): GgufInfo[] {
-  const countEntry = entryType(info, 'split.count');
-  if (!countEntry) return [];
-  const n = countEntry.value;
-  if (countEntry.type !== GGUF_VALUE.UINT16 || !isInt(n) || n < 1) fail(info, 'split.count must be a u16 >= 1');
-  if (n === 1) return [];
-  const no = entryType(info, 'split.no');
-  if (!no || no.type !== GGUF_VALUE.UINT16 || no.value !== 0) fail(info, 'a split model must be opened at its first shard (split.no 0, u16)');
-  const pad = (x: number) => String(x).padStart(5, '0');
-  const suffix = `-${pad(1)}-of-${pad(n)}.gguf`;
-  if (!info.path.endsWith(suffix) || info.path.length <= suffix.length) fail(info, `a model in ${n} shards must be named <name>${suffix}`);
-  const prefix = info.path.slice(0, -suffix.length);
-  const shards: GgufInfo[] = [];
-  const names = new Set(info.tensors.map((t) => t.name));
-  for (let i = 1; i < n; i++) {
-    const shard = readGgufSync(`${prefix}-${pad(i + 1)}-of-${pad(n)}.gguf`);
-    const sn = entryType(shard, 'split.no');
-    if (!sn || sn.type !== GGUF_VALUE.UINT16 || sn.value !== i) fail(shard, `shard ${i + 1} of ${n} needs split.no = ${i} (u16)`);
-    for (const t of shard.tensors) {
-      if (names.has(t.name)) fail(shard, `tensor "${t.name}" is in two shards`);
-      names.add(t.name);
-    }
-    shards.push(shard);
-  }
-  return shards;
+  return readShards(info).slice(1);
 }
 
 /**

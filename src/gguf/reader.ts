@@ -24,6 +24,9 @@ export interface GgufTensorInfo {
   byteSize: number;
   blockSize: number;
   typeSize: number;
+  /** set by the model view (model.ts) for a split model: the shard (0-based) and the file that hold the bytes */
+  shard?: number;
+  file?: string;
 }
 
 export interface GgufInfo {

@@ -8,11 +8,13 @@ import { HASH_FILE_MODULE } from '../select/tensor-io.ts';
 const WORKER = `
 const { parentPort, workerData } = require('node:worker_threads');
 const { openSync, closeSync } = require('node:fs');
-const { sha256Fd } = require(workerData.module);
+const { sha256Fds } = require(workerData.module);
+const fds = [];
 try {
-  const fd = openSync(workerData.path, 'r');
-  try { parentPort.postMessage({ sha256: sha256Fd(fd) }); } finally { closeSync(fd); }
+  for (const file of workerData.files) fds.push(openSync(file, 'r'));
+  parentPort.postMessage({ sha256: sha256Fds(fds) });
 } catch (e) { parentPort.postMessage({ error: String(e && e.message || e) }); }
+finally { for (const fd of fds) closeSync(fd); }
 `;
 
 export interface BackgroundHash {
@@ -22,8 +24,10 @@ export interface BackgroundHash {
   cancel(): void;
 }
 
-export function sha256InBackground(file: string): BackgroundHash {
-  const worker = new Worker(WORKER, { eval: true, workerData: { path: file, module: HASH_FILE_MODULE } });
+/** sha256 of `file`, or of several files one after the other (a split model's shards, as sha256File). */
+export function sha256InBackground(file: string | string[]): BackgroundHash {
+  const files = typeof file === 'string' ? [file] : file;
+  const worker = new Worker(WORKER, { eval: true, workerData: { files, module: HASH_FILE_MODULE } });
   const result = new Promise<string>((resolve, reject) => {
     worker.once('message', (m: { sha256?: string; error?: string }) => {
       if (m.sha256) resolve(m.sha256);

@@ -3,6 +3,8 @@
 // journal backwards restores the original file. Layout (little-endian):
 //   header:  "MNUNDO\0\1" | u32 n | JSON (n bytes) | u32 crc32(JSON)
 //   record:  "MNJR" | u64 offset | u32 length | u32 crc32(data) | u32 crc32(previous 20 bytes) | data
+//   record of a split model: "MNJS" | u64 offset | u32 length | u32 crc32(data) | u32 shard | u32 crc32(previous 24 bytes) | data
+//            (the shard's index into the header's shards; "MNJR" records are shard 0)
 //   commit:  "MNJC" | u32 n | JSON | u32 crc32(JSON)
 // A record cut short by a crash was never followed by its write to the model, so it is ignored.
 import { closeSync, existsSync, fstatSync, fsyncSync, openSync, readSync, writeSync } from 'node:fs';
@@ -12,6 +14,8 @@ import { crc32 } from '../select/crc32.ts';
 
 const HEADER_MAGIC = Buffer.from('MNUNDO\0\x01', 'latin1');
 const RECORD_MAGIC = Buffer.from('MNJR', 'latin1');
+const SHARD_RECORD_MAGIC = Buffer.from('MNJS', 'latin1');
+const SHARD_RECORD_HEAD = 28;
 const COMMIT_MAGIC = Buffer.from('MNJC', 'latin1');
 const RECORD_HEAD = 24;
 
@@ -24,12 +28,20 @@ export interface JournalHeader {
   fileSize: number;
   createdAt: string;
   provenance: Record<string, unknown>;
+  /**
+   * a split model: every shard (file name, sha256, size) in order; `model` is the first shard,
+   * sourceSha256 the sha256 of all shards' bytes one after the other, fileSize the first shard's
+   */
+  shards?: JournalShard[];
 }
 
-export interface JournalRecord { offset: number; original: Uint8Array }
+export interface JournalShard { file: string; sha256: string; fileSize: number }
 
-/** A record found in a journal: where its original bytes go, and where they are in the journal. */
-export interface JournalEntry { offset: number; length: number; dataAt: number }
+/** Original bytes of a range; `shard` (a split model's) is written as a shard record. */
+export interface JournalRecord { offset: number; original: Uint8Array; shard?: number }
+
+/** A record found in a journal: where its original bytes go (shard 0 for a single file), and where they are in the journal. */
+export interface JournalEntry { offset: number; length: number; dataAt: number; shard: number }
 
 export interface JournalContents {
   header?: JournalHeader;
@@ -81,17 +93,20 @@ export class JournalWriter {
   /** Appends the original bytes of ranges about to be overwritten, and syncs. */
   append(records: JournalRecord[]): void {
     if (records.length === 0) return;
-    const total = records.reduce((a, r) => a + RECORD_HEAD + r.original.length, 0);
+    const head = (r: JournalRecord) => (r.shard === undefined ? RECORD_HEAD : SHARD_RECORD_HEAD);
+    const total = records.reduce((a, r) => a + head(r) + r.original.length, 0);
     const buf = Buffer.alloc(total);
     let o = 0;
     for (const r of records) {
-      RECORD_MAGIC.copy(buf, o);
+      (r.shard === undefined ? RECORD_MAGIC : SHARD_RECORD_MAGIC).copy(buf, o);
       buf.writeBigUInt64LE(BigInt(r.offset), o + 4);
       buf.writeUInt32LE(r.original.length, o + 12);
       buf.writeUInt32LE(crc32(r.original), o + 16);
-      buf.writeUInt32LE(crc32(buf.subarray(o, o + 20)), o + 20);
-      buf.set(r.original, o + RECORD_HEAD);
-      o += RECORD_HEAD + r.original.length;
+      if (r.shard !== undefined) buf.writeUInt32LE(r.shard, o + 20);
+      const h = head(r);
+      buf.writeUInt32LE(crc32(buf.subarray(o, o + h - 4)), o + h - 4);
+      buf.set(r.original, o + h);
+      o += h + r.original.length;
     }
     this.position = writeAll(this.fd, buf, this.position);
     fsyncSync(this.fd);
@@ -148,14 +163,16 @@ export function readJournal(journalPath: string): JournalContents {
         at = c.end;
         continue;
       }
-      const head = read(at, RECORD_HEAD);
-      if (!head || !head.subarray(0, 4).equals(RECORD_MAGIC) || crc32(head.subarray(0, 20)) !== head.readUInt32LE(20)) break;
+      const sharded = magic.equals(SHARD_RECORD_MAGIC);
+      const h = sharded ? SHARD_RECORD_HEAD : RECORD_HEAD;
+      const head = read(at, h);
+      if (!head || !(sharded || head.subarray(0, 4).equals(RECORD_MAGIC)) || crc32(head.subarray(0, h - 4)) !== head.readUInt32LE(h - 4)) break;
       const offset = Number(head.readBigUInt64LE(4));
       const length = head.readUInt32LE(12);
-      const original = read(at + RECORD_HEAD, length);
+      const original = read(at + h, length);
       if (!original || crc32(original) !== head.readUInt32LE(16)) break;
-      contents.records.push({ offset, length, dataAt: at + RECORD_HEAD });
-      at += RECORD_HEAD + length;
+      contents.records.push({ offset, length, dataAt: at + h, shard: sharded ? head.readUInt32LE(20) : 0 });
+      at += h + length;
     }
     contents.tornBytes = size - at;
     return contents;

@@ -9,14 +9,15 @@ import { deflateRawSync, inflateRawSync } from 'node:zlib';
 import { MathneuroError } from '../errors.ts';
 import { writeFailure } from '../gguf/writer.ts';
 import { readGgufSync, type GgufInfo, type GgufMetadataEntry, type GgufTensorInfo } from '../gguf/reader.ts';
+import { modelFiles, openModelSync, splitCountOfName, splitPath, splitPrefix, type GgufModel } from '../gguf/model.ts';
 import { GGUF_VALUE } from '../gguf/types.ts';
 import { loadNative } from '../native.ts';
 import { codecTypeByName, codecTypeInfo, type RequantizeStrategy } from '../select/codec.ts';
 import { MASK_DEFLATE, SelectionFile } from '../select/file.ts';
 import { planTensors, selectTensors, type ColumnStatistics, type SelectionMethod, type StatisticsSource } from '../select/select.ts';
-import { readExactly, readTensorBytes, sha256File } from '../select/tensor-io.ts';
+import { readExactly, readTensorBytes, sha256File, sha256Files } from '../select/tensor-io.ts';
 import { realPath, sameFile } from '../paths.ts';
-import { JournalWriter, journalPathFor, readJournal, readRecordData, type JournalHeader } from './journal.ts';
+import { JournalWriter, journalPathFor, readJournal, readRecordData, type JournalHeader, type JournalShard } from './journal.ts';
 import { RealizedScaleReport, type RealizedScaleRow } from './realized.ts';
 import { sha256InBackground } from './background-hash.ts';
 import { mergeRanges, patchTensorInPlace, upcastTensor } from './tensor-patch.ts';
@@ -87,7 +88,8 @@ export interface PatchedTensor {
 export interface PatchResult {
   mode: 'new-file' | 'in-place';
   source: { path: string; name: string; sha256: string; bytes: number };
-  output: { path: string; bytes: number };
+  /** for a split model: path is the first shard, bytes all shards together, shards every file */
+  output: { path: string; bytes: number; shards?: string[] };
   journal?: string;
   method: SelectionMethod;
   topK: number;
@@ -207,6 +209,8 @@ function provenance(info: GgufInfo, sha256: string, source: MaskSource, options:
     str('mathneuro.source.name', modelName(info)),
     str('mathneuro.source.file', path.basename(info.path)),
     str('mathneuro.source.sha256', sha256),
+    // a split model: the source's sha256 is that of its shards' bytes one after the other
+    ...(modelFiles(info).length > 1 ? [u32('mathneuro.source.shards', modelFiles(info).length)] : []),
     str('mathneuro.patched_at', new Date().toISOString()),
   ];
 }
@@ -271,7 +275,12 @@ export async function patchModel(options: PatchOptions): Promise<PatchResult> {
   const upcastType = options.upcast ? codecTypeByName(options.upcast) : undefined;
   if (options.upcast && !upcastType) throw new MathneuroError('EUSAGE', `unknown upcast type ${options.upcast}`);
 
-  const info = readGgufSync(options.model);
+  const info = openModelSync(options.model);
+  const outs = options.inPlace ? [] : outputShards(info, options.out!);
+  for (const out of outs.slice(1)) {
+    if (info.shards.some((shard) => sameFile(shard.path, out))) throw new MathneuroError('EUSAGE', `the output shard ${out} is a shard of the source model: use --in-place to patch it in place`);
+    if (existsSync(out) && !options.force) throw new MathneuroError('EEXIST', `${out} exists (--force overwrites it)`);
+  }
   const journalPath = journalPathFor(options.model);
   if (existsSync(journalPath)) throw new MathneuroError('EEXIST', `${options.model} is patched in place (undo journal ${journalPath}); run mathneuro unpatch ${options.model} first`);
   if (info.metadata.has('mathneuro.method') && !options.force) {
@@ -281,7 +290,7 @@ export async function patchModel(options: PatchOptions): Promise<PatchResult> {
   // A new file gets the source's sha256 in its header: it is computed on a worker thread while the
   // copy is written (a placeholder of the same length is replaced before the file is committed).
   // In place, the undo journal needs it before the first byte changes.
-  const hashing = options.inPlace ? undefined : sha256InBackground(options.model);
+  const hashing = options.inPlace ? undefined : sha256InBackground(modelFiles(info));
   try {
     const source = await maskSource(info, options);
     checkAbort(options.signal);
@@ -291,8 +300,9 @@ export async function patchModel(options: PatchOptions): Promise<PatchResult> {
         throw new MathneuroError('ESELECTION', `${options.selection} was made on another file (sha256 ${source.modelSha256.slice(0, 12)}...) than ${options.model} (${sha.slice(0, 12)}...); --force applies it anyway`);
       }
     };
+    let shardSha256: string[] = [];
     if (!hashing) {
-      sha256 = sha256File(options.model, (p) => options.onProgress?.({ phase: 'hash', done: p.bytesDone, total: p.bytesTotal }));
+      ({ sha256, files: shardSha256 } = sha256Files(modelFiles(info), (p) => options.onProgress?.({ phase: 'hash', done: p.bytesDone, total: p.bytesTotal })));
       checkSha(sha256);
     }
     const entries = provenance(info, sha256, source, options, scale, strategy);
@@ -305,7 +315,7 @@ export async function patchModel(options: PatchOptions): Promise<PatchResult> {
       if (!upcastType && type?.requiresImatrix && !importanceOf(options, t.name)) throw new MathneuroError('EQUANT', `${t.name} is ${t.typeName}, which ggml only quantizes with an importance matrix: pass the math statistics (--math); their sums of squares serve as one`);
     }
     const finish = (r: Omit<PatchResult, 'source' | 'method' | 'topK' | 'intervention' | 'scale' | 'modelParameters' | 'realized' | 'tensors' | 'elapsedMs' | 'selectedWeights' | 'tensorsPatched' | 'blocksTouched' | 'bytesChanged'>): PatchResult => ({
-      source: { path: options.model, name: modelName(info), sha256, bytes: info.fileSize },
+      source: { path: options.model, name: modelName(info), sha256, bytes: info.totalBytes },
       method: source.method, topK: source.topK, intervention: options.prune ? 'prune' : 'scale', scale,
       modelParameters: info.tensors.reduce((a, t) => a + t.numel, 0),
       ...r,
@@ -317,27 +327,27 @@ export async function patchModel(options: PatchOptions): Promise<PatchResult> {
     });
 
     if (options.inPlace) {
-      await patchInPlace(info, source, entries, sha256, journalPath, options, scale, strategy, realized, tensors);
-      return finish({ mode: 'in-place', output: { path: options.model, bytes: info.fileSize }, journal: journalPath });
+      await patchInPlace(info, source, entries, sha256, shardSha256, journalPath, options, scale, strategy, realized, tensors);
+      return finish({ mode: 'in-place', output: { path: options.model, bytes: info.totalBytes, ...(info.shards.length > 1 ? { shards: modelFiles(info) } : {}) }, journal: journalPath });
     }
-    const written = await patchNewFile(info, source, entries, options, scale, strategy, realized, tensors, upcastType?.id, async (fd, header) => {
+    const written = await patchNewFile(info, outs, source, entries, options, scale, strategy, realized, tensors, upcastType?.id, async (fd, header) => {
       // before the copy is committed: the real sha256 replaces the placeholder in its header
-      options.onProgress?.({ phase: 'hash', done: 0, total: info.fileSize });
+      options.onProgress?.({ phase: 'hash', done: 0, total: info.totalBytes });
       sha256 = await hashing!.result;
       checkSha(sha256);
       const at = Buffer.from(header).indexOf(SHA256_PENDING);
       if (at < 0) throw new MathneuroError('EPATCH', 'the sha256 placeholder is missing from the new header');
       writeAll(fd, Buffer.from(sha256, 'latin1'), at);
-      options.onProgress?.({ phase: 'hash', done: info.fileSize, total: info.fileSize });
+      options.onProgress?.({ phase: 'hash', done: info.totalBytes, total: info.totalBytes });
     });
     const upcastTensors = tensors.filter((t) => t.upcastTo);
     return finish({
-      mode: 'new-file', output: { path: options.out!, bytes: written },
+      mode: 'new-file', output: { path: options.out!, bytes: written, ...(outs.length > 1 ? { shards: outs } : {}) },
       upcast: upcastType ? {
         type: upcastType.name, tensors: upcastTensors.length,
         bytesBefore: upcastTensors.reduce((a, t) => a + (t.bytesBefore ?? 0), 0),
         bytesAfter: upcastTensors.reduce((a, t) => a + (t.bytesAfter ?? 0), 0),
-        extraBytes: written - info.fileSize,
+        extraBytes: written - info.totalBytes,
       } : undefined,
     });
   } finally {
@@ -345,9 +355,56 @@ export async function patchModel(options: PatchOptions): Promise<PatchResult> {
   }
 }
 
-async function patchNewFile(info: GgufInfo, source: MaskSource, entries: GgufMetadataEntry[], options: PatchOptions, scale: number, strategy: RequantizeStrategy, realized: RealizedScaleReport, tensors: PatchedTensor[], upcastType: number | undefined, beforeCommit: (fd: number, header: Uint8Array) => Promise<void>): Promise<number> {
+/**
+ * The output files of a new-file patch: `out` for a single file; for a model in N shards, N shards
+ * named as llama.cpp names them (`out` must be `<name>-00001-of-0000N.gguf`).
+ */
+function outputShards(info: GgufModel, out: string): string[] {
+  const n = info.shards.length;
+  if (n === 1) {
+    const named = splitCountOfName(out);
+    if (named && named.count > 1) throw new MathneuroError('EUSAGE', `${out} is named as shard ${named.index + 1} of ${named.count}, but ${info.path} is a single file (llama.cpp would look for the other shards)`);
+    return [out];
+  }
+  const prefix = splitPrefix(out, 0, n);
+  if (prefix === undefined) throw new MathneuroError('EUSAGE', `${info.path} is a model in ${n} shards and is written as ${n} shards again: name the output <name>${splitPath('', 0, n)} (llama.cpp finds the other shards by that name)`);
+  return info.shards.map((_, i) => splitPath(prefix, i, n));
+}
+
+/**
+ * New-file mode: every shard of the source is written to a temporary file beside its output (shard 0,
+ * whose header waits for the source's sha256, last), and only when all are written and synced are
+ * they renamed into place. On any failure no temporary and no output shard is left.
+ */
+async function patchNewFile(info: GgufModel, outs: string[], source: MaskSource, entries: GgufMetadataEntry[], options: PatchOptions, scale: number, strategy: RequantizeStrategy, realized: RealizedScaleReport, tensors: PatchedTensor[], upcastType: number | undefined, beforeCommit: (fd: number, header: Uint8Array) => Promise<void>): Promise<number> {
+  const order = info.shards.map((_, i) => i);
+  order.push(order.shift()!);
+  const temps: string[] = [];
+  const renamed: string[] = [];
+  let written = 0;
+  try {
+    for (const i of order) {
+      const r = await writePatchedShard(info.shards[i], outs[i], source, i === 0 ? entries : [], options, scale, strategy, realized, tensors, upcastType, i === 0 ? beforeCommit : undefined);
+      temps[i] = r.temp;
+      written += r.end;
+    }
+    checkAbort(options.signal);
+    for (const out of outs) if (existsSync(out) && !options.force) throw new MathneuroError('EEXIST', `${out} appeared while patching; not overwriting it`);
+    for (let i = 0; i < outs.length; i++) { renameSync(temps[i], outs[i]); renamed.push(outs[i]); }
+    for (const dir of new Set(outs.map((o) => path.dirname(path.resolve(o))))) {
+      try { const d = openSync(dir, 'r'); try { fsyncSync(d); } finally { closeSync(d); } } catch { /* best effort */ }
+    }
+    return written;
+  } catch (e) {
+    for (const temp of temps) if (temp) rmSync(temp, { force: true });
+    for (const out of renamed) rmSync(out, { force: true });
+    throw writeFailure(e, outs[0], outs.length > 1 ? `none of the ${outs.length} shards was left` : 'no partial file was left');
+  }
+}
+
+/** Writes one patched file (a shard, or the whole model) to a temporary file: its path and size. */
+async function writePatchedShard(info: GgufInfo, out: string, source: MaskSource, entries: GgufMetadataEntry[], options: PatchOptions, scale: number, strategy: RequantizeStrategy, realized: RealizedScaleReport, tensors: PatchedTensor[], upcastType: number | undefined, beforeCommit?: (fd: number, header: Uint8Array) => Promise<void>): Promise<{ temp: string; end: number }> {
   const native = loadNative();
-  const out = options.out!;
   removeStaleTemporaries(out);
   // With upcast, the tensors that hold selected weights change type; the others keep theirs.
   const typeOf = (t: GgufTensorInfo) => (upcastType !== undefined && source.names.has(t.name) ? upcastType : t.type);
@@ -459,39 +516,42 @@ async function patchNewFile(info: GgufInfo, source: MaskSource, entries: GgufMet
       writeAll(dst, new Uint8Array(padded - end), end);
       end = padded;
     }
-    await beforeCommit(dst, header.header);
+    await beforeCommit?.(dst, header.header);
     fsyncSync(dst);
     closeSync(dst);
     dst = undefined;
-    checkAbort(options.signal);
-    if (existsSync(out) && !options.force) throw new MathneuroError('EEXIST', `${out} appeared while patching; not overwriting it`);
-    renameSync(temp, out);
-    try { const d = openSync(path.dirname(path.resolve(out)), 'r'); try { fsyncSync(d); } finally { closeSync(d); } } catch { /* best effort */ }
-    return end;
+    return { temp, end };
   } catch (e) {
     if (dst !== undefined) { try { closeSync(dst); } catch { /* closing after an error */ } }
     rmSync(temp, { force: true });
-    throw writeFailure(e, out, 'no partial file was left');
+    throw e;
   } finally {
     closeSync(src);
   }
 }
 
-async function patchInPlace(info: GgufInfo, source: MaskSource, entries: GgufMetadataEntry[], sha256: string, journalPath: string, options: PatchOptions, scale: number, strategy: RequantizeStrategy, realized: RealizedScaleReport, tensors: PatchedTensor[]): Promise<void> {
+async function patchInPlace(info: GgufModel, source: MaskSource, entries: GgufMetadataEntry[], sha256: string, shardSha256: string[], journalPath: string, options: PatchOptions, scale: number, strategy: RequantizeStrategy, realized: RealizedScaleReport, tensors: PatchedTensor[]): Promise<void> {
   const provenanceObject = Object.fromEntries(entries.map((e) => [e.key, e.value]));
+  const split = info.shards.length > 1;
   const header: JournalHeader = {
     format: 'mathneuro-undo', version: 1, model: path.resolve(info.path), sourceSha256: sha256, fileSize: info.fileSize,
     createdAt: new Date().toISOString(), provenance: provenanceObject,
+    // a split model: every shard's name, sha256 and size; records carry their shard
+    ...(split ? { shards: info.shards.map((s, i): JournalShard => ({ file: path.basename(s.path), sha256: shardSha256[i], fileSize: s.fileSize })) } : {}),
   };
-  const fd = openSync(info.path, 'r+');
+  const fds: number[] = [];
+  const closeAll = () => { for (const fd of fds.splice(0)) closeSync(fd); };
   let journal: JournalWriter | undefined;
   try {
+    for (const s of info.shards) fds.push(openSync(s.path, 'r+'));
     journal = JournalWriter.create(journalPath, header);
     const patchable = info.tensors.filter((t) => source.names.has(t.name));
     let done = 0;
     for (const t of patchable) {
       checkAbort(options.signal);
       options.onProgress?.({ phase: 'patch', done: done++, total: patchable.length, item: t.name });
+      const shard = t.shard ?? 0;
+      const fd = fds[shard];
       const bytes = readTensorBytes(fd, t);
       const original = new Uint8Array(bytes);
       const r = await patchTensorInPlace(t, bytes, source.mask(t.name), { scale, strategy, importance: importanceOf(options, t.name), realized, mergeGap: JOURNAL_MERGE_GAP_BYTES, threads: options.threads });
@@ -499,11 +559,11 @@ async function patchInPlace(info: GgufInfo, source: MaskSource, entries: GgufMet
       // them are unchanged, so writing them again changes nothing and saves records.
       const ranges = mergeRanges(r.changed);   // already merged natively across the gap
       // journal first (synced), then the model
-      journal.append(ranges.map((c) => ({ offset: t.absoluteOffset + c.offset, original: original.subarray(c.offset, c.offset + c.length) })));
+      journal.append(ranges.map((c) => ({ offset: t.absoluteOffset + c.offset, original: original.subarray(c.offset, c.offset + c.length), shard: split ? shard : undefined })));
       for (const c of ranges) writeAll(fd, r.bytes.subarray(c.offset, c.offset + c.length), t.absoluteOffset + c.offset);
       tensors.push({ name: t.name, type: t.typeName, selectedWeights: r.selectedWeights, blocksTouched: r.blocksTouched, bytesChanged: r.bytesChanged });
     }
-    fsyncSync(fd);
+    for (const fd of fds) fsyncSync(fd);
     journal.commit({ completedAt: new Date().toISOString(), selectedWeights: tensors.reduce((a, t) => a + t.selectedWeights, 0), tensors: tensors.length });
     journal.close();
     journal = undefined;
@@ -511,16 +571,16 @@ async function patchInPlace(info: GgufInfo, source: MaskSource, entries: GgufMet
     // Leave nothing half-done: put the original bytes back and drop the journal.
     if (journal) {
       try { journal.close(); } catch { /* closing after an error */ }
-      closeSync(fd);
+      closeAll();
       try { await unpatchModel(info.path); } catch (undoError) {
         throw new MathneuroError('EPATCH', `${(e as Error).message}; restoring the original also failed (${(undoError as Error).message}): the undo journal ${journalPath} is kept, run mathneuro unpatch`, { cause: e });
       }
       throw e;
     }
-    closeSync(fd);
+    closeAll();
     throw e;
   }
-  closeSync(fd);
+  closeAll();
 }
 
 export interface UnpatchResult {
@@ -532,6 +592,8 @@ export interface UnpatchResult {
   /** the patch had completed (false: it was interrupted and its partial writes were undone) */
   wasComplete: boolean;
   provenance?: Record<string, unknown>;
+  /** a split model: every shard restored, with its sha256 (each checked against the journal's) */
+  shards?: { path: string; sha256: string }[];
 }
 
 /** Restores a model patched in place from its undo journal, verifies the original sha256, removes the journal. */
@@ -553,28 +615,47 @@ export async function unpatchModel(model: string, options: { onProgress?: (p: Pa
     rmSync(journalPath, { force: true });
     return { model, journal: journalPath, restoredRanges: 0, restoredBytes: 0, sha256: sha256File(model), wasComplete: false };
   }
-  const size = statSync(model).size;
-  if (size !== contents.header.fileSize) throw new MathneuroError('EJOURNAL', `${model} is ${size} bytes, the journal was written for ${contents.header.fileSize}: is it the same file?`);
-  const fd = openSync(model, 'r+');
+  const header = contents.header;
+  // a split model: the shards are found beside the first by llama.cpp's naming (as the journal names them otherwise)
+  const shards = header.shards ?? [{ file: path.basename(model), sha256: header.sourceSha256, fileSize: header.fileSize }];
+  const prefix = header.shards ? splitPrefix(model, 0, shards.length) : undefined;
+  const files = header.shards ? shards.map((s, i) => (prefix !== undefined ? splitPath(prefix, i, shards.length) : path.join(path.dirname(model), s.file))) : [model];
+  const sizes = files.map((file, i) => {
+    if (!existsSync(file)) throw new MathneuroError('ENOENT', `${file} (shard ${i + 1} of ${files.length} of ${model}) is missing; the journal is kept`);
+    const size = statSync(file).size;
+    if (size !== shards[i].fileSize) throw new MathneuroError('EJOURNAL', `${file} is ${size} bytes, the journal was written for ${shards[i].fileSize}: is it the same file?`);
+    return size;
+  });
+  for (const [i, r] of contents.records.entries()) {
+    if (r.shard >= files.length) throw new MathneuroError('EJOURNAL', `journal record ${i} is for shard ${r.shard + 1}, the model has ${files.length}`);
+    if (r.offset + r.length > sizes[r.shard]) throw new MathneuroError('EJOURNAL', `journal record ${i} points past the end of ${files[r.shard]}`);
+  }
+  const fds: number[] = [];
   let restoredBytes = 0;
   try {
+    for (const file of files) fds.push(openSync(file, 'r+'));
     for (let i = contents.records.length - 1; i >= 0; i--) {
       const r = contents.records[i];
-      if (r.offset + r.length > size) throw new MathneuroError('EJOURNAL', `journal record ${i} points past the end of ${model}`);
       options.onProgress?.({ phase: 'restore', done: contents.records.length - 1 - i, total: contents.records.length });
-      writeAll(fd, readRecordData(journalPath, r), r.offset);
+      writeAll(fds[r.shard], readRecordData(journalPath, r), r.offset);
       restoredBytes += r.length;
     }
-    fsyncSync(fd);
+    for (const fd of fds) fsyncSync(fd);
   } finally {
-    closeSync(fd);
+    for (const fd of fds) closeSync(fd);
   }
-  const sha256 = sha256File(model, (p) => options.onProgress?.({ phase: 'verify', done: p.bytesDone, total: p.bytesTotal }));
-  if (sha256 !== contents.header.sourceSha256) {
-    throw new MathneuroError('EJOURNAL', `${model} does not match its original after restoring (sha256 ${sha256.slice(0, 12)}..., expected ${contents.header.sourceSha256.slice(0, 12)}...): it was changed by something else since it was patched; the journal is kept`);
+  const hashed = sha256Files(files, (p) => options.onProgress?.({ phase: 'verify', done: p.bytesDone, total: p.bytesTotal }));
+  const wrong = hashed.files.findIndex((sha, i) => sha !== shards[i].sha256);
+  if (wrong >= 0 || hashed.sha256 !== header.sourceSha256) {
+    const i = Math.max(0, wrong);
+    const sha = wrong >= 0 ? hashed.files[i] : hashed.sha256, expected = wrong >= 0 ? shards[i].sha256 : header.sourceSha256;
+    throw new MathneuroError('EJOURNAL', `${files[i]} does not match its original after restoring (sha256 ${sha.slice(0, 12)}..., expected ${expected.slice(0, 12)}...): it was changed by something else since it was patched; the journal is kept`);
   }
   if (!options.keepJournal) rmSync(journalPath, { force: true });
-  return { model, journal: journalPath, restoredRanges: contents.records.length, restoredBytes, sha256, wasComplete: !!contents.commit, provenance: contents.header.provenance };
+  return {
+    model, journal: journalPath, restoredRanges: contents.records.length, restoredBytes, sha256: hashed.sha256, wasComplete: !!contents.commit, provenance: header.provenance,
+    ...(header.shards ? { shards: files.map((file, i) => ({ path: file, sha256: hashed.files[i] })) } : {}),
+  };
 }
 
 /** What kind of patched file this is, if any. */

@@ -1,7 +1,8 @@
 // The report's numbers from a model and its statistics: one pass over the scored tensors that
 // selects (as `mathneuro select` does), counts per layer and matrix kind, and bins the scores.
 import { MathneuroError } from '../errors.ts';
-import { readGgufSync, type GgufInfo } from '../gguf/reader.ts';
+import { type GgufInfo } from '../gguf/reader.ts';
+import { openModelSync } from '../gguf/model.ts';
 import { getBit } from '../select/bits.ts';
 import { dequantize } from '../select/codec.ts';
 import { layerOf, planTensors, selectTensors, type SelectionMethod, type StatisticsSource, type TensorSelection } from '../select/select.ts';
@@ -143,7 +144,7 @@ export interface Analysis {
 
 /** Select (one K) and gather the report's per-layer counts and score histograms in one pass. */
 export async function analyzeSelection(modelPath: string, options: AnalyzeOptions): Promise<Analysis> {
-  const model = readGgufSync(modelPath);
+  const model = openModelSync(modelPath);
   const plan = planTensors(model, options.math, { includeOutput: options.includeOutput });
   if (!(options.topK > 0)) throw new MathneuroError('EUSAGE', `K must be positive, got ${options.topK}`);
   const scored = plan.scored.reduce((a, s) => a + s.tensor.numel, 0);

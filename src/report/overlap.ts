@@ -3,7 +3,7 @@
 // per subset; only the pairwise intersection counts are kept.
 import { closeSync, openSync } from 'node:fs';
 import { MathneuroError } from '../errors.ts';
-import { readGgufSync } from '../gguf/reader.ts';
+import { openModelSync } from '../gguf/model.ts';
 import { countBits } from '../select/bits.ts';
 import { planTensors, selectTensor, type SelectionMethod, type StatisticsSource } from '../select/select.ts';
 import { readTensorBytes } from '../select/tensor-io.ts';
@@ -34,17 +34,18 @@ export function intersectionCount(a: Uint8Array, b: Uint8Array): number {
 /** Every pair of subsets: sizes, intersection, Dice (|A&B| / mean size) and Jaccard (|A&B| / |A|B|). */
 export async function selectionOverlap(modelPath: string, subsets: OverlapSubset[], options: OverlapOptions): Promise<OverlapPair[]> {
   if (subsets.length < 2) throw new MathneuroError('EUSAGE', 'overlap needs at least two subsets');
-  const model = readGgufSync(modelPath);
+  const model = openModelSync(modelPath);
   const plan = planTensors(model, subsets[0].math, { includeOutput: options.includeOutput });
   const sizes = subsets.map(() => 0);
   const inter = subsets.map(() => subsets.map(() => 0));
-  const fd = openSync(model.path, 'r');
+  // a split model's tensors lie in several files (src/gguf/model.ts)
+  const fds = model.shards.map((s) => openSync(s.path, 'r'));
   try {
     let done = 0;
     for (const scored of plan.scored) {
       if (options.signal?.aborted) throw new MathneuroError('EABORT', 'overlap cancelled');
       options.onProgress?.({ done, total: plan.scored.length, tensor: scored.tensor.name });
-      const bytes = readTensorBytes(fd, scored.tensor);
+      const bytes = readTensorBytes(fds[scored.tensor.shard ?? 0], scored.tensor);
       const masks: Uint8Array[] = [];
       for (const s of subsets) {
         const stats = s.math.weights.get(scored.tensor.name);
@@ -58,7 +59,7 @@ export async function selectionOverlap(modelPath: string, subsets: OverlapSubset
     }
     options.onProgress?.({ done, total: plan.scored.length, tensor: '' });
   } finally {
-    closeSync(fd);
+    for (const fd of fds) closeSync(fd);
   }
   const pairs: OverlapPair[] = [];
   for (let i = 0; i < subsets.length; i++) for (let j = i + 1; j < subsets.length; j++) {

@@ -222,7 +222,14 @@ export async function selectTensor(scored: ScoredTensor, bytes: Uint8Array, opti
 export async function* selectTensors(model: GgufInfo, plan: TensorPlan, options: SelectOptions & { keepBytes?: boolean }): AsyncGenerator<TensorSelection> {
   checkMethod(options);
   for (const s of plan.scored) requireDequantizable(s.tensor.type, s.tensor.name);
-  const fd = openSync(model.path, 'r');
+  // a split model's tensors lie in several files: one descriptor per file, opened when first needed
+  const fds = new Map<string, number>();
+  const fdOf = (t: GgufTensorInfo) => {
+    const file = t.file ?? model.path;
+    let fd = fds.get(file);
+    if (fd === undefined) { fd = openSync(file, 'r'); fds.set(file, fd); }
+    return fd;
+  };
   // one buffer of the largest tensor, reused (unless the caller keeps the bytes)
   const shared = options.keepBytes ? undefined : new Uint8Array(plan.scored.reduce((m, s) => Math.max(m, s.tensor.byteSize), 0));
   try {
@@ -231,6 +238,7 @@ export async function* selectTensors(model: GgufInfo, plan: TensorPlan, options:
       if (options.signal?.aborted) throw new MathneuroError('EABORT', 'selection cancelled');
       options.onProgress?.({ done, total: plan.scored.length, tensor: s.tensor.name });
       let bytes: Uint8Array;
+      const fd = fdOf(s.tensor);
       if (shared) { bytes = shared.subarray(0, s.tensor.byteSize); readExactly(fd, bytes, s.tensor.absoluteOffset, `tensor ${s.tensor.name}`); }
       else bytes = readTensorBytes(fd, s.tensor);
       const selection = await selectTensor(s, bytes, options);
@@ -240,7 +248,7 @@ export async function* selectTensors(model: GgufInfo, plan: TensorPlan, options:
     }
     options.onProgress?.({ done, total: plan.scored.length, tensor: '' });
   } finally {
-    closeSync(fd);
+    for (const fd of fds.values()) closeSync(fd);
   }
 }
 

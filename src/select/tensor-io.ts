@@ -25,18 +25,30 @@ export interface HashProgress { bytesDone: number; bytesTotal: number }
 
 /** The loop itself lives in plain CommonJS, shared with the background hash's worker thread. */
 export const HASH_FILE_MODULE = fileURLToPath(new URL('./hash-file.cjs', import.meta.url));
-const { sha256Fd } = createRequire(import.meta.url)(HASH_FILE_MODULE) as { sha256Fd: (fd: number, onProgress?: (p: HashProgress) => void) => string };
+const { sha256Fds } = createRequire(import.meta.url)(HASH_FILE_MODULE) as { sha256Fds: (fds: number[], onProgress?: (p: HashProgress) => void, perFile?: string[]) => string };
 
-/** sha256 of a whole file (hex), read in 8 MiB chunks. */
-export function sha256File(path: string, onProgress?: (p: HashProgress) => void): string {
-  let fd: number;
-  try { fd = openSync(path, 'r'); } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new MathneuroError('ENOENT', `no such file: ${path}`);
-    throw new MathneuroError('EIO', `cannot open ${path}: ${(e as Error).message}`);
-  }
+/**
+ * sha256 of a whole file (hex), read in 8 MiB chunks; of several files (a split model's shards,
+ * src/gguf/model.ts modelFiles), the sha256 of their bytes one after the other.
+ */
+export function sha256File(path: string | string[], onProgress?: (p: HashProgress) => void): string {
+  return sha256Files(typeof path === 'string' ? [path] : path, onProgress).sha256;
+}
+
+/** sha256 of several files one after the other, and of each (one pass over the bytes). */
+export function sha256Files(paths: string[], onProgress?: (p: HashProgress) => void): { sha256: string; files: string[] } {
+  const fds: number[] = [];
   try {
-    return sha256Fd(fd, onProgress);
+    for (const file of paths) {
+      try { fds.push(openSync(file, 'r')); } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new MathneuroError('ENOENT', `no such file: ${file}`);
+        throw new MathneuroError('EIO', `cannot open ${file}: ${(e as Error).message}`);
+      }
+    }
+    const files: string[] = [];
+    const sha256 = sha256Fds(fds, onProgress, paths.length > 1 ? files : undefined);
+    return { sha256, files: paths.length > 1 ? files : [sha256] };
   } finally {
-    closeSync(fd);
+    for (const fd of fds) closeSync(fd);
   }
 }

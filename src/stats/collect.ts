@@ -4,7 +4,8 @@ import { createHash } from 'node:crypto';
 import { existsSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import { MathneuroError, asMathneuroError } from '../errors.ts';
-import { readGgufSync, type GgufInfo } from '../gguf/reader.ts';
+import { type GgufInfo } from '../gguf/reader.ts';
+import { openModelSync } from '../gguf/model.ts';
 import { checkModel } from '../gguf/model-check.ts';
 import { GGUF_VALUE } from '../gguf/types.ts';
 import { loadNative } from '../native.ts';
@@ -79,7 +80,7 @@ export class StatsModel {
   private constructor(readonly path: string, readonly gguf: GgufInfo, private readonly native: NativeModel) {}
 
   static async open(path: string, options: ModelOptions = {}): Promise<StatsModel> {
-    const gguf = readGgufSync(path); // the validator: nothing reaches llama.cpp before it says yes
+    const gguf = openModelSync(path); // the validator (every shard of a split model): nothing reaches llama.cpp before it says yes
     checkModel(gguf); // and the model-level checks (what llama.cpp's loader and tokenizer would abort on)
     const binding = loadNative();
     const nCtxTrain = trainingContext(gguf);

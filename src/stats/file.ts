@@ -23,21 +23,30 @@ export interface SaveStatsOptions {
   extraMetadata?: GgufMetadataEntry[];
 }
 
-/** Identity of a model file from its validated header: sha256 of the header bytes, size, name. */
+/**
+ * Identity of a model file from its validated header: sha256 of the header bytes, size, name. A
+ * split model's view (src/gguf/model.ts) hashes every shard's header, one after the other, and
+ * counts the bytes of all shards.
+ */
 export function modelIdentity(info: GgufInfo): ModelIdentity {
-  const fd = openSync(info.path, 'r');
-  try {
-    const header = Buffer.alloc(info.headerBytes);
-    let got = 0;
-    while (got < header.length) {
-      const r = readSync(fd, header, got, header.length - got, got);
-      if (r === 0) break;
-      got += r;
+  const shards = (info as GgufInfo & { shards?: GgufInfo[] }).shards ?? [info];
+  const hash = createHash('sha256');
+  for (const shard of shards) {
+    const fd = openSync(shard.path, 'r');
+    try {
+      const header = Buffer.alloc(shard.headerBytes);
+      let got = 0;
+      while (got < header.length) {
+        const r = readSync(fd, header, got, header.length - got, got);
+        if (r === 0) break;
+        got += r;
+      }
+      hash.update(header);
+    } finally {
+      closeSync(fd);
     }
-    return { fileName: path.basename(info.path), sizeBytes: info.fileSize, headerSha256: createHash('sha256').update(header).digest('hex') };
-  } finally {
-    closeSync(fd);
   }
+  return { fileName: path.basename(info.path), sizeBytes: shards.reduce((a, s) => a + s.fileSize, 0), headerSha256: hash.digest('hex') };
 }
 
 export async function saveStats(stats: Stats, file: string, options: SaveStatsOptions = {}): Promise<void> {
