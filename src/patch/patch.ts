@@ -390,7 +390,8 @@ async function patchNewFile(info: GgufModel, outs: string[], source: MaskSource,
     }
     checkAbort(options.signal);
     for (const out of outs) if (existsSync(out) && !options.force) throw new MathneuroError('EEXIST', `${out} appeared while patching; not overwriting it`);
-    for (let i = 0; i < outs.length; i++) { renameSync(temps[i], outs[i]); renamed.push(outs[i]); }
+    // the first shard (the one llama.cpp opens) last: a set cut short here is never loadable
+    for (const i of order) { renameSync(temps[i], outs[i]); renamed.push(outs[i]); }
     for (const dir of new Set(outs.map((o) => path.dirname(path.resolve(o))))) {
       try { const d = openSync(dir, 'r'); try { fsyncSync(d); } finally { closeSync(d); } } catch { /* best effort */ }
     }

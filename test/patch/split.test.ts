@@ -4,6 +4,7 @@
 // of the single file; a new-file patch is written as shards again, atomically as a set; an in-place
 // patch journals every shard it touches and unpatch restores each shard's sha256.
 import t from 'tap';
+import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
@@ -15,7 +16,7 @@ import { patchModel, unpatchModel } from '../../src/patch/patch.ts';
 import { SelectionFile } from '../../src/select/file.ts';
 import { StatsModel } from '../../src/stats/collect.ts';
 import { loadStats } from '../../src/stats/index.ts';
-import { fixtureModel } from '../helpers/fixtures.ts';
+import { fixtureModel, repoRoot } from '../helpers/fixtures.ts';
 import { splitGguf } from '../helpers/split.ts';
 import { sha256, syntheticStats, syntheticStatsFile, tensorBytes, workDir } from './helpers.ts';
 
@@ -257,4 +258,57 @@ t.test('in-place patch of a split model journals every shard; unpatch restores e
   t.same(shards.map(sha256), before, 'failed halfway: every shard restored');
   t.notOk(existsSync(journal), 'and the journal dropped');
   await t.rejects(unpatchModel(shards[0]), { code: 'EJOURNAL' });
+});
+
+t.test('kill -9 during in-place and new-file patches of a split model', async (t) => {
+  const cliPath = path.join(repoRoot, 'scripts', 'mathneuro.mjs');
+  const model = await fixtureModel({ shape: 'tiny', type: 'q8_0', seed: 4 });
+  const kdir = path.join(dir, 'kill');
+  mkdirSync(kdir, { recursive: true });
+  const shards = await splitGguf(model, path.join(kdir, 'm'), 8);
+  const before = shards.map(sha256);
+  const math = await syntheticStatsFile(model, 1, path.join(kdir, 'math.stats.gguf'));
+  const general = await syntheticStatsFile(model, 2, path.join(kdir, 'general.stats.gguf'));
+  const sel = ['--math', math, '--general', general, '--top-k', '5%', '--quiet'];
+  const journal = journalPathFor(shards[0]);
+  const run = (args: string[], killAfterMs: number, when: () => boolean) => new Promise<{ killed: boolean; code: number | null }>((resolve) => {
+    const child = spawn(process.execPath, [cliPath, ...args], { stdio: 'ignore' });
+    let timer: NodeJS.Timeout | undefined;
+    const poll = setInterval(() => { if (!timer && when()) timer = setTimeout(() => child.kill('SIGKILL'), killAfterMs); }, 2);
+    child.on('exit', (code, signal) => { clearInterval(poll); clearTimeout(timer); resolve({ killed: signal === 'SIGKILL', code }); });
+  });
+  const outDir = path.join(kdir, 'out');
+  mkdirSync(outDir, { recursive: true });
+  const out = splitPath(path.join(outDir, 'p'), 0, shards.length);
+  let reference: Map<string, Buffer> | undefined;
+  let killed = 0;
+  const outcomes = { unpatched: 0, untouched: 0, outputComplete: 0, outputAbsent: 0 };
+  for (const delay of [0, 5, 20, 60, 150]) {
+    // in place: killed after the journal appears; unpatch restores every shard
+    const r = await run(['patch', shards[0], '--in-place', ...sel], delay, () => existsSync(journal));
+    if (r.killed) killed++;
+    if (existsSync(journal)) {
+      outcomes.unpatched++;
+      const u = spawnSync(process.execPath, [cliPath, 'unpatch', shards[0], '--quiet'], { encoding: 'utf8' });
+      t.equal(u.status, 0, `unpatch after a kill ${delay} ms into the write: ${u.stderr}`);
+    } else { outcomes.untouched++; t.same(shards.map(sha256), before, `kill ${delay} ms in: no journal, so nothing was changed`); }
+    t.same(shards.map(sha256), before, `kill ${delay} ms into the in-place write: every shard is the original`);
+    // new file: killed after a temporary appears; the output set is absent or complete (the first shard is renamed last)
+    const r2 = await run(['patch', shards[0], '-o', out, '--force', ...sel], delay, () => readdirSync(outDir).some((f) => f.includes('mathneuro-tmp')));
+    if (r2.killed) killed++;
+    const present = readdirSync(outDir).filter((f) => !f.includes('mathneuro-tmp'));
+    if (existsSync(out)) {
+      outcomes.outputComplete++;
+      t.equal(present.length, shards.length, `kill ${delay} ms in: the first shard exists only with all the others`);
+      const bytes = tensorMap(readGgufSync(out));
+      reference ??= bytes;
+      t.ok([...reference].every(([k, v]) => v.equals(bytes.get(k)!)), 'and holds the complete patch');
+      for (const f of present) rmSync(path.join(outDir, f));
+    } else { outcomes.outputAbsent++; for (const f of present) rmSync(path.join(outDir, f)); }   // shards 2..N renamed before a kill: never loadable without the first
+    t.same(shards.map(sha256), before, 'the source shards are untouched');
+  }
+  const last = spawnSync(process.execPath, [cliPath, 'patch', shards[0], '-o', out, '--force', ...sel], { encoding: 'utf8' });
+  t.equal(last.status, 0, last.stderr);
+  t.same(readdirSync(outDir).filter((f) => f.includes('mathneuro-tmp')), [], 'a later run removes the temporaries of killed runs');
+  t.comment(`${killed} of 10 runs killed; ${JSON.stringify(outcomes)}`);
 });
