@@ -52,6 +52,9 @@ got, per tensor type: at 4 bits much of a x1.1 change rounds away (see --upcast)
   --no-imatrix       do not use the math statistics' sums of squares as importance matrix
   --threads N        CPU threads (default: all; the output does not depend on it)
   --force            overwrite the output; patch a file mathneuro already patched
+
+A split model (<name>-00001-of-0000N.gguf) is given by its first shard and written as shards again:
+-o must be named <out>-00001-of-0000N.gguf; in place, one journal beside the first shard covers all.
 ${globalHelp}
 
 examples:

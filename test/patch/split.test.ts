@@ -186,6 +186,15 @@ t.test('new-file patch of a split model writes the same shards, patched as the s
   const forced = await cli(['patch', shards[0], '-o', out, '--math', math, '--general', general, '--top-k', '5%', '--force', '--json']);
   t.equal(forced.code, 0, forced.stderr);
   t.equal(JSON.parse(forced.stdout).selectedWeights, result.selectedWeights, 'selecting from statistics reads every shard');
+
+  // --upcast: each shard's header is built anew (tensors change type); merged, the single file's upcast
+  const up = splitPath(path.join(outDir, 'up'), 0, shards.length), upSingle = path.join(dir, 'nf-single-up.gguf');
+  t.equal((await cli(['patch', shards[0], '-o', up, '--selection', sel, '--upcast', 'q8_0', '--quiet'])).code, 0);
+  t.equal((await cli(['patch', model, '-o', upSingle, '--selection', sel, '--upcast', 'q8_0', '--force', '--quiet'])).code, 0);
+  const upView = openModelSync(up);
+  t.same(upView.shards.map((x) => x.tensors.map((y) => y.name)), shards.map((f) => readGgufSync(f).tensors.map((y) => y.name)), 'upcast: the same tensors per shard');
+  const ua = tensorMap(upView), ub = tensorMap(readGgufSync(upSingle));
+  t.ok([...ub].every(([k, v]) => v.equals(ua.get(k)!)), 'upcast: every tensor as in the single file\'s upcast');
 });
 
 t.test('a failure while writing the shards leaves none behind', async (t) => {
