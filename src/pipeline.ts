@@ -433,9 +433,10 @@ export async function buildReport(options: ReportOptions): Promise<ReportData> {
   const scale = options.realizedScale === false ? undefined : options.realizedScale ?? DEFAULT_BOOST_SCALE;
   if (scale !== undefined) {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'mathneuro-report-'));
+    const named = splitCountOfName(model.path);   // a split model's copy is written as shards
     try {
       const r = await patchModel({
-        model: model.path, out: path.join(dir, 'patched.gguf'), method, topK, math, general, prune: scale === 0, scale: scale === 0 ? undefined : scale,
+        model: model.path, out: named && named.count > 1 ? splitPath(path.join(dir, 'patched'), 0, named.count) : path.join(dir, 'patched.gguf'), method, topK, math, general, prune: scale === 0, scale: scale === 0 ? undefined : scale,
         force: true, signal: options.signal, onProgress: (p) => options.onProgress?.({ stage: 'realized', done: p.done, total: p.total }),
       });
       realizedScale = r.realized.map(({ candidates: _c, ...row }) => row);

@@ -361,11 +361,7 @@ export async function patchModel(options: PatchOptions): Promise<PatchResult> {
  */
 function outputShards(info: GgufModel, out: string): string[] {
   const n = info.shards.length;
-  if (n === 1) {
-    const named = splitCountOfName(out);
-    if (named && named.count > 1) throw new MathneuroError('EUSAGE', `${out} is named as shard ${named.index + 1} of ${named.count}, but ${info.path} is a single file (llama.cpp would look for the other shards)`);
-    return [out];
-  }
+  if (n === 1) return [out];
   const prefix = splitPrefix(out, 0, n);
   if (prefix === undefined) throw new MathneuroError('EUSAGE', `${info.path} is a model in ${n} shards and is written as ${n} shards again: name the output <name>${splitPath('', 0, n)} (llama.cpp finds the other shards by that name)`);
   return info.shards.map((_, i) => splitPath(prefix, i, n));
@@ -604,6 +600,10 @@ export async function unpatchModel(model: string, options: { onProgress?: (p: Pa
   if (!existsSync(journalPath)) {
     if (!existsSync(model)) throw new MathneuroError('ENOENT', `no such file: ${model}`);
     let hint = '';
+    const named = splitCountOfName(model);
+    if (named && named.index > 0 && existsSync(journalPathFor(splitPath(named.prefix, 0, named.count)))) {
+      throw new MathneuroError('EJOURNAL', `${model} is shard ${named.index + 1} of a split model patched in place: run mathneuro unpatch ${splitPath(named.prefix, 0, named.count)} (its journal covers every shard)`);
+    }
     try {
       const info = readGgufSync(model);
       if (info.metadata.has('mathneuro.method')) hint = ` (it was written as a new file by mathneuro patch from ${String(info.metadata.get('mathneuro.source.file'))}, which is the original)`;

@@ -247,8 +247,10 @@ t.test('in-place patch of a split model journals every shard; unpatch restores e
   const inspected = await cli(['inspect', journal, '--json']);
   t.equal(inspected.code, 0);
 
-  // the statistics still match the split model's tensors; patching again is refused
+  // patching again is refused; unpatch of another shard points to the first
   t.match((await cli(['patch', shards[0], '--in-place', '--math', math, '--general', general, '--top-k', '5%'])).stderr, /undo journal/);
+  t.match((await cli(['unpatch', shards[1]])).stderr, /shard 2 of a split model patched in place: run mathneuro unpatch .*ip-00001-of-0000\d\.gguf/);
+  t.same(shards.map(sha256), after, 'nothing restored from another shard');
 
   const u = await cli(['unpatch', shards[0], '--json']);
   t.equal(u.code, 0, u.stderr);
