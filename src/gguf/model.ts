@@ -85,8 +85,9 @@ export function readShards(first: GgufInfo): GgufInfo[] {
     }
     shards.push(shard);
   }
+  // llama_model_loader reads it as an int (GGUFMeta: the key must be an i32) and compares it with the tensors it found
   const total = entry(first, 'split.tensors.count');
-  if (!total || typeof total.value !== 'number') bad(first.path, 'split.tensors.count is missing (llama.cpp refuses a split model without it)');
+  if (!total || total.type !== GGUF_VALUE.INT32 || typeof total.value !== 'number') bad(first.path, `split.tensors.count ${total ? 'is not an i32' : 'is missing'} (llama.cpp refuses the split model)`);
   if (total.value !== names.size) bad(first.path, `split.tensors.count is ${total.value}, the ${n} shards hold ${names.size} tensors`);
   return shards;
 }

@@ -75,7 +75,7 @@ t.test('split models: every shard is validated before llama.cpp opens it', async
   const u16 = (key: string, value: number) => ({ key, type: GGUF_VALUE.UINT16, value });
   const first = clone();
   const second: FuzzModel = { version: 3, alignment: 32, metadata: [u16('split.no', 1), u16('split.count', 2)], tensors: first.tensors.splice(6) };
-  first.metadata.push(u16('split.no', 0), u16('split.count', 2), u16('split.tensors.count', base.tensors.length));
+  first.metadata.push(u16('split.no', 0), u16('split.count', 2), { key: 'split.tensors.count', type: GGUF_VALUE.INT32, value: base.tensors.length });
   const write = (name: string, m: FuzzModel | Buffer) => writeFileSync(path.join(dir, name), Buffer.isBuffer(m) ? m : encodeGguf(m).bytes);
   write('m-00001-of-00002.gguf', first);
   write('m-00002-of-00002.gguf', second);
