@@ -7,6 +7,7 @@ export { MathneuroError, asMathneuroError, type ErrorCode } from './errors.ts';
 // models and GGUF files
 export { readGguf, readGgufSync, metaString, metaNumber, type GgufInfo, type GgufTensorInfo, type GgufMetadataEntry, type GgufValue, type GgufScalar, type ReadGgufOptions } from './gguf/reader.ts';
 export { ggmlType, ggmlTypeByName, GGML_TYPE, type GgmlTypeInfo } from './gguf/types.ts';
+export { openModelSync, splitPath, splitPrefix, modelFiles, type GgufModel } from './gguf/model.ts';
 export { synthModel, synthShapes, type SynthOptions, type SynthResult, type SynthShape, type SynthShapeName, type SynthTypeName } from './synth.ts';
 export { requantizeModel, fallbackType, isRequantizedTensor, REQUANTIZE_TYPES, type RequantizeOptions, type RequantizeResult, type RequantizedTensor, type RequantizeTypeName } from './quantize.ts';
 

@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { main } from '../../src/cli/main.ts';
-import { modelFiles, openModelSync, splitPath } from '../../src/gguf/model.ts';
+import { modelFiles, openModelSync, splitCountOfName, splitPath, splitPrefix } from '../../src/gguf/model.ts';
 import { readGgufSync, type GgufInfo } from '../../src/gguf/reader.ts';
 import { readJournal, journalPathFor } from '../../src/patch/journal.ts';
 import { patchModel, unpatchModel } from '../../src/patch/patch.ts';
@@ -57,6 +57,16 @@ async function logitsOf(file: string): Promise<Float32Array> {
     model.dispose();
   }
 }
+
+t.test('llama.cpp\'s shard naming (llama_split_path / llama_split_prefix, src/llama.cpp)', async (t) => {
+  t.equal(splitPath('/models/ggml-model-q4_0', 1, 4), '/models/ggml-model-q4_0-00002-of-00004.gguf', 'split_no is 0-based, the name 1-based');
+  t.equal(splitPrefix('/models/ggml-model-q4_0-00002-of-00004.gguf', 1, 4), '/models/ggml-model-q4_0');
+  t.equal(splitPrefix('/models/ggml-model-q4_0-00002-of-00004.gguf', 0, 4), undefined, 'the index must match');
+  t.equal(splitPrefix('-00001-of-00002.gguf', 0, 2), undefined, 'an empty prefix is no split name');
+  t.equal(splitPath('m', 0, 123456), 'm-00001-of-123456.gguf', '%05d widens past 5 digits');
+  t.same(splitCountOfName('/a/b-00003-of-00007.gguf'), { index: 2, count: 7, prefix: '/a/b' });
+  t.equal(splitCountOfName('/a/b-00008-of-00007.gguf'), undefined);
+});
 
 t.test('a split model is one view over its shards, and llama.cpp computes on it what it computes on the single file', async (t) => {
   const model = await fixtureModel({ shape: 'tiny', type: 'cycle', seed: 1 });
