@@ -73,6 +73,7 @@ function inspectJournal(file: string) {
   return {
     kind: 'undo-journal' as const, path: file, model: c.header?.model, sourceSha256: c.header?.sourceSha256, createdAt: c.header?.createdAt,
     complete: !!c.commit, records: c.records.length, bytes: c.records.reduce((a, r) => a + r.length, 0), tornBytes: c.tornBytes,
+    shards: c.header?.shards,   // a split model: every shard's name, sha256 and size
     provenance: c.header?.provenance,
   };
 }
@@ -99,6 +100,7 @@ function print(io: CommandIO, r: Record<string, any>) {
   } else {
     out.push(`${r.path}: undo journal of ${r.model ?? '? (header incomplete: nothing was changed)'}`);
     out.push(`${r.records} ranges, ${r.bytes.toLocaleString('en-US')} original bytes, ${r.complete ? 'patch complete' : 'patch interrupted'}${r.tornBytes ? `, ${r.tornBytes} bytes of an unfinished record (ignored)` : ''}`);
+    if (r.shards) out.push(`split model: ${r.shards.length} shards`, ...r.shards.map((s: any, i: number) => `  ${i + 1}: ${s.file} (sha256 ${s.sha256.slice(0, 16)}...)`));
     if (r.provenance) out.push(...Object.entries(r.provenance).map(([k, v]) => `  ${k} = ${String(v)}`));
   }
   io.stdout.write(out.join('\n') + '\n');

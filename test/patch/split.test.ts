@@ -256,6 +256,7 @@ t.test('in-place patch of a split model journals every shard; unpatch restores e
   t.same([...new Set(contents.records.map((x) => x.shard))].sort(), changed.map((c, i) => (c ? i : -1)).filter((i) => i >= 0), 'its ranges carry the shard they belong to');
   const inspected = await cli(['inspect', journal, '--json']);
   t.equal(inspected.code, 0);
+  t.same(JSON.parse(inspected.stdout).shards.map((s: { sha256: string }) => s.sha256), before, 'inspect shows the journal\'s shards');
 
   // patching again is refused; unpatch of another shard points to the first
   t.match((await cli(['patch', shards[0], '--in-place', '--math', math, '--general', general, '--top-k', '5%'])).stderr, /undo journal/);
