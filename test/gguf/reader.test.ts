@@ -1,7 +1,7 @@
 // The validator against hand-made broken files: every class the issue lists gives EBADGGUF with a
 // reason, never another exception. The files come from encodeGguf (src/gguf/fuzz.ts), a writer
 // independent of the reader, with its own map of where each header field is.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { MathneuroError } from '../../src/errors.ts';
@@ -13,7 +13,7 @@ import { loadNative } from '../../src/native.ts';
 const base = fuzzBaseModel(1);
 const { bytes, fields } = encodeGguf(base);
 
-function check(t: Tap.Test, dir: string, name: string, b: Buffer, pattern: RegExp) {
+function check(t: Test, dir: string, name: string, b: Buffer, pattern: RegExp) {
   const file = path.join(dir, name);
   writeFileSync(file, b);
   try {

@@ -144,7 +144,7 @@ t.test('mapFileRange / unmapFileRange', async (t) => {
     // unmapped addresses are reused by later mappings: many rounds must keep each buffer's own mapping
     let attached = 0;
     for (let i = 0; i < 300; i++) {
-      const ab = native.mapFileRange(fd, 4096 * (i % 20) + (i % 7), 5000);
+      const ab = native.mapFileRange(fd, 4096 * (i % 20) + (i % 7), 5000)!;
       const v = new Uint8Array(ab);
       v[0] = i & 0xff;
       native.unmapFileRange(ab);
