@@ -113,7 +113,7 @@ t.test('the type table matches ggml (size, block size) for every id ggml knows',
   const native = loadNative();
   for (let id = 0; id < 64; id++) {
     const ours = ggmlTypeTable[id];
-    const theirs = native.codecTypeInfo(id) as { name: string; blockSize: number; typeSize: number } | null;
+    const theirs = native.codecTypeInfo(id);
     if (!ours) {
       t.ok(!theirs || theirs.blockSize === 0 || theirs.typeSize === 0, `id ${id} is unknown to both (ggml: ${JSON.stringify(theirs)})`);
       continue;
