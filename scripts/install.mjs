@@ -4,7 +4,7 @@
 // the shim against node-llama-cpp's prebuilt libllama/libggml with node-gyp. `--force` rebuilds.
 // Every step says what it does; a failure ends with the one command that retries it.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -12,6 +12,8 @@ import { fileURLToPath } from 'node:url';
 const require = createRequire(import.meta.url);
 const paths = require('./paths.cjs');
 const force = process.argv.includes('--force');
+// --first-use: the first native call of a package whose install step did not run (src/native.ts)
+const firstUse = process.argv.includes('--first-use');
 const quiet = process.argv.includes('--quiet');
 const log = (m) => { if (!quiet) console.error(`mathneuro: ${m}`); };
 
@@ -84,12 +86,47 @@ export function dependencyInstall() {
   return paths.root.split(path.sep).includes('node_modules');
 }
 
+function alive(pid) {
+  try { process.kill(pid, 0); return true; } catch (e) { return /** @type {NodeJS.ErrnoException} */ (e).code === 'EPERM'; }
+}
+
+/**
+ * Runs `fn` holding a lock folder in the package (made atomically, holding the owner's pid), so that
+ * concurrent first uses build once: the others wait, then find the shim built. A lock whose owner
+ * died is taken over. (Not inside build/: node-gyp rebuild removes that folder.)
+ * @template T @param {() => T} fn @returns {T}
+ */
+export function withBuildLock(fn) {
+  const lock = path.join(paths.root, '.mathneuro-build-lock');
+  const deadline = Date.now() + 15 * 60_000;
+  let announced = false;
+  for (;;) {
+    try {
+      mkdirSync(lock);
+      writeFileSync(path.join(lock, 'pid'), String(process.pid));
+      break;
+    } catch (e) {
+      if (/** @type {NodeJS.ErrnoException} */ (e).code !== 'EEXIST') throw e;
+      let owner = NaN;
+      try { owner = Number(readFileSync(path.join(lock, 'pid'), 'utf8')); } catch {}
+      if (owner > 0 && !alive(owner)) { rmSync(lock, { recursive: true, force: true }); continue; }
+      if (Date.now() > deadline) throw new Error(`another build (pid ${owner}) has held ${lock} for 15 minutes; remove that folder if no build runs`);
+      if (!announced) { log(`waiting for another build of the native shim (pid ${owner}) to finish`); announced = true; }
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 500);
+    }
+  }
+  try { return fn(); } finally { rmSync(lock, { recursive: true, force: true }); }
+}
+
 /** The whole install step; returns the exit code. */
 export function install() {
   try {
-    const built = existsSync(path.join(paths.root, 'build', 'Release', 'mathneuro.node'));
-    if (built && !force) { ensureLlamaSource(); log('native shim already built (`npm run build` or --force rebuilds it)'); }
-    else buildPrebuilt();
+    withBuildLock(() => {
+      // checked inside the lock: a build that finished while this one waited counts
+      const built = existsSync(path.join(paths.root, 'build', 'Release', 'mathneuro.node'));
+      if (built && !force) { ensureLlamaSource(); log('native shim already built (`npm run build` or --force rebuilds it)'); }
+      else buildPrebuilt();
+    });
     return 0;
   } catch (e) {
     console.error(`mathneuro: could not build the native shim: ${e.message}`);
@@ -98,7 +135,7 @@ export function install() {
     console.error(`mathneuro: fix the cause above, then run:\n  ${fixCommand()}`);
     // As a dependency (npm's install step in someone's node_modules), a failed build must not roll
     // back their whole install: the first native call retries it. An explicit build fails loudly.
-    if (!force && dependencyInstall()) {
+    if (!force && !firstUse && dependencyInstall()) {
       console.error('mathneuro: (the install goes on; the first command that needs the shim tries the build again)');
       return 0;
     }

@@ -126,9 +126,10 @@ export function loadNative(): NativeBinding {
     // (npm 11 and later skip dependencies' install scripts unless allowed, so this is the usual path.)
     const script = path.join(packageRoot, 'scripts', 'install.mjs');
     const retry = `node ${/[\s"'$]/.test(script) ? JSON.stringify(script) : script} --force`;
+    // --first-use builds unless another process built it meanwhile (they take turns on a lock)
     process.stderr.write(`mathneuro: the native shim is not built yet (install scripts were skipped); building it now, once (10-60 s): ${retry}\n`);
     const { spawnSync } = require('node:child_process') as typeof import('node:child_process');
-    const r = spawnSync(process.execPath, [script, '--force'], { stdio: ['ignore', 2, 2] });
+    const r = spawnSync(process.execPath, [script, '--first-use'], { stdio: ['ignore', 2, 2] });
     picked = pickBuild();
     if (r.status !== 0 || !picked) throw new MathneuroError('ENATIVE', `could not build the native shim (its output is above); fix what it names, then run: ${retry}`);
   }
