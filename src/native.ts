@@ -85,11 +85,12 @@ export interface NativeBinding {
   /** The header of srcPath with metadata set and keys removed; the tensor layout stays the source's. */
   ggufRewriteHeader(srcPath: string, set?: readonly GgufMetadataEntry[], remove?: readonly string[]): NativeHeader;
   ggufQuantizeRows(type: number, values: Float32Array, nPerRow: number): Buffer;
+  // Linux only (absent elsewhere):
   /** Bytes copied inside the kernel (copy_file_range), or -1 where the kernel or file systems cannot. */
-  copyFileRange(srcFd: number, dstFd: number, srcOffset: number, dstOffset: number, length: number): number;
+  copyFileRange?(srcFd: number, dstFd: number, srcOffset: number, dstOffset: number, length: number): number;
   /** A shared writable mapping of [offset, offset + length) of the file; null where mapping fails. */
-  mapFileRange(fd: number, offset: number, length: number): ArrayBuffer | null;
-  unmapFileRange(buffer: ArrayBuffer): void;
+  mapFileRange?(fd: number, offset: number, length: number): ArrayBuffer | null;
+  unmapFileRange?(buffer: ArrayBuffer): void;
   // train.cpp
   trainModel(options: Omit<TrainOptions, 'onProgress'>, onProgress?: (p: TrainProgress) => void): Promise<TrainResult>;
   greedyComplete(modelPath: string, prompts: readonly string[], options?: NativeEvalCallOptions): Promise<string[]>;
