@@ -142,9 +142,7 @@ export async function requantizeModel(options: RequantizeOptions): Promise<Requa
   if (alignmentValue !== undefined) metadata.push(info.metadataEntries.find((e) => e.key === 'general.alignment')!);
 
   const native = loadNative();
-  const { header, tensors: offsets, alignment } = native.ggufBuildHeader({ metadata, tensors: plan.map((p) => ({ name: p.t.name, type: p.to, shape: p.t.shape })) }) as {
-    header: Buffer; tensors: { name: string; offset: number; byteSize: number }[]; alignment: number;
-  };
+  const { header, tensors: offsets, alignment } = native.ggufBuildHeader({ metadata, tensors: plan.map((p) => ({ name: p.t.name, type: p.to, shape: p.t.shape })) });
 
   const sfd = openSync(src, 'r');
   try {

@@ -197,9 +197,7 @@ export async function synthModel(options: SynthOptions): Promise<SynthResult> {
   if (shape.nExpert > 0) metadata.push(u32(`${arch}.expert_count`, shape.nExpert), u32(`${arch}.expert_used_count`, shape.nExpertUsed));
   for (const e of vocab.metadataEntries) if (e.key.startsWith('tokenizer.')) metadata.push(e);
 
-  const { header, tensors } = native.ggufBuildHeader({ metadata, tensors: plan.map((t) => ({ name: t.name, type: t.type, shape: t.shape })) }) as {
-    header: Buffer; tensors: { name: string; offset: number; byteSize: number }[]; alignment: number;
-  };
+  const { header, tensors } = native.ggufBuildHeader({ metadata, tensors: plan.map((t) => ({ name: t.name, type: t.type, shape: t.shape })) });
   const alignment = 32;
   const totalBytes = header.length + tensors.reduce((a, t) => Math.max(a, t.offset + t.byteSize), 0);
 
@@ -216,7 +214,7 @@ export async function synthModel(options: SynthOptions): Promise<SynthResult> {
         const n = Math.min(rowsPerChunk, rows - r);
         const values = new Float32Array(n * rowLength);
         rng.fillNormal(values, t.mean, t.std);
-        const bytes: Buffer = native.ggufQuantizeRows(t.type, values, rowLength);
+        const bytes = native.ggufQuantizeRows(t.type, values, rowLength);
         put(ti, bytes);
         bytesWritten += bytes.length;
         options.onProgress?.({ tensorsDone: ti, tensorCount: plan.length, bytesWritten, totalBytes });

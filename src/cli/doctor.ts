@@ -1,7 +1,7 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { buildPaths, llamaSourceDir, loadNative, nativeBuild, packageRoot, prebuiltBinsDir } from '../native.ts';
+import { buildPaths, llamaSourceDir, loadNative, nativeBuild, nodeLlamaCppDir, prebuiltBinsDir } from '../native.ts';
 import { globalHelp, parse, writeJson, type Command } from './common.ts';
 
 export const command: Command = {
@@ -24,13 +24,13 @@ examples:
     const used = nativeBuild();
     const info = native.systemInfo();
     let llamaRelease = 'unknown';
-    try { llamaRelease = JSON.parse(readFileSync(path.join(packageRoot, 'node_modules', 'node-llama-cpp', 'llama', 'binariesGithubRelease.json'), 'utf8')).release; } catch {}
+    try { llamaRelease = JSON.parse(readFileSync(path.join(nodeLlamaCppDir(), 'llama', 'binariesGithubRelease.json'), 'utf8')).release; } catch {}
     let llamaCommit = 'unknown';
     try {
       const head = readFileSync(path.join(llamaSourceDir(), '.git', 'HEAD'), 'utf8').trim();
       llamaCommit = head.startsWith('ref:') ? head : head.slice(0, 12);
     } catch {}
-    const cpuFeatures = info.llamaSystemInfo.split('|').map((s: string) => s.trim()).filter((s: string) => / = 1$/.test(s)).map((s: string) => s.replace(/ = 1$/, '').replace(/^CPU : /, ''));
+    const cpuFeatures = info.llamaSystemInfo.split('|').map((s) => s.trim()).filter((s) => / = 1$/.test(s)).map((s) => s.replace(/ = 1$/, '').replace(/^CPU : /, ''));
     const report = {
       ok: true, used: used.kind, builds, buildKind: info.buildKind, llamaRelease, llamaCommit, prebuiltBins: prebuiltBinsDir(),
       devices: info.devices, cpu: { model: os.cpus()[0]?.model ?? 'unknown', cores: os.availableParallelism(), features: cpuFeatures },

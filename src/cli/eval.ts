@@ -21,7 +21,7 @@ tasks:
 options:
   --task T          one of ${evalTasks.join(', ')} (required)
   --vs FILE         reference model evaluated on the same items (kl: the unpatched source)
-  --data F          test data (default: ../shared/data beside the repo or $MATHNEURO_DATA_DIR:
+  --data F          test data (default: the data/ folder the package ships, or $MATHNEURO_DATA_DIR:
                     gsm8k_test.jsonl, math500_test.jsonl, mmlu/; kl: non-math MMLU questions,
                     or a .txt (paragraphs) / .jsonl ("text" field))
   --train F         gsm8k: file the few-shot exemplars are drawn from (default gsm8k_train.jsonl)

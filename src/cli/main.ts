@@ -1,6 +1,6 @@
 // The `mathneuro` command: dispatches to one module per command (src/cli/<name>.ts).
 import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import path from 'node:path';
 import { MathneuroError, asMathneuroError } from '../errors.ts';
 import type { Command, CommandIO } from './common.ts';
@@ -12,11 +12,13 @@ const commandNames = [
 ] as const;
 
 const here = path.dirname(fileURLToPath(import.meta.url));
+/** .ts from src/ (tsx, tests), .js from the built dist/ of the package. */
+const ext = path.extname(fileURLToPath(import.meta.url));
 
 async function loadCommand(name: string): Promise<Command | undefined> {
-  const file = path.join(here, `${name}.ts`);
+  const file = path.join(here, `${name}${ext}`);
   if (!existsSync(file)) return undefined;
-  const mod = await import(file);
+  const mod = await import(pathToFileURL(file).href);
   return mod.command as Command;
 }
 

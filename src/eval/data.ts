@@ -1,17 +1,27 @@
-// Evaluation data files: GSM8K and MATH-500 (JSON lines), MMLU (CSV, one file per subject).
-// Files come from arguments; the defaults point at ../shared/data beside the repository
-// (MATHNEURO_DATA_DIR overrides), never at a copy inside it.
+// Evaluation data files: GSM8K and MATH-500 (JSON lines), MMLU (CSV, one file per subject), plain or
+// gzip-compressed (`x.jsonl` also finds `x.jsonl.gz`). Files come from arguments; the default is the
+// data/ folder the package ships (gzip'd GSM8K, MATH-500 and MMLU, see data/README.md), and
+// MATHNEURO_DATA_DIR overrides it.
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
+import { gunzipSync } from 'node:zlib';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { MathneuroError } from '../errors.ts';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
-/** The shared data directory: $MATHNEURO_DATA_DIR, else ../shared/data beside the repository. */
+/** The data directory the package ships (data/ beside src/ and dist/). */
+export const packageDataDir = path.join(repoRoot, 'data');
+
+/** The evaluation data directory: $MATHNEURO_DATA_DIR, else the package's own data/. */
 export function defaultDataDir(env: NodeJS.ProcessEnv = process.env): string {
-  return env.MATHNEURO_DATA_DIR ? path.resolve(env.MATHNEURO_DATA_DIR) : path.resolve(repoRoot, '..', 'shared', 'data');
+  return env.MATHNEURO_DATA_DIR ? path.resolve(env.MATHNEURO_DATA_DIR) : packageDataDir;
+}
+
+/** `file` when it exists, else its gzip'd twin `file.gz` when that exists, else `file`. */
+export function dataFile(file: string): string {
+  return !existsSync(file) && existsSync(`${file}.gz`) ? `${file}.gz` : file;
 }
 
 /** A short stable id of an item from its content, so caches survive reordered or different files. */
@@ -20,8 +30,11 @@ export function itemId(...parts: string[]): string {
 }
 
 function readText(file: string, what: string): string {
-  if (!existsSync(file)) throw new MathneuroError('ENOENT', `${what} not found: ${file}`);
-  return readFileSync(file, 'utf8');
+  const found = dataFile(file);
+  if (!existsSync(found)) throw new MathneuroError('ENOENT', `${what} not found: ${file} (name the file with --data, or set MATHNEURO_DATA_DIR to a folder laid out like ${packageDataDir})`);
+  const bytes = readFileSync(found);
+  if (!found.endsWith('.gz')) return bytes.toString('utf8');
+  try { return gunzipSync(bytes).toString('utf8'); } catch (e) { throw new MathneuroError('EDATA', `${found}: not a valid gzip file (${(e as Error).message})`); }
 }
 
 function readJsonLines(file: string, what: string): Record<string, unknown>[] {
@@ -91,16 +104,17 @@ export const mmluMathSubjects = ['abstract_algebra', 'college_mathematics', 'ele
 
 /** MMLU: a directory of <subject>_test.csv files (or the mmlu/ dir holding test/), or one CSV file. Rows: question, A, B, C, D, answer. */
 export function loadMmlu(fileOrDir: string, subjects?: readonly string[]): MmluItem[] {
-  if (!existsSync(fileOrDir)) throw new MathneuroError('ENOENT', `MMLU data not found: ${fileOrDir}`);
+  fileOrDir = dataFile(fileOrDir);
+  if (!existsSync(fileOrDir)) throw new MathneuroError('ENOENT', `MMLU data not found: ${fileOrDir} (name it with --data, or set MATHNEURO_DATA_DIR to a folder laid out like ${packageDataDir})`);
   let files: string[];
   if (statSync(fileOrDir).isDirectory()) {
     const dir = existsSync(path.join(fileOrDir, 'test')) ? path.join(fileOrDir, 'test') : fileOrDir;
-    files = readdirSync(dir).filter((f) => f.endsWith('.csv')).sort().map((f) => path.join(dir, f));
-    if (files.length === 0) throw new MathneuroError('EDATA', `no MMLU .csv files in ${dir}`);
+    files = readdirSync(dir).filter((f) => /\.csv(\.gz)?$/.test(f)).sort().map((f) => path.join(dir, f));
+    if (files.length === 0) throw new MathneuroError('EDATA', `no MMLU .csv or .csv.gz files in ${dir}`);
   } else files = [fileOrDir];
   const items: MmluItem[] = [];
   for (const file of files) {
-    const subject = path.basename(file).replace(/\.csv$/, '').replace(/_(test|dev|val)$/, '');
+    const subject = path.basename(file).replace(/\.csv(\.gz)?$/, '').replace(/_(test|dev|val)$/, '');
     if (subjects && subjects.length && !subjects.includes(subject)) continue;
     parseCsv(readText(file, 'MMLU file')).forEach((row, index) => {
       const answer = 'ABCD'.indexOf((row[5] ?? '').trim());

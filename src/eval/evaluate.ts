@@ -463,7 +463,7 @@ function klPrompts(options: EvaluateOptions): { source: string; prompts: string[
   const seed = options.seed ?? defaultSeed;
   const limit = options.limit ?? 32;
   let prompts: string[];
-  if (/\.jsonl$/.test(source)) {
+  if (/\.jsonl(\.gz)?$/.test(source)) {
     prompts = loadText(source).split('\n').filter((l) => l.trim()).map((l) => {
       const row = JSON.parse(l) as Record<string, unknown>;
       return String(row.text ?? row.question ?? row.problem ?? '');

@@ -228,7 +228,7 @@ function kernelCopyRange(src: number, dst: number, from: number, to: number, len
   const native = loadNative();
   kernelCopy ??= typeof native.copyFileRange === 'function';
   if (!kernelCopy || length <= 0) return false;
-  const n = native.copyFileRange(src, dst, from, to, length) as number;
+  const n = native.copyFileRange!(src, dst, from, to, length);
   if (n < 0) { kernelCopy = false; return false; }
   if (n !== length) throw new MathneuroError('EIO', `source model: unexpected end of file at byte ${from + n}`);
   return true;
@@ -444,10 +444,10 @@ async function writePatchedShard(info: GgufInfo, out: string, source: MaskSource
         const mask = source.mask(t.name);
         const at = dataOffset + t.offset;
         const patchOptions = { scale, strategy, importance: importanceOf(options, t.name), realized, ranges: false, threads: options.threads };
-        const mapped = native.mapFileRange(dst, at, t.byteSize) as ArrayBuffer | null;
+        const mapped = native.mapFileRange(dst, at, t.byteSize);
         let r: Awaited<ReturnType<typeof patchTensorInPlace>>;
         if (mapped) {
-          try { r = await patchTensorInPlace(t, new Uint8Array(mapped), mask, patchOptions); } finally { native.unmapFileRange(mapped); }
+          try { r = await patchTensorInPlace(t, new Uint8Array(mapped), mask, patchOptions); } finally { native.unmapFileRange!(mapped); }
         } else {
           r = await patchTensorInPlace(t, readTensorBytes(src, t), mask, patchOptions);
           writeAll(dst, r.bytes, at);

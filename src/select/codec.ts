@@ -25,7 +25,7 @@ const typeCache = new Map<number, CodecTypeInfo | null>();
 
 /** ggml's traits for a type id, or undefined for an id that names no type. */
 export function codecTypeInfo(type: number): CodecTypeInfo | undefined {
-  if (!typeCache.has(type)) typeCache.set(type, loadNative().codecTypeInfo(type) as CodecTypeInfo | null);
+  if (!typeCache.has(type)) typeCache.set(type, loadNative().codecTypeInfo(type));
   return typeCache.get(type) ?? undefined;
 }
 
@@ -48,12 +48,12 @@ async function callAsync<T>(fn: () => Promise<T>): Promise<T> {
 
 /** Dequantizes whole blocks of `type` to float32 with ggml's to_float. */
 export function dequantize(type: number, bytes: Uint8Array, nElements: number): Float32Array {
-  return call(() => loadNative().dequantize(type, bytes, nElements) as Float32Array);
+  return call(() => loadNative().dequantize(type, bytes, nElements));
 }
 
 /** Quantizes rows of nPerRow values with ggml_quantize_chunk (optionally weighted by an importance matrix of nPerRow values). */
 export function quantize(type: number, values: Float32Array, nPerRow: number, imatrix?: Float32Array): Uint8Array {
-  return call(() => loadNative().quantize(type, values, nPerRow, imatrix ?? null) as Uint8Array);
+  return call(() => loadNative().quantize(type, values, nPerRow, imatrix ?? null));
 }
 
 export interface TopKRequest {
@@ -89,7 +89,7 @@ export interface TopKRequest {
  * go to the lower flat index. Scores are computed in float64 from ggml's float32 dequantization.
  */
 export function selectTopK(request: TopKRequest): Promise<Uint8Array[][]> {
-  return callAsync(() => loadNative().selectTopK(request) as Promise<Uint8Array[][]>);
+  return callAsync(() => loadNative().selectTopK(request));
 }
 
 export type RequantizeStrategy = 'best' | 'plain' | 'keep-scale';
@@ -121,7 +121,7 @@ export interface RequantizeResult {
 }
 
 export function requantizeBlocks(request: RequantizeRequest): Promise<RequantizeResult> {
-  return callAsync(() => loadNative().requantizeBlocks({ ...request, imatrix: request.imatrix ?? null, strategy: request.strategy ?? 'best' }) as Promise<RequantizeResult>);
+  return callAsync(() => loadNative().requantizeBlocks({ ...request, imatrix: request.imatrix ?? null, strategy: request.strategy ?? 'best' }));
 }
 
 export interface PatchTensorRequest {
@@ -174,7 +174,7 @@ export interface PatchTensorResult {
  * (per block as requantizeBlocks does) and sums what the weights became.
  */
 export function patchTensor(request: PatchTensorRequest): Promise<PatchTensorResult> {
-  return callAsync(() => loadNative().patchTensor({ ...request, importance: request.importance ?? null, strategy: request.strategy ?? 'best' }) as Promise<PatchTensorResult>);
+  return callAsync(() => loadNative().patchTensor({ ...request, importance: request.importance ?? null, strategy: request.strategy ?? 'best' }));
 }
 
 export function requireDequantizable(type: number, what: string): CodecTypeInfo {

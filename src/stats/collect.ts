@@ -62,7 +62,7 @@ export interface CollectResult {
   elapsedMs: number;
 }
 
-interface NativeModel {
+export interface NativeModel {
   tokenize(text: string, addSpecial?: boolean): Int32Array;
   collect(texts: string[], onProgress?: (p: { samplesDone: number; tokensDone: number; elapsedMs: number }) => void, addSpecial?: boolean,
     options?: { pack?: boolean; stats?: boolean; logits?: 'all' | 'last' }): Promise<{
@@ -90,7 +90,7 @@ export class StatsModel {
         nCtx, nBatch: options.nBatch ?? 512, nThreads: options.nThreads ?? os.availableParallelism(), nGpuLayers: options.nGpuLayers ?? 0,
         // llama.cpp asserts n_seq_max <= n_batch (<= n_ctx): a model with a tiny context_length aborted here
         nSeqMax: Math.max(1, Math.min(options.nSeqMax ?? 16, nCtx, options.nBatch ?? 512)), flashAttn: options.flashAttn ?? 'auto', kvType: options.kvType ?? 'f16',
-      }) as NativeModel;
+      });
       return new StatsModel(path, gguf, native);
     } catch (e) {
       throw asMathneuroError(e, 'ELOAD');

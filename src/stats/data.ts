@@ -3,6 +3,7 @@
 // of such files. Bad input is an error that names the file and line, never a silent partial run.
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
+import { gunzipSync } from 'node:zlib';
 import { MathneuroError } from '../errors.ts';
 import { Random } from '../synth.ts';
 
@@ -136,8 +137,14 @@ function readOne(file: string, options: ReadDataOptions): Sample[] {
   const st = statSync(file);
   const max = options.maxBytes ?? 2 * 1024 ** 3;
   if (st.size > max) fail(`${file}: ${st.size} bytes is more than the ${max}-byte limit`);
-  const text = decodeUtf8(readFileSync(file), file).replace(/^\uFEFF/, '');
-  const ext = path.extname(file).toLowerCase();
+  // gzip'd files (x.jsonl.gz, as the package's data/ ships them) are read as their uncompressed twin
+  const gz = /\.gz$/i.test(file);
+  let bytes = readFileSync(file);
+  if (gz) {
+    try { bytes = gunzipSync(bytes, { maxOutputLength: max }); } catch (e) { fail(`${file}: not a valid gzip file, or more than the ${max}-byte limit uncompressed (${(e as Error).message})`); }
+  }
+  const text = decodeUtf8(bytes, file).replace(/^\uFEFF/, '');
+  const ext = path.extname(gz ? file.slice(0, -3) : file).toLowerCase();
   let samples: Sample[];
   if (ext === '.jsonl' || ext === '.ndjson') samples = jsonlSamples(text, file);
   else if (ext === '.txt' || ext === '.md') samples = txtSamples(text, file);
@@ -156,12 +163,14 @@ function readOne(file: string, options: ReadDataOptions): Sample[] {
 /** Every sample of a data file or folder, in file order. Throws EDATA (or ENOENT) with file:line. */
 export function readSamples(file: string, options: ReadDataOptions = {}): Sample[] {
   let st;
-  try { st = statSync(file); } catch { throw new MathneuroError('ENOENT', `no such data file: ${file}`); }
+  try { st = statSync(file); } catch {
+    try { st = statSync(`${file}.gz`); file = `${file}.gz`; } catch { throw new MathneuroError('ENOENT', `no such data file: ${file}`); }
+  }
   let samples: Sample[];
   if (st.isDirectory()) {
     const excluded = new Set(options.excludeSubjects ?? []);
-    const files = readdirSync(file).filter((f) => /\.(jsonl|ndjson|txt|csv)$/i.test(f)).sort()
-      .filter((f) => ![...excluded].some((s) => f === `${s}_test.csv` || f === `${s}_dev.csv` || f === `${s}_val.csv` || f.replace(/\.[^.]+$/, '') === s));
+    const files = readdirSync(file).filter((f) => /\.(jsonl|ndjson|txt|csv)(\.gz)?$/i.test(f)).sort()
+      .filter((f) => { const g = f.replace(/\.gz$/i, ''); return ![...excluded].some((s) => g === `${s}_test.csv` || g === `${s}_dev.csv` || g === `${s}_val.csv` || g.replace(/\.[^.]+$/, '') === s); });
     if (files.length === 0) fail(`${file}: no .jsonl, .txt or .csv files in this folder`);
     samples = files.flatMap((f) => readOne(path.join(file, f), options));
   } else {

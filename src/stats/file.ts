@@ -76,9 +76,7 @@ export async function saveStats(stats: Stats, file: string, options: SaveStatsOp
   for (const t of tensors) {
     if (Buffer.byteLength(t.name) > 63) throw new MathneuroError('ESTATS', `statistics tensor name "${t.name}" is longer than 63 bytes`);
   }
-  const { header, tensors: placed } = native.ggufBuildHeader({ metadata, tensors: tensors.map(({ name, type, shape }) => ({ name, type, shape })) }) as {
-    header: Buffer; tensors: { offset: number; byteSize: number }[];
-  };
+  const { header, tensors: placed } = native.ggufBuildHeader({ metadata, tensors: tensors.map(({ name, type, shape }) => ({ name, type, shape })) });
   const out = path.resolve(file);
   await writeGgufFile(out, header, placed, (put) => {
     for (let i = 0; i < tensors.length; i++) {

@@ -3,7 +3,7 @@
 // per-block codec call, one thread), the importance built per weight, and the realized-scale
 // figures computed in JS from the before/after values. Same bytes, same changed ranges, same
 // figures, for every type, strategy and thread count.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import type { GgufTensorInfo } from '../../src/gguf/reader.ts';
 import { RealizedScaleReport, type RealizedScaleRow } from '../../src/patch/realized.ts';
 import { mergeRanges, patchTensorInPlace, type ChangedRange } from '../../src/patch/tensor-patch.ts';
@@ -51,7 +51,7 @@ async function referencePatch(tensor: GgufTensorInfo, bytes: Uint8Array, mask: U
 
 const canonical = (v: unknown) => JSON.stringify(v && typeof v === 'object' ? Object.fromEntries(Object.entries(v).sort(([x], [y]) => x.localeCompare(y))) : v);
 
-function sameRows(t: Tap.Test, got: RealizedScaleRow[], want: RealizedScaleRow[], label: string) {
+function sameRows(t: Test, got: RealizedScaleRow[], want: RealizedScaleRow[], label: string) {
   t.equal(got.length, want.length, `${label}: rows`);
   for (let i = 0; i < want.length; i++) {
     const g = got[i] as unknown as Record<string, unknown>, w = want[i] as unknown as Record<string, unknown>;

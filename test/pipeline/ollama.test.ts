@@ -1,5 +1,5 @@
 // Ollama input (a fake store in a temp dir, laid out as Ollama writes it) and the Modelfile writer.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { createHash } from 'node:crypto';
 import { mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -24,7 +24,7 @@ function snapshot(dir: string): string[] {
   return out;
 }
 
-function code(t: Tap.Test, fn: () => unknown, expected: string, pattern?: RegExp) {
+function code(t: Test, fn: () => unknown, expected: string, pattern?: RegExp) {
   try { fn(); t.fail(`expected ${expected}`); } catch (e) {
     t.ok(e instanceof MathneuroError, (e as Error).message);
     t.equal((e as MathneuroError).code, expected);

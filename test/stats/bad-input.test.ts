@@ -1,5 +1,5 @@
 // Bad input gives a typed error and the process lives: nothing reaches llama.cpp unvalidated.
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { copyFileSync, readFileSync, writeFileSync, truncateSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
@@ -8,7 +8,7 @@ import { readGgufSync } from '../../src/gguf/reader.ts';
 import { collectStats, readSamples } from '../../src/stats/index.ts';
 import { fixtureModel, repoRoot } from '../helpers/fixtures.ts';
 
-async function rejectsWith(t: Tap.Test, p: Promise<unknown>, code: string, pattern?: RegExp) {
+async function rejectsWith(t: Test, p: Promise<unknown>, code: string, pattern?: RegExp) {
   try {
     await p;
     t.fail(`expected ${code}`);
