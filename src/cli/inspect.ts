@@ -1,6 +1,7 @@
 import { closeSync, openSync, readSync } from 'node:fs';
 import { MathneuroError } from '../errors.ts';
 import { readGgufSync } from '../gguf/reader.ts';
+import { tensorRoleSummary } from '../gguf/tensor-roles.ts';
 import { readJournal } from '../patch/journal.ts';
 import { patchState } from '../patch/patch.ts';
 import { SelectionFile } from '../select/file.ts';
@@ -39,6 +40,8 @@ async function inspectModel(file: string, tensors: boolean) {
     tensorCount: info.tensors.length, parameters: info.tensors.reduce((a, t) => a + t.numel, 0),
     outputHead: info.tensorByName.has('output.weight') ? 'own tensor (output.weight)' : 'tied to token_embd.weight',
     types: Object.fromEntries(byType),
+    // what MathNeuro does with each kind of tensor of this architecture (src/gguf/tensor-roles.ts)
+    roles: tensorRoleSummary(info),
     patched: state,
     tensors: tensors ? info.tensors.map((t) => ({ name: t.name, type: t.typeName, shape: t.shape, bytes: t.byteSize })) : undefined,
   };
@@ -81,6 +84,11 @@ function print(io: CommandIO, r: Record<string, any>) {
     out.push(`${r.path}: GGUF v${r.ggufVersion} model, ${r.architecture ?? '?'} "${r.name ?? ''}", ${mib(r.bytes)}, ${r.tensorCount} tensors, ${r.parameters.toLocaleString('en-US')} parameters`);
     out.push(`output head: ${r.outputHead}`, '');
     out.push(table(Object.entries(r.types as Record<string, any>).map(([k, v]) => [k, v.tensors, v.parameters.toLocaleString('en-US'), mib(v.bytes)]), ['type', 'tensors', 'parameters', 'size']));
+    const roles = r.roles as { pattern: string; scored: boolean; matmul: boolean; reason: string; count: number }[];
+    const scored = roles.filter((x) => x.scored);
+    out.push('', `scored by the selection (${scored.reduce((a, x) => a + x.count, 0)} tensors): ${scored.map((x) => `${x.pattern} (${x.count})`).join(', ') || 'none'}`);
+    out.push('excluded (never changed):');
+    for (const x of roles.filter((y) => !y.scored)) out.push(`  ${x.pattern}${x.count > 1 ? ` (${x.count})` : ''}${x.matmul ? ' [statistics collected]' : ''}: ${x.reason}`);
     if (r.patched.newFile) out.push('', 'patched by mathneuro (new file):', ...Object.entries(r.patched.newFile).map(([k, v]) => `  ${k} = ${String(v)}`));
     if (r.patched.inPlace) out.push('', `patched in place${r.patched.inPlace.complete ? '' : ' (interrupted)'}: undo journal ${r.patched.inPlace.journal} (mathneuro unpatch restores the original)`);
     if (r.tensors) out.push('', table(r.tensors.map((t: any) => [t.name, t.type, t.shape.join('x'), t.bytes]), ['tensor', 'type', 'shape', 'bytes']));
