@@ -1,189 +1,39 @@
 // Every architecture synth writes (one table each, src/synth/arch.ts), at 2 blocks and n_embd 64,
-// F32: it loads and generates (the shim and node-llama-cpp); the matmuls the eval callback saw are
-// exactly the scored tensors plus the documented exclusions (src/gguf/tensor-roles.ts); block 0's
-// statistics equal a float64 reference; MoE experts have their own columns and counts; select,
-// new-file patch, in-place patch + unpatch (sha256) work and never change an excluded tensor; a
-// x1.1 boost moves next-token distributions only a little.
+// F32: the checks of arch-checks.ts, one subtest per architecture.
 import t from 'tap';
-import { copyFileSync, mkdirSync, rmSync } from 'node:fs';
-import path from 'node:path';
-import { builtinSamples } from '../../src/calibration/index.ts';
-import { readGgufSync } from '../../src/gguf/reader.ts';
-import { tensorRoles } from '../../src/gguf/tensor-roles.ts';
-import { patchModel, unpatchModel } from '../../src/patch/patch.ts';
-import { planTensors, selectTensors } from '../../src/select/select.ts';
-import { StatsModel } from '../../src/stats/index.ts';
-import { archTables, resolveShape } from '../../src/synth.ts';
-import { sha256, tensorBytes } from '../patch/helpers.ts';
-import { repoRoot } from '../helpers/fixtures.ts';
-import { ARCHS, archModel, coverage, expertCounts, maxRelErr, meanKl, referenceLayer0 } from './arch-lib.ts';
-
-const work = path.join(repoRoot, '.cache', 'test-arch');
-mkdirSync(work, { recursive: true });
-
-const mathTexts = builtinSamples('math', { count: 4, seed: 11 }).map((s) => s.text);
-const generalTexts = builtinSamples('general', { count: 4, seed: 12 }).map((s) => s.text);
-const klText = 'The old lighthouse keeper climbed the stairs every evening to light the lamp above the sea.';
-const GENERATE_TOKENS = 8;
-// F32 weights, float32 accumulation in ggml vs float64 here, over n_embd 64: ~1e-6 relative per
-// value (RMSNorm's mean and rsqrt in float32); 1e-4 leaves two orders of margin
-const REFERENCE_TOLERANCE = 1e-4;
-// x1.1 on the math-specific share (~1-2%) of each matrix's weights: each touched weight moves by 10%
-// of itself; measured 1e-5 .. 1e-3 nats/token over these architectures (scripts/arch-table.ts).
-// 0.02 is a 20x margin over the largest, still far below what a damaging edit gives (zeroing the
-// same K = 10% sets measures 0.01 .. 0.4).
-const KL_BOUND = 0.02;
-
-let llamaPromise: Promise<import('node-llama-cpp').Llama> | undefined;
-async function nodeLlama() {
-  const { getLlama, LlamaLogLevel } = await import('node-llama-cpp');
-  llamaPromise ??= getLlama({ gpu: false, build: 'never', logLevel: LlamaLogLevel.error, progressLogs: false });
-  return llamaPromise;
-}
+import { collectStats } from '../../src/stats/index.ts';
+import { ARCHS, archModel, maxRelErr } from './arch-lib.ts';
+import { runArchChecks, type Checker } from './arch-checks.ts';
 
 for (const arch of ARCHS) {
   t.test(arch, async (t) => {
-    const table = archTables[arch];
-    const t0 = Date.now();
-    const phase = (label: string) => { if (process.env.MATHNEURO_TEST_TIMING) t.comment(`${label}: ${Date.now() - t0} ms`); };
-    const modelPath = await archModel(arch);
-    const info = readGgufSync(modelPath);
-    t.equal(info.metadata.get('general.architecture'), arch, 'general.architecture');
-    const roles = tensorRoles(info);
-    const excluded = roles.filter((r) => !r.scored);
-
-    // --- loads and generates, through the shim ---
-    const model = await StatsModel.open(modelPath, { nCtx: 256, nThreads: 1 });
-    let closed = false;
-    t.teardown(() => { if (!closed) model.dispose(); });
-    const prompt = model.tokenize('Once upon a time');
-    const tokens = Array.from(prompt);
-    for (let i = 0; i < GENERATE_TOKENS; i++) {
-      const { logits, nVocab } = await model.logits(Int32Array.from(tokens));
-      const last = logits.subarray((tokens.length - 1) * nVocab, tokens.length * nVocab);
-      let best = 0;
-      for (let v = 1; v < nVocab; v++) if (last[v] > last[best]) best = v;
-      t.ok(Number.isFinite(last[best]), 'finite logits');
-      tokens.push(best);
-    }
-    t.equal(tokens.length - prompt.length, GENERATE_TOKENS, `shim: generated ${GENERATE_TOKENS} tokens`);
-
-    phase('generate');
-    // --- statistics, with every matmul the callback was asked about ---
-    const math = await model.collect(mathTexts, { matmuls: true, dataset: 'math' });
-    const general = await model.collect(generalTexts, { dataset: 'general' });
-    const tokenLists = mathTexts.map((s) => model.tokenize(s));
-    const nTokens = tokenLists.reduce((a, l) => a + l.length, 0);
-    t.equal(math.stats.tokens, nTokens, 'every token counted');
-
-    // coverage: the callback's weight matmuls = scored + documented exclusions that are matmuls
-    const cov = coverage(info, math.matmuls!);
-    t.same(cov.rejectedWeights, [], 'every GGUF tensor the callback saw as a matmul operand was collected');
-    t.same(cov.seenWeights, [...cov.scored, ...cov.excludedSeen.map((e) => e.name)].sort(), 'callback set = scored + documented exclusions');
-    t.same([...math.stats.weights.keys()].sort(), cov.seenWeights, 'statistics hold exactly the weights the callback saw');
-    for (const r of excluded) t.notOk(cov.scored.includes(r.name), `${r.name} excluded: ${r.reason}`);
-    const plan = planTensors(info, math.stats);
-    t.same(plan.scored.map((s) => s.tensor.name).sort(), cov.scored, 'the selection scores exactly the tensors the roles call scored');
-    for (const s of plan.skipped) t.ok(excluded.some((r) => r.name === s.name), `${s.name} skipped by the selection is a documented exclusion`);
-    t.comment(`${arch}: ${cov.scored.length} scored, seen but excluded: ${cov.excludedSeen.map((e) => e.name.replace(/^blk\.\d+\./, 'blk.*.')).filter((v, i, a) => a.indexOf(v) === i).join(', ') || 'none'}; non-weight matmuls: ${cov.seenOther.join(', ') || 'none'}`);
-
-    phase('stats');
-    // --- block 0 against the float64 reference ---
-    const ref = referenceLayer0(info, arch, tokenLists);
-    for (const kind of table.layer0Inputs) {
-      const w = math.stats.weights.get(`blk.0.${kind}.weight`);
-      t.ok(w, `blk.0.${kind} observed`);
-      if (!w) continue;
-      const e1 = maxRelErr(w.normSum, ref.normSum), e2 = maxRelErr(w.sum2, ref.sum2);
-      t.ok(e1 < REFERENCE_TOLERANCE && e2 < REFERENCE_TOLERANCE, `blk.0.${kind} norm_sum / sum2 equal the float64 reference (worst ${e1.toExponential(2)} / ${e2.toExponential(2)})`);
-      t.same(Array.from(w.counts), [nTokens], `blk.0.${kind} counted every token`);
-    }
-
-    // --- MoE: per-expert statistics; routed and shared experts apart ---
-    const shape = resolveShape(arch, 'tiny');
-    for (let l = 0; l < shape.nLayer; l++) {
-      const moe = info.tensorByName.has(`blk.${l}.ffn_gate_inp.weight`);
-      if (!moe) continue;
-      for (const kind of ['gate', 'up', 'down']) {
-        const name = `blk.${l}.ffn_${kind}_exps.weight`;
-        const c = expertCounts(math.stats, name);
-        t.equal(c.nMat, shape.nExpert, `${name}: one matrix per expert`);
-        t.equal(c.total, nTokens * shape.nExpertUsed, `${name}: counts sum to tokens x ${shape.nExpertUsed} experts used`);
-        t.ok(c.consistent, `${name}: an expert has statistics iff it received tokens (${c.perExpert.join('/')})`);
-        const shexp = math.stats.weights.get(`blk.${l}.ffn_${kind}_shexp.weight`);
-        if (shexp) t.same(Array.from(shexp.counts), [nTokens], `blk.${l}.ffn_${kind}_shexp: the shared expert sees every token`);
-      }
-      t.same(Array.from(math.stats.weights.get(`blk.${l}.ffn_gate_inp.weight`)!.counts), [nTokens], `blk.${l} router sees every token (collected, never scored)`);
-    }
-    closed = true;
-    model.dispose();
-
-    phase('reference+moe');
-    // --- through node-llama-cpp ---
-    const llama = await nodeLlama();
-    const nlModel = await llama.loadModel({ modelPath, gpuLayers: 0 });
-    try {
-      const ctx = await nlModel.createContext({ contextSize: 128, threads: 1 });
-      try {
-        const seq = ctx.getSequence();
-        const got: number[] = [];
-        for await (const tok of seq.evaluate(nlModel.tokenize('Once upon a time'))) { got.push(tok); if (got.length >= GENERATE_TOKENS) break; }
-        t.equal(got.length, GENERATE_TOKENS, `node-llama-cpp: generated ${GENERATE_TOKENS} tokens`);
-      } finally { await ctx.dispose(); }
-    } finally { await nlModel.dispose(); }
-
-    phase('node-llama-cpp');
-    // --- select ---
-    const counts = new Map<string, number[]>();
-    for await (const s of selectTensors(info, plan, { topK: [0.1], math: math.stats, general: general.stats })) counts.set(s.tensor.name, s.countsPerMatrix[0]);
-    t.same([...counts.keys()].sort(), cov.scored, 'a selection for every scored tensor');
-    const selected = [...counts.values()].flat().reduce((a, b) => a + b, 0);
-    t.ok(selected > 0, `selected ${selected} weights at K = 10%`);
-
-    const excludedBytes = (file: string) => {
-      const i = readGgufSync(file);
-      return new Map(excluded.map((r) => [r.name, tensorBytes(i, i.tensorByName.get(r.name)!)]));
+    const c: Checker = {
+      section() {},
+      ok: (v, m) => t.ok(v, m), notOk: (v, m) => t.notOk(v, m), equal: (a, b, m) => t.equal(a, b, m), same: (a, b, m) => t.same(a, b, m),
+      comment: (m) => t.comment(m),
     };
-    const before = excludedBytes(modelPath);
-    const sameExcluded = (file: string, label: string) => {
-      const after = excludedBytes(file);
-      const changed = excluded.filter((r) => !before.get(r.name)!.equals(after.get(r.name)!)).map((r) => r.name);
-      t.same(changed, [], `${label}: no excluded tensor changed (${excluded.length} compared byte for byte)`);
-    };
-
-    phase('select');
-    // --- new-file patch: a x1.1 boost ---
-    const boosted = path.join(work, `${arch}.boosted.gguf`);
-    const r = await patchModel({ model: modelPath, out: boosted, math: math.stats, general: general.stats, topK: 0.1, scale: 1.1, force: true });
-    t.equal(r.selectedWeights, selected, 'the patch applies the selection');
-    t.ok(r.tensors.every((x) => cov.scored.includes(x.name)), 'only scored tensors were patched');
-    sameExcluded(boosted, 'new-file patch');
-
-    phase('newfile');
-    // --- KL of the boost ---
-    const src = await StatsModel.open(modelPath, { nCtx: 256, nThreads: 1, kvType: 'f32' });
-    const dst = await StatsModel.open(boosted, { nCtx: 256, nThreads: 1, kvType: 'f32' });
-    try {
-      const toks = src.tokenize(klText);
-      const a = await src.logits(toks), b = await dst.logits(toks);
-      const kl = meanKl(a.logits, b.logits, a.nVocab);
-      t.ok(kl > 0 && kl < KL_BOUND, `boost x1.1, K = 10%: KL ${kl.toExponential(2)} nats/token (0 < KL < ${KL_BOUND})`);
-    } finally { src.dispose(); dst.dispose(); }
-
-    phase('kl');
-    // --- in-place patch (prune) + unpatch ---
-    const copy = path.join(work, `${arch}.inplace.gguf`);
-    rmSync(`${copy}.mathneuro-undo`, { force: true });
-    copyFileSync(modelPath, copy);
-    const original = sha256(copy);
-    const p = await patchModel({ model: copy, inPlace: true, math: math.stats, general: general.stats, topK: 0.05, prune: true });
-    t.ok(p.selectedWeights > 0 && sha256(copy) !== original, `in place: ${p.selectedWeights} weights zeroed`);
-    sameExcluded(copy, 'in-place patch');
-    const u = await unpatchModel(copy);
-    t.equal(u.sha256, original, 'unpatch reports the original sha256');
-    t.equal(sha256(copy), original, 'unpatch restores the file bit for bit');
-    phase('inplace');
-    rmSync(copy, { force: true });
-    rmSync(boosted, { force: true });
+    await runArchChecks(arch, c);
   });
 }
+
+// MLA's per-head attn_k_b / attn_v_b are 3D dense weights: the packed path (several samples in one
+// forward pass) splits their rows by sample as the one-sample path does
+t.test('deepseek2: packed statistics equal one sample per forward pass', async (t) => {
+  const modelPath = await archModel('deepseek2');
+  const texts = ['Seven times eight is fifty-six.', 'Rain fell all night over the quiet harbour town.', '12 + 30 = 42', 'x'];
+  // F32 KV cache without flash attention: llama.cpp's F16 attention kernels round differently per batch size
+  const exact = { nCtx: 256, nThreads: 1, kvType: 'f32', flashAttn: 'off' } as const;
+  const packed = await collectStats(modelPath, texts, { ...exact, pack: true });
+  const single = await collectStats(modelPath, texts, { ...exact, pack: false });
+  for (const name of ['blk.0.attn_k_b.weight', 'blk.1.attn_v_b.weight']) {
+    const p = packed.stats.weights.get(name)!, s = single.stats.weights.get(name)!;
+    t.equal(p.nMat, 4, `${name}: one matrix per head`);
+    t.same(Array.from(p.counts), Array.from(s.counts), `${name}: counts per head`);
+  }
+  let worst = 0;
+  for (const [name, w] of single.stats.weights) {
+    const p = packed.stats.weights.get(name)!;
+    worst = Math.max(worst, maxRelErr(p.normSum, w.normSum), maxRelErr(p.sum2, w.sum2));
+  }
+  t.ok(worst < 1e-5, `packed equals one-at-a-time (worst relative difference ${worst.toExponential(2)})`);
+});
