@@ -2,7 +2,8 @@
 // F32: the checks of arch-checks.ts, one subtest per architecture.
 import t from 'tap';
 import { collectStats } from '../../src/stats/index.ts';
-import { ARCHS, archModel, maxRelErr } from './arch-lib.ts';
+import { readGgufSync } from '../../src/gguf/reader.ts';
+import { ARCHS, archModel, coverage, maxRelErr } from './arch-lib.ts';
 import { runArchChecks, type Checker } from './arch-checks.ts';
 
 for (const arch of ARCHS) {
@@ -37,3 +38,20 @@ t.test('deepseek2: packed statistics equal one sample per forward pass', async (
   }
   t.ok(worst < 1e-5, `packed equals one-at-a-time (worst relative difference ${worst.toExponential(2)})`);
 });
+
+// Without flash attention the graph multiplies K by Q and the scores by V with MUL_MAT too: the
+// callback sees them, their src0 is no GGUF tensor, and they are never collected
+for (const arch of ['llama', 'deepseek2'] as const) {
+  t.test(`${arch}: attention's own matmuls (flash attention off) are seen, not collected`, async (t) => {
+    const modelPath = await archModel(arch);
+    const info = readGgufSync(modelPath);
+    const texts = ['Seven times eight is fifty-six.', 'Rain fell all night.'];
+    const on = await collectStats(modelPath, texts, { nCtx: 256, nThreads: 1, matmuls: true, flashAttn: 'on' });
+    const off = await collectStats(modelPath, texts, { nCtx: 256, nThreads: 1, matmuls: true, flashAttn: 'off' });
+    const other = off.matmuls!.filter((m) => !info.tensorByName.has(m.name));
+    t.ok(other.length > 0, `non-weight matmuls: ${other.map((m) => m.name).join(', ')}`);
+    t.ok(other.every((m) => !m.accepted), 'none collected');
+    t.same(coverage(info, off.matmuls!).seenWeights, coverage(info, on.matmuls!).seenWeights, 'the same weight matmuls either way');
+    t.same([...off.stats.weights.keys()].sort(), [...on.stats.weights.keys()].sort(), 'the same statistics either way');
+  });
+}
