@@ -269,6 +269,43 @@ export const archTables: Record<string, ArchTable> = {
     post: [OUTPUT_NORM, OUTPUT],
     layer0Inputs: ['attn_q_a', 'attn_kv_a_mqa'],
   },
+  qwen3next: {
+    arch: 'qwen3next', family: 'Qwen3-Next: gated delta-net linear-attention layers (3 of 4) mixed with gated full attention, routed + shared experts in every block (here block 0 linear, block 1 full attention)',
+    defaults: {
+      untiedOutput: true, nExpert: 4, nExpertUsed: 2, nFfExp: 32, nFfShexp: 64, headDim: 16, ropeDim: 8,
+      // linear attention: ssmDState = head size of k and v, ssmNGroup = k heads, ssmNHead = v heads
+      ssmDConv: 4, ssmDState: 16, ssmNGroup: 2, ssmNHead: 4, recurrentLayers: [0],
+    },
+    shapes: { tiny: { ...TINY } },
+    metadata: (h) => [
+      ...BASE_META(h), ...HEAD_META(h), ['rope.dimension_count', u32(h.ropeDim)], ['rope.freq_base', f32(1e7)], ['attention.layer_norm_rms_epsilon', f32(1e-6)],
+      ...MOE_META(h), ['expert_feed_forward_length', u32(h.nFfExp)], ['expert_shared_feed_forward_length', u32(h.nFfShexp)],
+      ['ssm.conv_kernel', u32(h.ssmDConv)], ['ssm.inner_size', u32(h.ssmDState * h.ssmNHead)], ['ssm.state_size', u32(h.ssmDState)],
+      ['ssm.time_step_rank', u32(h.ssmNHead)], ['ssm.group_count', u32(h.ssmNGroup)],
+      // every 2nd block is full attention (Qwen3-Next: every 4th)
+      ['full_attention_interval', u32(h.nLayer)],
+    ],
+    pre: [EMBD],
+    block: [
+      norm('attn_norm', (h) => h.nEmbd), norm('post_attention_norm', (h) => h.nEmbd),
+      // gated delta net: q, k, v in one matrix, the output gate z in another, beta/alpha per v head
+      mat('attn_qkv', (h) => [h.nEmbd, 2 * h.ssmDState * h.ssmNGroup + h.ssmDState * h.ssmNHead], { kind: 'attn_q', when: isRecurrent }),
+      mat('attn_gate', (h) => [h.nEmbd, h.ssmDState * h.ssmNHead], { kind: 'attn_q', when: isRecurrent }),
+      r('blk.{i}.ssm_conv1d.weight', 'ssm', (h) => [h.ssmDConv, 2 * h.ssmDState * h.ssmNGroup + h.ssmDState * h.ssmNHead], { when: isRecurrent, init: { mean: 0, std: 0.3 } }),
+      r('blk.{i}.ssm_dt.bias', 'bias', (h) => [h.ssmNHead], { when: isRecurrent, init: { mean: -1, std: 0.5 } }),
+      r('blk.{i}.ssm_a', 'ssm', (h) => [h.ssmNHead], { when: isRecurrent, init: { mean: -1, std: 0.2 } }),
+      mat('ssm_ba', (h) => [h.nEmbd, 2 * h.ssmNHead], { kind: 'attn_k', when: isRecurrent }),
+      r('blk.{i}.ssm_norm.weight', 'norm', (h) => [h.ssmDState], { when: isRecurrent }),
+      mat('ssm_out', (h) => [h.ssmDState * h.ssmNHead, h.nEmbd], { kind: 'attn_output', when: isRecurrent }),
+      // full attention: q carries its output gate (2 x q)
+      mat('attn_q', (h) => [h.nEmbd, 2 * qDim(h)], { when: isAttention }), mat('attn_k', (h) => [h.nEmbd, kvDim(h)], { when: isAttention }),
+      mat('attn_v', (h) => [h.nEmbd, kvDim(h)], { when: isAttention }), ATTN_OUT({ when: isAttention }),
+      norm('attn_q_norm', headDim, { when: isAttention }), norm('attn_k_norm', headDim, { when: isAttention }),
+      ROUTER, ...EXPERTS, r('blk.{i}.ffn_gate_inp_shexp.weight', 'gate', (h) => [h.nEmbd], { when: isMoe }), ...SHARED_EXPERT,
+    ],
+    post: [OUTPUT_NORM, OUTPUT],
+    layer0Inputs: ['attn_qkv', 'attn_gate', 'ssm_ba'],
+  },
   granitehybrid: {
     arch: 'granitehybrid', family: 'IBM Granite 4.0-H: Mamba-2 state-space layers mixed with attention layers (here block 0 is Mamba-2, block 1 attention)',
     defaults: { untiedOutput: false, ssmDConv: 4, ssmDState: 16, ssmNGroup: 1, ssmNHead: 8, recurrentLayers: [0] },

@@ -12,7 +12,7 @@ import type { Stats } from '../../src/stats/types.ts';
 import { fixtureDir } from '../helpers/fixtures.ts';
 
 /** The architectures under test, in the README table's order. */
-export const ARCHS = ['llama', 'qwen2', 'qwen3', 'gemma2', 'gemma3', 'phi3', 'qwen2moe', 'qwen3moe', 'deepseek2', 'granitehybrid'] as const;
+export const ARCHS = ['llama', 'qwen2', 'qwen3', 'gemma2', 'gemma3', 'phi3', 'qwen2moe', 'qwen3moe', 'deepseek2', 'granitehybrid', 'qwen3next'] as const;
 
 /**
  * The test size of each architecture: its tiny preset (2 blocks, n_embd 64), with llama-spm's 32k
