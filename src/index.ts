@@ -7,9 +7,11 @@ export { MathneuroError, asMathneuroError, type ErrorCode } from './errors.ts';
 // models and GGUF files
 export { readGguf, readGgufSync, metaString, metaNumber, type GgufInfo, type GgufTensorInfo, type GgufMetadataEntry, type GgufValue, type GgufScalar, type ReadGgufOptions } from './gguf/reader.ts';
 export { ggmlType, ggmlTypeByName, GGML_TYPE, type GgmlTypeInfo } from './gguf/types.ts';
-export { synthModel, synthShapes, resolveShape, archTables, ARCHITECTURES, type SynthOptions, type SynthResult, type SynthShape, type SynthShapeName, type SynthTypeName, type ArchTable, type ResolvedShape, type TensorRule, type TensorRole } from './synth.ts';
-export { tensorRole, tensorRoles, tensorRoleSummary, tensorPattern, EXCLUSION_RULES, type TensorRoleInfo } from './gguf/tensor-roles.ts';
+export { synthModel, synthShapes, type SynthOptions, type SynthResult, type SynthShape, type SynthShapeName, type SynthTypeName } from './synth.ts';
 export { requantizeModel, fallbackType, isRequantizedTensor, REQUANTIZE_TYPES, type RequantizeOptions, type RequantizeResult, type RequantizedTensor, type RequantizeTypeName } from './quantize.ts';
+// architectures: synth's tables, and what MathNeuro does with each tensor
+export { resolveShape, archTables, ARCHITECTURES, type ArchTable, type ResolvedShape, type TensorRule, type TensorRole } from './synth.ts';
+export { tensorRole, tensorRoles, tensorRoleSummary, tensorPattern, EXCLUSION_RULES, type TensorRoleInfo } from './gguf/tensor-roles.ts';
 
 // calibration text
 export {

@@ -1,11 +1,11 @@
 import { closeSync, openSync, readSync } from 'node:fs';
 import { MathneuroError } from '../errors.ts';
 import { readGgufSync } from '../gguf/reader.ts';
-import { tensorRoleSummary } from '../gguf/tensor-roles.ts';
 import { readJournal } from '../patch/journal.ts';
 import { patchState } from '../patch/patch.ts';
 import { SelectionFile } from '../select/file.ts';
 import { loadStats } from '../stats/index.ts';
+import { tensorRoleSummary } from '../gguf/tensor-roles.ts';
 import { globalHelp, parse, UsageError, writeJson, type Command, type CommandIO } from './common.ts';
 
 const mib = (bytes: number) => `${(bytes / 1048576).toFixed(1)} MiB`;

@@ -4,7 +4,10 @@
 // the 2D/3D block weights the statistics saw, never routers and norms; this module names the same
 // set before any statistics exist (inspect, the README's per-architecture table, the tests that
 // compare it with the matmuls the eval callback really saw).
-import type { GgufInfo, GgufTensorInfo } from './reader.ts';
+import type { GgufInfo as FullInfo, GgufTensorInfo } from './reader.ts';
+
+/** What the roles need of a model: its tensors (one file or every shard of a split model). */
+type GgufInfo = Pick<FullInfo, 'tensors' | 'tensorByName'>;
 
 export interface TensorRoleInfo {
   name: string;
