@@ -79,80 +79,81 @@ export async function runArchChecks(arch: string, c: Checker, options: { measure
   const excluded = roles.filter((r) => !r.scored);
   const m: ArchMeasurements = { arch, scored: [], excludedSeen: [], nonWeightMatmuls: [], referenceError: NaN, klBoost: NaN, selected: 0, experts: [] };
 
-  c.section('loads');
-  // --- loads and generates, through the shim ---
+  // --- loads and generates through the shim; statistics, coverage, block 0, experts (model open) ---
   const model = await StatsModel.open(modelPath, { nCtx: 256, nThreads: 1 });
-  let closed = false;
-  try {
-    const prompt = model.tokenize('Once upon a time');
-  const tokens = Array.from(prompt);
-  c.section('generates');
-  for (let i = 0; i < GENERATE_TOKENS; i++) {
-    const { logits, nVocab } = await model.logits(Int32Array.from(tokens));
-    const last = logits.subarray((tokens.length - 1) * nVocab, tokens.length * nVocab);
-    let best = 0;
-    for (let v = 1; v < nVocab; v++) if (last[v] > last[best]) best = v;
-    c.ok(Number.isFinite(last[best]), 'finite logits');
-    tokens.push(best);
-  }
-  c.equal(tokens.length - prompt.length, GENERATE_TOKENS, `shim: generated ${GENERATE_TOKENS} tokens`);
+  const { math, general, cov, plan } = await (async () => {
+    try {
+      const prompt = model.tokenize('Once upon a time');
+      const tokens = Array.from(prompt);
+      c.section('generates');
+      for (let i = 0; i < GENERATE_TOKENS; i++) {
+        const { logits, nVocab } = await model.logits(Int32Array.from(tokens));
+        const last = logits.subarray((tokens.length - 1) * nVocab, tokens.length * nVocab);
+        let best = 0;
+        for (let v = 1; v < nVocab; v++) if (last[v] > last[best]) best = v;
+        c.ok(Number.isFinite(last[best]), 'finite logits');
+        tokens.push(best);
+      }
+      c.equal(tokens.length - prompt.length, GENERATE_TOKENS, `shim: generated ${GENERATE_TOKENS} tokens`);
 
-  phase('generate');
-  c.section('coverage');
-  // --- statistics, with every matmul the callback was asked about ---
-  const math = await model.collect(mathTexts, { matmuls: true, dataset: 'math' });
-  const general = await model.collect(generalTexts, { dataset: 'general' });
-  const tokenLists = mathTexts.map((s) => model.tokenize(s));
-  const nTokens = tokenLists.reduce((a, l) => a + l.length, 0);
-  c.equal(math.stats.tokens, nTokens, 'every token counted');
+      phase('generate');
+      c.section('coverage');
+      // --- statistics, with every matmul the callback was asked about ---
+      const math = await model.collect(mathTexts, { matmuls: true, dataset: 'math' });
+      const general = await model.collect(generalTexts, { dataset: 'general' });
+      const tokenLists = mathTexts.map((s) => model.tokenize(s));
+      const nTokens = tokenLists.reduce((a, l) => a + l.length, 0);
+      c.equal(math.stats.tokens, nTokens, 'every token counted');
 
-  // coverage: the callback's weight matmuls = scored + documented exclusions that are matmuls
-  const cov = coverage(info, math.matmuls!);
-  c.same(cov.rejectedWeights, [], 'every GGUF tensor the callback saw as a matmul operand was collected');
-  c.same(cov.seenWeights, [...cov.scored, ...cov.excludedSeen.map((e) => e.name)].sort(), 'callback set = scored + documented exclusions');
-  c.same([...math.stats.weights.keys()].sort(), cov.seenWeights, 'statistics hold exactly the weights the callback saw');
-  for (const r of excluded) c.notOk(cov.scored.includes(r.name), `${r.name} excluded: ${r.reason}`);
-  const plan = planTensors(info, math.stats);
-  c.same(plan.scored.map((s) => s.tensor.name).sort(), cov.scored, 'the selection scores exactly the tensors the roles call scored');
-  for (const s of plan.skipped) c.ok(excluded.some((r) => r.name === s.name), `${s.name} skipped by the selection is a documented exclusion`);
-  m.scored = cov.scored; m.excludedSeen = cov.excludedSeen; m.nonWeightMatmuls = cov.seenOther;
-  c.comment(`${arch}: ${cov.scored.length} scored, seen but excluded: ${cov.excludedSeen.map((e) => e.name.replace(/^blk\.\d+\./, 'blk.*.')).filter((v, i, a) => a.indexOf(v) === i).join(', ') || 'none'}; non-weight matmuls: ${cov.seenOther.join(', ') || 'none'}`);
+      // coverage: the callback's weight matmuls = scored + documented exclusions that are matmuls
+      const cov = coverage(info, math.matmuls!);
+      c.same(cov.rejectedWeights, [], 'every GGUF tensor the callback saw as a matmul operand was collected');
+      c.same(cov.seenWeights, [...cov.scored, ...cov.excludedSeen.map((e) => e.name)].sort(), 'callback set = scored + documented exclusions');
+      c.same([...math.stats.weights.keys()].sort(), cov.seenWeights, 'statistics hold exactly the weights the callback saw');
+      for (const r of excluded) c.notOk(cov.scored.includes(r.name), `${r.name} excluded: ${r.reason}`);
+      const plan = planTensors(info, math.stats);
+      c.same(plan.scored.map((s) => s.tensor.name).sort(), cov.scored, 'the selection scores exactly the tensors the roles call scored');
+      for (const s of plan.skipped) c.ok(excluded.some((r) => r.name === s.name), `${s.name} skipped by the selection is a documented exclusion`);
+      m.scored = cov.scored; m.excludedSeen = cov.excludedSeen; m.nonWeightMatmuls = cov.seenOther;
+      c.comment(`${arch}: ${cov.scored.length} scored, seen but excluded: ${cov.excludedSeen.map((e) => e.name.replace(/^blk\.\d+\./, 'blk.*.')).filter((v, i, a) => a.indexOf(v) === i).join(', ') || 'none'}; non-weight matmuls: ${cov.seenOther.join(', ') || 'none'}`);
 
-  phase('stats');
-  c.section('reference');
-  // --- block 0 against the float64 reference ---
-  const ref = referenceLayer0(info, arch, tokenLists);
-  for (const kind of table.layer0Inputs) {
-    const w = math.stats.weights.get(`blk.0.${kind}.weight`);
-    c.ok(w, `blk.0.${kind} observed`);
-    if (!w) continue;
-    const e1 = maxRelErr(w.normSum, ref.normSum), e2 = maxRelErr(w.sum2, ref.sum2);
-    m.referenceError = Math.max(Number.isNaN(m.referenceError) ? 0 : m.referenceError, e1, e2);
-    c.ok(e1 < REFERENCE_TOLERANCE && e2 < REFERENCE_TOLERANCE, `blk.0.${kind} norm_sum / sum2 equal the float64 reference (worst ${e1.toExponential(2)} / ${e2.toExponential(2)})`);
-    c.same(Array.from(w.counts), [nTokens], `blk.0.${kind} counted every token`);
-  }
+      phase('stats');
+      c.section('reference');
+      // --- block 0 against the float64 reference ---
+      const ref = referenceLayer0(info, arch, tokenLists);
+      for (const kind of table.layer0Inputs) {
+        const w = math.stats.weights.get(`blk.0.${kind}.weight`);
+        c.ok(w, `blk.0.${kind} observed`);
+        if (!w) continue;
+        const e1 = maxRelErr(w.normSum, ref.normSum), e2 = maxRelErr(w.sum2, ref.sum2);
+        m.referenceError = Math.max(Number.isNaN(m.referenceError) ? 0 : m.referenceError, e1, e2);
+        c.ok(e1 < REFERENCE_TOLERANCE && e2 < REFERENCE_TOLERANCE, `blk.0.${kind} norm_sum / sum2 equal the float64 reference (worst ${e1.toExponential(2)} / ${e2.toExponential(2)})`);
+        c.same(Array.from(w.counts), [nTokens], `blk.0.${kind} counted every token`);
+      }
 
-  c.section('experts');
-  // --- MoE: per-expert statistics; routed and shared experts apart ---
-  const shape = resolveShape(arch, 'tiny');
-  for (let l = 0; l < shape.nLayer; l++) {
-    const moe = info.tensorByName.has(`blk.${l}.ffn_gate_inp.weight`);
-    if (!moe) continue;
-    for (const kind of ['gate', 'up', 'down']) {
-      const name = `blk.${l}.ffn_${kind}_exps.weight`;
-      const e = expertCounts(math.stats, name);
-      c.equal(e.nMat, shape.nExpert, `${name}: one matrix per expert`);
-      c.equal(e.total, nTokens * shape.nExpertUsed, `${name}: counts sum to tokens x ${shape.nExpertUsed} experts used`);
-      m.experts.push({ name, counts: e.perExpert });
-      c.ok(e.consistent, `${name}: an expert has statistics iff it received tokens (${e.perExpert.join('/')})`);
-      const shexp = math.stats.weights.get(`blk.${l}.ffn_${kind}_shexp.weight`);
-      if (shexp) c.same(Array.from(shexp.counts), [nTokens], `blk.${l}.ffn_${kind}_shexp: the shared expert sees every token`);
+      c.section('experts');
+      // --- MoE: per-expert statistics; routed and shared experts apart ---
+      const shape = resolveShape(arch, 'tiny');
+      for (let l = 0; l < shape.nLayer; l++) {
+        const moe = info.tensorByName.has(`blk.${l}.ffn_gate_inp.weight`);
+        if (!moe) continue;
+        for (const kind of ['gate', 'up', 'down']) {
+          const name = `blk.${l}.ffn_${kind}_exps.weight`;
+          const e = expertCounts(math.stats, name);
+          c.equal(e.nMat, shape.nExpert, `${name}: one matrix per expert`);
+          c.equal(e.total, nTokens * shape.nExpertUsed, `${name}: counts sum to tokens x ${shape.nExpertUsed} experts used`);
+          m.experts.push({ name, counts: e.perExpert });
+          c.ok(e.consistent, `${name}: an expert has statistics iff it received tokens (${e.perExpert.join('/')})`);
+          const shexp = math.stats.weights.get(`blk.${l}.ffn_${kind}_shexp.weight`);
+          if (shexp) c.same(Array.from(shexp.counts), [nTokens], `blk.${l}.ffn_${kind}_shexp: the shared expert sees every token`);
+        }
+        c.same(Array.from(math.stats.weights.get(`blk.${l}.ffn_gate_inp.weight`)!.counts), [nTokens], `blk.${l} router sees every token (collected, never scored)`);
+      }
+      return { math, general, cov, plan };
+    } finally {
+      model.dispose();
     }
-    c.same(Array.from(math.stats.weights.get(`blk.${l}.ffn_gate_inp.weight`)!.counts), [nTokens], `blk.${l} router sees every token (collected, never scored)`);
-  }
-  closed = true;
-  model.dispose();
-  // (the rest runs with the model closed)
+  })();
 
   phase('reference+moe');
   c.section('generates');
@@ -235,7 +236,4 @@ export async function runArchChecks(arch: string, c: Checker, options: { measure
   rmSync(copy, { force: true });
   rmSync(boosted, { force: true });
   return m;
-  } finally {
-    if (!closed) model.dispose();
-  }
 }
