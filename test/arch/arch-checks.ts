@@ -156,13 +156,14 @@ export async function runArchChecks(arch: string, c: Checker, options: { measure
   })();
 
   phase('reference+moe');
-  c.section('generates');
+  c.section('loads');
   // --- through node-llama-cpp ---
   const llama = await nodeLlama();
   const nlModel = await llama.loadModel({ modelPath, gpuLayers: 0 });
   try {
     const ctx = await nlModel.createContext({ contextSize: 128, threads: 1 });
     try {
+      c.section('generates');
       const seq = ctx.getSequence();
       const got: number[] = [];
       for await (const tok of seq.evaluate(nlModel.tokenize('Once upon a time'))) { got.push(tok); if (got.length >= GENERATE_TOKENS) break; }
