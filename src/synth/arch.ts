@@ -343,12 +343,15 @@ export const archTables: Record<string, ArchTable> = {
 export const ARCHITECTURES = Object.keys(archTables);
 
 /** Every optional field of SynthShape, at its neutral value. */
-export const SHAPE_DEFAULTS: Omit<Required<SynthShape>, keyof SynthShape & ('nEmbd' | 'nFf' | 'nLayer' | 'nHead' | 'nHeadKv' | 'nCtx' | 'vocab' | 'nExpert' | 'nExpertUsed' | 'untiedOutput')> = {
+export const SHAPE_DEFAULTS: Omit<Required<SynthShape>, 'nEmbd' | 'nFf' | 'nLayer' | 'nHead' | 'nHeadKv' | 'nCtx' | 'vocab' | 'nExpert' | 'nExpertUsed' | 'untiedOutput'> = {
   headDim: 0, nFfExp: 0, nFfShexp: 0, nExpertShared: 0, qLoraRank: 0, kvLoraRank: 0, ropeDim: 0, nopeDim: 0, vHeadDim: 0, nDenseLead: 0,
   ssmDConv: 0, ssmDState: 0, ssmNGroup: 0, ssmNHead: 0, recurrentLayers: [],
 };
 
-/** Default F32 for non-matrix roles; the role's initial values. */
+/**
+ * Initial values per role ('weight': mean 0 and the synth's weight std). Norm gains are around 1
+ * with spread, so a test that recomputes RMSNorm sees them matter; every non-matrix role is F32.
+ */
 export const ROLE_INIT: Record<TensorRole, { mean: number; std: number } | 'weight'> = {
   matrix: 'weight', embd: { mean: 0, std: 1 }, norm: { mean: 1, std: 0.2 }, router: { mean: 0, std: 0.5 }, gate: { mean: 0, std: 0.5 },
   bias: { mean: 0, std: 0.05 }, ssm: { mean: 0, std: 0.2 },
