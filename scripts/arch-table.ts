@@ -11,6 +11,7 @@ import { ARCHS, archModel } from '../test/arch/arch-lib.ts';
 import { KL_BOUND, REFERENCE_TOLERANCE, runArchChecks, type ArchMeasurements, type Checker, type Column } from '../test/arch/arch-checks.ts';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+process.env.MATHNEURO_ARCH_WORK ??= path.join(root, '.cache', 'arch-table');
 const args = process.argv.slice(2);
 const columns: Column[] = ['loads', 'generates', 'coverage', 'reference', 'experts', 'select', 'patch', 'unpatch', 'kl'];
 

@@ -18,7 +18,8 @@ import { sha256, tensorBytes } from '../patch/helpers.ts';
 import { repoRoot } from '../helpers/fixtures.ts';
 import { archModel, coverage, expertCounts, maxRelErr, meanKl, referenceLayer0 } from './arch-lib.ts';
 
-const work = path.join(repoRoot, '.cache', 'test-arch');
+/** Where the patched copies go; scripts/arch-table.ts sets MATHNEURO_ARCH_WORK to run beside the test. */
+const workDir = () => process.env.MATHNEURO_ARCH_WORK ?? path.join(repoRoot, '.cache', 'test-arch');
 
 const mathTexts = builtinSamples('math', { count: 4, seed: 11 }).map((s) => s.text);
 const generalTexts = builtinSamples('general', { count: 4, seed: 12 }).map((s) => s.text);
@@ -67,6 +68,7 @@ async function nodeLlama() {
 }
 
 export async function runArchChecks(arch: string, c: Checker, options: { measurePrune?: boolean } = {}): Promise<ArchMeasurements> {
+  const work = workDir();
   mkdirSync(work, { recursive: true });
   const table = archTables[arch];
   const t0 = Date.now();
