@@ -65,6 +65,10 @@ struct Collector {
     std::vector<double> seg_sq;     // per-segment column sums of squares
     std::atomic<bool> * abort_flag = nullptr;
     std::string error;              // first error seen inside the callback (aborts the graph)
+    // optional record of every MUL_MAT / MUL_MAT_ID the scheduler asked about: src0's name (backend
+    // prefix stripped) -> (op, accepted). No policy here: the caller decides what the names mean.
+    bool record_matmuls = false;
+    std::unordered_map<std::string, std::pair<int, bool>> matmuls_seen;
 
     Stats & stats_for(const std::string & name, int64_t n_in, int64_t n_mat) {
         auto it = stats.find(name);
@@ -93,6 +97,16 @@ struct Collector {
     bool accept(const ggml_tensor * t) {
         if (!enabled) return false;
         if (t->op != GGML_OP_MUL_MAT && t->op != GGML_OP_MUL_MAT_ID) return false;
+        const bool ok = accept_matmul(t);
+        if (record_matmuls && t->src[0]) {
+            auto & e = matmuls_seen[filter_tensor_name(t->src[0]->name)];
+            e.first = (int) t->op;
+            e.second = e.second || ok;
+        }
+        return ok;
+    }
+
+    bool accept_matmul(const ggml_tensor * t) {
         const ggml_tensor * src0 = t->src[0];
         const ggml_tensor * src1 = t->src[1];
         if (!src0 || !src1) return false;
@@ -244,6 +258,29 @@ struct Collector {
                     s.touched[ex] = 1;
                 }
             }
+            return true;
+        }
+        if (src0->ne[2] > 1 && src0->ne[3] == 1 && src1->ne[1] == packed_rows && src1->ne[2] == src0->ne[2] && src1->ne[3] == 1) {
+            // a 3D dense weight, one matrix per ne[2] slice (MLA's per-head attn_k_b / attn_v_b): rows are tokens
+            const int64_t n_mat = src0->ne[2];
+            Stats & s = stats_for(name, ne0, n_mat);
+            seg_sq.assign(ne0, 0.0);
+            for (int64_t m = 0; m < n_mat; ++m) {
+                for (size_t g = 0; g < n_seg; ++g) {
+                    std::fill(seg_sq.begin(), seg_sq.end(), 0.0);
+                    for (int64_t row = segments[g].first; row < segments[g].first + segments[g].second; ++row) {
+                        const float * x = row_as_f32(src1, data + row * src1->nb[1] + m * src1->nb[2]);
+                        for (int64_t j = 0; j < ne0; ++j) seg_sq[j] += (double) x[j] * (double) x[j];
+                    }
+                    for (int64_t j = 0; j < ne0; ++j) {
+                        s.sample_sq[m * ne0 + j] += seg_sq[j];
+                        s.pending_norm[m * ne0 + j] += std::sqrt(seg_sq[j]);
+                    }
+                    s.counts[m] += (double) segments[g].second;
+                }
+                s.touched[m] = 1;
+            }
+            s.any_touched = true;
             return true;
         }
         if (src0->ne[2] * src0->ne[3] != 1 || ggml_nrows(src1) != packed_rows || src1->ne[1] != packed_rows) {
@@ -495,6 +532,7 @@ public:
     void Execute(const ExecutionProgress & progress) override {
         Collector & c = *h_->collector;
         c.stats.clear();
+        c.matmuls_seen.clear();
         c.error.clear();
         c.enabled = collect_stats_;
         c.segments.clear();
@@ -569,7 +607,8 @@ public:
                 c.generation++;
                 const int32_t rc = llama_decode(h_->ctx, batch);
                 c.segments.clear();
-                if (rc != 0) {
+                // the scheduler stops a graph whose callback said no, but llama_decode may still return 0
+                if (rc != 0 || !c.error.empty()) {
                     fail(rc, group_index.front());
                     c.discard_sample();
                     c.restore_counts(saved_counts);
@@ -592,7 +631,7 @@ public:
                 fill_sequence_batch(batch, tokens, pos, n, logits_all_);
                 c.generation++;
                 const int32_t rc = llama_decode(h_->ctx, batch);
-                if (rc != 0) { ok = false; fail(rc, si); break; }
+                if (rc != 0 || !c.error.empty()) { ok = false; fail(rc, si); break; }
             }
             if (!ok) {
                 c.discard_sample();
@@ -664,6 +703,20 @@ public:
         }
         out.Set("weights", weights);
         h_->collector->stats.clear();
+        if (h_->collector->record_matmuls) {
+            // { name: src0 name, op: 'MUL_MAT' | 'MUL_MAT_ID', accepted: statistics were collected for it }
+            Napi::Array seen = Napi::Array::New(env);
+            for (auto & kv : h_->collector->matmuls_seen) {
+                Napi::Object m = Napi::Object::New(env);
+                m.Set("name", kv.first);
+                m.Set("op", kv.second.first == (int) GGML_OP_MUL_MAT_ID ? "MUL_MAT_ID" : "MUL_MAT");
+                m.Set("accepted", kv.second.second);
+                seen.Set(seen.Length(), m);
+            }
+            out.Set("matmuls", seen);
+            h_->collector->matmuls_seen.clear();
+            h_->collector->record_matmuls = false;
+        }
         deferred_.Resolve(out);
     }
 
@@ -811,15 +864,17 @@ private:
         if (info.Length() > 1 && info[1].IsFunction()) progress = info[1].As<Napi::Function>();
         bool add_special = info.Length() < 3 || !info[2].IsBoolean() || info[2].As<Napi::Boolean>().Value();
         // options: { pack = true, stats = true (false: plain forward passes), logits = "all" | "last" }
-        bool pack = true, collect_stats = true, logits_all = true;
+        bool pack = true, collect_stats = true, logits_all = true, record_matmuls = false;
         if (info.Length() > 3 && info[3].IsObject()) {
             Napi::Object o = info[3].As<Napi::Object>();
+            if (o.Get("matmuls").IsBoolean()) record_matmuls = o.Get("matmuls").As<Napi::Boolean>().Value();
             if (o.Get("pack").IsBoolean()) pack = o.Get("pack").As<Napi::Boolean>().Value();
             if (o.Get("stats").IsBoolean()) collect_stats = o.Get("stats").As<Napi::Boolean>().Value();
             if (o.Get("logits").IsString()) logits_all = o.Get("logits").As<Napi::String>().Utf8Value() != "last";
         }
         if (collect_stats && !logits_all) { h->busy = false; ThrowCoded(env, "EUSAGE", "statistics need logits for every token"); }
         h->abort_flag = false;
+        h->collector->record_matmuls = record_matmuls;
         auto * w = new CollectWorker(env, Value(), h, std::move(texts), progress, add_special, pack, collect_stats, logits_all);
         Napi::Promise p = w->Promise();
         w->Queue();

@@ -10,6 +10,9 @@ export { ggmlType, ggmlTypeByName, GGML_TYPE, type GgmlTypeInfo } from './gguf/t
 export { openModelSync, splitPath, splitPrefix, modelFiles, type GgufModel } from './gguf/model.ts';
 export { synthModel, synthShapes, type SynthOptions, type SynthResult, type SynthShape, type SynthShapeName, type SynthTypeName } from './synth.ts';
 export { requantizeModel, fallbackType, isRequantizedTensor, REQUANTIZE_TYPES, type RequantizeOptions, type RequantizeResult, type RequantizedTensor, type RequantizeTypeName } from './quantize.ts';
+// architectures: synth's tables, and what MathNeuro does with each tensor
+export { resolveShape, archTables, ARCHITECTURES, type ArchTable, type ResolvedShape, type TensorRule, type TensorRole } from './synth.ts';
+export { tensorRole, tensorRoles, tensorRoleSummary, tensorPattern, EXCLUSION_RULES, type TensorRoleInfo } from './gguf/tensor-roles.ts';
 
 // calibration text
 export {

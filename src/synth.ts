@@ -7,33 +7,23 @@ import { readGgufSync, type GgufMetadataEntry } from './gguf/reader.ts';
 import { GGML_TYPE, GGUF_VALUE, ggmlType } from './gguf/types.ts';
 import { llamaSourceDir, loadNative } from './native.ts';
 import { writeGgufFile } from './gguf/writer.ts';
+import { archTables, F32, ROLE_INIT, SHAPE_DEFAULTS, type ResolvedShape, type SynthShape, type TensorRole } from './synth/arch.ts';
+
+export { archTables, ARCHITECTURES, type ArchTable, type SynthShape, type ResolvedShape, type TensorRule, type TensorRole } from './synth/arch.ts';
 
 export type SynthShapeName = 'tiny' | 'moe-tiny' | 'qwen-0.5b' | 'llama-1b';
 export type SynthTypeName = 'f32' | 'f16' | 'bf16' | 'q8_0' | 'q4_0' | 'q4_k' | 'q5_k' | 'q6_k' | 'mixed' | 'cycle';
 
-export interface SynthShape {
-  nEmbd: number; nFf: number; nLayer: number; nHead: number; nHeadKv: number; nCtx: number;
-  /** vocabulary GGUF in llama.cpp's models/ (tokenizer metadata copied from it) */
-  vocab: 'llama-spm' | 'llama-bpe' | 'qwen2';
-  /** experts per MoE layer (0 = dense) and experts used per token */
-  nExpert: number; nExpertUsed: number;
-  /** a separate output head (true) or tied to token_embd (false) */
-  untiedOutput: boolean;
-}
-
-export const synthShapes: Record<SynthShapeName, SynthShape> = {
-  tiny: { nEmbd: 256, nFf: 512, nLayer: 2, nHead: 4, nHeadKv: 2, nCtx: 512, vocab: 'llama-spm', nExpert: 0, nExpertUsed: 0, untiedOutput: true },
-  'moe-tiny': { nEmbd: 256, nFf: 256, nLayer: 2, nHead: 4, nHeadKv: 2, nCtx: 512, vocab: 'llama-spm', nExpert: 4, nExpertUsed: 2, untiedOutput: true },
-  // Qwen2.5-0.5B's shape (on the llama architecture, without q/k/v biases), with Qwen2's tokenizer
-  'qwen-0.5b': { nEmbd: 896, nFf: 4864, nLayer: 24, nHead: 14, nHeadKv: 2, nCtx: 4096, vocab: 'qwen2', nExpert: 0, nExpertUsed: 0, untiedOutput: false },
-  // Llama-3.2-1B's shape and tokenizer
-  'llama-1b': { nEmbd: 2048, nFf: 8192, nLayer: 16, nHead: 32, nHeadKv: 8, nCtx: 4096, vocab: 'llama-bpe', nExpert: 0, nExpertUsed: 0, untiedOutput: false },
-};
+/** The llama architecture's presets (every architecture's are in archTables[arch].shapes). */
+export const synthShapes = archTables.llama.shapes as Record<SynthShapeName, SynthShape>;
 
 export interface SynthOptions {
   /** output path; written to a temporary file beside it and renamed at the end */
   out: string;
-  shape?: SynthShapeName | Partial<SynthShape>;
+  /** architecture: a key of archTables (default llama) */
+  arch?: string;
+  /** a preset of the architecture (default tiny), or fields over its tiny preset */
+  shape?: string | Partial<SynthShape>;
   /** tensor type of the weight matrices; norms are always F32 (default 'mixed') */
   type?: SynthTypeName;
   seed?: number;
@@ -46,7 +36,7 @@ export interface SynthOptions {
 }
 
 export interface SynthResult {
-  path: string; bytes: number; tensorCount: number; parameterCount: number; shape: SynthShape; type: SynthTypeName; seed: number;
+  path: string; bytes: number; tensorCount: number; parameterCount: number; arch: string; shape: SynthShape; type: SynthTypeName; seed: number;
   tensorTypes: Record<string, string>;
 }
 
@@ -88,7 +78,7 @@ export class Random {
   }
 }
 
-interface TensorPlan { name: string; shape: number[]; type: number; role: 'matrix' | 'norm' | 'embd' | 'router'; mean: number; std: number }
+interface TensorPlan { name: string; shape: number[]; type: number; role: TensorRole; mean: number; std: number }
 
 const typeIds: Record<Exclude<SynthTypeName, 'mixed' | 'cycle'>, number> = {
   f32: GGML_TYPE.F32, f16: GGML_TYPE.F16, bf16: GGML_TYPE.BF16, q8_0: GGML_TYPE.Q8_0, q4_0: GGML_TYPE.Q4_0,
@@ -107,47 +97,33 @@ function fitType(type: number, rowLength: number): number {
   return rowLength % ggmlType(f)!.blockSize === 0 ? f : GGML_TYPE.F16;
 }
 
-function planTensors(shape: SynthShape, type: SynthTypeName, nVocab: number, weightStd: number): TensorPlan[] {
-  const { nEmbd, nFf, nLayer, nHead, nHeadKv, nExpert } = shape;
-  const headDim = nEmbd / nHead;
-  const nEmbdKv = headDim * nHeadKv;
+function planTensors(arch: string, shape: ResolvedShape, type: SynthTypeName, weightStd: number): TensorPlan[] {
+  const table = archTables[arch];
   let cycle = 0;
   const matrixType = (kind: string): number => {
     if (type === 'cycle') return cycleTypes[cycle++ % cycleTypes.length];
     if (type === 'mixed') return kind === 'attn_v' || kind === 'ffn_down' || kind === 'output' ? GGML_TYPE.Q6_K : GGML_TYPE.Q4_K;
     return typeIds[type];
   };
-  const plan: TensorPlan[] = [];
-  const mat = (name: string, kind: string, s: number[]) => plan.push({ name, shape: s, type: fitType(matrixType(kind), s[0]), role: 'matrix', mean: 0, std: weightStd });
   const embdType = type === 'cycle' ? GGML_TYPE.Q8_0 : type === 'mixed' ? GGML_TYPE.Q4_K : typeIds[type];
-  plan.push({ name: 'token_embd.weight', shape: [nEmbd, nVocab], type: fitType(embdType, nEmbd), role: 'embd', mean: 0, std: 1 });
-  for (let l = 0; l < nLayer; l++) {
-    const b = `blk.${l}`;
-    // norm weights around 1 with spread, so a test that recomputes RMSNorm sees them matter
-    plan.push({ name: `${b}.attn_norm.weight`, shape: [nEmbd], type: GGML_TYPE.F32, role: 'norm', mean: 1, std: 0.2 });
-    mat(`${b}.attn_q.weight`, 'attn_q', [nEmbd, nEmbd]);
-    mat(`${b}.attn_k.weight`, 'attn_k', [nEmbd, nEmbdKv]);
-    mat(`${b}.attn_v.weight`, 'attn_v', [nEmbd, nEmbdKv]);
-    mat(`${b}.attn_output.weight`, 'attn_output', [nEmbd, nEmbd]);
-    plan.push({ name: `${b}.ffn_norm.weight`, shape: [nEmbd], type: GGML_TYPE.F32, role: 'norm', mean: 1, std: 0.2 });
-    if (nExpert > 0) {
-      plan.push({ name: `${b}.ffn_gate_inp.weight`, shape: [nEmbd, nExpert], type: GGML_TYPE.F32, role: 'router', mean: 0, std: 0.5 });
-      mat(`${b}.ffn_gate_exps.weight`, 'ffn_gate', [nEmbd, nFf, nExpert]);
-      mat(`${b}.ffn_up_exps.weight`, 'ffn_up', [nEmbd, nFf, nExpert]);
-      mat(`${b}.ffn_down_exps.weight`, 'ffn_down', [nFf, nEmbd, nExpert]);
-    } else {
-      mat(`${b}.ffn_gate.weight`, 'ffn_gate', [nEmbd, nFf]);
-      mat(`${b}.ffn_up.weight`, 'ffn_up', [nEmbd, nFf]);
-      mat(`${b}.ffn_down.weight`, 'ffn_down', [nFf, nEmbd]);
-    }
-  }
-  plan.push({ name: 'output_norm.weight', shape: [nEmbd], type: GGML_TYPE.F32, role: 'norm', mean: 1, std: 0.2 });
-  if (shape.untiedOutput) mat('output.weight', 'output', [nEmbd, nVocab]);
+  const plan: TensorPlan[] = [];
+  const add = (rule: (typeof table.pre)[number], i: number) => {
+    if (rule.when && !rule.when(shape, i)) return;
+    const s = rule.shape(shape, i);
+    const name = rule.name.replace('{i}', String(i));
+    const role: TensorRole = rule.role;
+    const init = rule.init ?? ROLE_INIT[role];
+    if (role === 'matrix') plan.push({ name, shape: s, type: fitType(matrixType(rule.kind ?? name), s[0]), role, mean: init === 'weight' ? 0 : init.mean, std: init === 'weight' ? weightStd : init.std });
+    else if (role === 'embd') plan.push({ name, shape: s, type: fitType(embdType, s[0]), role, mean: 0, std: 1 });
+    else plan.push({ name, shape: s, type: F32, role, mean: (init as { mean: number }).mean, std: (init as { std: number }).std });
+  };
+  for (const rule of table.pre) add(rule, -1);
+  for (let l = 0; l < shape.nLayer; l++) for (const rule of table.block) add(rule, l);
+  for (const rule of table.post) add(rule, -1);
   return plan;
 }
 
 const u32 = (key: string, value: number): GgufMetadataEntry => ({ key, type: GGUF_VALUE.UINT32, value });
-const f32 = (key: string, value: number): GgufMetadataEntry => ({ key, type: GGUF_VALUE.FLOAT32, value });
 const str = (key: string, value: string): GgufMetadataEntry => ({ key, type: GGUF_VALUE.STRING, value });
 
 export function vocabPath(name: SynthShape['vocab']): string {
@@ -156,10 +132,23 @@ export function vocabPath(name: SynthShape['vocab']): string {
   return p;
 }
 
+/** The shape of `arch` for a preset name or fields over its tiny preset, with every field set. */
+export function resolveShape(arch: string, shape: string | Partial<SynthShape> | undefined, untiedOutput?: boolean): Required<SynthShape> {
+  const table = archTables[arch];
+  if (!table) throw new MathneuroError('EUSAGE', `unknown architecture "${arch}" (${Object.keys(archTables).join(', ')})`);
+  const preset = typeof shape === 'string' || shape === undefined ? table.shapes[shape ?? 'tiny'] : { ...table.shapes.tiny, ...shape };
+  if (!preset) throw new MathneuroError('EUSAGE', `unknown shape "${String(shape)}" for ${arch} (${Object.keys(table.shapes).join(', ')})`);
+  const base = { nExpert: 0, nExpertUsed: 0, untiedOutput: true, ...SHAPE_DEFAULTS, ...table.defaults, ...preset } as Required<SynthShape>;
+  // explicit shape fields win over the architecture's defaults
+  const merged: Required<SynthShape> = { ...base, ...(typeof shape === 'object' ? shape : {}), untiedOutput: untiedOutput ?? (typeof shape === 'object' && shape.untiedOutput !== undefined ? shape.untiedOutput : base.untiedOutput) };
+  if (!merged.nFfExp) merged.nFfExp = merged.nFf;
+  return merged;
+}
+
 export async function synthModel(options: SynthOptions): Promise<SynthResult> {
-  const base = typeof options.shape === 'string' || options.shape === undefined ? synthShapes[(options.shape ?? 'tiny') as SynthShapeName] : { ...synthShapes.tiny, ...options.shape };
-  if (!base) throw new MathneuroError('EUSAGE', `unknown shape "${String(options.shape)}" (${Object.keys(synthShapes).join(', ')})`);
-  const shape: SynthShape = { ...base, untiedOutput: options.untiedOutput ?? base.untiedOutput };
+  const arch = options.arch ?? 'llama';
+  const shape = resolveShape(arch, options.shape, options.untiedOutput);
+  const table = archTables[arch];
   const type = options.type ?? 'mixed';
   if (type !== 'mixed' && type !== 'cycle' && !(type in typeIds)) throw new MathneuroError('EUSAGE', `unknown type "${type}" (${[...Object.keys(typeIds), 'mixed', 'cycle'].join(', ')})`);
   if (shape.nEmbd % shape.nHead !== 0 || shape.nHead % shape.nHeadKv !== 0) throw new MathneuroError('EUSAGE', 'n_embd must divide by n_head and n_head by n_head_kv');
@@ -173,28 +162,21 @@ export async function synthModel(options: SynthOptions): Promise<SynthResult> {
   const nVocab = Array.isArray(tokens) ? tokens.length : 0;
   if (nVocab === 0) throw new MathneuroError('EBADGGUF', `${vocab.path} has no tokenizer.ggml.tokens`);
   const weightStd = options.weightStd ?? 0.02 * Math.sqrt(1024 / shape.nEmbd);
-  const plan = planTensors(shape, type, nVocab, weightStd);
+  const resolved: ResolvedShape = { ...shape, nVocab };
+  const plan = planTensors(arch, resolved, type, weightStd);
 
-  const arch = 'llama';
+  const archKey = (key: string, v: { type: number; value: unknown; arrayType?: number }): GgufMetadataEntry => ({ key: `${arch}.${key}`, ...v } as GgufMetadataEntry);
+  const shapeLabel = typeof options.shape === 'string' ? options.shape : 'custom';
   const metadata: GgufMetadataEntry[] = [
     str('general.architecture', arch),
-    str('general.name', `mathneuro-synth-${typeof options.shape === 'string' ? options.shape : 'custom'}-${type}-seed${seed}`),
+    str('general.name', `mathneuro-synth-${arch === 'llama' ? '' : `${arch}-`}${shapeLabel}-${type}-seed${seed}`),
     str('general.description', 'random weights written by mathneuro synth'),
     u32('general.file_type', 0),
-    u32(`${arch}.context_length`, shape.nCtx),
-    u32(`${arch}.embedding_length`, shape.nEmbd),
-    u32(`${arch}.block_count`, shape.nLayer),
-    u32(`${arch}.feed_forward_length`, shape.nFf),
-    u32(`${arch}.attention.head_count`, shape.nHead),
-    u32(`${arch}.attention.head_count_kv`, shape.nHeadKv),
-    u32(`${arch}.rope.dimension_count`, shape.nEmbd / shape.nHead),
-    f32(`${arch}.rope.freq_base`, 10000),
-    f32(`${arch}.attention.layer_norm_rms_epsilon`, 1e-5),
-    u32(`${arch}.vocab_size`, nVocab),
+    ...table.metadata(resolved).map(([k, v]) => archKey(k, v)),
     u32('mathneuro.synth.seed', seed),
     str('mathneuro.synth.type', type),
+    ...(table.lateMetadata?.(resolved) ?? []).map(([k, v]) => archKey(k, v)),
   ];
-  if (shape.nExpert > 0) metadata.push(u32(`${arch}.expert_count`, shape.nExpert), u32(`${arch}.expert_used_count`, shape.nExpertUsed));
   for (const e of vocab.metadataEntries) if (e.key.startsWith('tokenizer.')) metadata.push(e);
 
   const { header, tensors } = native.ggufBuildHeader({ metadata, tensors: plan.map((t) => ({ name: t.name, type: t.type, shape: t.shape })) });
@@ -226,6 +208,6 @@ export async function synthModel(options: SynthOptions): Promise<SynthResult> {
   for (const t of info.tensors) tensorTypes[t.name] = t.typeName;
   return {
     path: out, bytes: info.fileSize, tensorCount: info.tensors.length,
-    parameterCount: info.tensors.reduce((a, t) => a + t.numel, 0), shape, type, seed, tensorTypes,
+    parameterCount: info.tensors.reduce((a, t) => a + t.numel, 0), arch, shape, type, seed, tensorTypes,
   };
 }

@@ -6,6 +6,7 @@ import { readJournal } from '../patch/journal.ts';
 import { patchState } from '../patch/patch.ts';
 import { SelectionFile } from '../select/file.ts';
 import { loadStats } from '../stats/index.ts';
+import { tensorRoleSummary } from '../gguf/tensor-roles.ts';
 import { globalHelp, parse, UsageError, writeJson, type Command, type CommandIO } from './common.ts';
 
 const mib = (bytes: number) => `${(bytes / 1048576).toFixed(1)} MiB`;
@@ -41,6 +42,8 @@ async function inspectModel(file: string, tensors: boolean) {
     tensorCount: info.tensors.length, parameters: info.tensors.reduce((a, t) => a + t.numel, 0),
     outputHead: info.tensorByName.has('output.weight') ? 'own tensor (output.weight)' : 'tied to token_embd.weight',
     types: Object.fromEntries(byType),
+    // what MathNeuro does with each kind of tensor of this architecture (src/gguf/tensor-roles.ts)
+    roles: tensorRoleSummary(info),
     patched: state,
     tensors: tensors ? info.tensors.map((t) => ({ name: t.name, type: t.typeName, shape: t.shape, bytes: t.byteSize, ...(info.shards.length > 1 ? { shard: (t.shard ?? 0) + 1 } : {}) })) : undefined,
   };
@@ -85,6 +88,11 @@ function print(io: CommandIO, r: Record<string, any>) {
     if (r.shards) out.push(`split model: ${r.shards.length} shards`, ...r.shards.map((s: any, i: number) => `  ${i + 1}: ${s.path} (${mib(s.bytes)}, ${s.tensors} tensors)`));
     out.push(`output head: ${r.outputHead}`, '');
     out.push(table(Object.entries(r.types as Record<string, any>).map(([k, v]) => [k, v.tensors, v.parameters.toLocaleString('en-US'), mib(v.bytes)]), ['type', 'tensors', 'parameters', 'size']));
+    const roles = r.roles as { pattern: string; scored: boolean; matmul: boolean; reason: string; count: number }[];
+    const scored = roles.filter((x) => x.scored);
+    out.push('', `scored by the selection (${scored.reduce((a, x) => a + x.count, 0)} tensors): ${scored.map((x) => `${x.pattern} (${x.count})`).join(', ') || 'none'}`);
+    out.push('excluded (never changed):');
+    for (const x of roles.filter((y) => !y.scored)) out.push(`  ${x.pattern}${x.count > 1 ? ` (${x.count})` : ''}${x.matmul ? ' [statistics collected]' : ''}: ${x.reason}`);
     if (r.patched.newFile) out.push('', 'patched by mathneuro (new file):', ...Object.entries(r.patched.newFile).map(([k, v]) => `  ${k} = ${String(v)}`));
     if (r.patched.inPlace) out.push('', `patched in place${r.patched.inPlace.complete ? '' : ' (interrupted)'}: undo journal ${r.patched.inPlace.journal} (mathneuro unpatch restores the original)`);
     if (r.tensors) out.push('', table(r.tensors.map((t: any) => [t.name, t.type, t.shape.join('x'), t.bytes, ...(r.shards ? [t.shard] : [])]), ['tensor', 'type', 'shape', 'bytes', ...(r.shards ? ['shard'] : [])]));

@@ -51,7 +51,12 @@ export interface CollectOptions extends ModelOptions {
   pack?: boolean;
   /** save a checkpoint every `every` samples to `path`; with `resume`, continue from it */
   checkpoint?: { path: string; every: number; resume?: boolean };
+  /** also report every matmul the graph evaluated (src0 name, op, accepted), for coverage checks */
+  matmuls?: boolean;
 }
+
+/** A MUL_MAT / MUL_MAT_ID the eval callback was asked about: src0's name, and whether it was collected. */
+export interface SeenMatmul { name: string; op: 'MUL_MAT' | 'MUL_MAT_ID'; accepted: boolean }
 
 export interface CollectResult {
   stats: Stats;
@@ -60,14 +65,16 @@ export interface CollectResult {
   /** indices of samples that tokenized to nothing (skipped) */
   empty: number[];
   elapsedMs: number;
+  /** with options.matmuls: every matmul the forward passes evaluated (union over all samples) */
+  matmuls?: SeenMatmul[];
 }
 
 export interface NativeModel {
   tokenize(text: string, addSpecial?: boolean): Int32Array;
   collect(texts: string[], onProgress?: (p: { samplesDone: number; tokensDone: number; elapsedMs: number }) => void, addSpecial?: boolean,
-    options?: { pack?: boolean; stats?: boolean; logits?: 'all' | 'last' }): Promise<{
+    options?: { pack?: boolean; stats?: boolean; logits?: 'all' | 'last'; matmuls?: boolean }): Promise<{
     samples: number; tokens: number; elapsedMs: number; aborted: boolean; truncated: number[]; empty: number[];
-    weights: WeightStats[];
+    weights: WeightStats[]; matmuls?: SeenMatmul[];
   }>;
   abort(): void;
   logits(tokens: Int32Array): Promise<{ logits: Float32Array; nVocab: number; nTokens: number }>;
@@ -110,6 +117,7 @@ export class StatsModel {
     let start = 0;
     const truncated: number[] = [];
     const empty: number[] = [];
+    const matmuls = new Map<string, SeenMatmul>();
     const cp = options.checkpoint;
     let checkpointsSaved = 0;
     if (cp?.resume && existsSync(cp.path)) {
@@ -141,7 +149,8 @@ export class StatsModel {
             tokensPerSecond: (baseTokens + p.tokensDone - tokensAtStart) / Math.max(0.001, elapsedMs / 1000),
             etaMs: rate > 0 ? (texts.length - samplesDone) / rate : NaN,
           });
-        }, options.addSpecial ?? true, { pack: options.pack ?? true });
+        }, options.addSpecial ?? true, { pack: options.pack ?? true, matmuls: options.matmuls ?? false });
+        for (const m of r.matmuls ?? []) matmuls.set(m.name, { ...m, accepted: m.accepted || !!matmuls.get(m.name)?.accepted });
         if (r.aborted || options.signal?.aborted) throw new MathneuroError('EABORT', 'statistics collection was cancelled');
         const part: Stats = { model: identity, samples: r.samples, tokens: r.tokens, datasets: [], weights: new Map(r.weights.map((w) => [w.name, w])) };
         mergeInto(total, part);
@@ -165,7 +174,7 @@ export class StatsModel {
     } finally {
       options.signal?.removeEventListener('abort', onAbort);
     }
-    return { stats: total, truncated, empty, elapsedMs: Date.now() - t0 };
+    return { stats: total, truncated, empty, elapsedMs: Date.now() - t0, ...(options.matmuls ? { matmuls: [...matmuls.values()] } : {}) };
   }
 
   /**

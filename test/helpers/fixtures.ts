@@ -14,7 +14,7 @@ export type FixtureOptions = Omit<SynthOptions, 'out' | 'onProgress' | 'overwrit
 /** Path of a generated model with these options; made once, then reused. */
 export async function fixtureModel(options: FixtureOptions = {}): Promise<string> {
   const shape = typeof options.shape === 'object' ? Object.entries(options.shape).map(([k, v]) => `${k}${v}`).join('-') : options.shape ?? 'tiny';
-  const name = `${shape}-${options.type ?? 'mixed'}-s${options.seed ?? 0}${options.untiedOutput === undefined ? '' : options.untiedOutput ? '-untied' : '-tied'}${options.weightStd ? `-std${options.weightStd}` : ''}.gguf`;
+  const name = `${options.arch && options.arch !== 'llama' ? `${options.arch}-` : ''}${shape}-${options.type ?? 'mixed'}-s${options.seed ?? 0}${options.untiedOutput === undefined ? '' : options.untiedOutput ? '-untied' : '-tied'}${options.weightStd ? `-std${options.weightStd}` : ''}.gguf`;
   const out = path.join(fixtureDir, name);
   if (!existsSync(out)) {
     mkdirSync(fixtureDir, { recursive: true });
