@@ -80,6 +80,8 @@ export class EvalModel {
     try {
       model = await llama.loadModel({ modelPath, gpuLayers: options.gpu === 'auto' ? 'auto' : 0 });
     } catch (e) {
+      // node-llama-cpp delivers llama.cpp's log lines asynchronously: they may come after the rejection
+      for (let waited = 0; waited < 2000 && !recentLlamaLog.some((l) => l.includes('failed to load model')); waited += 20) await new Promise((r) => setTimeout(r, 20));
       const why = llamaLoadReason(recentLlamaLog);
       throw new MathneuroError('ELOAD', `llama.cpp could not load ${modelPath}: ${why || (e as Error).message}`, { cause: e });
     }
