@@ -269,7 +269,7 @@ export async function checkPatched(source: string, patched: string, check: Check
     if (check.kl !== false) {
       const n = check.klPrompts ?? DEFAULT_KL_PROMPTS;
       const prompts = builtinSamples('general', { count: n, seed });
-      const { keep } = screenTexts(readGgufSync(source), prompts, { skip: options.skipUnencodable, what: 'KL check prompts', builtin: { set: 'general (KL check)', option: '--no-check' } });
+      const { keep } = screenTexts(readGgufSync(source), prompts, { skip: options.skipUnencodable, what: 'KL check prompts', builtin: { set: 'general (KL check)', option: '--no-check, then `mathneuro eval <out> --vs <model> --task kl --data <your text>`' } });
       const data = checkFile(dir, 'general.jsonl', keep.map((i) => ({ text: prompts[i].text })));
       const r = await evaluate({
         task: 'kl', model: patched, vs: source, data, limit: keep.length, klTokens: DEFAULT_KL_TOKENS, cache: false, signal: options.signal, modelChecks: options.modelChecks,
