@@ -97,7 +97,7 @@ export function screenTexts(info: GgufInfo, texts: readonly NamedText[], options
   const most = options.builtin && skipped.length * 2 > texts.length;
   const why = `characters this model's vocabulary cannot encode (it has no byte tokens to fall back on; llama.cpp's tokenizer would abort on them): ${describeChars(chars)}`;
   if (most && (!options.skip || keep.length === 0)) {
-    throw new MathneuroError('EDATA', `most of the built-in ${options.builtin!.set} set (${skipped.length} of ${texts.length} ${what}) uses ${why}. This vocabulary does not cover the built-in texts: give your own data with ${options.builtin!.option}${options.skip ? '' : ' (or --skip-unencodable to use the rest)'}`);
+    throw new MathneuroError('EDATA', `most of the built-in ${options.builtin!.set} set (${skipped.length} of ${texts.length} ${what}) uses ${why}. This vocabulary does not cover the built-in texts: give your own data with ${options.builtin!.option}${options.skip || keep.length === 0 ? '' : ` (or --skip-unencodable to use the other ${keep.length})`}`);
   }
   if (!options.skip) {
     const list = skipped.slice(0, 5).map((s) => `${s.source} (${describeChars(s.chars, 4)})`).join('; ');
