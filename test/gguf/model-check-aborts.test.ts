@@ -83,7 +83,7 @@ const aborted = (r: ChildResult) => r.signal === 'SIGABRT' || r.signal === 'SIGS
 
 t.test('every check has a case', async (t) => {
   for (const c of MODEL_CHECKS) {
-    if (c.id === 'split-no-type') continue; // test/gguf/model-check-aborts.test.ts 'split' below
+    if (c.id === 'split-no-type') continue; // the 'split' test below
     t.ok(cases.some((x) => x.check === c.id), `${c.id} (${c.protects.split(':')[0]}) has an abort case`);
   }
 });
@@ -114,7 +114,7 @@ t.test('split: a further shard\'s split.no of another type makes llama.cpp abort
   const u16 = (key: string, value: number) => ({ key, type: GGUF_VALUE.UINT16, value });
   const first = clone();
   const second: FuzzModel = { version: 3, alignment: 32, metadata: [{ key: 'split.no', type: GGUF_VALUE.UINT32, value: 1 }, u16('split.count', 2)], tensors: first.tensors.splice(6) };
-  first.metadata.push(u16('split.no', 0), u16('split.count', 2), u16('split.tensors.count', base.tensors.length));
+  first.metadata.push(u16('split.no', 0), u16('split.count', 2), { key: 'split.tensors.count', type: GGUF_VALUE.INT32, value: base.tensors.length }); // i32, as llama.cpp reads it
   writeFileSync(path.join(dir, 'm-00001-of-00002.gguf'), encodeGguf(first).bytes);
   writeFileSync(path.join(dir, 'm-00002-of-00002.gguf'), encodeGguf(second).bytes);
   writeFileSync(path.join(dir, 't.txt'), 'Tom has 3 apples.\n');
