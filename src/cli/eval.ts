@@ -119,6 +119,8 @@ async function run(argv: string[], io: CommandIO): Promise<number> {
     writeJson(io, { ok: true, ...rest, ...(values.items ? { itemResults, referenceItemResults } : {}) });
   } else {
     io.stdout.write(formatMarkdown(result, { breakdown: values.breakdown || task === 'math500' }));
+    const skipped = (result.settings as { skippedUnencodable?: number }).skippedUnencodable;
+    if (skipped) io.stderr.write(`note: ${skipped} ${task === 'ppl' ? 'lines' : 'prompts'} with characters the vocabulary cannot encode were skipped (--skip-unencodable)\n`);
   }
   return 0;
 }

@@ -399,7 +399,9 @@ async function evaluatePerplexity(options: EvaluateOptions, cacheDir: string): P
   const file = dataPath(options, undefined, 'text file');
   // each line with its line break (a vocabulary may lack '\n' too), checked before anything is loaded
   const lines = loadText(file).split('\n');
-  const text = screenForModels(options, lines.map((l, i) => ({ text: i + 1 < lines.length ? `${l}\n` : l, source: `${file}:${i + 1}` })), 'lines').map((l) => l.text).join('').replace(/\n$/, '');
+  const keptLines = screenForModels(options, lines.map((l, i) => ({ text: i + 1 < lines.length ? `${l}\n` : l, source: `${file}:${i + 1}` })), 'lines');
+  const skippedUnencodable = lines.length - keptLines.length;
+  const text = keptLines.map((l) => l.text).join('').replace(/\n$/, '');
   const chunkSize = options.chunkSize ?? 512;
   const first = Math.floor(chunkSize / 2);
   const settings = { format: 'ppl-v1', chunkSize, first, text: itemId(text) };
@@ -442,7 +444,7 @@ async function evaluatePerplexity(options: EvaluateOptions, cacheDir: string): P
   const pplMetric: Metric = { name: 'perplexity', group: 'main', kind: 'perplexity', ...ppl(nllMetric), count: nllMetric.count };
   if (nllMetric.reference) pplMetric.reference = ppl(nllMetric.reference);
   return {
-    task: 'ppl', settings: { ...settings, data: file, chunks: chunkCount }, model: sides.model.info, reference: sides.reference?.info,
+    task: 'ppl', settings: { ...settings, data: file, chunks: chunkCount, ...(skippedUnencodable ? { skippedUnencodable } : {}) }, model: sides.model.info, reference: sides.reference?.info,
     items: chunkCount, metrics: [pplMetric, nllMetric],
     itemResults: order('model', sides.model).map((r, c) => ({ id: String(c), meanNll: r.nll.reduce((a, b) => a + b, 0) / r.nll.length })),
   };
@@ -528,6 +530,7 @@ async function evaluateKl(options: EvaluateOptions, cacheDir: string): Promise<E
   const chosen = klPrompts(options);
   const source = chosen.source;
   const prompts = screenForModels(options, chosen.named, 'KL prompts').map((p) => p.text);
+  const skippedUnencodable = chosen.named.length - prompts.length;
   const klTokens = options.klTokens ?? 128;
   if (!Number.isInteger(klTokens) || klTokens < 2) throw new MathneuroError('EUSAGE', 'kl tokens per prompt must be an integer >= 2');
   const settings = { format: 'kl-v2', klTokens };
@@ -596,7 +599,7 @@ async function evaluateKl(options: EvaluateOptions, cacheDir: string): Promise<E
   const quantile = (q: number) => sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))]! : 0;
   const klMetric = meanMetric('mean KL (nats/token)', 'main', 'mean', kl);
   return {
-    task: 'kl', settings: { ...settings, data: source, prompts: jobs.length, seed: options.seed ?? defaultSeed },
+    task: 'kl', settings: { ...settings, data: source, prompts: jobs.length, seed: options.seed ?? defaultSeed, ...(skippedUnencodable ? { skippedUnencodable } : {}) },
     model: { path: options.model, sha256: modelSha, ...info },
     reference: { path: options.vs, sha256: referenceSha, ...info },
     items: jobs.length,

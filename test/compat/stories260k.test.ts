@@ -147,9 +147,15 @@ if (!source) {
     t.equal(r.code, 0, r.stderr);
     t.equal(r.json.statistics.math.samples, 3);
     t.equal(r.json.statistics.math.unencodable, 1, 'one sample skipped, and counted');
-    r = await cli(['eval', path.join(dir, 'nobyte.boosted.gguf'), '--vs', noByte, '--task', 'kl', '--data', data, '--kl-tokens', '32', '--no-cache', ...threads, '--json'], env);
+    const klData = path.join(dir, 'kl-nobyte.txt');
+    writeFileSync(klData, [...stories, 'Sam said that 2 = 2.'].join('\n\n') + '\n');
+    r = await cli(['eval', path.join(dir, 'nobyte.boosted.gguf'), '--vs', noByte, '--task', 'kl', '--data', klData, '--kl-tokens', '32', '--no-cache', ...threads, '--json'], env);
+    t.equal(r.code, 1);
+    t.match(r.json.error.message, /1 of 5 KL prompts use characters .*kl-nobyte\.txt paragraph 5 \("=" \(U\+003D\)\)/, 'eval kl: the prompt named');
+    r = await cli(['eval', path.join(dir, 'nobyte.boosted.gguf'), '--vs', noByte, '--task', 'kl', '--data', klData, '--kl-tokens', '32', '--no-cache', '--skip-unencodable', ...threads, '--json'], env);
     t.equal(r.code, 0, r.stderr);
     t.equal(r.json.items, 4);
+    t.equal(r.json.settings.skippedUnencodable, 1, 'and says how many it skipped');
   });
 }
 
