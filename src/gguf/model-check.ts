@@ -182,13 +182,15 @@ export function checkModel(info: GgufInfo, options: ModelCheckOptions = {}): str
 
 const warned = new Set<string>();
 
-/** Print each model warning once per process (stderr: stdout stays clean for --json). */
+/**
+ * Print each model warning once per process (stderr: stdout stays clean for --json). Once per text, not
+ * per file: a patched copy carries its source's metadata and would repeat the source's warning.
+ */
 export function emitModelWarnings(info: GgufInfo, warnings: string[], sink: (line: string) => void = (l) => process.stderr.write(l + '\n')): void {
   for (const w of warnings) {
-    const line = `mathneuro: warning: ${info.path}: ${w}`;
-    if (warned.has(line)) continue;
-    warned.add(line);
-    sink(line);
+    if (warned.has(w)) continue;
+    warned.add(w);
+    sink(`mathneuro: warning: ${info.path}: ${w}`);
   }
 }
 
