@@ -16,10 +16,48 @@ static std::atomic<int> g_log_level{GGML_LOG_LEVEL_ERROR};
 
 bool BackendReady() { return g_ready.load(); }
 
+static thread_local std::string * t_capture = nullptr;
+static thread_local bool t_capture_cont = false;
+
 // llama.cpp logs to stderr by default; keep it quiet unless asked (MATHNEURO_LLAMA_LOG=1).
 static void quiet_log(enum ggml_log_level level, const char * text, void *) {
+    if (t_capture) {
+        // warnings and errors (and their continuation lines) of this thread, for LlamaLogCapture
+        if (level == GGML_LOG_LEVEL_CONT ? t_capture_cont : level >= GGML_LOG_LEVEL_WARN) {
+            t_capture->append(text);
+            if (t_capture->size() > 16384) t_capture->erase(0, t_capture->size() - 8192);
+            t_capture_cont = true;
+        } else if (level != GGML_LOG_LEVEL_CONT) {
+            t_capture_cont = false;
+        }
+    }
     if (level == GGML_LOG_LEVEL_CONT) return;
     if ((int) level >= g_log_level.load()) fputs(text, stderr);
+}
+
+LlamaLogCapture::LlamaLogCapture() { t_capture = &text_; t_capture_cont = false; }
+LlamaLogCapture::~LlamaLogCapture() { if (t_capture == &text_) t_capture = nullptr; }
+
+// The last error line llama.cpp logged ("llama_model_load: error loading model: <why>" -> "<why>"),
+// else the last warning; the generic "failed to load model" lines are skipped.
+std::string LlamaLogCapture::reason() const {
+    std::string best;
+    size_t pos = 0;
+    while (pos < text_.size()) {
+        size_t end = text_.find('\n', pos);
+        if (end == std::string::npos) end = text_.size();
+        std::string line = text_.substr(pos, end - pos);
+        pos = end + 1;
+        if (line.empty() || line.find("failed to load model") != std::string::npos) continue;
+        const std::string marker = "error loading model: ";
+        size_t m = line.find(marker);
+        if (m != std::string::npos) { best = line.substr(m + marker.size()); continue; }
+        if (best.empty() || line.find("error") != std::string::npos) best = line;
+    }
+    std::string out;   // runs of spaces (llama.cpp pads its shape columns) become one
+    for (char c : best) if (!(c == ' ' && !out.empty() && out.back() == ' ') && c != '\r') out += c;
+    while (!out.empty() && out.back() == ' ') out.pop_back();
+    return out;
 }
 
 // init(binsDir?: string, verbose?: boolean): loads the ggml backends once (a no-op after the first call).

@@ -418,8 +418,15 @@ static std::unique_ptr<ModelHandle> load_model(const LoadOptions & o, std::strin
     llama_model_params mp = llama_model_default_params();
     mp.n_gpu_layers = o.n_gpu_layers;
     mp.load_mode = o.use_mmap ? LLAMA_LOAD_MODE_MMAP : LLAMA_LOAD_MODE_NONE;
-    h->model = llama_model_load_from_file(o.path.c_str(), mp);
-    if (!h->model) { error = "llama.cpp could not load the model: " + o.path; return nullptr; }
+    {
+        LlamaLogCapture log;
+        h->model = llama_model_load_from_file(o.path.c_str(), mp);
+        if (!h->model) {
+            const std::string why = log.reason();
+            error = "llama.cpp could not load the model: " + o.path + (why.empty() ? "" : ": " + why);
+            return nullptr;
+        }
+    }
 
     llama_context_params cp = llama_context_default_params();
     const int32_t n_ctx_train = llama_model_n_ctx_train(h->model);

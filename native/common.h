@@ -14,3 +14,14 @@ bool BackendReady();
 
 // Throws a JS Error with a `code` property (the TS side maps codes to typed errors).
 [[noreturn]] void ThrowCoded(Napi::Env env, const char * code, const std::string & message);
+
+// While alive, the llama.cpp warnings and errors logged on this thread are kept (a model load runs
+// on one worker thread): reason() gives llama.cpp's own words for a refused model.
+class LlamaLogCapture {
+public:
+    LlamaLogCapture();
+    ~LlamaLogCapture();
+    std::string reason() const;
+private:
+    std::string text_;
+};

@@ -8,6 +8,8 @@ export { MathneuroError, asMathneuroError, type ErrorCode } from './errors.ts';
 export { readGguf, readGgufSync, metaString, metaNumber, type GgufInfo, type GgufTensorInfo, type GgufMetadataEntry, type GgufValue, type GgufScalar, type ReadGgufOptions } from './gguf/reader.ts';
 export { ggmlType, ggmlTypeByName, GGML_TYPE, type GgmlTypeInfo } from './gguf/types.ts';
 export { openModelSync, splitPath, splitPrefix, modelFiles, type GgufModel } from './gguf/model.ts';
+export { checkModel, validateModelFile, MODEL_CHECKS, type ModelCheckOptions } from './gguf/model-check.ts';
+export { encodabilityCheck, screenTexts, type NamedText, type Unencodable } from './gguf/encodable.ts';
 export { synthModel, synthShapes, type SynthOptions, type SynthResult, type SynthShape, type SynthShapeName, type SynthTypeName } from './synth.ts';
 export { requantizeModel, fallbackType, isRequantizedTensor, REQUANTIZE_TYPES, type RequantizeOptions, type RequantizeResult, type RequantizedTensor, type RequantizeTypeName } from './quantize.ts';
 

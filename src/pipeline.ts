@@ -8,8 +8,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { builtinDatasetName, builtinSamples, CALIBRATION_VERSION, type BuiltinSetName } from './calibration/index.ts';
 import { MathneuroError } from './errors.ts';
+import { screenTexts, type NamedText } from './gguf/encodable.ts';
 import { evaluate, type EvalResult } from './eval/index.ts';
-import { type GgufInfo } from './gguf/reader.ts';
+import { readGgufSync, type GgufInfo } from './gguf/reader.ts';
 import { openModelSync, splitCountOfName, splitPath } from './gguf/model.ts';
 import { writeModelfile, type ModelfileResult } from './modelfile.ts';
 import { assertOutsideOllamaStore, isOllamaSpec, ollamaOutputBase, resolveOllamaModel, type OllamaModel } from './ollama.ts';
@@ -65,6 +66,10 @@ export interface CalibrationOptions extends StatsCacheOptions {
   nThreads?: number;
   onProgress?: (p: PipelineProgress) => void;
   signal?: AbortSignal;
+  /** leave out calibration (and KL check) texts with characters the model's vocabulary cannot encode, instead of an EDATA error naming them */
+  skipUnencodable?: boolean;
+  /** false: skip the semantic model checks (the GGUF validator still runs): you take the risk of an abort */
+  modelChecks?: boolean;
 }
 
 export interface CalibratedStats {
@@ -76,6 +81,8 @@ export interface CalibratedStats {
   samples: number;
   tokens: number;
   elapsedMs: number;
+  /** texts left out because the vocabulary cannot encode them (skipUnencodable) */
+  unencodable: number;
 }
 
 export function statsCacheDir(option?: string, env: NodeJS.ProcessEnv = process.env): string {
@@ -110,12 +117,12 @@ export function modelFingerprint(info: GgufInfo): string {
   return hash.digest('hex');
 }
 
-function textsOf(which: 'math' | 'general', choice: CalibrationChoice, samples: number, seed: number): { texts: string[]; dataset: string; key: Record<string, unknown> } {
+function textsOf(which: 'math' | 'general', choice: CalibrationChoice, samples: number, seed: number): { texts: string[]; sources: string[]; dataset: string; key: Record<string, unknown> } {
   const start = choice.start ?? 0;
   if ('builtin' in choice) {
     const setSeed = choice.seed ?? seed;
-    const texts = builtinSamples(choice.builtin, { count: samples, seed: setSeed, start }).map((s) => s.text);
-    return { texts, dataset: `${builtinDatasetName(choice.builtin, { seed: setSeed })}[${start}:${start + samples}]`, key: { builtin: choice.builtin, version: CALIBRATION_VERSION, seed: setSeed, samples, start } };
+    const chosen = builtinSamples(choice.builtin, { count: samples, seed: setSeed, start });
+    return { texts: chosen.map((s) => s.text), sources: chosen.map((s) => s.source), dataset: `${builtinDatasetName(choice.builtin, { seed: setSeed })}[${start}:${start + samples}]`, key: { builtin: choice.builtin, version: CALIBRATION_VERSION, seed: setSeed, samples, start } };
   }
   const all = readSamples(choice.file, { excludeSubjects: choice.excludeMathSubjects ? MMLU_MATH_SUBJECTS : [] });
   if (start >= all.length) throw new MathneuroError('EUSAGE', `${choice.file} has ${all.length} samples: none left after the first ${start}`);
@@ -123,7 +130,7 @@ function textsOf(which: 'math' | 'general', choice: CalibrationChoice, samples: 
   const chosen = drawSamples(all, undefined, seed).slice(start, start + n);
   const texts = chosen.map((s) => s.text);
   const digest = createHash('sha256').update(texts.join('\u0000')).digest('hex');
-  return { texts, dataset: `${path.basename(choice.file)}[${n} of ${all.length}, seed ${seed}${start ? `, from ${start}` : ''}]`, key: { which, texts: digest, samples: n } };
+  return { texts, sources: chosen.map((s) => s.source), dataset: `${path.basename(choice.file)}[${n} of ${all.length}, seed ${seed}${start ? `, from ${start}` : ''}]`, key: { which, texts: digest, samples: n } };
 }
 
 /** Statistics of a model over a calibration set: from the cache when this model and these texts were seen before. */
@@ -132,8 +139,13 @@ export async function calibrationStats(model: GgufInfo, which: 'math' | 'general
   if (!Number.isInteger(samples) || samples < 1) throw new MathneuroError('EUSAGE', `samples must be a positive integer, got ${samples}`);
   const seed = options.seed ?? 0;
   const stage: PipelineStage = which === 'math' ? 'stats-math' : 'stats-general';
-  const { texts, dataset, key } = textsOf(which, choice, samples, seed);
-  const keyHash = createHash('sha256').update(JSON.stringify({ ...key, nCtx: options.nCtx ?? null, format: 1 })).digest('hex').slice(0, 20);
+  const all = textsOf(which, choice, samples, seed);
+  const { dataset, key } = all;
+  // every text against the vocabulary before any forward pass (and before the cache: a skipped text changes the set)
+  const builtin = 'builtin' in choice ? { set: choice.builtin, option: `--${which}` } : undefined;
+  const screened = screenTexts(model, all.texts.map((text, i): NamedText => ({ text, source: all.sources[i] })), { skip: options.skipUnencodable, what: `${which} calibration samples`, builtin });
+  const texts = screened.keep.map((i) => all.texts[i]);
+  const keyHash = createHash('sha256').update(JSON.stringify({ ...key, nCtx: options.nCtx ?? null, format: 1, ...(screened.skipped.length ? { skipped: screened.skipped.map((x) => x.index) } : {}) })).digest('hex').slice(0, 20);
   const dir = path.join(statsCacheDir(options.cacheDir), modelFingerprint(model).slice(0, 32));
   const file = path.join(dir, `${which}-${keyHash}.stats.gguf`);
   const useCache = options.cache !== false;
@@ -141,13 +153,13 @@ export async function calibrationStats(model: GgufInfo, which: 'math' | 'general
     try {
       const stats = await loadStats(file);
       options.onProgress?.({ stage, done: texts.length, total: texts.length, detail: 'cached' });
-      return { stats, path: file, cached: true, dataset, samples: stats.samples, tokens: stats.tokens, elapsedMs: 0 };
+      return { stats, path: file, cached: true, dataset, samples: stats.samples, tokens: stats.tokens, elapsedMs: 0, unencodable: screened.skipped.length };
     } catch {
       rmSync(file, { force: true }); // a damaged cache entry is collected again
     }
   }
   const r = await collectStats(model.path, texts, {
-    dataset, nCtx: options.nCtx, nThreads: options.nThreads, signal: options.signal,
+    dataset, nCtx: options.nCtx, nThreads: options.nThreads, signal: options.signal, modelChecks: options.modelChecks,
     onProgress: (p) => options.onProgress?.({ stage, done: p.samplesDone, total: p.samplesTotal, detail: `${p.tokensPerSecond.toFixed(0)} tok/s` }),
   });
   // always use the statistics as saved (F32), so a cache hit selects exactly what a miss did
@@ -158,7 +170,7 @@ export async function calibrationStats(model: GgufInfo, which: 'math' | 'general
   renameSync(tmp, target);
   if (useCache) writeFileSync(file.replace(/\.stats\.gguf$/, '.json'), JSON.stringify({ model: path.basename(model.path), which, dataset, key, createdAt: new Date().toISOString() }, null, 2));
   const stats = await loadStats(target);
-  return { stats, path: target, cached: false, dataset, samples: r.stats.samples, tokens: r.stats.tokens, elapsedMs: r.elapsedMs };
+  return { stats, path: target, cached: false, dataset, samples: r.stats.samples, tokens: r.stats.tokens, elapsedMs: r.elapsedMs, unencodable: screened.skipped.length };
 }
 
 /** A model argument: a GGUF path, or ollama:name[:tag] resolved to its blob in the local store. */
@@ -256,16 +268,18 @@ function checkFile(dir: string, name: string, rows: unknown[]): string {
 }
 
 /** KL and (when asked) GSM8K-style accuracy of the patched model against its source. */
-export async function checkPatched(source: string, patched: string, check: CheckOptions, options: Pick<CalibrationOptions, 'onProgress' | 'signal' | 'nThreads'> & { seed?: number } = {}): Promise<CheckResult> {
+export async function checkPatched(source: string, patched: string, check: CheckOptions, options: Pick<CalibrationOptions, 'onProgress' | 'signal' | 'nThreads' | 'skipUnencodable' | 'modelChecks'> & { seed?: number } = {}): Promise<CheckResult> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'mathneuro-check-'));
   const out: CheckResult = {};
   const seed = 1_000_000 + (options.seed ?? 0); // never a calibration seed
   try {
     if (check.kl !== false) {
       const n = check.klPrompts ?? DEFAULT_KL_PROMPTS;
-      const data = checkFile(dir, 'general.jsonl', builtinSamples('general', { count: n, seed }).map((s) => ({ text: s.text })));
+      const prompts = builtinSamples('general', { count: n, seed });
+      const { keep } = screenTexts(readGgufSync(source), prompts, { skip: options.skipUnencodable, what: 'KL check prompts', builtin: { set: 'general (KL check)', option: '--no-check, then `mathneuro eval <out> --vs <model> --task kl --data <your text>`' } });
+      const data = checkFile(dir, 'general.jsonl', keep.map((i) => ({ text: prompts[i].text })));
       const r = await evaluate({
-        task: 'kl', model: patched, vs: source, data, limit: n, klTokens: DEFAULT_KL_TOKENS, cache: false, signal: options.signal,
+        task: 'kl', model: patched, vs: source, data, limit: keep.length, klTokens: DEFAULT_KL_TOKENS, cache: false, signal: options.signal, modelChecks: options.modelChecks,
         onProgress: (p) => options.onProgress?.({ stage: 'check-kl', done: p.done, total: p.total }),
       });
       out.kl = {
@@ -279,7 +293,7 @@ export async function checkPatched(source: string, patched: string, check: Check
       const data = check.gsm8kData ?? checkFile(dir, 'test.jsonl', builtinSamples('math', { count: check.gsm8k, seed }).map(toRow));
       const train = checkFile(dir, 'train.jsonl', builtinSamples('math', { count: 64, seed: seed + 1 }).map(toRow));
       const r = await evaluate({
-        task: 'gsm8k', model: patched, vs: source, data, train, limit: check.gsm8k, cache: false, signal: options.signal,
+        task: 'gsm8k', model: patched, vs: source, data, train, limit: check.gsm8k, cache: false, signal: options.signal, modelChecks: options.modelChecks,
         onProgress: (p) => options.onProgress?.({ stage: 'check-gsm8k', done: p.done, total: p.total, detail: p.side }),
       });
       const m = r.metrics.find((x) => x.group === 'main' && x.kind === 'accuracy') ?? r.metrics[0];
@@ -318,7 +332,7 @@ export async function boost(options: BoostOptions): Promise<BoostResult> {
     force: options.force, signal: options.signal, strategy: options.strategy, threads: options.nThreads,
     onProgress: (p: PatchProgress) => options.onProgress?.({ stage: 'patch', done: p.done, total: p.total, detail: p.phase }),
   });
-  const check = options.check === false ? undefined : await checkPatched(model.path, out, options.check ?? {}, { onProgress: options.onProgress, signal: options.signal, seed: options.seed });
+  const check = options.check === false ? undefined : await checkPatched(model.path, out, options.check ?? {}, { onProgress: options.onProgress, signal: options.signal, seed: options.seed, skipUnencodable: options.skipUnencodable, modelChecks: options.modelChecks });
   let modelfile: BoostResult['modelfile'];
   if (options.modelfile) {
     options.onProgress?.({ stage: 'modelfile', done: 0, total: 1 });

@@ -2,7 +2,7 @@ import type { RequantizeStrategy } from '../select/codec.ts';
 import path from 'node:path';
 import { DEFAULT_ABLATE_TOP_K, DEFAULT_BOOST_SCALE, DEFAULT_BOOST_TOP_K, DEFAULT_KL_PROMPTS, DEFAULT_SAMPLES, boost, type BoostResult, type CalibrationChoice, type Intervention, type PipelineStage } from '../pipeline.ts';
 import { SELECTION_METHODS, type SelectionMethod } from '../select/select.ts';
-import { ProgressLine, bar, colors, formatDuration, globalHelp, parse, parseNumber, UsageError, writeJson, type Command, type CommandIO } from './common.ts';
+import { ProgressLine, bar, colors, formatDuration, globalHelp, modelCheckHelp, modelCheckOptions, parse, parseNumber, UsageError, writeJson, type Command, type CommandIO } from './common.ts';
 
 /** "10%" or "0.1" -> 0.1 */
 export function parseFraction(name: string, value: string | undefined): number | undefined {
@@ -19,7 +19,7 @@ const stageNames: Record<PipelineStage, string> = {
 export const calibrationOptions = {
   math: { type: 'string' }, general: { type: 'string' }, samples: { type: 'string' }, seed: { type: 'string' },
   'exclude-math-subjects': { type: 'boolean' }, 'cache-dir': { type: 'string' }, 'no-cache': { type: 'boolean' },
-  ctx: { type: 'string' }, threads: { type: 'string' },
+  ctx: { type: 'string' }, threads: { type: 'string' }, ...modelCheckOptions,
 } as const;
 
 export function calibrationChoices(values: { math?: string; general?: string; 'exclude-math-subjects'?: boolean }): { math: CalibrationChoice; general: CalibrationChoice } {
@@ -67,6 +67,7 @@ ${isBoost ? `  --scale C         factor of the selected weights (default ${DEFAU
                     requantization; as costly as requantizing them) | plain | keep-scale (only the
                     selected weights' codes move; the fastest)
   -f, --force       overwrite the output
+${modelCheckHelp}
 ${globalHelp}
 
 examples:
@@ -102,6 +103,7 @@ examples:
         check: v['no-check'] ? false : { kl: true, klPrompts, gsm8k, gsm8kData: v['gsm8k-data'] as string | undefined },
         modelfile: !!v.modelfile, force: !!v.force, strategy,
         cacheDir: v['cache-dir'] as string | undefined, cache: !v['no-cache'],
+        skipUnencodable: !!v['skip-unencodable'], modelChecks: !v['no-model-checks'],
         nCtx: parseNumber('ctx', v.ctx as string | undefined, { integer: true, min: 8 }),
         nThreads: parseNumber('threads', v.threads as string | undefined, { integer: true, min: 1 }),
         env: io.env,
@@ -148,7 +150,7 @@ async function runPipeline(io: CommandIO, quiet: boolean, options: Parameters<ty
 function printSummary(io: CommandIO, r: BoostResult) {
   const c = colors(io.stdout, io.env);
   const s = r.statistics;
-  const stat = (x: BoostResult['statistics']['math']) => `${x.samples} samples, ${x.tokens} tokens${x.cached ? ' (cached)' : ''}  ${x.dataset}`;
+  const stat = (x: BoostResult['statistics']['math']) => `${x.samples} samples, ${x.tokens} tokens${x.cached ? ' (cached)' : ''}${x.unencodable ? `, ${x.unencodable} skipped (characters the vocabulary cannot encode)` : ''}  ${x.dataset}`;
   const realized = r.patch.realized.find((x) => x.type === 'all');
   const lines = [
     `${c.bold(r.intervention === 'scale' ? 'boost' : 'ablate')} ${r.model.spec}`,

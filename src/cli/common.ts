@@ -29,6 +29,18 @@ export const globalHelp = `  --json       print one JSON object on stdout (and n
   --verbose    stack traces and llama.cpp logs on errors
   -h, --help   this help`;
 
+/** Options of every command that runs the model (stats, boost, ablate, eval, report, overlap). */
+export const modelCheckOptions = {
+  'no-model-checks': { type: 'boolean' },
+  'skip-unencodable': { type: 'boolean' },
+} as const satisfies ParseArgsConfig['options'];
+
+export const modelCheckHelp = `  --skip-unencodable   skip samples with characters the model's vocabulary cannot encode
+                       (no byte fallback; llama.cpp's tokenizer would abort on them) and say how
+                       many; without it such a sample is an error naming it and the characters
+  --no-model-checks    skip the model-level checks (docs/model-checks.md); the GGUF validator still
+                       runs: you take the risk of an abort`;
+
 export class UsageError extends MathneuroError {
   constructor(message: string) { super('EUSAGE', message); }
 }

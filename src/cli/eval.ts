@@ -3,7 +3,7 @@
 import { MathneuroError } from '../errors.ts';
 import { evaluate, evalTasks, type EvalProgress, type EvalTask, type EvaluateOptions } from '../eval/evaluate.ts';
 import { formatMarkdown } from '../eval/report.ts';
-import { bar, formatDuration, parse, parseNumber, ProgressLine, UsageError, globalHelp, writeJson, type Command, type CommandIO } from './common.ts';
+import { bar, formatDuration, parse, parseNumber, ProgressLine, UsageError, globalHelp, modelCheckHelp, modelCheckOptions, writeJson, type Command, type CommandIO } from './common.ts';
 
 const help = `usage: mathneuro eval <model.gguf> --task <task> [--vs <reference.gguf>] [options]
 
@@ -43,6 +43,7 @@ options:
   --no-cache        evaluate everything again and write nothing
   --breakdown       also list every subject / level (default on for math500)
   --items           with --json, include every item's output and score
+${modelCheckHelp.replace('skip samples', 'kl, ppl: skip prompts (ppl: lines)')}
 ${globalHelp}
 
 Results are cached per (model sha256, task, settings, item): a rerun, or a bigger --limit,
@@ -62,6 +63,7 @@ const options = {
   'kl-tokens': { type: 'string' }, parallel: { type: 'string' }, ctx: { type: 'string' }, threads: { type: 'string' },
   gpu: { type: 'boolean', default: false }, 'cache-dir': { type: 'string' }, 'no-cache': { type: 'boolean', default: false },
   breakdown: { type: 'boolean', default: false }, items: { type: 'boolean', default: false },
+  ...modelCheckOptions,
 } as const;
 
 function progressText(p: EvalProgress, task: string): string {
@@ -98,6 +100,7 @@ async function run(argv: string[], io: CommandIO): Promise<number> {
     threads: parseNumber('threads', values.threads, { min: 1, integer: true }),
     gpu: values.gpu ? 'auto' : false,
     cacheDir: values['cache-dir'], cache: !values['no-cache'],
+    skipUnencodable: !!values['skip-unencodable'], modelChecks: !values['no-model-checks'],
     onProgress: (p) => progress.update(progressText(p, task)),
   };
   const abort = new AbortController();

@@ -4,7 +4,7 @@ import { MathneuroError } from '../errors.ts';
 import { DEFAULT_BOOST_TOP_K, overlapStudy, type PipelineStage } from '../pipeline.ts';
 import { SELECTION_METHODS, type SelectionMethod } from '../select/select.ts';
 import { calibrationChoices, calibrationOptions, parseFraction } from './boost.ts';
-import { ProgressLine, bar, globalHelp, parse, parseNumber, UsageError, writeJson, type Command } from './common.ts';
+import { ProgressLine, bar, globalHelp, modelCheckHelp, parse, parseNumber, UsageError, writeJson, type Command } from './common.ts';
 
 export const command: Command = {
   name: 'overlap',
@@ -24,6 +24,7 @@ Subset statistics are cached like boost's. The output file feeds mathneuro repor
   --exclude-math-subjects, --seed S, --cache-dir D, --no-cache, --ctx N, --threads N   as in boost
   -o, --output F    write the result as JSON (for mathneuro report --overlap)
   -f, --force       overwrite the output
+${modelCheckHelp}
 ${globalHelp}
 
 examples:
@@ -50,6 +51,7 @@ examples:
       model: positionals[0], sizes, subsets, topK, method, ...calibrationChoices(v as never),
       seed: parseNumber('seed', v.seed as string | undefined, { integer: true, min: 0 }),
       cacheDir: v['cache-dir'] as string | undefined, cache: !v['no-cache'],
+      skipUnencodable: !!v['skip-unencodable'], modelChecks: !v['no-model-checks'],
       nCtx: parseNumber('ctx', v.ctx as string | undefined, { integer: true, min: 8 }),
       nThreads: parseNumber('threads', v.threads as string | undefined, { integer: true, min: 1 }), env: io.env,
       onProgress: (p) => progress.update(`overlap ${(names[p.stage] ?? p.stage).padEnd(14)} ${bar(p.total ? p.done / p.total : 0)} ${p.done}/${p.total}${p.detail ? `  ${p.detail}` : ''}`),

@@ -3,7 +3,7 @@ import path from 'node:path';
 import { collectStats, drawSamples, readSamples, saveStats, MMLU_MATH_SUBJECTS } from '../stats/index.ts';
 import { MathneuroError } from '../errors.ts';
 import { sameFile } from '../paths.ts';
-import { ProgressLine, bar, formatDuration, globalHelp, parse, parseNumber, UsageError, writeJson, type Command } from './common.ts';
+import { ProgressLine, bar, formatDuration, globalHelp, modelCheckHelp, modelCheckOptions, parse, parseNumber, UsageError, writeJson, type Command } from './common.ts';
 
 export { sameFile } from '../paths.ts';
 
@@ -28,6 +28,7 @@ matrix, the sum over samples of each column's L2 norm (MathNeuro) and the sum of
   --checkpoint-every N   save progress every N samples to <output>.partial; --resume continues from it
   --resume         continue an interrupted run (same data, samples and seed)
   --force          overwrite the output
+${modelCheckHelp}
 ${globalHelp}
 
 examples:
@@ -38,6 +39,7 @@ examples:
       data: { type: 'string' }, output: { type: 'string', short: 'o' }, samples: { type: 'string' }, seed: { type: 'string' },
       'exclude-math-subjects': { type: 'boolean' }, ctx: { type: 'string' }, threads: { type: 'string' }, 'gpu-layers': { type: 'string' },
       'checkpoint-every': { type: 'string' }, resume: { type: 'boolean' }, force: { type: 'boolean', short: 'f' },
+      ...modelCheckOptions,
     });
     if (positionals.length !== 1) throw new UsageError('expected one model path');
     if (!values.data) throw new UsageError('--data is required');
@@ -61,6 +63,7 @@ examples:
         nCtx: parseNumber('ctx', values.ctx, { integer: true, min: 8 }),
         nThreads: parseNumber('threads', values.threads, { integer: true, min: 1 }),
         nGpuLayers: parseNumber('gpu-layers', values['gpu-layers'], { integer: true, min: -1 }),
+        modelChecks: !values['no-model-checks'], skipUnencodable: values['skip-unencodable'], sources: chosen.map((x) => x.source),
         checkpoint: every || values.resume ? { path: `${output}.partial`, every: every ?? 50, resume: values.resume } : undefined,
         onProgress: (p) => progress.update(`stats ${bar(p.samplesDone / p.samplesTotal)} ${p.samplesDone}/${p.samplesTotal} samples  ${p.tokensPerSecond.toFixed(0)} tok/s  ETA ${formatDuration(p.etaMs)}`),
       });
@@ -68,7 +71,7 @@ examples:
       await saveStats(r.stats, output);
       const summary = {
         ok: true, output, model: r.stats.model, samples: r.stats.samples, tokens: r.stats.tokens, weights: r.stats.weights.size,
-        truncatedSamples: r.truncated.length, emptySamples: r.empty.length, elapsedMs: r.elapsedMs,
+        truncatedSamples: r.truncated.length, emptySamples: r.empty.length, unencodableSamples: r.unencodable.length, elapsedMs: r.elapsedMs,
         tokensPerSecond: r.stats.tokens / Math.max(0.001, r.elapsedMs / 1000),
       };
       if (values.json) writeJson(io, summary);
@@ -76,6 +79,7 @@ examples:
         io.stdout.write(`wrote ${output}: ${summary.samples} samples, ${summary.tokens} tokens, ${summary.weights} weights, ${summary.tokensPerSecond.toFixed(0)} tok/s\n`);
         if (r.truncated.length) io.stderr.write(`note: ${r.truncated.length} samples were longer than the context and were truncated (--ctx)\n`);
         if (r.empty.length) io.stderr.write(`note: ${r.empty.length} samples produced no tokens and were skipped\n`);
+        if (r.unencodable.length) io.stderr.write(`note: ${r.unencodable.length} samples with characters the vocabulary cannot encode were skipped (--skip-unencodable), e.g. ${r.unencodable[0].source}\n`);
       }
       return 0;
     } finally {

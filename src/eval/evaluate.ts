@@ -4,6 +4,8 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import type { LlamaContextSequence, Token } from 'node-llama-cpp';
 import { MathneuroError } from '../errors.ts';
+import { screenTexts, type NamedText } from '../gguf/encodable.ts';
+import { readGgufSync } from '../gguf/reader.ts';
 import type { StatsModel as StatsModelType } from '../stats/collect.ts';
 import { fileSha256, resolveCacheDir, ResultCache, settingsHash } from './cache.ts';
 import { accuracyEstimate, meanEstimate, pairedAccuracy, pairedMean, type Interval } from './confidence.ts';
@@ -69,6 +71,8 @@ export interface EvaluateOptions extends RuntimeOptions {
   cache?: boolean;
   onProgress?: (progress: EvalProgress) => void;
   signal?: AbortSignal;
+  /** kl and ppl: leave out prompts (ppl: lines) with characters the vocabulary cannot encode instead of failing before the first forward pass */
+  skipUnencodable?: boolean;
 }
 
 export interface Metric {
@@ -393,7 +397,9 @@ export interface PerplexityRecord { nll: number[] }
 /** llama-perplexity's chunking: n-token chunks, BOS at the start of each (when the model uses one), the second half of each chunk scored. */
 async function evaluatePerplexity(options: EvaluateOptions, cacheDir: string): Promise<EvalResult> {
   const file = dataPath(options, undefined, 'text file');
-  const text = loadText(file);
+  // each line with its line break (a vocabulary may lack '\n' too), checked before anything is loaded
+  const lines = loadText(file).split('\n');
+  const text = screenForModels(options, lines.map((l, i) => ({ text: i + 1 < lines.length ? `${l}\n` : l, source: `${file}:${i + 1}` })), 'lines').map((l) => l.text).join('').replace(/\n$/, '');
   const chunkSize = options.chunkSize ?? 512;
   const first = Math.floor(chunkSize / 2);
   const settings = { format: 'ppl-v1', chunkSize, first, text: itemId(text) };
@@ -458,24 +464,36 @@ export function klDivergence(p: Float32Array, q: Float32Array): number {
 }
 
 /** General (non-math) prompts for kl: paragraphs of a text file, "text" fields of JSON lines, or non-math MMLU questions. */
-function klPrompts(options: EvaluateOptions): { source: string; prompts: string[] } {
+function klPrompts(options: EvaluateOptions): { source: string; prompts: string[]; named: NamedText[] } {
   const source = options.data ? path.resolve(options.data) : path.join(defaultDataDir(), 'mmlu');
   const seed = options.seed ?? defaultSeed;
   const limit = options.limit ?? 32;
-  let prompts: string[];
+  let named: NamedText[];
   if (/\.jsonl$/.test(source)) {
-    prompts = loadText(source).split('\n').filter((l) => l.trim()).map((l) => {
+    named = loadText(source).split('\n').map((l, i) => ({ l, line: i + 1 })).filter(({ l }) => l.trim()).map(({ l, line }) => {
       const row = JSON.parse(l) as Record<string, unknown>;
-      return String(row.text ?? row.question ?? row.problem ?? '');
-    }).filter(Boolean);
+      return { text: String(row.text ?? row.question ?? row.problem ?? ''), source: `${source}:${line}` };
+    }).filter((p) => p.text);
   } else if (/\.(txt|md|text)$/.test(source)) {
-    prompts = loadText(source).split(/\n\s*\n/).map((p) => p.trim()).filter(Boolean);
-    return { source, prompts: prompts.slice(0, limit) };
+    named = loadText(source).split(/\n\s*\n/).map((p) => p.trim()).filter(Boolean).map((text, i) => ({ text, source: `${source} paragraph ${i + 1}` })).slice(0, limit);
+    return { source, prompts: named.map((p) => p.text), named };
   } else {
     const math = new Set<string>(mmluMathSubjects);
-    prompts = loadMmlu(source).filter((i) => !math.has(i.subject)).map((i) => `${i.question}\nA. ${i.choices[0]}\nB. ${i.choices[1]}\nC. ${i.choices[2]}\nD. ${i.choices[3]}`);
+    named = loadMmlu(source).filter((i) => !math.has(i.subject)).map((i, k) => ({ text: `${i.question}\nA. ${i.choices[0]}\nB. ${i.choices[1]}\nC. ${i.choices[2]}\nD. ${i.choices[3]}`, source: `${source} (${i.subject}, non-math question ${k + 1})` }));
   }
-  return { source, prompts: sampleIndices(prompts.length, limit, seed).map((i) => prompts[i]!) };
+  named = sampleIndices(named.length, limit, seed).map((i) => named[i]!);
+  return { source, prompts: named.map((p) => p.text), named };
+}
+
+/** Texts against the vocabularies of both models, before anything is loaded (EDATA naming the samples, or skipped). */
+function screenForModels(options: EvaluateOptions, named: NamedText[], what: string): NamedText[] {
+  let kept = named;
+  for (const file of [options.vs, options.model]) {
+    if (!file || !existsSync(file)) continue;
+    const { keep } = screenTexts(readGgufSync(file), kept, { skip: options.skipUnencodable, what });
+    kept = keep.map((i) => kept[i]!);
+  }
+  return kept;
 }
 
 /** log-softmax of one row of logits, in float64. */
@@ -507,7 +525,9 @@ function klRows(logP: Float64Array, logQ: Float64Array): { kl: number; sameTop: 
  */
 async function evaluateKl(options: EvaluateOptions, cacheDir: string): Promise<EvalResult> {
   if (!options.vs) throw new MathneuroError('EUSAGE', 'kl needs --vs <source.gguf>: the model the patched one is compared against');
-  const { source, prompts } = klPrompts(options);
+  const chosen = klPrompts(options);
+  const source = chosen.source;
+  const prompts = screenForModels(options, chosen.named, 'KL prompts').map((p) => p.text);
   const klTokens = options.klTokens ?? 128;
   if (!Number.isInteger(klTokens) || klTokens < 2) throw new MathneuroError('EUSAGE', 'kl tokens per prompt must be an integer >= 2');
   const settings = { format: 'kl-v2', klTokens };
@@ -529,7 +549,7 @@ async function evaluateKl(options: EvaluateOptions, cacheDir: string): Promise<E
   if (missing.length) {
     report('load', cached);
     const { StatsModel } = await import('../stats/collect.ts');
-    const open = { nCtx: Math.ceil((klTokens + 1) / 256) * 256, nSeqMax: 1, nThreads: options.threads };
+    const open = { nCtx: Math.ceil((klTokens + 1) / 256) * 256, nSeqMax: 1, nThreads: options.threads, modelChecks: options.modelChecks };
     const model = await StatsModel.open(options.model, open);
     let reference: StatsModelType | undefined;
     try {

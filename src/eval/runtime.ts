@@ -6,15 +6,32 @@ import type { ChatTurn } from './prompts.ts';
 import { existsSync } from 'node:fs';
 import { MathneuroError } from '../errors.ts';
 import { validateModelFile } from '../gguf/model-check.ts';
+import { assertEncodable } from '../gguf/encodable.ts';
+import type { GgufInfo } from '../gguf/reader.ts';
 
 export interface RuntimeOptions {
   /** Use a GPU when node-llama-cpp finds one ("auto"), or the CPU only (false). Default: $MATHNEURO_GPU === '1' ? 'auto' : false. */
   gpu?: 'auto' | false;
   /** CPU threads for decoding. Default: $MATHNEURO_THREADS, else the number of math cores node-llama-cpp detects (more threads than cores makes ggml's spinning workers fight). */
   threads?: number;
+  /** false: skip the semantic model checks (the GGUF validator still runs): you take the risk of an abort */
+  modelChecks?: boolean;
 }
 
 const llamas = new Map<string, Promise<Llama>>();
+const recentLlamaLog: string[] = [];
+
+/** llama.cpp's own reason for the last refused model, from its log ("error loading model: <why>"). */
+export function llamaLoadReason(lines: readonly string[]): string {
+  let best = '';
+  for (const line of lines.join('\n').split('\n')) {
+    if (!line.trim() || line.includes('failed to load model')) continue;
+    const m = line.indexOf('error loading model: ');
+    if (m >= 0) best = line.slice(m + 'error loading model: '.length);
+    else if (!best || line.includes('error')) best = line;
+  }
+  return best.replace(/ {2,}/g, ' ').trim();
+}
 
 /** One Llama instance per GPU setting for the whole process (loading the bindings takes ~0.5 s). */
 export async function sharedLlama(options: RuntimeOptions = {}): Promise<Llama> {
@@ -24,7 +41,15 @@ export async function sharedLlama(options: RuntimeOptions = {}): Promise<Llama> 
   if (!llama) {
     llama = (async () => {
       const { getLlama, LlamaLogLevel } = await import('node-llama-cpp');
-      return getLlama({ gpu, build: 'never', logLevel: process.env.MATHNEURO_LLAMA_LOG === '1' ? LlamaLogLevel.info : LlamaLogLevel.error, progressLogs: false });
+      const verbose = process.env.MATHNEURO_LLAMA_LOG === '1';
+      return getLlama({
+        gpu, build: 'never', logLevel: verbose ? LlamaLogLevel.info : LlamaLogLevel.warn, progressLogs: false,
+        // llama.cpp's warnings and errors are kept for the ELOAD message (its own reason for refusing a model)
+        logger: (level, message) => {
+          if (level === LlamaLogLevel.error || level === LlamaLogLevel.warn) { recentLlamaLog.push(message); if (recentLlamaLog.length > 32) recentLlamaLog.shift(); }
+          if (verbose || level === LlamaLogLevel.error) process.stderr.write(message.endsWith('\n') ? message : message + '\n');
+        },
+      });
     })();
     llamas.set(key, llama);
   }
@@ -42,20 +67,25 @@ export class EvalModel {
     readonly llama: Llama,
     readonly model: LlamaModel,
     private readonly runtime: RuntimeOptions,
+    readonly gguf: GgufInfo,
   ) {}
 
   /** Load the weights; call open() to create the context once the needed size is known. */
   static async load(modelPath: string, options: RuntimeOptions = {}): Promise<EvalModel> {
     if (!existsSync(modelPath)) throw new MathneuroError('ENOENT', `model not found: ${modelPath}`);
-    validateModelFile(modelPath); // nothing reaches llama.cpp before the validator says yes
+    const gguf = validateModelFile(modelPath, options); // nothing reaches llama.cpp before the validator says yes
     const llama = await sharedLlama(options);
     let model: LlamaModel;
+    recentLlamaLog.length = 0;
     try {
       model = await llama.loadModel({ modelPath, gpuLayers: options.gpu === 'auto' ? 'auto' : 0 });
     } catch (e) {
-      throw new MathneuroError('ELOAD', `llama.cpp could not load ${modelPath}: ${(e as Error).message}`, { cause: e });
+      // node-llama-cpp delivers llama.cpp's log lines asynchronously: they may come after the rejection
+      for (let waited = 0; waited < 2000 && !recentLlamaLog.some((l) => l.includes('failed to load model')); waited += 20) await new Promise((r) => setTimeout(r, 20));
+      const why = llamaLoadReason(recentLlamaLog);
+      throw new MathneuroError('ELOAD', `llama.cpp could not load ${modelPath}: ${why || (e as Error).message}`, { cause: e });
     }
-    return new EvalModel(modelPath, llama, model, options);
+    return new EvalModel(modelPath, llama, model, options, gguf);
   }
 
   /** Create the context: `parallel` sequences of `contextSize` tokens each (may exceed the training context; llama.cpp allows it). */
@@ -80,6 +110,7 @@ export class EvalModel {
 
   /** Text to tokens, with BOS in front when the model wants one. */
   tokenize(text: string, addBos = true): Token[] {
+    assertEncodable(this.gguf, text, this.path); // a throw instead of the tokenizer's abort
     const tokens = this.model.tokenize(text, false);
     const bos = this.model.tokens.bos;
     if (addBos && bos !== null && this.model.tokens.shouldPrependBosToken && tokens[0] !== bos) return [bos, ...tokens];
@@ -88,6 +119,7 @@ export class EvalModel {
 
   /** Text that may hold special tokens (rendered chat templates) to tokens. */
   tokenizeWithSpecialTokens(text: string): Token[] {
+    assertEncodable(this.gguf, text, this.path);
     return this.model.tokenize(text, true);
   }
 
@@ -97,6 +129,7 @@ export class EvalModel {
     const wrapper = resolveChatWrapper(this.model);
     const chatHistory: ChatHistoryItem[] = [];
     for (const turn of turns) {
+      assertEncodable(this.gguf, turn.user + (turn.assistant ?? ''), this.path);
       chatHistory.push({ type: 'user', text: turn.user });
       if (turn.assistant !== undefined) chatHistory.push({ type: 'model', response: [turn.assistant] });
     }

@@ -6,7 +6,8 @@ import os from 'node:os';
 import { MathneuroError, asMathneuroError } from '../errors.ts';
 import { type GgufInfo } from '../gguf/reader.ts';
 import { openModelSync } from '../gguf/model.ts';
-import { checkModel } from '../gguf/model-check.ts';
+import { checkModel, emitModelWarnings } from '../gguf/model-check.ts';
+import { assertEncodable, screenTexts, type ScreenOptions, type Unencodable } from '../gguf/encodable.ts';
 import { GGUF_VALUE } from '../gguf/types.ts';
 import { loadNative } from '../native.ts';
 import { loadStats, modelIdentity, saveStats } from './file.ts';
@@ -37,6 +38,8 @@ export interface ModelOptions {
   flashAttn?: 'auto' | 'on' | 'off';
   /** KV cache type (default f16, as llama.cpp runs models; f32 for bit-stable comparisons) */
   kvType?: 'f16' | 'f32';
+  /** false: skip the semantic model checks (src/gguf/model-check.ts; the GGUF validator still runs): you take the risk of an abort */
+  modelChecks?: boolean;
 }
 
 export interface CollectOptions extends ModelOptions {
@@ -51,6 +54,12 @@ export interface CollectOptions extends ModelOptions {
   pack?: boolean;
   /** save a checkpoint every `every` samples to `path`; with `resume`, continue from it */
   checkpoint?: { path: string; every: number; resume?: boolean };
+  /** where each text comes from ("file:line"), for errors about a sample (default "text #i") */
+  sources?: string[];
+  /** leave out texts with characters the vocabulary cannot encode (default: such a text is an EDATA error, before any forward pass) */
+  skipUnencodable?: boolean;
+  /** a built-in set: when most of it cannot be encoded the error says so */
+  builtin?: ScreenOptions['builtin'];
 }
 
 export interface CollectResult {
@@ -59,6 +68,8 @@ export interface CollectResult {
   truncated: number[];
   /** indices of samples that tokenized to nothing (skipped) */
   empty: number[];
+  /** samples left out because the vocabulary cannot encode some of their characters (skipUnencodable) */
+  unencodable: Unencodable[];
   elapsedMs: number;
 }
 
@@ -81,7 +92,7 @@ export class StatsModel {
 
   static async open(path: string, options: ModelOptions = {}): Promise<StatsModel> {
     const gguf = openModelSync(path); // the validator (every shard of a split model): nothing reaches llama.cpp before it says yes
-    checkModel(gguf); // and the model-level checks (what llama.cpp's loader and tokenizer would abort on)
+    emitModelWarnings(gguf, checkModel(gguf, options)); // and the model-level checks (what llama.cpp's loader and tokenizer would abort on)
     const binding = loadNative();
     const nCtxTrain = trainingContext(gguf);
     const nCtx = options.nCtx ?? Math.min(nCtxTrain || 4096, 4096);
@@ -98,10 +109,17 @@ export class StatsModel {
   }
 
   info() { return this.native.info(); }
-  tokenize(text: string, addSpecial = true): Int32Array { return this.native.tokenize(text, addSpecial); }
+  tokenize(text: string, addSpecial = true): Int32Array {
+    assertEncodable(this.gguf, text, this.path); // a throw instead of llama.cpp's abort
+    return this.native.tokenize(text, addSpecial);
+  }
 
   /** Statistics of `texts`, one sample per text. */
-  async collect(texts: string[], options: CollectOptions = {}): Promise<CollectResult> {
+  async collect(allTexts: string[], options: CollectOptions = {}): Promise<CollectResult> {
+    // every text against the vocabulary before the first forward pass
+    const screened = screenTexts(this.gguf, allTexts.map((text, i) => ({ text, source: options.sources?.[i] ?? `text #${i}` })), { skip: options.skipUnencodable, builtin: options.builtin });
+    const texts = screened.skipped.length ? screened.keep.map((i) => allTexts[i]) : allTexts;
+    const original = (i: number) => (screened.skipped.length ? screened.keep[i] : i);
     const identity = modelIdentity(this.gguf);
     const every = options.checkpoint?.every ?? texts.length;
     if (!Number.isInteger(every) || every < 1) throw new MathneuroError('EUSAGE', 'checkpoint.every must be a positive integer');
@@ -145,8 +163,8 @@ export class StatsModel {
         if (r.aborted || options.signal?.aborted) throw new MathneuroError('EABORT', 'statistics collection was cancelled');
         const part: Stats = { model: identity, samples: r.samples, tokens: r.tokens, datasets: [], weights: new Map(r.weights.map((w) => [w.name, w])) };
         mergeInto(total, part);
-        truncated.push(...r.truncated.map((i) => i + from));
-        empty.push(...r.empty.map((i) => i + from));
+        truncated.push(...r.truncated.map((i) => original(i + from)));
+        empty.push(...r.empty.map((i) => original(i + from)));
         if (cp) {
           await saveStats(total, cp.path, {
             float64: true,
@@ -165,7 +183,7 @@ export class StatsModel {
     } finally {
       options.signal?.removeEventListener('abort', onAbort);
     }
-    return { stats: total, truncated, empty, elapsedMs: Date.now() - t0 };
+    return { stats: total, truncated, empty, unencodable: screened.skipped, elapsedMs: Date.now() - t0 };
   }
 
   /**
@@ -173,6 +191,7 @@ export class StatsModel {
    * that collection is measured against (benchmarks). `logits: 'last'` requests only the last token's.
    */
   async forward(texts: string[], options: { pack?: boolean; logits?: 'all' | 'last' } = {}): Promise<{ samples: number; tokens: number; elapsedMs: number }> {
+    screenTexts(this.gguf, texts.map((text, i) => ({ text, source: `text #${i}` })));
     const r = await this.native.collect(texts, undefined, true, { pack: options.pack ?? true, stats: false, logits: options.logits ?? 'all' });
     return { samples: r.samples, tokens: r.tokens, elapsedMs: r.elapsedMs };
   }
