@@ -93,7 +93,7 @@ export function writeJson(io: CommandIO, value: unknown) {
  * an ETA from the rate measured in this stage; one line per finished stage ("done <stage> 12s").
  */
 export class ProgressLine {
-  private lastDraw = 0;
+  private lastDraw = -Infinity;
   readonly live: boolean;
   private stageName: string | undefined;
   private stageStart = 0;
