@@ -279,6 +279,13 @@ function checkFile(dir: string, name: string, rows: unknown[]): string {
   return file;
 }
 
+/** The KL check's built-in prompts that the model's vocabulary encodes (an EDATA error without skipUnencodable). */
+function klCheckPrompts(model: GgufInfo, check: CheckOptions, options: { seed?: number; skipUnencodable?: boolean }) {
+  const prompts = builtinSamples('general', { count: check.klPrompts ?? DEFAULT_KL_PROMPTS, seed: 1_000_000 + (options.seed ?? 0) });
+  const { keep } = screenTexts(model, prompts, { skip: options.skipUnencodable, what: 'KL check prompts', builtin: { set: 'general (KL check)', option: '--no-check, then `mathneuro eval <out> --vs <model> --task kl --data <your text>`' } });
+  return { prompts, keep };
+}
+
 /** KL and (when asked) GSM8K-style accuracy of the patched model against its source. */
 export async function checkPatched(source: string, patched: string, check: CheckOptions, options: Pick<CalibrationOptions, 'onProgress' | 'signal' | 'nThreads' | 'nBatch' | 'nGpuLayers' | 'skipUnencodable' | 'modelChecks'> & { seed?: number } = {}): Promise<CheckResult> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'mathneuro-check-'));
@@ -286,9 +293,7 @@ export async function checkPatched(source: string, patched: string, check: Check
   const seed = 1_000_000 + (options.seed ?? 0); // never a calibration seed
   try {
     if (check.kl !== false) {
-      const n = check.klPrompts ?? DEFAULT_KL_PROMPTS;
-      const prompts = builtinSamples('general', { count: n, seed });
-      const { keep } = screenTexts(readGgufSync(source), prompts, { skip: options.skipUnencodable, what: 'KL check prompts', builtin: { set: 'general (KL check)', option: '--no-check, then `mathneuro eval <out> --vs <model> --task kl --data <your text>`' } });
+      const { prompts, keep } = klCheckPrompts(readGgufSync(source), check, options);
       const data = checkFile(dir, 'general.jsonl', keep.map((i) => ({ text: prompts[i].text })));
       const r = await evaluate({
         task: 'kl', model: patched, vs: source, data, limit: keep.length, klTokens: DEFAULT_KL_TOKENS, cache: false, signal: options.signal, modelChecks: options.modelChecks,
@@ -342,7 +347,10 @@ export async function boost(options: BoostOptions): Promise<BoostResult> {
   options.onProgress?.({ stage: 'resolve', done: 1, total: 1 });
 
   const statsOptions = { ...options, cacheDir: options.cacheDir ?? statsCacheDir(undefined, env) };
-  screenCalibration(info, 'general', options.general ?? { builtin: 'general' }, options);   // both sets before the first forward pass
+  // both sets (and the check's prompts) against the vocabulary before the first forward pass
+  screenCalibration(info, 'math', options.math ?? { builtin: 'math' }, options);
+  screenCalibration(info, 'general', options.general ?? { builtin: 'general' }, options);
+  if (options.check !== false && options.check?.kl !== false) klCheckPrompts(info, options.check ?? {}, options);
   const math = await calibrationStats(info, 'math', options.math ?? { builtin: 'math' }, statsOptions);
   const general = await calibrationStats(info, 'general', options.general ?? { builtin: 'general' }, statsOptions);
   const patch = await patchModel({

@@ -309,8 +309,11 @@ export function defaultThreads(env: NodeJS.ProcessEnv = process.env): number {
 
 /** The GPU-capable devices the native build sees (what doctor lists), and every device's description. */
 export function gpuDevices(): { gpus: DeviceInfo[]; all: DeviceInfo[] } {
-  const all = loadNative().systemInfo().devices;
-  return { gpus: all.filter((d) => d.type === 'gpu' || d.type === 'accel' && d.backend !== 'CPU' && !/^(BLAS|CPU)/i.test(d.name)), all };
+  const info = loadNative().systemInfo();
+  const all = info.devices;
+  // llama.cpp offloads layers to GPU and integrated-GPU devices (the shim reports an iGPU as
+  // "other"), never to the CPU or an accelerator such as BLAS
+  return { gpus: info.supportsGpuOffload ? all.filter((d) => d.type === 'gpu' || d.type === 'other') : [], all };
 }
 
 function one(values: Record<string, unknown>, names: string[]): { name: string; value: string } | undefined {

@@ -92,9 +92,6 @@ async function run(argv: string[], io: CommandIO): Promise<number> {
   if (task === 'kl' && !values.vs) throw new UsageError('kl needs --vs <source.gguf>');
   if (task === 'ppl' && !data) throw new UsageError('ppl needs -f/--data <text file>');
   const hw = parseHardware(values, io, 64);
-  // before any model is loaded: the files are there and readable
-  checkReadable([model, values.vs], 'model');
-  checkReadable([data, values.train]);
   const progress = new ProgressLine(io, values.quiet || values.json);
   const evalOptions: EvaluateOptions = {
     model, vs: values.vs, task, data, train: values.train,
@@ -117,6 +114,9 @@ async function run(argv: string[], io: CommandIO): Promise<number> {
       else progress.update(progressText(p, task), `${task} ${who}`);
     },
   };
+  // before any model is loaded: the files are there and readable
+  checkReadable([model, values.vs], 'model');
+  checkReadable([data, values.train]);
   const interrupt = interruptible(io, 'stopping the evaluation (finished items stay cached)');
   evalOptions.signal = interrupt.signal;
   let result;
