@@ -11,7 +11,7 @@ import { checkOutput, checkPatchInput, checkReadable } from '../preflight.ts';
 
 const mib = (bytes: number) => `${(bytes / 1048576).toFixed(1)} MiB`;
 
-const phaseLabel = { hash: 'hashing', select: 'selecting', patch: 'patching', copy: 'copying', verify: 'verifying', restore: 'restoring' } as const;
+export const phaseLabel = { hash: 'hashing', select: 'selecting', patch: 'patching', copy: 'copying', verify: 'verifying', restore: 'restoring' } as const;
 
 export function progressText(p: PatchProgress): string {
   const label = phaseLabel[p.phase];

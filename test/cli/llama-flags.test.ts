@@ -97,7 +97,7 @@ t.test('aliases end to end on a real model: -m, -f, -o, -t, -c, -b, --chunks', a
   const oldF = await run(['stats', stories, '--data', data, '-o', path.join(dir, 'a.stats.gguf'), '-f']);
   t.equal(oldF.code, 2);
   t.match(oldF.stderr, /-f takes a data file, as in llama\.cpp \(it is no longer --force: use --force/);
-  for (const name of ['patch', 'select', 'boost', 'ablate', 'report', 'overlap']) {
+  for (const name of ['patch', 'select', 'boost', 'ablate', 'report', 'overlap', 'quantize', 'unpatch']) {
     const r = await run([name, stories, '-f', '--json']);
     t.equal(r.code, 2, `${name} -f: usage error`);
     t.match(r.json.error.message, /-f is not --force any more/, `${name}: the message says what -f is now`);
@@ -171,6 +171,13 @@ t.test('an empty selection warns with the smallest K that selects anything; --st
   t.match(strict.json.warnings.join('\n'), /empty/);
   const fine = await run(['select', model, '--math', math, '--general', general, '--top-k', '10%', '--json']);
   t.same(fine.json.warnings.filter((w: string) => /empty/.test(w)), [], 'no warning when something is selected');
+  const env = { MATHNEURO_CACHE_DIR: path.join(dir, 'cache') };
+  const b = await run(['boost', model, '-o', path.join(dir, 'b.gguf'), '--samples', '2', '--no-check', '--top-k', '0.01%', '-t', '1', '--json'], env);
+  t.equal(b.code, 0, 'boost: a warning, exit 0');
+  t.match(b.json.warnings?.join('\n'), /selection is empty.*0\.0488%/);
+  const bs = await run(['ablate', model, '-o', path.join(dir, 'a.gguf'), '--samples', '2', '--no-check', '--top-k', '0.01%', '-t', '1', '--strict'], env);
+  t.equal(bs.code, 1, 'ablate --strict: exit 1');
+  t.match(bs.stderr, /warning: the selection is empty/);
   // a patched file is an input boost refuses before any forward pass
   const patched = path.join(dir, 'patched.gguf');
   t.equal((await run(['patch', model, '-o', patched, '--math', math, '--general', general, '--top-k', '10%', '--quiet'])).code, 0);
