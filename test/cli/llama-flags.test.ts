@@ -9,6 +9,7 @@ import { Writable } from 'node:stream';
 import { main } from '../../src/cli/main.ts';
 import { defaultThreads, gpuDevices, normalizeArgv, parseHardware, physicalCores } from '../../src/cli/common.ts';
 import { fixtureModel, repoRoot } from '../helpers/fixtures.ts';
+import { noByteVocabCopy } from '../helpers/real-models.ts';
 
 const stories = path.resolve(repoRoot, '..', 'shared', 'models', 'stories260K.gguf');
 const hasGpu = gpuDevices().gpus.length > 0;
@@ -137,6 +138,14 @@ t.test('errors found before any forward pass', async (t) => {
     t.match(r.json?.error?.message, message, what);
     t.equal(r.stderr.trim().split('\n').filter((l) => !l.startsWith('mathneuro: warning')).length, 1, `${what}: one line`);
   }
+  // a sample the vocabulary cannot encode (a copy of the model without byte tokens): EDATA, before the load
+  const noByte = noByteVocabCopy(stories, path.join(dir, 'nobyte.gguf'));
+  writeFileSync(path.join(dir, 'emoji.txt'), 'Two apples 🍎🍎 and one pear.\n');
+  const enc = await refused(['stats', noByte, '-f', path.join(dir, 'emoji.txt'), '-o', path.join(dir, 'e.gguf')]);
+  t.equal(enc.json.error.code, 'EDATA', `unencodable data: ${enc.json.error.message}`);
+  const encBoost = await refused(['boost', noByte, '--math', path.join(dir, 'math.txt'), '--general', path.join(dir, 'emoji.txt'), '--samples', '1'], env);
+  t.equal(encBoost.json.error.code, 'EDATA', 'boost: the general set is screened before the math statistics run');
+  t.match(encBoost.json.error.message, /general calibration samples/, encBoost.json.error.message);
   // the control: without the early error, the same runs reach the (refused) model load
   t.equal((await refused(['stats', model, '-f', data, '-o', path.join(dir, 's.gguf')])).json.error.code, 'ELOAD', 'control: stats reaches the load');
   t.equal((await refused(['boost', model, '--samples', '1'], env)).json.error.code, 'ELOAD', 'control: boost reaches the load');
@@ -146,7 +155,7 @@ t.test('errors found before any forward pass', async (t) => {
   t.equal(pending.json.error.code, 'EEXIST');
   t.match(pending.json.error.message, /patched in place .* run mathneuro unpatch/);
   t.equal((await refused(['patch', model, '-o', path.join(dir, 'p.gguf'), '--selection', data])).json.error.code, 'EEXIST', 'patch: the journal before the selection is read');
-  t.same(readdirSync(dir).filter((f) => /\.(boosted|ablated)\.gguf|^s\.gguf|^p\.gguf/.test(f)), [], 'nothing written by any of them');
+  t.same(readdirSync(dir).filter((f) => /\.(boosted|ablated)\.gguf|^[spe]\.gguf/.test(f)), [], 'nothing written by any of them');
 });
 
 t.test('an empty selection warns with the smallest K that selects anything; --strict fails', async (t) => {
