@@ -72,6 +72,7 @@ ${modelHelp}
 ${modelCheckHelp}
 ${hardwareHelp}
                            (-c: the statistics' context, default min(train ctx, 4096))
+
 ${globalHelp}
 
 examples:

@@ -113,16 +113,18 @@ export class ProgressLine {
    */
   update(text: string, label?: string) {
     if (!this.live) return;
+    const fresh = label !== undefined && label !== this.stageName || this.stageName === undefined;
     if (label !== undefined && label !== this.stageName) { this.finishStage(); this.begin(label); }
     else if (this.stageName === undefined) this.begin('');
     this.text = text;
     this.latest = undefined;
-    this.draw(false);
+    this.draw(fresh);
   }
   /** `done` of `total` units of stage `label`: bar, counts, clock, ETA. A new label finishes the previous stage. */
   step(label: string, done: number, total: number, extra = '') {
     if (!this.live) return;
-    if (label !== this.stageName) {
+    const fresh = label !== this.stageName;
+    if (fresh) {
       if (this.stageName === '') this.stageName = label;   // the unnamed stage's clock runs on
       else { this.finishStage(); this.begin(label); }
     }
@@ -130,7 +132,7 @@ export class ProgressLine {
     if (!this.first || done < this.first.done) this.first = { done, at };
     this.latest = { done, total, at, extra };
     this.text = undefined;
-    this.draw(false);
+    this.draw(fresh);
   }
   /** Seconds left from the rate of this stage so far (units after the first report), counting down between reports. */
   eta(): number {
@@ -157,8 +159,11 @@ export class ProgressLine {
   }
   private draw(force: boolean) {
     const now = this.now();
-    if (!force && now - this.lastDraw < 100) return;
-    this.lastDraw = now;
+    // reports redraw at most every 100 ms; the clock's timer always does
+    if (!force) {
+      if (now - this.lastDraw < 100) return;
+      this.lastDraw = now;
+    }
     this.io.stderr.write(`\r\x1b[2K${this.line()}`);
   }
   /** Close the current stage with one line ("done <stage> <time>"). */
@@ -269,7 +274,8 @@ export const hardwareOptions = {
   gpu: { type: 'boolean' },
 } as const satisfies ParseArgsConfig['options'];
 
-export const hardwareHelp = `hardware (the same on every command that runs the model; llama.cpp's spellings):
+export const hardwareHelp = `
+hardware (the same on every command that runs the model; llama.cpp's spellings):
   -t, --threads N          CPU threads (default: physical cores, or $MATHNEURO_THREADS)
   -c, --ctx-size N         context size in tokens (also --ctx; default: the command's)
   -b, --batch-size N       logical batch size (default 512)

@@ -45,6 +45,7 @@ ${modelHelp}
 ${modelCheckHelp.replace('skip samples', 'kl, ppl: skip prompts (ppl: lines)')}
 ${hardwareHelp}
                            (-c: tokens per sequence; default what the longest prompt needs)
+
 ${globalHelp}
 
 Results are cached per (model sha256, task, settings, item): a rerun, or a bigger --limit,

@@ -28,6 +28,7 @@ Subset statistics are cached like boost's. The output file feeds mathneuro repor
 ${modelHelp}
 ${modelCheckHelp}
 ${hardwareHelp}
+
 ${globalHelp}
 
 examples:

@@ -29,8 +29,9 @@ The statistics files come from mathneuro stats, or from the cache paths boost pr
   --force           overwrite the output
 ${modelHelp}
 ${hardwareHelp}
-                    (report runs no forward pass: -t is used by the realized-scale patch; the
-                    others are checked and accepted, so one command line works for every command)
+                           (report runs no forward pass: -t is used by the realized-scale patch;
+                           the others are checked and accepted, so one command line works everywhere)
+
 ${globalHelp.replace('print one JSON object on stdout (and nothing else there)', "print the report's numbers (and write no HTML unless -o is given)")}
 
 examples:

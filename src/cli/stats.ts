@@ -40,7 +40,8 @@ ${modelHelp}
   --force          overwrite the output
 ${modelCheckHelp}
 ${hardwareHelp}
-                   (-c: longer samples are truncated and reported; default min(train ctx, 4096))
+                           (-c: longer samples are truncated and reported; default min(train ctx, 4096))
+
 ${globalHelp}
 
 examples:

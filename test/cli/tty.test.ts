@@ -76,6 +76,24 @@ t.test('ProgressLine: ETA from the measured rate, counting down between reports;
   t.equal(q2.text, '', 'nothing with --quiet/--json');
 });
 
+t.test('the clock keeps running while no progress report comes (a slow first item, a model load)', async (t) => {
+  let now = 0;
+  const err = sink(true);
+  const p = new ProgressLine({ stdout: sink(true).stream, stderr: err.stream, env: { NO_COLOR: '1' } }, false, () => now);
+  p.update('gsm8k model: loading model (0/6 cached)...', 'gsm8k model');
+  t.match(err.text, /loading model \(0\/6 cached\)\.\.\.  0s/);
+  now = 7000;   // no report for 7 s: the line is redrawn by the once-a-second timer
+  for (let waited = 0; waited < 10_000 && !/ 7s/.test(err.text); waited += 100) await new Promise((r) => setTimeout(r, 100));
+  t.match(err.text, /loading model \(0\/6 cached\)\.\.\.  7s/, 'redrawn with the new time');
+  p.step('gsm8k model', 1, 6);
+  t.match(err.text, /1\/6  7s  ETA --/, 'the load and the first item are one stage: its clock goes on');
+  p.done();
+  const length = err.text.length;
+  now = 9000;
+  await new Promise((r) => setTimeout(r, 1500));
+  t.equal(err.text.length, length, 'done() stops the clock');
+});
+
 t.test('Ctrl-C: the first aborts, the next ones say the cleanup is finishing', async (t) => {
   const err = sink(false);
   const before = process.listenerCount('SIGINT');
