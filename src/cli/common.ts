@@ -158,6 +158,7 @@ export class ProgressLine {
     return `${this.c.cyan(this.stageName ?? '')} ${bar(l.total ? l.done / l.total : 0)} ${l.done}/${l.total}${l.extra ? `  ${l.extra}` : ''}  ${clock}  ETA ${Number.isFinite(eta) ? formatDuration(eta) : '--'}`;
   }
   private draw(force: boolean) {
+    if (interruptState.interrupted) return;   // Ctrl-C: the "interrupted" line stays the last one
     const now = this.now();
     // reports redraw at most every 100 ms; the clock's timer always does
     if (!force) {

@@ -118,7 +118,7 @@ async function run(argv: string[], io: CommandIO): Promise<number> {
   // before any model is loaded: the files are there and readable
   checkReadable([model, values.vs], 'model');
   checkReadable([data, values.train]);
-  const interrupt = interruptible(io, 'stopping the evaluation (finished items stay cached)');
+  const interrupt = interruptible(io, 'stopping the evaluation; finished items stay cached');
   evalOptions.signal = interrupt.signal;
   let result;
   try {

@@ -7,7 +7,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { Writable } from 'node:stream';
-import { ProgressLine, interruptible } from '../../src/cli/common.ts';
+import { ProgressLine, interruptState, interruptible } from '../../src/cli/common.ts';
 import { repoRoot } from '../helpers/fixtures.ts';
 
 const stories = path.resolve(repoRoot, '..', 'shared', 'models', 'stories260K.gguf');
@@ -107,6 +107,11 @@ t.test('Ctrl-C: the first aborts, the next ones say the cleanup is finishing', a
   t.equal(i.signal.aborted, true);
   i.dispose();
   t.equal(process.listenerCount('SIGINT'), before, 'the handler is removed');
+  const quiet = sink(true);
+  const p = new ProgressLine({ stdout: quiet.stream, stderr: quiet.stream, env: {} }, false);
+  p.step('stats', 1, 2);
+  t.equal(quiet.text, '', 'after Ctrl-C no progress line is drawn over the "interrupted" line');
+  interruptState.interrupted = false;   // main() resets it for every command
 });
 
 t.test('on a terminal: ETA and a running clock; Ctrl-C exits 130 and leaves nothing', { skip: !hasScript && 'util-linux script is not installed' }, async (t) => {
