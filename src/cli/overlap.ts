@@ -1,6 +1,5 @@
-import { existsSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { MathneuroError } from '../errors.ts';
 import { DEFAULT_BOOST_TOP_K, overlapStudy, type PipelineStage } from '../pipeline.ts';
 import { SELECTION_METHODS, type SelectionMethod } from '../select/select.ts';
 import { calibrationChoices, calibrationOptions, parseFraction } from './boost.ts';

@@ -1,6 +1,4 @@
 import path from 'node:path';
-import { existsSync } from 'node:fs';
-import { MathneuroError } from '../errors.ts';
 import { modelFiles, openModelSync } from '../gguf/model.ts';
 import { SelectionFileWriter } from '../select/file.ts';
 import type { GgufInfo } from '../gguf/reader.ts';
