@@ -4,11 +4,14 @@
 // turns it into SIGINT for the command), sent only after a progress line with an ETA has appeared.
 import t from 'tap';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import { ProgressLine, interruptState, interruptible } from '../../src/cli/common.ts';
-import { repoRoot } from '../helpers/fixtures.ts';
+import { fixtureModel, repoRoot } from '../helpers/fixtures.ts';
+
+const sha = (f: string) => createHash('sha256').update(readFileSync(f)).digest('hex');
 
 const stories = path.resolve(repoRoot, '..', 'shared', 'models', 'stories260K.gguf');
 const bin = path.join(repoRoot, 'scripts', 'mathneuro.mjs');
@@ -153,6 +156,25 @@ t.test('on a terminal: ETA and a running clock; Ctrl-C exits 130 and leaves noth
   t.notMatch(quiet.output, /ETA \d|ETA --|done stats|\r\x1b/, '--quiet on a terminal: no progress');
   const json = await inPty(['stats', stories, '-f', small, '-o', path.join(dir, 'j.stats.gguf'), '-t', '1', '--json'], env);
   t.notMatch(json.output, /ETA \d|ETA --|done stats/, '--json on a terminal: no progress');
+});
+
+t.test('Ctrl-C during an in-place patch: the model is restored, exit 130, no journal', { skip: !hasScript && 'util-linux script is not installed' }, async (t) => {
+  const dir = t.testdir({ 'math.txt': 'Two plus two is four.\n\nHalf of ten is five.\n', 'general.txt': 'The cat sat on the mat.\n\nA tree grows in the park.\n' });
+  // big enough that patching every q4_k block of half the weights takes seconds on one thread
+  const source = await fixtureModel({ shape: { nEmbd: 512, nFf: 1536, nLayer: 4 }, type: 'q4_k', seed: 16 });
+  const model = path.join(dir, 'm.gguf');
+  copyFileSync(source, model);
+  const before = sha(model);
+  const stats = (which: string) => onPipe(['stats', model, '-f', path.join(dir, `${which}.txt`), '-o', path.join(dir, `${which}.stats.gguf`), '-t', '1', '-q'], {});
+  t.equal(stats('math').code, 0);
+  t.equal(stats('general').code, 0);
+  const r = await inPty(['patch', model, '--in-place', '--math', path.join(dir, 'math.stats.gguf'), '--general', path.join(dir, 'general.stats.gguf'), '--method', 'wanda', '--top-k', '50%', '-t', '1'], {}, /patching .*ETA/);
+  t.equal(r.code, 130, `exit 130 (${r.output.slice(-400)})`);
+  t.match(r.output, /interrupted: finishing the undo/);
+  t.match(r.output, /the model was restored from its undo journal/);
+  t.equal(sha(model), before, 'the model is bit-exactly the original');
+  t.notOk(existsSync(`${model}.mathneuro-undo`), 'no journal left');
+  t.same(readdirSync(dir).sort(), ['general.stats.gguf', 'general.txt', 'm.gguf', 'math.stats.gguf', 'math.txt']);
 });
 
 t.test('on a pipe: no progress, no ETA, no carriage returns', async (t) => {
