@@ -8,6 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { builtinDatasetName, builtinSamples, CALIBRATION_VERSION, type BuiltinSetName } from './calibration/index.ts';
 import { MathneuroError } from './errors.ts';
+import { checkOutput, checkPatchInput, checkReadable } from './preflight.ts';
 import { screenTexts, type NamedText } from './gguf/encodable.ts';
 import { evaluate, type EvalResult } from './eval/index.ts';
 import { readGgufSync, type GgufInfo } from './gguf/reader.ts';
@@ -64,6 +65,10 @@ export interface CalibrationOptions extends StatsCacheOptions {
   nCtx?: number;
   /** CPU threads (default: all) */
   nThreads?: number;
+  /** logical batch size (default 512) */
+  nBatch?: number;
+  /** layers offloaded to a GPU (default 0; -1 all) */
+  nGpuLayers?: number;
   onProgress?: (p: PipelineProgress) => void;
   signal?: AbortSignal;
   /** leave out calibration (and KL check) texts with characters the model's vocabulary cannot encode, instead of an EDATA error naming them */
@@ -133,6 +138,13 @@ function textsOf(which: 'math' | 'general', choice: CalibrationChoice, samples: 
   return { texts, sources: chosen.map((s) => s.source), dataset: `${path.basename(choice.file)}[${n} of ${all.length}, seed ${seed}${start ? `, from ${start}` : ''}]`, key: { which, texts: digest, samples: n } };
 }
 
+/** The encodability screen of a calibration set alone (throws EDATA naming the samples): run on both sets before any forward pass. */
+export function screenCalibration(model: GgufInfo, which: 'math' | 'general', choice: CalibrationChoice, options: Pick<CalibrationOptions, 'samples' | 'seed' | 'skipUnencodable'> = {}): void {
+  const all = textsOf(which, choice, options.samples ?? DEFAULT_SAMPLES, options.seed ?? 0);
+  const builtin = 'builtin' in choice ? { set: choice.builtin, option: `--${which}` } : undefined;
+  screenTexts(model, all.texts.map((text, i): NamedText => ({ text, source: all.sources[i] })), { skip: options.skipUnencodable, what: `${which} calibration samples`, builtin });
+}
+
 /** Statistics of a model over a calibration set: from the cache when this model and these texts were seen before. */
 export async function calibrationStats(model: GgufInfo, which: 'math' | 'general', choice: CalibrationChoice, options: CalibrationOptions = {}): Promise<CalibratedStats> {
   const samples = options.samples ?? DEFAULT_SAMPLES;
@@ -159,7 +171,7 @@ export async function calibrationStats(model: GgufInfo, which: 'math' | 'general
     }
   }
   const r = await collectStats(model.path, texts, {
-    dataset, nCtx: options.nCtx, nThreads: options.nThreads, signal: options.signal, modelChecks: options.modelChecks,
+    dataset, nCtx: options.nCtx, nThreads: options.nThreads, nBatch: options.nBatch, nGpuLayers: options.nGpuLayers, signal: options.signal, modelChecks: options.modelChecks,
     onProgress: (p) => options.onProgress?.({ stage, done: p.samplesDone, total: p.samplesTotal, detail: `${p.tokensPerSecond.toFixed(0)} tok/s` }),
   });
   // always use the statistics as saved (F32), so a cache hit selects exactly what a miss did
@@ -267,19 +279,25 @@ function checkFile(dir: string, name: string, rows: unknown[]): string {
   return file;
 }
 
+/** The KL check's built-in prompts that the model's vocabulary encodes (an EDATA error without skipUnencodable). */
+function klCheckPrompts(model: GgufInfo, check: CheckOptions, options: { seed?: number; skipUnencodable?: boolean }) {
+  const prompts = builtinSamples('general', { count: check.klPrompts ?? DEFAULT_KL_PROMPTS, seed: 1_000_000 + (options.seed ?? 0) });
+  const { keep } = screenTexts(model, prompts, { skip: options.skipUnencodable, what: 'KL check prompts', builtin: { set: 'general (KL check)', option: '--no-check, then `mathneuro eval <out> --vs <model> --task kl --data <your text>`' } });
+  return { prompts, keep };
+}
+
 /** KL and (when asked) GSM8K-style accuracy of the patched model against its source. */
-export async function checkPatched(source: string, patched: string, check: CheckOptions, options: Pick<CalibrationOptions, 'onProgress' | 'signal' | 'nThreads' | 'skipUnencodable' | 'modelChecks'> & { seed?: number } = {}): Promise<CheckResult> {
+export async function checkPatched(source: string, patched: string, check: CheckOptions, options: Pick<CalibrationOptions, 'onProgress' | 'signal' | 'nThreads' | 'nBatch' | 'nGpuLayers' | 'skipUnencodable' | 'modelChecks'> & { seed?: number } = {}): Promise<CheckResult> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'mathneuro-check-'));
   const out: CheckResult = {};
   const seed = 1_000_000 + (options.seed ?? 0); // never a calibration seed
   try {
     if (check.kl !== false) {
-      const n = check.klPrompts ?? DEFAULT_KL_PROMPTS;
-      const prompts = builtinSamples('general', { count: n, seed });
-      const { keep } = screenTexts(readGgufSync(source), prompts, { skip: options.skipUnencodable, what: 'KL check prompts', builtin: { set: 'general (KL check)', option: '--no-check, then `mathneuro eval <out> --vs <model> --task kl --data <your text>`' } });
+      const { prompts, keep } = klCheckPrompts(readGgufSync(source), check, options);
       const data = checkFile(dir, 'general.jsonl', keep.map((i) => ({ text: prompts[i].text })));
       const r = await evaluate({
         task: 'kl', model: patched, vs: source, data, limit: keep.length, klTokens: DEFAULT_KL_TOKENS, cache: false, signal: options.signal, modelChecks: options.modelChecks,
+        threads: options.nThreads, batchSize: options.nBatch, gpuLayers: options.nGpuLayers,
         onProgress: (p) => options.onProgress?.({ stage: 'check-kl', done: p.done, total: p.total }),
       });
       out.kl = {
@@ -294,6 +312,7 @@ export async function checkPatched(source: string, patched: string, check: Check
       const train = checkFile(dir, 'train.jsonl', builtinSamples('math', { count: 64, seed: seed + 1 }).map(toRow));
       const r = await evaluate({
         task: 'gsm8k', model: patched, vs: source, data, train, limit: check.gsm8k, cache: false, signal: options.signal, modelChecks: options.modelChecks,
+        threads: options.nThreads, batchSize: options.nBatch, gpuLayers: options.nGpuLayers,
         onProgress: (p) => options.onProgress?.({ stage: 'check-gsm8k', done: p.done, total: p.total, detail: p.side }),
       });
       const m = r.metrics.find((x) => x.group === 'main' && x.kind === 'accuracy') ?? r.metrics[0];
@@ -323,9 +342,17 @@ export async function boost(options: BoostOptions): Promise<BoostResult> {
   // before minutes of forward passes: the output's folder must take a new file (a read-only models folder is common)
   try { accessSync(path.dirname(out), fsConstants.W_OK); } catch { throw new MathneuroError('EIO', `cannot write ${out}: its folder does not exist or is not writable (choose another output with -o)`); }
   const info = openModelSync(model.path);
+  // what would fail after the statistics fails now, before any forward pass
+  checkPatchInput(model.path, { force: options.force });
+  checkOutput(out, { inputs: info.shards.map((s) => s.path), force: options.force, bytes: info.totalBytes, env });
+  checkReadable([options.math, options.general].map((c) => (c && 'file' in c ? c.file : undefined)), 'calibration file');
   options.onProgress?.({ stage: 'resolve', done: 1, total: 1 });
 
   const statsOptions = { ...options, cacheDir: options.cacheDir ?? statsCacheDir(undefined, env) };
+  // both sets (and the check's prompts) against the vocabulary before the first forward pass
+  screenCalibration(info, 'math', options.math ?? { builtin: 'math' }, options);
+  screenCalibration(info, 'general', options.general ?? { builtin: 'general' }, options);
+  if (options.check !== false && options.check?.kl !== false) klCheckPrompts(info, options.check ?? {}, options);
   const math = await calibrationStats(info, 'math', options.math ?? { builtin: 'math' }, statsOptions);
   const general = await calibrationStats(info, 'general', options.general ?? { builtin: 'general' }, statsOptions);
   const patch = await patchModel({
@@ -334,7 +361,7 @@ export async function boost(options: BoostOptions): Promise<BoostResult> {
     force: options.force, signal: options.signal, strategy: options.strategy, threads: options.nThreads,
     onProgress: (p: PatchProgress) => options.onProgress?.({ stage: 'patch', done: p.done, total: p.total, detail: p.phase }),
   });
-  const check = options.check === false ? undefined : await checkPatched(model.path, out, options.check ?? {}, { onProgress: options.onProgress, signal: options.signal, seed: options.seed, skipUnencodable: options.skipUnencodable, modelChecks: options.modelChecks });
+  const check = options.check === false ? undefined : await checkPatched(model.path, out, options.check ?? {}, { onProgress: options.onProgress, signal: options.signal, seed: options.seed, skipUnencodable: options.skipUnencodable, modelChecks: options.modelChecks, nThreads: options.nThreads, nBatch: options.nBatch, nGpuLayers: options.nGpuLayers });
   let modelfile: BoostResult['modelfile'];
   if (options.modelfile) {
     options.onProgress?.({ stage: 'modelfile', done: 0, total: 1 });
@@ -395,6 +422,7 @@ export async function overlapStudy(options: OverlapStudyOptions): Promise<Overla
   const env = options.env ?? process.env;
   const model = resolveModel(options.model, env);
   const info = openModelSync(model.path);
+  checkReadable([options.math, options.general].map((c) => (c && 'file' in c ? c.file : undefined)), 'calibration file');
   const statsOptions = { ...options, cacheDir: options.cacheDir ?? statsCacheDir(undefined, env) };
   const points: OverlapPoint[] = [];
   let offset = 0, collected = 0;
@@ -433,6 +461,8 @@ export interface ReportOptions {
   onProgress?: (p: { stage: 'select' | 'realized'; done: number; total: number }) => void;
   signal?: AbortSignal;
   env?: NodeJS.ProcessEnv;
+  /** CPU threads of the realized-scale patch (default: all) */
+  threads?: number;
 }
 
 /** The numbers of an HTML report: selection per layer and kind, score distributions, realized scale, overlap. */
@@ -453,7 +483,7 @@ export async function buildReport(options: ReportOptions): Promise<ReportData> {
     try {
       const r = await patchModel({
         model: model.path, out: named && named.count > 1 ? splitPath(path.join(dir, 'patched'), 0, named.count) : path.join(dir, 'patched.gguf'), method, topK, math, general, prune: scale === 0, scale: scale === 0 ? undefined : scale,
-        force: true, signal: options.signal, onProgress: (p) => options.onProgress?.({ stage: 'realized', done: p.done, total: p.total }),
+        force: true, signal: options.signal, threads: options.threads, onProgress: (p) => options.onProgress?.({ stage: 'realized', done: p.done, total: p.total }),
       });
       realizedScale = r.realized.map(({ candidates: _c, ...row }) => row);
     } finally {

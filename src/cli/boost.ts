@@ -2,7 +2,9 @@ import type { RequantizeStrategy } from '../select/codec.ts';
 import path from 'node:path';
 import { DEFAULT_ABLATE_TOP_K, DEFAULT_BOOST_SCALE, DEFAULT_BOOST_TOP_K, DEFAULT_KL_PROMPTS, DEFAULT_SAMPLES, boost, type BoostResult, type CalibrationChoice, type Intervention, type PipelineStage } from '../pipeline.ts';
 import { SELECTION_METHODS, type SelectionMethod } from '../select/select.ts';
-import { ProgressLine, bar, colors, formatDuration, globalHelp, modelCheckHelp, modelCheckOptions, parse, parseNumber, UsageError, writeJson, type Command, type CommandIO } from './common.ts';
+import { openModelSync } from '../gguf/model.ts';
+import { emptySelectionWarning, minimumTopK } from './select.ts';
+import { ProgressLine, colors, globalHelp, hardwareHelp, hardwareOptions, interruptible, modelArgument, modelCheckHelp, modelCheckOptions, modelHelp, modelOption, parse, parseHardware, parseNumber, UsageError, writeJson, type Command, type CommandIO } from './common.ts';
 
 /** "10%" or "0.1" -> 0.1 */
 export function parseFraction(name: string, value: string | undefined): number | undefined {
@@ -19,7 +21,7 @@ const stageNames: Record<PipelineStage, string> = {
 export const calibrationOptions = {
   math: { type: 'string' }, general: { type: 'string' }, samples: { type: 'string' }, seed: { type: 'string' },
   'exclude-math-subjects': { type: 'boolean' }, 'cache-dir': { type: 'string' }, 'no-cache': { type: 'boolean' },
-  ctx: { type: 'string' }, threads: { type: 'string' }, ...modelCheckOptions,
+  ...hardwareOptions, ...modelOption, ...modelCheckOptions,
 } as const;
 
 export function calibrationChoices(values: { math?: string; general?: string; 'exclude-math-subjects'?: boolean }): { math: CalibrationChoice; general: CalibrationChoice } {
@@ -60,14 +62,17 @@ ${isBoost ? `  --scale C         factor of the selected weights (default ${DEFAU
   --modelfile       write an Ollama Modelfile next to the output (template, parameters, system prompt kept)
   --cache-dir D     statistics cache (default $MATHNEURO_CACHE_DIR/stats or ~/.cache/mathneuro/stats)
   --no-cache        collect again and do not write the cache
-  --ctx N           context size for statistics (default min(train ctx, 4096))
-  --threads N       CPU threads (default: all)
   --requant S       quantized blocks holding selected weights: best (default: the closest of
                     ggml's plain requantization, keep-scale re-rounding and an importance-weighted
                     requantization; as costly as requantizing them) | plain | keep-scale (only the
                     selected weights' codes move; the fastest)
-  -f, --force       overwrite the output
+  --force           overwrite the output
+  --strict          exit 1 when the selection is empty (the patch would change nothing)
+${modelHelp}
 ${modelCheckHelp}
+${hardwareHelp}
+                           (-c: the statistics' context, default min(train ctx, 4096))
+
 ${globalHelp}
 
 examples:
@@ -79,11 +84,11 @@ examples:
       const { values, positionals } = parse(argv, {
         output: { type: 'string', short: 'o' }, 'top-k': { type: 'string' }, ...(isBoost ? { scale: { type: 'string' } } : {}),
         method: { type: 'string' }, 'no-check': { type: 'boolean' }, 'kl-prompts': { type: 'string' }, gsm8k: { type: 'string' },
-        'gsm8k-data': { type: 'string' }, modelfile: { type: 'boolean' }, force: { type: 'boolean', short: 'f' }, requant: { type: 'string' },
+        'gsm8k-data': { type: 'string' }, modelfile: { type: 'boolean' }, force: { type: 'boolean' }, requant: { type: 'string' }, strict: { type: 'boolean' },
         ...calibrationOptions,
       });
       const v = values as Record<string, string | boolean | undefined>;
-      if (positionals.length !== 1) throw new UsageError('expected one model (a .gguf path or ollama:name[:tag])');
+      const modelSpec = modelArgument(v as { model?: string }, positionals, 'one model (a .gguf path or ollama:name[:tag])');
       const method = (v.method as string | undefined ?? 'mathneuro') as SelectionMethod;
       if (!SELECTION_METHODS.includes(method)) throw new UsageError(`--method must be one of ${SELECTION_METHODS.join(', ')}`);
       const topK = parseFraction('top-k', v['top-k'] as string | undefined);
@@ -95,8 +100,9 @@ examples:
       const strategy = (v.requant as string | undefined ?? 'best') as RequantizeStrategy;
       if (!['best', 'plain', 'keep-scale'].includes(strategy)) throw new UsageError(`--requant must be best, plain or keep-scale, got "${v.requant}"`);
       const quiet = !!(v.quiet || v.json);
+      const hw = parseHardware(v, io);
       const result = await runPipeline(io, quiet, {
-        model: positionals[0], out: v.output as string | undefined, intervention, topK, scale, method,
+        model: modelSpec, out: v.output as string | undefined, intervention, topK, scale, method,
         samples: parseNumber('samples', v.samples as string | undefined, { integer: true, min: 1 }),
         seed: parseNumber('seed', v.seed as string | undefined, { integer: true, min: 0 }),
         ...calibrationChoices(v as never),
@@ -104,46 +110,36 @@ examples:
         modelfile: !!v.modelfile, force: !!v.force, strategy,
         cacheDir: v['cache-dir'] as string | undefined, cache: !v['no-cache'],
         skipUnencodable: !!v['skip-unencodable'], modelChecks: !v['no-model-checks'],
-        nCtx: parseNumber('ctx', v.ctx as string | undefined, { integer: true, min: 8 }),
-        nThreads: parseNumber('threads', v.threads as string | undefined, { integer: true, min: 1 }),
+        nCtx: hw.nCtx, nThreads: hw.nThreads, nBatch: hw.nBatch, nGpuLayers: hw.nGpuLayers,
         env: io.env,
       });
-      if (v.json) writeJson(io, { ok: true, ...result });
+      const empty = result.patch.selectedWeights === 0 ? emptySelectionWarning(result.topK, minimumTopK(openModelSync(result.model.path), result.method)) : undefined;
+      if (v.json) writeJson(io, { ok: true, ...result, ...(empty ? { warnings: [empty] } : {}) });
       else if (!v.quiet) printSummary(io, result);
-      return 0;
+      if (empty && !v.json) io.stderr.write(`warning: ${empty}\n`);
+      return empty && v.strict ? 1 : 0;
     },
   };
 }
 
 async function runPipeline(io: CommandIO, quiet: boolean, options: Parameters<typeof boost>[0]): Promise<BoostResult> {
   const progress = new ProgressLine(io, quiet);
-  const c = colors(io.stderr, io.env);
-  const started = new Map<PipelineStage, number>();
-  let current: PipelineStage | undefined;
-  const finish = (stage: PipelineStage, detail = '') => {
-    progress.done();
-    if (!quiet) io.stderr.write(`${c.green('done')} ${stageNames[stage].padEnd(14)} ${formatDuration(Date.now() - (started.get(stage) ?? Date.now()))}${detail ? `  ${detail}` : ''}\n`);
-  };
-  const controller = new AbortController();
-  const onSigint = () => controller.abort();
-  process.once('SIGINT', onSigint);
+  const interrupt = interruptible(io, 'removing the temporary files');
   try {
     const result = await boost({
-      ...options, signal: controller.signal,
+      ...options, signal: interrupt.signal,
       onProgress: (p) => {
-        if (p.stage !== current) {
-          if (current && current !== 'resolve') finish(current);
-          current = p.stage;
-          started.set(p.stage, Date.now());
-        }
-        const frac = p.total > 0 ? p.done / p.total : 0;
-        progress.update(`${c.cyan(stageNames[p.stage].padEnd(14))} ${bar(frac)} ${p.stage.startsWith('stats') || p.stage.startsWith('check') ? `${p.done}/${p.total}` : `${Math.round(frac * 100)}%`}${p.detail ? `  ${p.detail}` : ''}`);
+        if (p.stage === 'resolve') return progress.update('resolving the model');
+        progress.step(stageNames[p.stage], p.done, p.total, p.detail ?? '');
       },
     });
-    if (current && current !== 'resolve') finish(current);
+    progress.done();
     return result;
+  } catch (e) {
+    progress.abandon();
+    throw e;
   } finally {
-    process.removeListener('SIGINT', onSigint);
+    interrupt.dispose();
   }
 }
 

@@ -3,7 +3,8 @@
 import { MathneuroError } from '../errors.ts';
 import { evaluate, evalTasks, type EvalProgress, type EvalTask, type EvaluateOptions } from '../eval/evaluate.ts';
 import { formatMarkdown } from '../eval/report.ts';
-import { bar, formatDuration, parse, parseNumber, ProgressLine, UsageError, globalHelp, modelCheckHelp, modelCheckOptions, writeJson, type Command, type CommandIO } from './common.ts';
+import { checkReadable } from '../preflight.ts';
+import { bar, checkDataFileFlag, formatDuration, hardwareHelp, hardwareOptions, modelArgument, modelHelp, modelOption, parse, parseHardware, parseNumber, ProgressLine, UsageError, globalHelp, interruptible, modelCheckHelp, modelCheckOptions, writeJson, type Command, type CommandIO } from './common.ts';
 
 const help = `usage: mathneuro eval <model.gguf> --task <task> [--vs <reference.gguf>] [options]
 
@@ -21,11 +22,11 @@ tasks:
 options:
   --task T          one of ${evalTasks.join(', ')} (required)
   --vs FILE         reference model evaluated on the same items (kl: the unpatched source)
-  --data F          test data (default: the data/ folder the package ships, or $MATHNEURO_DATA_DIR:
+  -f, --file F      test data (also --data) (default: the data/ folder the package ships, or $MATHNEURO_DATA_DIR:
                     gsm8k_test.jsonl, math500_test.jsonl, mmlu/; kl: non-math MMLU questions,
                     or a .txt (paragraphs) / .jsonl ("text" field))
   --train F         gsm8k: file the few-shot exemplars are drawn from (default gsm8k_train.jsonl)
-  --limit N         first N items (mmlu: per subject; ppl: chunks; kl: prompts, default 32).
+  --limit N         first N items (mmlu: per subject; ppl: chunks, also --chunks; kl: prompts, default 32).
                     The paper uses the first 200 GSM8K test questions.
   --seed S          exemplar draw (gsm8k) and prompt sample (kl) (default 1234)
   --shots N         few-shot exemplars (gsm8k 8, math500 4)
@@ -36,14 +37,15 @@ options:
   --chunk N         ppl: tokens per chunk (default 512)
   --kl-tokens N     kl: tokens per prompt (default 128)
   --parallel N      sequences decoded together (default 8, kl 4; mmlu choice mode: always 1); 1 = one at a time
-  --ctx N           tokens per sequence (default: what the longest prompt needs)
-  --threads N       CPU threads (default: physical cores, or $MATHNEURO_THREADS)
-  --gpu             offload to a GPU when node-llama-cpp finds one (default CPU only)
   --cache-dir DIR   result cache (default $MATHNEURO_CACHE_DIR or ~/.cache/mathneuro/eval)
   --no-cache        evaluate everything again and write nothing
   --breakdown       also list every subject / level (default on for math500)
   --items           with --json, include every item's output and score
+${modelHelp}
 ${modelCheckHelp.replace('skip samples', 'kl, ppl: skip prompts (ppl: lines)')}
+${hardwareHelp}
+                           (-c: tokens per sequence; default what the longest prompt needs)
+
 ${globalHelp}
 
 Results are cached per (model sha256, task, settings, item): a rerun, or a bigger --limit,
@@ -54,14 +56,14 @@ examples:
   mathneuro eval boosted.gguf --vs model.gguf --task gsm8k --limit 200
   mathneuro eval pruned.gguf --vs model.gguf --task kl
   mathneuro eval model.gguf --task mmlu --limit 20 --json
-  mathneuro eval model.gguf --task ppl --data wiki.test.raw --chunk 512 --limit 40`;
+  mathneuro eval model.gguf --task ppl -f wiki.test.raw --chunk 512 --chunks 40 -t 8 -ngl 99`;
 
 const options = {
-  task: { type: 'string' }, vs: { type: 'string' }, data: { type: 'string' }, train: { type: 'string' },
+  task: { type: 'string' }, vs: { type: 'string' }, data: { type: 'string' }, file: { type: 'string', short: 'f' }, train: { type: 'string' }, chunks: { type: 'string' },
   limit: { type: 'string' }, seed: { type: 'string' }, shots: { type: 'string' }, chat: { type: 'boolean', default: false },
   'max-tokens': { type: 'string' }, mode: { type: 'string' }, subjects: { type: 'string' }, chunk: { type: 'string' },
-  'kl-tokens': { type: 'string' }, parallel: { type: 'string' }, ctx: { type: 'string' }, threads: { type: 'string' },
-  gpu: { type: 'boolean', default: false }, 'cache-dir': { type: 'string' }, 'no-cache': { type: 'boolean', default: false },
+  'kl-tokens': { type: 'string' }, parallel: { type: 'string' }, ...hardwareOptions, ...modelOption,
+  'cache-dir': { type: 'string' }, 'no-cache': { type: 'boolean', default: false },
   breakdown: { type: 'boolean', default: false }, items: { type: 'boolean', default: false },
   ...modelCheckOptions,
 } as const;
@@ -77,17 +79,24 @@ function progressText(p: EvalProgress, task: string): string {
 
 async function run(argv: string[], io: CommandIO): Promise<number> {
   const { values, positionals } = parse(argv, options);
-  if (positionals.length !== 1) throw new UsageError(positionals.length ? `expected one model, got ${positionals.length}` : 'missing <model.gguf>');
+  const model = modelArgument(values, positionals, 'one model (<model.gguf>)');
+  checkDataFileFlag(values.file);
+  if (values.file !== undefined && values.data !== undefined && values.file !== values.data) throw new UsageError('-f/--file and --data are the same option: give one');
+  const data = values.file ?? values.data;
+  if (values.chunks !== undefined && values.limit !== undefined) throw new UsageError('--chunks and --limit are the same option: give one');
+  if (values.chunks !== undefined && values.task !== 'ppl') throw new UsageError('--chunks is for --task ppl (llama-perplexity\'s --chunks); other tasks take --limit');
+  const limit = values.chunks === '-1' ? undefined : values.chunks ?? values.limit;
   const task = values.task as EvalTask | undefined;
   if (!task) throw new UsageError('missing --task (one of ' + evalTasks.join(', ') + ')');
   if (!evalTasks.includes(task)) throw new UsageError(`unknown task "${task}" (one of ${evalTasks.join(', ')})`);
   if (values.mode !== undefined && values.mode !== 'letter' && values.mode !== 'choice') throw new UsageError('--mode must be "letter" or "choice"');
   if (task === 'kl' && !values.vs) throw new UsageError('kl needs --vs <source.gguf>');
-  if (task === 'ppl' && !values.data) throw new UsageError('ppl needs --data <text file>');
+  if (task === 'ppl' && !data) throw new UsageError('ppl needs -f/--data <text file>');
+  const hw = parseHardware(values, io, 64);
   const progress = new ProgressLine(io, values.quiet || values.json);
   const evalOptions: EvaluateOptions = {
-    model: positionals[0]!, vs: values.vs, task, data: values.data, train: values.train,
-    limit: parseNumber('limit', values.limit, { min: 1, integer: true }),
+    model, vs: values.vs, task, data, train: values.train,
+    limit: parseNumber(values.chunks !== undefined ? 'chunks' : 'limit', limit, { min: 1, integer: true }),
     seed: parseNumber('seed', values.seed, { integer: true }),
     shots: parseNumber('shots', values.shots, { min: 0, max: 64, integer: true }),
     chat: values.chat, maxTokens: parseNumber('max-tokens', values['max-tokens'], { min: 1, integer: true }),
@@ -96,23 +105,30 @@ async function run(argv: string[], io: CommandIO): Promise<number> {
     chunkSize: parseNumber('chunk', values.chunk, { min: 8, integer: true }),
     klTokens: parseNumber('kl-tokens', values['kl-tokens'], { min: 2, integer: true }),
     parallel: parseNumber('parallel', values.parallel, { min: 1, max: 256, integer: true }),
-    contextSize: parseNumber('ctx', values.ctx, { min: 64, integer: true }),
-    threads: parseNumber('threads', values.threads, { min: 1, integer: true }),
-    gpu: values.gpu ? 'auto' : false,
+    contextSize: hw.nCtx, threads: hw.nThreads, batchSize: hw.nBatch, gpuLayers: hw.nGpuLayers,
+    gpu: hw.nGpuLayers !== 0 ? 'auto' : false,
     cacheDir: values['cache-dir'], cache: !values['no-cache'],
     skipUnencodable: !!values['skip-unencodable'], modelChecks: !values['no-model-checks'],
-    onProgress: (p) => progress.update(progressText(p, task)),
+    onProgress: (p) => {
+      const who = p.side === 'model' ? 'model' : 'reference';
+      if (p.phase === 'run' || p.phase === 'done') progress.step(`${task} ${who}`, p.done, p.total, `${p.cached ? `(${p.cached} cached)` : ''}${p.tokensPerSecond > 0 ? ` ${p.tokensPerSecond.toFixed(1)} tok/s` : ''}`.trim());
+      else progress.update(progressText(p, task), `${task} ${who}`);
+    },
   };
-  const abort = new AbortController();
-  evalOptions.signal = abort.signal;
-  const onSigint = () => abort.abort();
-  process.once('SIGINT', onSigint);
+  // before any model is loaded: the files are there and readable
+  checkReadable([model, values.vs], 'model');
+  checkReadable([data, values.train]);
+  const interrupt = interruptible(io, 'stopping the evaluation; finished items stay cached');
+  evalOptions.signal = interrupt.signal;
   let result;
   try {
     result = await evaluate(evalOptions);
-  } finally {
-    process.off('SIGINT', onSigint);
     progress.done();
+  } catch (e) {
+    progress.abandon();
+    throw e;
+  } finally {
+    interrupt.dispose();
   }
   if (values.json) {
     const { itemResults, referenceItemResults, ...rest } = result;

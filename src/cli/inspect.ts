@@ -7,6 +7,7 @@ import { patchState } from '../patch/patch.ts';
 import { SelectionFile } from '../select/file.ts';
 import { loadStats } from '../stats/index.ts';
 import { tensorRoleSummary } from '../gguf/tensor-roles.ts';
+import { hyperparameterLines, hyperparameters } from './hparams.ts';
 import { globalHelp, parse, UsageError, writeJson, type Command, type CommandIO } from './common.ts';
 
 const mib = (bytes: number) => `${(bytes / 1048576).toFixed(1)} MiB`;
@@ -40,6 +41,7 @@ async function inspectModel(file: string, tensors: boolean) {
     shards: info.shards.length > 1 ? info.shards.map((s) => ({ path: s.path, bytes: s.fileSize, tensors: s.tensors.length })) : undefined,
     architecture: info.metadata.get('general.architecture'), name: info.metadata.get('general.name'),
     tensorCount: info.tensors.length, parameters: info.tensors.reduce((a, t) => a + t.numel, 0),
+    hyperparameters: hyperparameters(info),
     outputHead: info.tensorByName.has('output.weight') ? 'own tensor (output.weight)' : 'tied to token_embd.weight',
     types: Object.fromEntries(byType),
     // what MathNeuro does with each kind of tensor of this architecture (src/gguf/tensor-roles.ts)
@@ -86,6 +88,7 @@ function print(io: CommandIO, r: Record<string, any>) {
   if (r.kind === 'model') {
     out.push(`${r.path}: GGUF v${r.ggufVersion} model, ${r.architecture ?? '?'} "${r.name ?? ''}", ${mib(r.bytes)}, ${r.tensorCount} tensors, ${r.parameters.toLocaleString('en-US')} parameters`);
     if (r.shards) out.push(`split model: ${r.shards.length} shards`, ...r.shards.map((s: any, i: number) => `  ${i + 1}: ${s.path} (${mib(s.bytes)}, ${s.tensors} tensors)`));
+    out.push(...hyperparameterLines(r.hyperparameters));
     out.push(`output head: ${r.outputHead}`, '');
     out.push(table(Object.entries(r.types as Record<string, any>).map(([k, v]) => [k, v.tensors, v.parameters.toLocaleString('en-US'), mib(v.bytes)]), ['type', 'tensors', 'parameters', 'size']));
     const roles = r.roles as { pattern: string; scored: boolean; matmul: boolean; reason: string; count: number }[];
@@ -119,7 +122,9 @@ export const command: Command = {
   summary: 'show what a model, statistics file, selection file or undo journal holds',
   help: `usage: mathneuro inspect <file> [--tensors] [--json]
 
-Recognises the file by its content: a GGUF model (types, sizes, whether mathneuro patched it), a
+Recognises the file by its content: a GGUF model (the hyperparameters llama.cpp reads: context,
+layers, embedding, heads and KV heads, experts, vocabulary and tokenizer, rope, chat template;
+types, sizes, whether mathneuro patched it), a
 statistics file (samples, tokens, weights), a selection file (method, K, counts) or an undo journal.
 
   --tensors   list every tensor / weight

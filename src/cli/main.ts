@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import path from 'node:path';
 import { MathneuroError, asMathneuroError } from '../errors.ts';
-import type { Command, CommandIO } from './common.ts';
+import { interruptState, type Command, type CommandIO } from './common.ts';
 
 /** Every command, in the order the help lists them. A module exports `command: Command`. */
 const commandNames = [
@@ -28,7 +28,7 @@ async function mainHelp(io: CommandIO) {
     const c = await loadCommand(name);
     if (c) lines.push(`  ${name.padEnd(9)} ${c.summary}`);
   }
-  lines.push('', 'exit codes: 0 ok, 1 failure, 2 usage error');
+  lines.push('', 'exit codes: 0 ok, 1 failure, 2 usage error, 130 interrupted (Ctrl-C)');
   io.stdout.write(lines.join('\n') + '\n');
 }
 
@@ -54,11 +54,18 @@ export async function main(argv: string[], io: CommandIO = { stdout: process.std
     io.stdout.write(command.help.trimEnd() + '\n');
     return 0;
   }
+  interruptState.interrupted = false;
   try {
     return await command.run(rest, io);
   } catch (e) {
     const err = asMathneuroError(e);
     const usage = err.code === 'EUSAGE';
+    // Ctrl-C: the command stopped and cleaned up; 128 + SIGINT, as a shell reports it
+    if (err.code === 'EABORT' || interruptState.interrupted) {
+      if (json) io.stdout.write(JSON.stringify({ ok: false, error: { code: 'EABORT', message: err.message } }) + '\n');
+      io.stderr.write(`mathneuro ${name}: interrupted (${err.message})\n`);
+      return 130;
+    }
     if (json) io.stdout.write(JSON.stringify({ ok: false, error: { code: err.code, message: err.message } }) + '\n');
     io.stderr.write(`mathneuro ${name}: ${err.message}${usage ? ` (mathneuro ${name} --help)` : ''}\n`);
     if (verbose && (e as Error)?.stack) io.stderr.write(((e as Error).stack ?? '') + '\n');

@@ -1,10 +1,10 @@
-import { existsSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { MathneuroError } from '../errors.ts';
 import { DEFAULT_BOOST_TOP_K, overlapStudy, type PipelineStage } from '../pipeline.ts';
 import { SELECTION_METHODS, type SelectionMethod } from '../select/select.ts';
 import { calibrationChoices, calibrationOptions, parseFraction } from './boost.ts';
-import { ProgressLine, bar, globalHelp, modelCheckHelp, parse, parseNumber, UsageError, writeJson, type Command } from './common.ts';
+import { checkOutput } from '../preflight.ts';
+import { ProgressLine, globalHelp, hardwareHelp, interruptible, modelArgument, modelCheckHelp, modelHelp, parse, parseHardware, parseNumber, UsageError, writeJson, type Command } from './common.ts';
 
 export const command: Command = {
   name: 'overlap',
@@ -21,10 +21,13 @@ Subset statistics are cached like boost's. The output file feeds mathneuro repor
   --top-k K         per-matrix fraction (default ${DEFAULT_BOOST_TOP_K})
   --method M        ${SELECTION_METHODS.join(' | ')} (default mathneuro)
   --math F, --general F   calibration files instead of the built-in sets
-  --exclude-math-subjects, --seed S, --cache-dir D, --no-cache, --ctx N, --threads N   as in boost
+  --exclude-math-subjects, --seed S, --cache-dir D, --no-cache   as in boost
   -o, --output F    write the result as JSON (for mathneuro report --overlap)
-  -f, --force       overwrite the output
+  --force           overwrite the output
+${modelHelp}
 ${modelCheckHelp}
+${hardwareHelp}
+
 ${globalHelp}
 
 examples:
@@ -33,10 +36,10 @@ examples:
   async run(argv, io) {
     const { values, positionals } = parse(argv, {
       sizes: { type: 'string' }, subsets: { type: 'string' }, 'top-k': { type: 'string' }, method: { type: 'string' },
-      output: { type: 'string', short: 'o' }, force: { type: 'boolean', short: 'f' }, ...calibrationOptions,
+      output: { type: 'string', short: 'o' }, force: { type: 'boolean' }, ...calibrationOptions,
     });
     const v = values as Record<string, string | boolean | undefined>;
-    if (positionals.length !== 1) throw new UsageError('expected one model (a .gguf path or ollama:name[:tag])');
+    const modelSpec = modelArgument(v as { model?: string }, positionals, 'one model (a .gguf path or ollama:name[:tag])');
     const sizes = v.sizes === undefined ? undefined : String(v.sizes).split(',').map((x) => parseNumber('sizes', x.trim(), { integer: true, min: 1 })!);
     const subsets = parseNumber('subsets', v.subsets as string | undefined, { integer: true, min: 2 });
     const topK = parseFraction('top-k', v['top-k'] as string | undefined);
@@ -44,18 +47,19 @@ examples:
     const method = (v.method as string | undefined ?? 'mathneuro') as SelectionMethod;
     if (!SELECTION_METHODS.includes(method)) throw new UsageError(`--method must be one of ${SELECTION_METHODS.join(', ')}`);
     const output = v.output ? path.resolve(String(v.output)) : undefined;
-    if (output && existsSync(output) && !v.force) throw new MathneuroError('EEXIST', `${output} exists (use --force to overwrite)`);
+    if (output) checkOutput(output, { inputs: [modelSpec], force: !!v.force, bytes: 1 << 20, env: io.env });
+    const hw = parseHardware(v, io);
     const progress = new ProgressLine(io, !!(v.quiet || v.json));
     const names: Partial<Record<PipelineStage, string>> = { 'stats-math': 'math stats', 'stats-general': 'general stats' };
+    const interrupt = interruptible(io, 'removing the temporary files');
     const study = await overlapStudy({
-      model: positionals[0], sizes, subsets, topK, method, ...calibrationChoices(v as never),
+      model: modelSpec, signal: interrupt.signal, sizes, subsets, topK, method, ...calibrationChoices(v as never),
       seed: parseNumber('seed', v.seed as string | undefined, { integer: true, min: 0 }),
       cacheDir: v['cache-dir'] as string | undefined, cache: !v['no-cache'],
       skipUnencodable: !!v['skip-unencodable'], modelChecks: !v['no-model-checks'],
-      nCtx: parseNumber('ctx', v.ctx as string | undefined, { integer: true, min: 8 }),
-      nThreads: parseNumber('threads', v.threads as string | undefined, { integer: true, min: 1 }), env: io.env,
-      onProgress: (p) => progress.update(`overlap ${(names[p.stage] ?? p.stage).padEnd(14)} ${bar(p.total ? p.done / p.total : 0)} ${p.done}/${p.total}${p.detail ? `  ${p.detail}` : ''}`),
-    });
+      nCtx: hw.nCtx, nThreads: hw.nThreads, nBatch: hw.nBatch, nGpuLayers: hw.nGpuLayers, env: io.env,
+      onProgress: (p) => progress.step(names[p.stage] ?? p.stage, p.done, p.total, p.detail ?? ''),
+    }).catch((e) => { progress.abandon(); throw e; }).finally(() => interrupt.dispose());
     progress.done();
     if (output) writeFileSync(output, JSON.stringify(study, null, 2) + '\n');
     if (v.json) writeJson(io, { ok: true, output: output ?? null, ...study });

@@ -5,13 +5,16 @@ import { patchModel, DEFAULT_SCALE, type PatchProgress, type PatchResult } from 
 import { realizedScaleMarkdown } from '../patch/realized.ts';
 import type { RequantizeStrategy } from '../select/codec.ts';
 import { loadStatisticsFor } from '../select/statistics.ts';
-import { ProgressLine, bar, formatDuration, globalHelp, parse, parseNumber, UsageError, writeJson, type Command, type CommandIO } from './common.ts';
-import { parseMethod, parseTopK } from './select.ts';
+import { ProgressLine, bar, formatDuration, globalHelp, interruptible, modelArgument, modelOption, parse, parseNumber, UsageError, writeJson, type Command, type CommandIO } from './common.ts';
+import { emptySelectionWarning, minimumTopK, parseMethod, parseTopK } from './select.ts';
+import { checkOutput, checkPatchInput, checkReadable } from '../preflight.ts';
 
 const mib = (bytes: number) => `${(bytes / 1048576).toFixed(1)} MiB`;
 
+export const phaseLabel = { hash: 'hashing', select: 'selecting', patch: 'patching', copy: 'copying', verify: 'verifying', restore: 'restoring' } as const;
+
 export function progressText(p: PatchProgress): string {
-  const label = { hash: 'hashing', select: 'selecting', patch: 'patching', copy: 'copying', verify: 'verifying', restore: 'restoring' }[p.phase];
+  const label = phaseLabel[p.phase];
   return `${label.padEnd(9)} ${bar(p.total ? p.done / p.total : 0)} ${p.item ?? ''}`;
 }
 
@@ -50,8 +53,10 @@ got, per tensor type: at 4 bits much of a x1.1 change rounds away (see --upcast)
   --requant S        best (default: per block the closest of plain requantization, keep-scale
                      re-rounding and importance-weighted requantization) | plain | keep-scale
   --no-imatrix       do not use the math statistics' sums of squares as importance matrix
-  --threads N        CPU threads (default: all; the output does not depend on it)
+  -t, --threads N    CPU threads (default: all; the output does not depend on it)
   --force            overwrite the output; patch a file mathneuro already patched
+  --strict           exit 1 when the selection is empty and the patch changes nothing
+  -m, --model F      the model (the positional argument works too)
 
 A split model (<name>-00001-of-0000N.gguf) is given by its first shard and written as shards again:
 -o must be named <out>-00001-of-0000N.gguf; in place, one journal beside the first shard covers all.
@@ -67,10 +72,10 @@ examples:
       output: { type: 'string', short: 'o' }, 'in-place': { type: 'boolean' }, selection: { type: 'string' },
       math: { type: 'string' }, general: { type: 'string' }, 'top-k': { type: 'string' }, method: { type: 'string' },
       seed: { type: 'string' }, 'include-output': { type: 'boolean' }, scale: { type: 'string' }, prune: { type: 'boolean' },
-      upcast: { type: 'string' }, requant: { type: 'string' }, 'no-imatrix': { type: 'boolean' }, force: { type: 'boolean', short: 'f' }, threads: { type: 'string' },
+      upcast: { type: 'string' }, requant: { type: 'string' }, 'no-imatrix': { type: 'boolean' }, force: { type: 'boolean' }, threads: { type: 'string', short: 't' }, strict: { type: 'boolean' },
+      ...modelOption,
     });
-    if (positionals.length !== 1) throw new UsageError('expected one model path');
-    const model = positionals[0];
+    const model = modelArgument(values, positionals);
     if (!values.output && !values['in-place']) throw new UsageError('give -o <out.gguf> or --in-place');
     if (values.output && values['in-place']) throw new UsageError('-o and --in-place exclude each other');
     if (values.prune && values.scale !== undefined) throw new UsageError('--scale and --prune exclude each other');
@@ -91,6 +96,10 @@ examples:
     const seed = parseNumber('seed', values.seed, { integer: true, min: 0, max: 0xffffffff });
 
     const info = openModelSync(model);
+    // before the statistics are read and anything is written: the input, the output, the disk
+    checkPatchInput(model, { force: values.force });
+    checkReadable([values.selection, values.math, values.general], 'statistics or selection file');
+    if (values.output) checkOutput(values.output, { inputs: info.shards.map((s) => s.path), force: values.force, bytes: upcast ? undefined : info.totalBytes, env: io.env });
     const warnings: string[] = [];
     const loaded = async (file: string | undefined, role: 'math' | 'general') => {
       if (!file) return undefined;
@@ -102,28 +111,29 @@ examples:
     const general = await loaded(values.general, 'general');
     if (!values.json && !values.quiet) for (const w of warnings) io.stderr.write(`warning: ${w}\n`);
     const progress = new ProgressLine(io, values.quiet || values.json);
-    const controller = new AbortController();
-    const onSigint = () => { controller.abort(); };
-    process.once('SIGINT', onSigint);
+    const interrupt = interruptible(io, values['in-place'] ? 'finishing the undo: restoring the model from its journal' : 'removing the partial output');
     try {
       const result = await patchModel({
         model, out: values.output ? path.resolve(values.output) : undefined, inPlace: values['in-place'],
         selection: values.selection, math, general, method, topK, seed, includeOutput: values['include-output'],
         scale, prune: values.prune, upcast: upcast as 'q8_0' | 'f16' | undefined, strategy,
-        useImportance: !values['no-imatrix'], force: values.force, signal: controller.signal,
+        useImportance: !values['no-imatrix'], force: values.force, signal: interrupt.signal,
         threads: parseNumber('threads', values.threads, { integer: true, min: 1, max: 1024 }),
-        onProgress: (p) => progress.update(progressText(p)),
+        onProgress: (p) => progress.step(phaseLabel[p.phase], p.done, p.total, p.item ?? ''),
       });
       progress.done();
+      const empty = result.selectedWeights === 0 ? emptySelectionWarning(result.topK, minimumTopK(info, result.method, values['include-output'])) : undefined;
+      if (empty) warnings.push(empty);
       if (values.json) writeJson(io, { ok: true, warnings, ...result });
       else if (!values.quiet) printResult(io, result);
-      return 0;
+      if (empty && !values.json) io.stderr.write(`warning: ${empty}${result.mode !== 'in-place' ? ` (${result.output.path} is an unchanged copy)` : ''}\n`);
+      return empty && values.strict ? 1 : 0;
     } catch (e) {
-      progress.done();
+      progress.abandon();
       if ((e as MathneuroError).code === 'EABORT' && values['in-place']) io.stderr.write('interrupted: the model was restored from its undo journal\n');
       throw e;
     } finally {
-      process.removeListener('SIGINT', onSigint);
+      interrupt.dispose();
     }
   },
 };

@@ -25,7 +25,7 @@ examples:
   mathneuro quantize model-f32.gguf model-q8_0.gguf --type q8_0
   mathneuro quantize model-f16.gguf model-q4_k.gguf --type q4_k --imatrix general.stats.gguf --json`,
   async run(argv, io) {
-    const { values, positionals } = parse(argv, { type: { type: 'string', short: 't' }, imatrix: { type: 'string' }, force: { type: 'boolean', short: 'f' } });
+    const { values, positionals } = parse(argv, { type: { type: 'string', short: 't' }, imatrix: { type: 'string' }, force: { type: 'boolean' } });
     if (positionals.length !== 2) throw new UsageError('expected <in.gguf> <out.gguf>');
     if (!values.type) throw new UsageError('--type is required');
     const type = values.type.toLowerCase();

@@ -5,7 +5,8 @@ import { buildReport, DEFAULT_BOOST_SCALE, DEFAULT_BOOST_TOP_K, type OverlapStud
 import { renderReportHtml } from '../report/index.ts';
 import { SELECTION_METHODS, type SelectionMethod } from '../select/select.ts';
 import { parseFraction } from './boost.ts';
-import { ProgressLine, bar, globalHelp, parse, parseNumber, UsageError, writeJson, type Command } from './common.ts';
+import { checkOutput, checkReadable } from '../preflight.ts';
+import { ProgressLine, globalHelp, hardwareHelp, hardwareOptions, interruptible, modelArgument, modelHelp, modelOption, parse, parseHardware, parseNumber, UsageError, writeJson, type Command } from './common.ts';
 
 export const command: Command = {
   name: 'report',
@@ -25,9 +26,13 @@ The statistics files come from mathneuro stats, or from the cache paths boost pr
   --prune           realized values of zeroing instead
   --no-realized     no realized-scale table (it writes a temporary copy of the model)
   --overlap F       draw the consistency figure from this file (mathneuro overlap -o F, or its --json)
-  -f, --force       overwrite the output
-  --json            print the report's numbers (and write no HTML unless -o is given)
-${globalHelp}
+  --force           overwrite the output
+${modelHelp}
+${hardwareHelp}
+                           (report runs no forward pass: -t is used by the realized-scale patch;
+                           the others are checked and accepted, so one command line works everywhere)
+
+${globalHelp.replace('print one JSON object on stdout (and nothing else there)', "print the report's numbers (and write no HTML unless -o is given)")}
 
 examples:
   mathneuro report tiny.gguf --math math.stats.gguf --general general.stats.gguf -o tiny.report.html
@@ -37,9 +42,9 @@ examples:
     const { values, positionals } = parse(argv, {
       math: { type: 'string' }, general: { type: 'string' }, output: { type: 'string', short: 'o' }, 'top-k': { type: 'string' },
       method: { type: 'string' }, scale: { type: 'string' }, prune: { type: 'boolean' }, 'no-realized': { type: 'boolean' },
-      overlap: { type: 'string' }, force: { type: 'boolean', short: 'f' },
+      overlap: { type: 'string' }, force: { type: 'boolean' }, ...hardwareOptions, ...modelOption,
     });
-    if (positionals.length !== 1) throw new UsageError('expected one model (a .gguf path or ollama:name[:tag])');
+    const modelSpec = modelArgument(values, positionals, 'one model (a .gguf path or ollama:name[:tag])');
     if (!values.math || !values.general) throw new UsageError('--math and --general statistics files are required');
     const method = (values.method ?? 'mathneuro') as SelectionMethod;
     if (!SELECTION_METHODS.includes(method)) throw new UsageError(`--method must be one of ${SELECTION_METHODS.join(', ')}`);
@@ -48,7 +53,9 @@ examples:
     if (values.prune && values.scale) throw new UsageError('--prune and --scale exclude each other');
     const scale = parseNumber('scale', values.scale, { min: 0 });
     const output = values.output ? path.resolve(values.output) : values.json ? undefined : path.resolve('report.html');
-    if (output && existsSync(output) && !values.force) throw new MathneuroError('EEXIST', `${output} exists (use --force to overwrite)`);
+    const hw = parseHardware(values, io);
+    checkReadable([values.math, values.general], 'statistics file');
+    if (output) checkOutput(output, { inputs: [modelSpec, values.math, values.general], force: values.force, what: 'report', bytes: 1 << 20, env: io.env });
     let overlap: OverlapStudy | undefined;
     if (values.overlap) {
       if (!existsSync(values.overlap)) throw new MathneuroError('ENOENT', `no such overlap file: ${values.overlap}`);
@@ -56,11 +63,12 @@ examples:
       if (!overlap || !Array.isArray(overlap.points)) throw new MathneuroError('EDATA', `${values.overlap}: no "points" (expected the output of mathneuro overlap)`);
     }
     const progress = new ProgressLine(io, !!(values.quiet || values.json));
+    const interrupt = interruptible(io, 'removing the temporary copy');
     const data = await buildReport({
-      model: positionals[0], math: values.math, general: values.general, topK, method,
+      model: modelSpec, threads: hw.nThreads, signal: interrupt.signal, math: values.math, general: values.general, topK, method,
       realizedScale: values['no-realized'] ? false : values.prune ? 0 : scale, overlap, env: io.env,
-      onProgress: (p) => progress.update(`report ${p.stage.padEnd(8)} ${bar(p.total ? p.done / p.total : 0)} ${p.done}/${p.total}`),
-    });
+      onProgress: (p) => progress.step(p.stage === 'select' ? 'selection' : 'realized scale', p.done, p.total),
+    }).catch((e) => { progress.abandon(); throw e; }).finally(() => interrupt.dispose());
     progress.done();
     if (output) writeFileSync(output, renderReportHtml(data));
     if (values.json) writeJson(io, { ok: true, output: output ?? null, ...data });

@@ -1,13 +1,19 @@
 import path from 'node:path';
-import { existsSync } from 'node:fs';
-import { MathneuroError } from '../errors.ts';
 import { modelFiles, openModelSync } from '../gguf/model.ts';
 import { SelectionFileWriter } from '../select/file.ts';
-import { SELECTION_METHODS, SelectionSummaryBuilder, planTensors, selectTensors, validateTopK, type SelectionMethod, type SelectionSummary } from '../select/select.ts';
+import type { GgufInfo } from '../gguf/reader.ts';
+import { EXCLUDED_BLOCK_WEIGHTS, SELECTION_METHODS, SelectionSummaryBuilder, planTensors, selectTensors, validateTopK, type SelectionMethod, type SelectionSummary } from '../select/select.ts';
 import { loadStatisticsFor } from '../select/statistics.ts';
 import { sha256InBackground } from '../patch/background-hash.ts';
 import { sha256File } from '../select/tensor-io.ts';
-import { ProgressLine, bar, globalHelp, parse, parseNumber, UsageError, writeJson, type Command, type CommandIO } from './common.ts';
+import { checkOutput } from '../preflight.ts';
+import { ProgressLine, globalHelp, interruptible, modelArgument, modelOption, parse, parseNumber, UsageError, writeJson, type Command, type CommandIO } from './common.ts';
+
+/** The warning for an empty selection, with the smallest K that selects anything. */
+export function emptySelectionWarning(topK: number | string, minimum: number | undefined): string {
+  return `the selection is empty: K=${topK} selects no weight in any matrix, so the patch changes nothing` +
+    (minimum !== undefined ? ` (the smallest K that selects a weight in some matrix is ${+minimum.toPrecision(3)} = ${+(100 * minimum).toPrecision(3)}%: 1 / the weights of the largest matrix)` : '');
+}
 
 /** "0.01,0.05" or "1%,5%" -> [0.01, 0.05] */
 export function parseTopK(value: string | undefined): number[] | undefined {
@@ -26,6 +32,19 @@ export function parseMethod(value: string | undefined): SelectionMethod {
   const method = (value ?? 'mathneuro') as SelectionMethod;
   if (!SELECTION_METHODS.includes(method)) throw new UsageError(`--method must be one of ${SELECTION_METHODS.join(', ')}, got "${value}"`);
   return method;
+}
+
+/**
+ * The smallest per-matrix K that selects a weight anywhere: 1 / the weights of the largest scored
+ * matrix (per output row for wanda-row). Below it every matrix's top-K count rounds to 0.
+ */
+export function minimumTopK(model: GgufInfo, method: SelectionMethod = 'mathneuro', includeOutput = false): number | undefined {
+  let largest = 0;
+  for (const t of model.tensors) {
+    const scored = (t.name.startsWith('blk.') && t.name.endsWith('.weight') || includeOutput && t.name === 'output.weight') && t.shape.length >= 2 && t.shape.length <= 3 && !EXCLUDED_BLOCK_WEIGHTS.test(t.name);
+    if (scored) largest = Math.max(largest, method === 'wanda-row' ? t.shape[0] : t.shape[0] * t.shape[1]);
+  }
+  return largest ? 1 / largest : undefined;
 }
 
 const pct = (x: number) => `${(x * 100).toFixed(x < 0.001 ? 4 : 3)}%`;
@@ -64,8 +83,9 @@ of the general scores (MathNeuro). Several K reuse the same scores. Prints count
   --include-output  also score output.weight when it is its own tensor (never tied embeddings)
   -o, --output F    selection file to write (replayed by mathneuro patch --selection)
   --per-tensor      print every tensor's counts
-  --threads N       CPU threads (default: all; the selection does not depend on it)
+  -t, --threads N   CPU threads (default: all; the selection does not depend on it)
   --force           overwrite the output
+  --strict          exit 1 when a K selects nothing (the smallest K that selects anything is in the warning)
 ${globalHelp}
 
 Ties are broken in favour of the lower flat index; weights with a zero score are never selected.
@@ -77,10 +97,11 @@ examples:
     const { values, positionals } = parse(argv, {
       math: { type: 'string' }, general: { type: 'string' }, 'top-k': { type: 'string' }, method: { type: 'string' },
       seed: { type: 'string' }, 'include-output': { type: 'boolean' }, output: { type: 'string', short: 'o' },
-      'per-tensor': { type: 'boolean' }, force: { type: 'boolean', short: 'f' }, threads: { type: 'string' },
+      'per-tensor': { type: 'boolean' }, force: { type: 'boolean' }, threads: { type: 'string', short: 't' }, strict: { type: 'boolean' },
+      ...modelOption,
     });
     const threads = parseNumber('threads', values.threads, { integer: true, min: 1, max: 1024 });
-    if (positionals.length !== 1) throw new UsageError('expected one model path');
+    const modelPath = modelArgument(values, positionals);
     if (!values.math) throw new UsageError('--math is required');
     const topK = parseTopK(values['top-k']);
     if (!topK) throw new UsageError('--top-k is required');
@@ -88,8 +109,8 @@ examples:
     if ((method === 'mathneuro' || method === 'random') && !values.general) throw new UsageError(`--general is required by --method ${method}`);
     const seed = parseNumber('seed', values.seed, { integer: true, min: 0, max: 0xffffffff }) ?? 0;
     const output = values.output ? path.resolve(values.output) : undefined;
-    if (output && existsSync(output) && !values.force) throw new MathneuroError('EEXIST', `${output} exists (use --force to overwrite)`);
-    const model = openModelSync(positionals[0]);
+    if (output) checkOutput(output, { inputs: [modelPath, values.math, ...(values.general ? [values.general] : [])], force: values.force, what: 'selection file', env: io.env });
+    const model = openModelSync(modelPath);
     const math = await loadStatisticsFor(values.math, 'math', model, method);
     const general = values.general ? await loadStatisticsFor(values.general, 'general', model, method) : undefined;
     const warnings = [...math.warnings, ...(general?.warnings ?? [])];
@@ -100,13 +121,11 @@ examples:
     const writer = output ? new SelectionFileWriter(output) : undefined;
     // the model's sha256 (recorded in the selection file) is computed on a worker thread meanwhile
     const hashing = writer ? sha256InBackground(modelFiles(model)) : undefined;
-    const controller = new AbortController();
-    const onSigint = () => controller.abort();
-    process.once('SIGINT', onSigint);
+    const interrupt = interruptible(io, 'removing the partial selection file');
     try {
       for await (const selection of selectTensors(model, plan, {
-        method, topK, math: math.stats, general: general?.stats, seed, includeOutput: values['include-output'], signal: controller.signal, threads,
-        onProgress: (p) => progress.update(`select ${bar(p.done / p.total)} ${p.done}/${p.total} ${p.tensor}`),
+        method, topK, math: math.stats, general: general?.stats, seed, includeOutput: values['include-output'], signal: interrupt.signal, threads,
+        onProgress: (p) => progress.step('select', p.done, p.total, p.tensor),
       })) {
         summary.add(selection);
         await writer?.add(selection);
@@ -125,18 +144,23 @@ examples:
           summary: rest,
         });
       }
+      const emptyKs = result.totals.filter((t) => t.selected === 0).map((t) => t.topK);
+      const empty = emptyKs.length ? emptySelectionWarning(emptyKs.join(','), minimumTopK(model, method, values['include-output'])).replace('so the patch changes nothing', 'so a patch with it would change nothing') : undefined;
+      if (empty) warnings.push(empty);
       if (values.json) writeJson(io, { ok: true, output, warnings, ...result });
       else if (!values.quiet) {
         printSummary(io, result, !!values['per-tensor']);
         if (output) io.stdout.write(`\nwrote ${output}\n`);
       }
-      return 0;
+      if (empty && !values.json) io.stderr.write(`warning: ${empty}\n`);
+      return empty && values.strict ? 1 : 0;
     } catch (e) {
+      progress.abandon();
       writer?.abort();
       throw e;
     } finally {
       hashing?.cancel();
-      process.removeListener('SIGINT', onSigint);
+      interrupt.dispose();
     }
   },
 };

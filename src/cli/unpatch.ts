@@ -1,6 +1,6 @@
 import { unpatchModel } from '../patch/patch.ts';
 import { ProgressLine, globalHelp, parse, UsageError, writeJson, type Command } from './common.ts';
-import { progressText } from './patch.ts';
+import { phaseLabel } from './patch.ts';
 
 export const command: Command = {
   name: 'unpatch',
@@ -21,7 +21,7 @@ examples:
     const { values, positionals } = parse(argv, { 'keep-journal': { type: 'boolean' } });
     if (positionals.length !== 1) throw new UsageError('expected one model path');
     const progress = new ProgressLine(io, values.quiet || values.json);
-    const r = await unpatchModel(positionals[0], { keepJournal: values['keep-journal'], onProgress: (p) => progress.update(progressText(p)) });
+    const r = await unpatchModel(positionals[0], { keepJournal: values['keep-journal'], onProgress: (p) => progress.step(phaseLabel[p.phase], p.done, p.total, p.item ?? '') }).catch((e) => { progress.abandon(); throw e; });
     progress.done();
     if (values.json) writeJson(io, { ok: true, ...r });
     else if (!values.quiet) {

@@ -552,7 +552,7 @@ async function evaluateKl(options: EvaluateOptions, cacheDir: string): Promise<E
   if (missing.length) {
     report('load', cached);
     const { StatsModel } = await import('../stats/collect.ts');
-    const open = { nCtx: Math.ceil((klTokens + 1) / 256) * 256, nSeqMax: 1, nThreads: options.threads, modelChecks: options.modelChecks };
+    const open = { nCtx: Math.ceil((klTokens + 1) / 256) * 256, nSeqMax: 1, nThreads: options.threads, nBatch: options.batchSize, nGpuLayers: options.gpuLayers ?? (options.gpu === 'auto' ? -1 : 0), modelChecks: options.modelChecks };
     const model = await StatsModel.open(options.model, open);
     let reference: StatsModelType | undefined;
     try {

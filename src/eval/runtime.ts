@@ -12,6 +12,10 @@ import type { GgufInfo } from '../gguf/reader.ts';
 export interface RuntimeOptions {
   /** Use a GPU when node-llama-cpp finds one ("auto"), or the CPU only (false). Default: $MATHNEURO_GPU === '1' ? 'auto' : false. */
   gpu?: 'auto' | false;
+  /** Layers offloaded to the GPU (-1: all); given, it decides the offload instead of `gpu`. */
+  gpuLayers?: number;
+  /** Logical batch size (default min(512, context x sequences)). */
+  batchSize?: number;
   /** CPU threads for decoding. Default: $MATHNEURO_THREADS, else the number of math cores node-llama-cpp detects (more threads than cores makes ggml's spinning workers fight). */
   threads?: number;
   /** false: skip the semantic model checks (the GGUF validator still runs): you take the risk of an abort */
@@ -72,13 +76,15 @@ export class EvalModel {
 
   /** Load the weights; call open() to create the context once the needed size is known. */
   static async load(modelPath: string, options: RuntimeOptions = {}): Promise<EvalModel> {
+    if (process.env.MATHNEURO_TEST_REFUSE_LOAD === '1') throw new MathneuroError('ELOAD', 'model load refused (MATHNEURO_TEST_REFUSE_LOAD=1: a test asserting that nothing runs the model)');
+    if (options.gpuLayers !== undefined) options = { ...options, gpu: options.gpuLayers !== 0 ? 'auto' : false };
     if (!existsSync(modelPath)) throw new MathneuroError('ENOENT', `model not found: ${modelPath}`);
     const gguf = validateModelFile(modelPath, options); // nothing reaches llama.cpp before the validator says yes
     const llama = await sharedLlama(options);
     let model: LlamaModel;
     recentLlamaLog.length = 0;
     try {
-      model = await llama.loadModel({ modelPath, gpuLayers: options.gpu === 'auto' ? 'auto' : 0 });
+      model = await llama.loadModel({ modelPath, gpuLayers: options.gpuLayers !== undefined ? (options.gpuLayers < 0 ? 'max' : options.gpuLayers) : options.gpu === 'auto' ? 'auto' : 0 });
     } catch (e) {
       // node-llama-cpp delivers llama.cpp's log lines asynchronously: they may come after the rejection
       for (let waited = 0; waited < 2000 && !recentLlamaLog.some((l) => l.includes('failed to load model')); waited += 20) await new Promise((r) => setTimeout(r, 20));
@@ -97,7 +103,7 @@ export class EvalModel {
       this.context = await this.model.createContext({
         sequences: parallel, contextSize, flashAttention: false,
         threads: this.runtime.threads ?? (Number(process.env.MATHNEURO_THREADS) || this.llama.cpuMathCores),
-        batchSize: Math.min(512, contextSize * parallel), failedCreationRemedy: false,
+        batchSize: this.runtime.batchSize ?? Math.min(512, contextSize * parallel), failedCreationRemedy: false,
       });
     } catch (e) {
       throw new MathneuroError('ELOAD', `could not create a ${parallel} x ${contextSize}-token context for ${this.path}: ${(e as Error).message} (lower --parallel or --ctx)`, { cause: e });

@@ -43,7 +43,7 @@ export function layerOf(name: string): string {
 }
 
 /** The MoE router is a linear layer too, but changing it changes routing, not the experts. */
-const EXCLUDED_BLOCK_WEIGHTS = /(^|\.)(ffn_gate_inp|ffn_gate_inp_shexp|exp_probs_b)\.weight$|_norm\.weight$|(^|\.)norm\.weight$/;
+export const EXCLUDED_BLOCK_WEIGHTS = /(^|\.)(ffn_gate_inp|ffn_gate_inp_shexp|exp_probs_b)\.weight$|_norm\.weight$|(^|\.)norm\.weight$/;
 
 export interface ScoredTensor {
   tensor: GgufTensorInfo;

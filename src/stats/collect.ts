@@ -98,6 +98,7 @@ export class StatsModel {
   private constructor(readonly path: string, readonly gguf: GgufInfo, private readonly native: NativeModel) {}
 
   static async open(path: string, options: ModelOptions = {}): Promise<StatsModel> {
+    if (process.env.MATHNEURO_TEST_REFUSE_LOAD === '1') throw new MathneuroError('ELOAD', 'model load refused (MATHNEURO_TEST_REFUSE_LOAD=1: a test asserting that nothing runs the model)');
     const gguf = openModelSync(path); // the validator (every shard of a split model): nothing reaches llama.cpp before it says yes
     emitModelWarnings(gguf, checkModel(gguf, options)); // and the model-level checks (what llama.cpp's loader and tokenizer would abort on)
     const binding = loadNative();

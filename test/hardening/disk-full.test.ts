@@ -59,7 +59,13 @@ t.test('a full 2 MiB tmpfs: the CLI prints one line, nothing is left', async (t)
   // fill the disk but for a few KiB, then write statistics (~100 KiB)
   writeFileSync(path.join(small, 'filler'), Buffer.alloc(2 * 1024 * 1024 - 12 * 1024, 7));
   writeFileSync(path.join(dir, 'd.txt'), 'One plus one is two.\n');
-  const stats = spawnSync(process.execPath, [cliPath, 'stats', model, '--data', path.join(dir, 'd.txt'), '-o', path.join(small, 's.gguf'), '--threads', '1', '--json'], { encoding: 'utf8' });
+  // the statvfs check says so before any forward pass; with it out of the way (a test hook), the writer's ENOSPC does
+  const early = spawnSync(process.execPath, [cliPath, 'stats', model, '--data', path.join(dir, 'd.txt'), '-o', path.join(small, 's.gguf'), '--threads', '1', '--json'], { encoding: 'utf8' });
+  t.equal(early.status, 1, early.stderr);
+  t.match(early.stderr, /^mathneuro stats: not enough disk space for the statistics file in .*: it needs .*, .* free\n$/);
+  t.same(readdirSync(small), ['filler'], 'nothing written');
+  const noStatfs = { ...process.env, MATHNEURO_TEST_FREE_BYTES: String(2 ** 50) };
+  const stats = spawnSync(process.execPath, [cliPath, 'stats', model, '--data', path.join(dir, 'd.txt'), '-o', path.join(small, 's.gguf'), '--threads', '1', '--json'], { encoding: 'utf8', env: noStatfs });
   t.equal(stats.status, 1, stats.stderr);
   t.equal(JSON.parse(stats.stdout).error.code, 'EIO');
   t.match(stats.stderr, /no space left on device while writing .*s\.gguf/);
@@ -70,7 +76,10 @@ t.test('a full 2 MiB tmpfs: the CLI prints one line, nothing is left', async (t)
   const statsFile = path.join(dir, 's.gguf');
   const made = spawnSync(process.execPath, [cliPath, 'stats', model, '--data', path.join(dir, 'd.txt'), '-o', statsFile, '--threads', '1'], { encoding: 'utf8' });
   t.equal(made.status, 0, made.stderr);
-  const patched = spawnSync(process.execPath, [cliPath, 'patch', model, '-o', path.join(small, 'p.gguf'), '--math', statsFile, '--method', 'wanda', '--top-k', '0.05'], { encoding: 'utf8' });
+  const patchEarly = spawnSync(process.execPath, [cliPath, 'patch', model, '-o', path.join(small, 'p.gguf'), '--math', statsFile, '--method', 'wanda', '--top-k', '0.05'], { encoding: 'utf8' });
+  t.equal(patchEarly.status, 1, patchEarly.stderr);
+  t.match(patchEarly.stderr, /^mathneuro patch: not enough disk space for the output in .*: it needs .*, .* free\n$/);
+  const patched = spawnSync(process.execPath, [cliPath, 'patch', model, '-o', path.join(small, 'p.gguf'), '--math', statsFile, '--method', 'wanda', '--top-k', '0.05'], { encoding: 'utf8', env: noStatfs });
   t.equal(patched.status, 1, patched.stderr);
   t.match(patched.stderr, /no space left on device while writing .*p\.gguf; no partial file was left/);
   t.equal(patched.stderr.trim().split('\n').length, 1, 'one line');
