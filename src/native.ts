@@ -4,7 +4,7 @@ import { existsSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { MathneuroError } from './errors.ts';
+import { MathneuroError, asMathneuroError } from './errors.ts';
 
 const require = createRequire(import.meta.url);
 export const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -22,7 +22,11 @@ export const buildPaths: Record<BuildKind, string> = {
 export interface DeviceInfo {
   name: string; description: string; type: 'cpu' | 'gpu' | 'accel' | 'other'; backend: string;
   memoryTotalBytes: number; memoryFreeBytes: number;
+  /** the library the backend was loaded from (mathneuro.node itself when ggml is compiled in) */
+  library: string;
 }
+/** A CPU library of the prebuilt (libggml-cpu-<name>.so) and its ggml_backend_score here (0: unsupported, -1: unloadable). */
+export interface CpuVariant { name: string; path: string; score: number }
 export interface SystemInfo {
   buildKind: string; llamaSystemInfo: string; devices: DeviceInfo[];
   supportsGpuOffload: boolean; supportsMmap: boolean;
@@ -30,17 +34,33 @@ export interface SystemInfo {
 
 /** The raw binding. Each native module adds its functions; typed wrappers live beside their TS module. */
 export interface NativeBinding {
-  init(binsDir?: string, verbose?: boolean): void;
+  init(binsDir?: string, verbose?: boolean, cpuVariant?: string): void;
   systemInfo(): SystemInfo;
+  cpuVariants(binsDir: string): CpuVariant[];
   [name: string]: any;
 }
 
 let cached: { binding: NativeBinding; kind: BuildKind; path: string } | undefined;
 
+/**
+ * MATHNEURO_CPU_VARIANT=<name> (e.g. x64, sse42, haswell, zen4): the prebuilt loads only
+ * libggml-cpu-<name>.so instead of the best one this CPU supports, so quantized matmuls round the same
+ * on every machine that can run that variant. It holds for the whole process: the prebuilt shim and
+ * node-llama-cpp (CPU, gpu: false) share one libggml, the shim registers the CPU backend first
+ * (sharedLlama loads it before getLlama) and node-llama-cpp then finds a CPU device and loads none.
+ * The source build has its CPU backend compiled in, so the variant selects the prebuilt build.
+ */
+export function cpuVariantRequest(): string | undefined {
+  const v = process.env.MATHNEURO_CPU_VARIANT?.trim();
+  return v ? v : undefined;
+}
+
 /** Which build to use: MATHNEURO_BUILD=source|prebuilt forces one; otherwise the one that exists,
- * and when both do, the more recently built (a rebuild after editing native/ is what you meant). */
+ * and when both do, the more recently built (a rebuild after editing native/ is what you meant).
+ * MATHNEURO_CPU_VARIANT picks the prebuilt (the only build with variants) unless a build is forced. */
 export function pickBuild(): { kind: BuildKind; path: string } | undefined {
   const forced = process.env.MATHNEURO_BUILD as BuildKind | undefined;
+  if (!forced && cpuVariantRequest() && existsSync(buildPaths.prebuilt)) return { kind: 'prebuilt', path: buildPaths.prebuilt };
   if (forced) {
     if (!(forced in buildPaths)) throw new MathneuroError('EUSAGE', `MATHNEURO_BUILD must be "source" or "prebuilt", not "${forced}"`);
     return existsSync(buildPaths[forced]) ? { kind: forced, path: buildPaths[forced] } : undefined;
@@ -65,7 +85,11 @@ export function loadNative(): NativeBinding {
     if (r.status !== 0 || !picked) throw new MathneuroError('ENATIVE', 'could not build the native shim; run `npm run build` in the mathneuro package and read its output');
   }
   const binding = require(picked.path) as NativeBinding;
-  binding.init(paths.binsDir(), process.env.MATHNEURO_LLAMA_LOG === '1');
+  try {
+    binding.init(paths.binsDir(), process.env.MATHNEURO_LLAMA_LOG === '1', cpuVariantRequest());
+  } catch (e) {
+    throw asMathneuroError(e, 'ENOBACKEND');
+  }
   cached = { binding, kind: picked.kind, path: picked.path };
   return binding;
 }
@@ -76,4 +100,18 @@ export function nativeBuild(): { kind: BuildKind; path: string } {
 }
 
 export function prebuiltBinsDir(): string { return paths.binsDir(); }
+
+/** The loaded CPU backend (the first CPU device: the one llama.cpp computes with) and the prebuilt's
+ * variants: which ones this CPU supports and which one ggml's default loader picks. */
+export function cpuBackendInfo(): { loaded: string; library: string; forced: string | undefined; cpuDevices: number; variants: CpuVariant[]; defaultVariant: string | undefined } {
+  const native = loadNative();
+  const cpus = native.systemInfo().devices.filter((d) => d.type === 'cpu');
+  const library = cpus[0]?.library ?? '';
+  const m = /(?:lib)?ggml-cpu-(.+)\.(?:so|dylib|dll)$/.exec(path.basename(library));
+  const loaded = m ? m[1] : cpus.length === 0 ? 'none' : library.endsWith('.node') ? 'built-in' : path.basename(library) || 'unknown';
+  const variants = native.cpuVariants(paths.binsDir());
+  let best: CpuVariant | undefined;
+  for (const v of variants) if (v.score > 0 && (!best || v.score > best.score)) best = v;
+  return { loaded, library, forced: cpuVariantRequest(), cpuDevices: cpus.length, variants, defaultVariant: best?.name };
+}
 export function llamaSourceDir(): string { return paths.llamaSourceDir(); }

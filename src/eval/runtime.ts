@@ -6,6 +6,7 @@ import type { ChatTurn } from './prompts.ts';
 import { existsSync } from 'node:fs';
 import { MathneuroError } from '../errors.ts';
 import { validateModelFile } from '../gguf/model-check.ts';
+import { cpuBackendInfo, cpuVariantRequest, loadNative } from '../native.ts';
 
 export interface RuntimeOptions {
   /** Use a GPU when node-llama-cpp finds one ("auto"), or the CPU only (false). Default: $MATHNEURO_GPU === '1' ? 'auto' : false. */
@@ -23,8 +24,19 @@ export async function sharedLlama(options: RuntimeOptions = {}): Promise<Llama> 
   let llama = llamas.get(key);
   if (!llama) {
     llama = (async () => {
+      const variant = cpuVariantRequest();
+      // MATHNEURO_CPU_VARIANT: the prebuilt shim shares node-llama-cpp's libggml; registering its CPU
+      // variant first makes node-llama-cpp find a CPU device and load no other (see native.ts).
+      if (variant) loadNative();
       const { getLlama, LlamaLogLevel } = await import('node-llama-cpp');
-      return getLlama({ gpu, build: 'never', logLevel: process.env.MATHNEURO_LLAMA_LOG === '1' ? LlamaLogLevel.info : LlamaLogLevel.error, progressLogs: false });
+      const instance = await getLlama({ gpu, build: 'never', logLevel: process.env.MATHNEURO_LLAMA_LOG === '1' ? LlamaLogLevel.info : LlamaLogLevel.error, progressLogs: false });
+      if (variant) {
+        const cpu = cpuBackendInfo();
+        if (cpu.loaded !== variant || cpu.cpuDevices !== 1) {
+          throw new MathneuroError('ENOBACKEND', `MATHNEURO_CPU_VARIANT=${variant} does not hold for node-llama-cpp: the process has ${cpu.cpuDevices} CPU backend(s), the first from ${cpu.library || 'nowhere'}`);
+        }
+      }
+      return instance;
     })();
     llamas.set(key, llama);
   }
