@@ -1,6 +1,6 @@
 // Loads the native shim: the source build when it exists (npm run build:source), else the
 // prebuilt-linked one (npm install). Backends are loaded once, on first use.
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -49,6 +49,8 @@ let cached: { binding: NativeBinding; kind: BuildKind; path: string } | undefine
  * node-llama-cpp (CPU, gpu: false) share one libggml, the shim registers the CPU backend first
  * (sharedLlama loads it before getLlama) and node-llama-cpp then finds a CPU device and loads none.
  * The source build has its CPU backend compiled in, so the variant selects the prebuilt build.
+ * Not covered: node-llama-cpp's CUDA/Vulkan builds (MATHNEURO_GPU=1 on a GPU machine) have a libggml
+ * of their own that picks its own CPU variant; sharedLlama refuses that combination (ENOBACKEND).
  */
 export function cpuVariantRequest(): string | undefined {
   const v = process.env.MATHNEURO_CPU_VARIANT?.trim();
@@ -101,14 +103,28 @@ export function nativeBuild(): { kind: BuildKind; path: string } {
 
 export function prebuiltBinsDir(): string { return paths.binsDir(); }
 
+/** Linux: every CPU-variant library mapped into this process (any ggml copy's, node-llama-cpp's GPU builds' too); undefined elsewhere. */
+export function mappedCpuVariantLibraries(): string[] | undefined {
+  if (process.platform !== 'linux') return undefined;
+  try {
+    const files = readFileSync('/proc/self/maps', 'utf8').split('\n').map((line) => line.split(/\s+/)[5] ?? '');
+    return [...new Set(files.filter((f) => /\/libggml-cpu-[^/]+\.so$/.test(f)))];
+  } catch { return undefined; }
+}
+
+/** The variant name of a libggml-cpu-<variant>.so path, or undefined. */
+export function cpuVariantOfPath(file: string): string | undefined {
+  return /(?:lib)?ggml-cpu-(.+)\.(?:so|dylib|dll)$/.exec(path.basename(file))?.[1];
+}
+
 /** The loaded CPU backend (the first CPU device: the one llama.cpp computes with) and the prebuilt's
  * variants: which ones this CPU supports and which one ggml's default loader picks. */
 export function cpuBackendInfo(): { loaded: string; library: string; forced: string | undefined; cpuDevices: number; variants: CpuVariant[]; defaultVariant: string | undefined } {
   const native = loadNative();
   const cpus = native.systemInfo().devices.filter((d) => d.type === 'cpu');
   const library = cpus[0]?.library ?? '';
-  const m = /(?:lib)?ggml-cpu-(.+)\.(?:so|dylib|dll)$/.exec(path.basename(library));
-  const loaded = m ? m[1] : cpus.length === 0 ? 'none' : library.endsWith('.node') ? 'built-in' : path.basename(library) || 'unknown';
+  const variant = cpuVariantOfPath(library);
+  const loaded = variant ? variant : cpus.length === 0 ? 'none' : library.endsWith('.node') ? 'built-in' : path.basename(library) || 'unknown';
   const variants = native.cpuVariants(paths.binsDir());
   let best: CpuVariant | undefined;
   for (const v of variants) if (v.score > 0 && (!best || v.score > best.score)) best = v;

@@ -6,7 +6,7 @@ import type { ChatTurn } from './prompts.ts';
 import { existsSync } from 'node:fs';
 import { MathneuroError } from '../errors.ts';
 import { validateModelFile } from '../gguf/model-check.ts';
-import { cpuBackendInfo, cpuVariantRequest, loadNative } from '../native.ts';
+import { cpuVariantOfPath, cpuVariantRequest, loadNative, mappedCpuVariantLibraries } from '../native.ts';
 
 export interface RuntimeOptions {
   /** Use a GPU when node-llama-cpp finds one ("auto"), or the CPU only (false). Default: $MATHNEURO_GPU === '1' ? 'auto' : false. */
@@ -31,9 +31,13 @@ export async function sharedLlama(options: RuntimeOptions = {}): Promise<Llama> 
       const { getLlama, LlamaLogLevel } = await import('node-llama-cpp');
       const instance = await getLlama({ gpu, build: 'never', logLevel: process.env.MATHNEURO_LLAMA_LOG === '1' ? LlamaLogLevel.info : LlamaLogLevel.error, progressLogs: false });
       if (variant) {
-        const cpu = cpuBackendInfo();
-        if (cpu.loaded !== variant || cpu.cpuDevices !== 1) {
-          throw new MathneuroError('ENOBACKEND', `MATHNEURO_CPU_VARIANT=${variant} does not hold for node-llama-cpp: the process has ${cpu.cpuDevices} CPU backend(s), the first from ${cpu.library || 'nowhere'}`);
+        // the shim's registry: one CPU device, the variant (node-llama-cpp added none)
+        const cpus = loadNative().systemInfo().devices.filter((d) => d.type === 'cpu');
+        // every ggml copy in the process: a GPU build of node-llama-cpp has its own and its own CPU variant
+        const others = (mappedCpuVariantLibraries() ?? []).filter((f) => cpuVariantOfPath(f) !== variant);
+        if (cpus.length !== 1 || cpuVariantOfPath(cpus[0]!.library) !== variant || others.length) {
+          throw new MathneuroError('ENOBACKEND', `MATHNEURO_CPU_VARIANT=${variant} does not hold for node-llama-cpp (${instance.gpu ? `its ${instance.gpu} build` : 'its build'}): ` +
+            `CPU backends ${[...cpus.map((d) => d.library), ...others].join(', ') || 'none'}; the variant covers CPU evaluation with the prebuilt CPU build (unset MATHNEURO_GPU)`);
         }
       }
       return instance;
