@@ -26,7 +26,8 @@
         "<(bins)/libllama.v0.4.0.so",
         "<(bins)/libggml.v0.4.0.so",
         "<(bins)/libggml-base.so",
-        "-Wl,-rpath,<(bins)"
+        "-Wl,-rpath,<(bins)",
+        "-ldl"
       ],
       "conditions": [
         ["OS=='mac'", {

@@ -1,10 +1,10 @@
 // Loads the native shim: the source build when it exists (npm run build:source), else the
 // prebuilt-linked one (npm install). Backends are loaded once, on first use.
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { MathneuroError } from './errors.ts';
+import { MathneuroError, asMathneuroError } from './errors.ts';
 import type { FixtureTensor } from './fixture/model.ts';
 import type { TrainOptions, TrainProgress, TrainResult } from './fixture/train.ts';
 import type { GgufMetadataEntry } from './gguf/reader.ts';
@@ -27,7 +27,11 @@ export const buildPaths: Record<BuildKind, string> = {
 export interface DeviceInfo {
   name: string; description: string; type: 'cpu' | 'gpu' | 'accel' | 'other'; backend: string;
   memoryTotalBytes: number; memoryFreeBytes: number;
+  /** the library the backend was loaded from (mathneuro.node itself when ggml is compiled in) */
+  library: string;
 }
+/** A CPU library of the prebuilt (libggml-cpu-<name>.so) and its ggml_backend_score here (0: unsupported, -1: unloadable). */
+export interface CpuVariant { name: string; path: string; score: number }
 export interface SystemInfo {
   buildKind: string; llamaSystemInfo: string; devices: DeviceInfo[];
   supportsGpuOffload: boolean; supportsMmap: boolean;
@@ -66,8 +70,10 @@ export interface NativeLoadOptions {
 export interface NativeBinding {
   // backend.cpp
   /** Loads the ggml backends once (from binsDir for the prebuilt build); later calls only set verbosity. */
-  init(binsDir?: string, verbose?: boolean): void;
+  init(binsDir?: string, verbose?: boolean, cpuVariant?: string): void;
   systemInfo(): SystemInfo;
+  /** The prebuilt's CPU libraries in binsDir with ggml_backend_score (0: this CPU lacks their instructions). */
+  cpuVariants(binsDir: string): CpuVariant[];
   // collector.cpp
   /** The class behind loadModel's result (not constructible from JS). */
   Model: abstract new () => NativeModel;
@@ -103,10 +109,27 @@ export interface NativeBinding {
 
 let cached: { binding: NativeBinding; kind: BuildKind; path: string } | undefined;
 
+/**
+ * MATHNEURO_CPU_VARIANT=<name> (e.g. x64, sse42, haswell, zen4): the prebuilt loads only
+ * libggml-cpu-<name>.so instead of the best one this CPU supports, so quantized matmuls round the same
+ * on every machine that can run that variant. It holds for the whole process: the prebuilt shim and
+ * node-llama-cpp (CPU, gpu: false) share one libggml, the shim registers the CPU backend first
+ * (sharedLlama loads it before getLlama) and node-llama-cpp then finds a CPU device and loads none.
+ * The source build has its CPU backend compiled in, so the variant selects the prebuilt build.
+ * Not covered: node-llama-cpp's CUDA/Vulkan builds (MATHNEURO_GPU=1 on a GPU machine) have a libggml
+ * of their own that picks its own CPU variant; sharedLlama refuses that combination (ENOBACKEND).
+ */
+export function cpuVariantRequest(): string | undefined {
+  const v = process.env.MATHNEURO_CPU_VARIANT?.trim();
+  return v ? v : undefined;
+}
+
 /** Which build to use: MATHNEURO_BUILD=source|prebuilt forces one; otherwise the one that exists,
- * and when both do, the more recently built (a rebuild after editing native/ is what you meant). */
+ * and when both do, the more recently built (a rebuild after editing native/ is what you meant).
+ * MATHNEURO_CPU_VARIANT picks the prebuilt (the only build with variants) unless a build is forced. */
 export function pickBuild(): { kind: BuildKind; path: string } | undefined {
   const forced = process.env.MATHNEURO_BUILD as BuildKind | undefined;
+  if (!forced && cpuVariantRequest() && existsSync(buildPaths.prebuilt)) return { kind: 'prebuilt', path: buildPaths.prebuilt };
   if (forced) {
     if (!(forced in buildPaths)) throw new MathneuroError('EUSAGE', `MATHNEURO_BUILD must be "source" or "prebuilt", not "${forced}"`);
     return existsSync(buildPaths[forced]) ? { kind: forced, path: buildPaths[forced] } : undefined;
@@ -138,7 +161,11 @@ export function loadNative(): NativeBinding {
   // The prebuilt build loads its backends from node-llama-cpp's platform package; a source build has them inside.
   let bins: string | undefined;
   try { bins = paths.binsDir(); } catch (e) { if (picked.kind === 'prebuilt') throw new MathneuroError('ENATIVE', (e as Error).message); }
-  binding.init(bins, process.env.MATHNEURO_LLAMA_LOG === '1');
+  try {
+    binding.init(bins, process.env.MATHNEURO_LLAMA_LOG === '1', cpuVariantRequest());
+  } catch (e) {
+    throw asMathneuroError(e, 'ENOBACKEND');
+  }
   cached = { binding, kind: picked.kind, path: picked.path };
   return binding;
 }
@@ -149,6 +176,34 @@ export function nativeBuild(): { kind: BuildKind; path: string } {
 }
 
 export function prebuiltBinsDir(): string { return paths.binsDir(); }
+
+/** Linux: every CPU-variant library mapped into this process (any ggml copy's, node-llama-cpp's GPU builds' too); undefined elsewhere. */
+export function mappedCpuVariantLibraries(): string[] | undefined {
+  if (process.platform !== 'linux') return undefined;
+  try {
+    const files = readFileSync('/proc/self/maps', 'utf8').split('\n').map((line) => line.split(/\s+/)[5] ?? '');
+    return [...new Set(files.filter((f) => /\/libggml-cpu-[^/]+\.so$/.test(f)))];
+  } catch { return undefined; }
+}
+
+/** The variant name of a libggml-cpu-<variant>.so path, or undefined. */
+export function cpuVariantOfPath(file: string): string | undefined {
+  return /(?:lib)?ggml-cpu-(.+)\.(?:so|dylib|dll)$/.exec(path.basename(file))?.[1];
+}
+
+/** The loaded CPU backend (the first CPU device: the one llama.cpp computes with) and the prebuilt's
+ * variants: which ones this CPU supports and which one ggml's default loader picks. */
+export function cpuBackendInfo(): { loaded: string; library: string; forced: string | undefined; cpuDevices: number; variants: CpuVariant[]; defaultVariant: string | undefined } {
+  const native = loadNative();
+  const cpus = native.systemInfo().devices.filter((d) => d.type === 'cpu');
+  const library = cpus[0]?.library ?? '';
+  const variant = cpuVariantOfPath(library);
+  const loaded = variant ? variant : cpus.length === 0 ? 'none' : library.endsWith('.node') ? 'built-in' : path.basename(library) || 'unknown';
+  const variants = native.cpuVariants(paths.binsDir());
+  let best: CpuVariant | undefined;
+  for (const v of variants) if (v.score > 0 && (!best || v.score > best.score)) best = v;
+  return { loaded, library, forced: cpuVariantRequest(), cpuDevices: cpus.length, variants, defaultVariant: best?.name };
+}
 export function llamaSourceDir(): string { return paths.llamaSourceDir(); }
 /** node-llama-cpp's folder, wherever the package manager put it. */
 export function nodeLlamaCppDir(): string { return paths.nodeLlamaCppDir(); }

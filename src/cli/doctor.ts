@@ -1,7 +1,7 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { buildPaths, llamaSourceDir, loadNative, nativeBuild, nodeLlamaCppDir, prebuiltBinsDir } from '../native.ts';
+import { buildPaths, cpuBackendInfo, llamaSourceDir, loadNative, nativeBuild, nodeLlamaCppDir, prebuiltBinsDir } from '../native.ts';
 import { globalHelp, parse, writeJson, type Command } from './common.ts';
 
 export const command: Command = {
@@ -11,7 +11,10 @@ export const command: Command = {
 
 Shows both native builds (prebuilt-linked from npm install, and from source via npm run build:source),
 which one is loaded, the ggml devices it sees and the llama.cpp release it was built from.
-MATHNEURO_BUILD=source|prebuilt forces one build.
+MATHNEURO_BUILD=source|prebuilt forces one build. The prebuilt loads the best of its CPU variants
+(libggml-cpu-<variant>.so) for this CPU; MATHNEURO_CPU_VARIANT=<variant> (e.g. x64, sse42, haswell)
+loads that one instead, for mathneuro and node-llama-cpp alike (quantized matmuls round differently
+per variant). The source build has its CPU backend compiled in.
 ${globalHelp}
 
 examples:
@@ -30,10 +33,16 @@ examples:
       const head = readFileSync(path.join(llamaSourceDir(), '.git', 'HEAD'), 'utf8').trim();
       llamaCommit = head.startsWith('ref:') ? head : head.slice(0, 12);
     } catch {}
+    const cpuBackend = cpuBackendInfo();
     const cpuFeatures = info.llamaSystemInfo.split('|').map((s) => s.trim()).filter((s) => / = 1$/.test(s)).map((s) => s.replace(/ = 1$/, '').replace(/^CPU : /, ''));
     const report = {
       ok: true, used: used.kind, builds, buildKind: info.buildKind, llamaRelease, llamaCommit, prebuiltBins: prebuiltBinsDir(),
-      devices: info.devices, cpu: { model: os.cpus()[0]?.model ?? 'unknown', cores: os.availableParallelism(), features: cpuFeatures },
+      devices: info.devices,
+      cpuBackend: {
+        loaded: cpuBackend.loaded, library: cpuBackend.library, forced: cpuBackend.forced ?? null, defaultVariant: cpuBackend.defaultVariant ?? null,
+        variants: cpuBackend.variants.map((v) => ({ name: v.name, supported: v.score > 0, score: v.score })),
+      },
+      cpu: { model: os.cpus()[0]?.model ?? 'unknown', cores: os.availableParallelism(), features: cpuFeatures },
       supportsGpuOffload: info.supportsGpuOffload, node: process.version, platform: `${process.platform}-${process.arch}`,
     };
     if (values.json) { writeJson(io, report); return 0; }
@@ -43,6 +52,8 @@ examples:
       `llama.cpp: release ${llamaRelease}, commit ${llamaCommit}`,
       `devices: ${info.devices.map((d: { name: string; description: string; type: string }) => `${d.name} (${d.type}, ${d.description})`).join(', ') || 'none'}`,
       `GPU offload: ${info.supportsGpuOffload ? 'yes' : 'no'}`,
+      `CPU backend: ${cpuBackend.loaded === 'built-in' ? 'compiled into the source build' : `${cpuBackend.loaded} (${cpuBackend.library})`}${cpuBackend.forced ? ', forced by MATHNEURO_CPU_VARIANT' : ''}`,
+      `  prebuilt CPU variants: default here ${cpuBackend.defaultVariant ?? 'none'}; supported ${cpuBackend.variants.filter((v) => v.score > 0).map((v) => v.name).join(' ') || 'none'}${cpuBackend.variants.some((v) => v.score <= 0) ? `; not on this CPU ${cpuBackend.variants.filter((v) => v.score <= 0).map((v) => v.name).join(' ')}` : ''} (MATHNEURO_CPU_VARIANT=<variant> forces one)`,
       `CPU: ${report.cpu.model}, ${report.cpu.cores} threads; features: ${cpuFeatures.join(' ')}`,
       `node ${process.version} ${report.platform}`,
     ];

@@ -8,6 +8,7 @@ import { MathneuroError } from '../errors.ts';
 import { validateModelFile } from '../gguf/model-check.ts';
 import { assertEncodable } from '../gguf/encodable.ts';
 import type { GgufInfo } from '../gguf/reader.ts';
+import { cpuVariantOfPath, cpuVariantRequest, loadNative, mappedCpuVariantLibraries } from '../native.ts';
 
 export interface RuntimeOptions {
   /** Use a GPU when node-llama-cpp finds one ("auto"), or the CPU only (false). Default: $MATHNEURO_GPU === '1' ? 'auto' : false. */
@@ -44,9 +45,13 @@ export async function sharedLlama(options: RuntimeOptions = {}): Promise<Llama> 
   let llama = llamas.get(key);
   if (!llama) {
     llama = (async () => {
+      const variant = cpuVariantRequest();
+      // MATHNEURO_CPU_VARIANT: the prebuilt shim shares node-llama-cpp's libggml; registering its CPU
+      // variant first makes node-llama-cpp find a CPU device and load no other (see native.ts).
+      if (variant) loadNative();
       const { getLlama, LlamaLogLevel } = await import('node-llama-cpp');
       const verbose = process.env.MATHNEURO_LLAMA_LOG === '1';
-      return getLlama({
+      const instance = await getLlama({
         gpu, build: 'never', logLevel: verbose ? LlamaLogLevel.info : LlamaLogLevel.warn, progressLogs: false,
         // llama.cpp's warnings and errors are kept for the ELOAD message (its own reason for refusing a model)
         logger: (level, message) => {
@@ -54,6 +59,17 @@ export async function sharedLlama(options: RuntimeOptions = {}): Promise<Llama> 
           if (verbose || level === LlamaLogLevel.error) process.stderr.write(message.endsWith('\n') ? message : message + '\n');
         },
       });
+      if (variant) {
+        // the shim's registry: one CPU device, the variant (node-llama-cpp added none)
+        const cpus = loadNative().systemInfo().devices.filter((d) => d.type === 'cpu');
+        // every ggml copy in the process: a GPU build of node-llama-cpp has its own and its own CPU variant
+        const others = (mappedCpuVariantLibraries() ?? []).filter((f) => cpuVariantOfPath(f) !== variant);
+        if (cpus.length !== 1 || cpuVariantOfPath(cpus[0]!.library) !== variant || others.length) {
+          throw new MathneuroError('ENOBACKEND', `MATHNEURO_CPU_VARIANT=${variant} does not hold for node-llama-cpp (${instance.gpu ? `its ${instance.gpu} build` : 'its build'}): ` +
+            `CPU backends ${[...cpus.map((d) => d.library), ...others].join(', ') || 'none'}; the variant covers CPU evaluation with the prebuilt CPU build (unset MATHNEURO_GPU)`);
+        }
+      }
+      return instance;
     })();
     llamas.set(key, llama);
   }

@@ -8,7 +8,7 @@ import { repoRoot } from '../helpers/fixtures.ts';
 
 // `satisfies` makes the compiler check this list against the interface: every key, no other.
 const typed = {
-  init: true, systemInfo: true, Model: true, loadModel: true,
+  init: true, systemInfo: true, cpuVariants: true, Model: true, loadModel: true,
   codecTypeInfo: true, dequantize: true, quantize: true, selectTopK: true, requantizeBlocks: true, patchTensor: true,
   ggufBuildHeader: true, ggufRewriteHeader: true, ggufQuantizeRows: true, copyFileRange: true, mapFileRange: true, unmapFileRange: true,
   trainModel: true, greedyComplete: true, textLoss: true, tokenizeWithModel: true, writeF32Gguf: true, copyWithMetadataOf: true,

@@ -48,3 +48,36 @@ t.test('the source build loads and runs', { skip: built ? false : 'build-source/
     t.type(completions[0], 'string');
   }
 });
+
+t.test('build:source options: backends explicit, --cuda checks cuBLAS and the driver before CMake runs', async (t) => {
+  const { parseArgs, cudaDefines, DEFAULT_CUDA_ARCH } = await import('../../scripts/build-source.mjs');
+  const { mkdtempSync, mkdirSync, writeFileSync, rmSync } = await import('node:fs');
+  const os = await import('node:os');
+  const plain = parseArgs([]) as { defines: Record<string, string> };
+  t.match(plain.defines, { GGML_NATIVE: 'OFF', GGML_CUDA: 'OFF', GGML_VULKAN: 'OFF' }, 'a CPU build says OFF, so a folder once built with --cuda does not stay CUDA');
+  t.notOk('GGML_METAL' in plain.defines, "Metal left to ggml's default (ON on Apple)");
+  t.throws(() => parseArgs(['--cuda-arch', '90']), /go with --cuda/);
+  t.throws(() => parseArgs(['--cuda', '--cuda-arch', '9.0;bad arch']), /CMAKE_CUDA_ARCHITECTURES syntax/);
+  const cuda = parseArgs(['--cuda', '--cuda-arch', '89', '--jobs', '1']) as ReturnType<typeof parseArgs> & { defines: Record<string, string> };
+  t.equal(cuda.defines.GGML_CUDA, 'ON');
+
+  const root = mkdtempSync(path.join(os.tmpdir(), 'mathneuro-fake-cuda-'));
+  t.teardown(() => rmSync(root, { recursive: true, force: true }));
+  mkdirSync(path.join(root, 'bin'));
+  mkdirSync(path.join(root, 'include'));
+  mkdirSync(path.join(root, 'lib64'));
+  t.throws(() => cudaDefines(cuda, root), /cuBLAS is missing from the CUDA toolkit at .*--cublas DIR/, 'no cuBLAS: a clear error before CMake');
+  const cublas = path.join(root, 'cublas');
+  mkdirSync(path.join(cublas, 'include'), { recursive: true });
+  mkdirSync(path.join(cublas, 'lib'));
+  writeFileSync(path.join(cublas, 'include', 'cublas_v2.h'), '');
+  writeFileSync(path.join(cublas, 'lib', 'libcublas.so.13'), ''); // a wheel's layout: versioned names only
+  const d = cudaDefines(parseArgs(['--cuda', '--cublas', cublas]), root) as Record<string, string>;
+  t.equal(d.CUDA_cublas_LIBRARY, path.join(cublas, 'lib', 'libcublas.so.13'), 'the library by full path');
+  t.equal(d.CMAKE_SHARED_LINKER_FLAGS, `-Wl,-rpath,${path.join(cublas, 'lib')}`);
+  t.match(d.CMAKE_CUDA_ARCHITECTURES, /^\d+$/, `one architecture (${d.CMAKE_CUDA_ARCHITECTURES}; without a GPU: ${DEFAULT_CUDA_ARCH})`);
+  t.equal(cudaDefines({ ...cuda, cublas }, root).CMAKE_CUDA_ARCHITECTURES, '89', '--cuda-arch wins');
+  if (!existsSync('/usr/lib/x86_64-linux-gnu/libcuda.so.1') && !existsSync('/usr/lib64/libcuda.so.1')) {
+    t.equal(d.GGML_CUDA_NO_VMM, 'ON', 'no driver library and no stubs: built without VMM (nothing to link)');
+  }
+});

@@ -1,12 +1,12 @@
 // kl of a model against itself is 0 and of a pruned copy against its source is > 0;
 // perplexity matches an independent per-token computation.
 import t from 'tap';
-import { getLlama, readGgufFileInfo, type Token } from 'node-llama-cpp';
+import { readGgufFileInfo, type Token } from 'node-llama-cpp';
 import { copyFileSync, openSync, closeSync, writeSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { evaluate } from '../../src/eval/evaluate.ts';
-import { evalTestModel } from './helpers.ts';
+import { evalTestModel, LOGPROB_TOLERANCE, sharedLlamaForTests } from './helpers.ts';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'mathneuro-eval-kl-'));
 t.teardown(() => rmSync(dir, { recursive: true, force: true }));
@@ -33,6 +33,8 @@ t.test('kl: self is 0, pruned > 0', async (t) => {
   const self = await evaluate({ ...common, model, vs: model });
   const mean = self.metrics.find((m) => m.name.startsWith('mean KL'))!;
   t.equal(mean.count, 4 * 23, 'every predicted position');
+  // exact, not a bound: both sides evaluate the same 24-token chunks, and at that batch size llama.cpp
+  // computes each row the same way whatever else is in the batch (measured 0 on x64, haswell, zen4)
   t.ok(Math.abs(mean.value) < 1e-6, `self KL ${mean.value}`);
   t.equal(self.metrics.find((m) => m.name === 'same top token')!.value, 1);
 
@@ -52,7 +54,7 @@ t.test('ppl matches an independent per-token computation', async (t) => {
   const ppl = result.metrics.find((m) => m.name === 'perplexity')!;
   t.equal(ppl.count, 2 * (chunk - 1 - chunk / 2), 'second half of each chunk scored, like llama-perplexity');
 
-  const llama = await getLlama({ gpu: false, build: 'never' });
+  const llama = await sharedLlamaForTests();
   const model = await llama.loadModel({ modelPath, gpuLayers: 0 });
   const context = await model.createContext({ contextSize: 256, threads: 1, flashAttention: false });
   const sequence = context.getSequence();
@@ -72,7 +74,9 @@ t.test('ppl matches an independent per-token computation', async (t) => {
     await generator.return();
   }
   const expected = Math.exp(nllSum / count);
-  t.ok(Math.abs(ppl.value - expected) / expected < 1e-3, `ppl ${ppl.value} vs independent ${expected}`);
+  // chunks in one batch against one token at a time: the mean NLL within LOGPROB_TOLERANCE nats
+  // (measured: 4.7e-5 relative on haswell); a misaligned token would move it by whole nats
+  t.ok(Math.abs(Math.log(ppl.value / expected)) <= LOGPROB_TOLERANCE, `ppl ${ppl.value} vs independent ${expected}`);
   t.ok(ppl.ci95.low <= ppl.value && ppl.ci95.high >= ppl.value);
   await context.dispose();
   await model.dispose();
