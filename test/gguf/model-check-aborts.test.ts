@@ -60,8 +60,12 @@ const cases: AbortCase[] = [
 interface ChildResult { code: number | null; signal: NodeJS.Signals | null; output: string }
 
 function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<ChildResult> {
+  return runChild([path.join(repoRoot, 'scripts', 'mathneuro.mjs'), ...args], [], env);
+}
+
+function runChild(args: string[], nodeArgs: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<ChildResult> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [path.join(repoRoot, 'scripts', 'mathneuro.mjs'), ...args], {
+    const child = spawn(process.execPath, [...nodeArgs, ...args], {
       cwd: repoRoot, env: { ...process.env, OMP_WAIT_POLICY: 'passive', ...env }, stdio: ['ignore', 'pipe', 'pipe'],
     });
     let output = '';
@@ -120,8 +124,12 @@ t.test('split: a further shard\'s split.no of another type makes llama.cpp abort
   writeFileSync(path.join(dir, 't.txt'), 'Tom has 3 apples.\n');
   const model = path.join(dir, 'm-00001-of-00002.gguf');
   t.throws(() => checkModel(readGgufSync(model)), /split\.no = 1 \(u16\)/);
-  const r = await runCli(['stats', model, '--data', path.join(dir, 't.txt'), '-o', path.join(dir, 'o.gguf'), '--no-model-checks', '--threads', '1']);
-  t.ok(aborted(r), `aborts: code ${r.code} signal ${r.signal}`);
+  // mathneuro's own model view needs each shard's split.no to place its tensors, so this one is refused
+  // even with --no-model-checks; the abort it prevents is shown by llama.cpp's loader alone in a child
+  const r = await runChild([path.join(repoRoot, 'test', 'helpers', 'tokenize-child.ts'), model, 'Tom'], ['--import', 'tsx']);
+  t.ok(aborted(r), `aborts: code ${r.code} signal ${r.signal}: ${r.output.trim().split('\n').slice(-1)[0]?.slice(0, 200)}`);
+  const cli = await runCli(['stats', model, '--data', path.join(dir, 't.txt'), '-o', path.join(dir, 'o.gguf'), '--no-model-checks', '--threads', '1']);
+  t.equal(cli.code, 1, 'mathneuro stats refuses it cleanly, checks or not');
 });
 
 t.test('what llama.cpp loads, warns about or refuses itself is not refused here', async (t) => {
