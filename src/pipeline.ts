@@ -3,7 +3,7 @@
 // sample), and a Modelfile for Ollama. Every stage reports progress.
 import type { RequantizeStrategy } from './select/codec.ts';
 import { createHash } from 'node:crypto';
-import { accessSync, closeSync, constants as fsConstants, existsSync, fstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { builtinDatasetName, builtinSamples, CALIBRATION_VERSION, type BuiltinSetName } from './calibration/index.ts';
@@ -339,8 +339,6 @@ export async function boost(options: BoostOptions): Promise<BoostResult> {
   if (out === model.path) throw new MathneuroError('EUSAGE', 'the output would overwrite the model');
   if (model.ollama) assertOutsideOllamaStore(out, model.ollama.modelsDir);
   if (existsSync(out) && !options.force) throw new MathneuroError('EEXIST', `${out} exists (use --force to overwrite)`);
-  // before minutes of forward passes: the output's folder must take a new file (a read-only models folder is common)
-  try { accessSync(path.dirname(out), fsConstants.W_OK); } catch { throw new MathneuroError('EIO', `cannot write ${out}: its folder does not exist or is not writable (choose another output with -o)`); }
   const info = openModelSync(model.path);
   // what would fail after the statistics fails now, before any forward pass
   checkPatchInput(model.path, { force: options.force });
