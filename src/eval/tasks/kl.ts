@@ -1,13 +1,13 @@
 // kl: mean KL(reference || model) of next-token distributions over general (non-math) prompts, like
-// llama-perplexity --kl-divergence. Both models are open at once in the native shim (full-vocabulary
-// logits at every position), so the pair is one runtime for runItems, cached under the pair's key.
+// llama-perplexity --kl-divergence. Both models are open at once in the native shim (NativeModelPair:
+// full-vocabulary logits at every position), one runtime for runItems, cached under the pair's key.
 import path from 'node:path';
 import { MathneuroError } from '../../errors.ts';
 import type { NamedText } from '../../gguf/encodable.ts';
-import type { StatsModel } from '../../stats/collect.ts';
 import { settingsHash } from '../cache.ts';
 import { defaultDataDir, itemId, loadMmlu, loadText, mmluMathSubjects, sampleIndices } from '../data.ts';
 import { klOfLogRows, logSoftmaxRow } from '../divergence.ts';
+import { NativeModelPair, type PairLogits } from '../native-runtime.ts';
 import { accuracyMetric, defaultSeed, hashModel, meanMetric, runItems, screenForModels, type ItemRuntime, type RunContext } from '../run.ts';
 import type { EvalResult, EvaluateOptions } from '../types.ts';
 
@@ -37,47 +37,32 @@ function klPrompts(options: EvaluateOptions): { source: string; prompts: string[
 
 interface KlJob { id: string; text: string }
 
-/** The model and the reference open together (one place: prompts run one at a time, in order). */
+/** The pair as kl's runtime: one place, so prompts run one at a time, in order. */
 async function openPair(options: EvaluateOptions & { vs: string }, klTokens: number): Promise<ItemRuntime<KlJob, KlRecord>> {
-  const { StatsModel } = await import('../../stats/collect.ts');
-  const open = { nCtx: Math.ceil((klTokens + 1) / 256) * 256, nSeqMax: 1, nThreads: options.threads, nBatch: options.batchSize, nGpuLayers: options.gpuLayers ?? (options.gpu === 'auto' ? -1 : 0), modelChecks: options.modelChecks };
-  const model = await StatsModel.open(options.model, open);
-  let reference: StatsModel | undefined;
-  try {
-    reference = await StatsModel.open(options.vs, open);
-    if (model.info().nVocab !== reference.info().nVocab) throw new MathneuroError('EUSAGE', 'the two models have different vocabularies; kl needs the same one');
-  } catch (e) {
-    reference?.dispose();
-    model.dispose();
-    throw e;
-  }
-  const pair = { model, reference };
+  const pair = await NativeModelPair.open(options.model, options.vs, {
+    nCtx: Math.ceil((klTokens + 1) / 256) * 256, nSeqMax: 1, nThreads: options.threads, nBatch: options.batchSize,
+    nGpuLayers: options.gpuLayers ?? (options.gpu === 'auto' ? -1 : 0), modelChecks: options.modelChecks,
+  });
   let queue: Promise<void> = Promise.resolve();
   return {
     withSlot: (use) => {
-      const turn = queue.then(() => use((job) => klOfPrompt(pair, job.text, klTokens)));
+      const turn = queue.then(() => use(async (job) => klOfPrompt(await pair.logits(job.text, klTokens))));
       queue = turn.catch(() => {});
       return turn;
     },
-    dispose: async () => { pair.reference.dispose(); pair.model.dispose(); },
+    dispose: async () => pair.dispose(),
   };
 }
 
-/** Per-position KL and top-token agreement of one prompt (its first klTokens tokens). */
-async function klOfPrompt({ model, reference }: { model: StatsModel; reference: StatsModel }, text: string, klTokens: number): Promise<{ result: KlRecord; tokens: number }> {
-  const tokens = model.tokenize(text).slice(0, klTokens);
-  const referenceTokens = reference.tokenize(text).slice(0, klTokens);
-  if (tokens.join(',') !== referenceTokens.join(',')) throw new MathneuroError('EUSAGE', 'the two models tokenize differently; kl needs the same vocabulary');
+/** Per-position KL(reference || model) and top-token agreement of one prompt. */
+function klOfPrompt({ tokens, model, reference, nVocab: n }: PairLogits): { result: KlRecord; tokens: number } {
   const record: KlRecord = { kl: [], sameTop: [] };
   if (tokens.length >= 2) {
-    const q = await model.logits(tokens);
-    const p = await reference.logits(tokens);
-    const n = p.nVocab;
     const logP = new Float64Array(n), logQ = new Float64Array(n);
     // positions 0..len-2 predict a token of the prompt, as the reference's next-token distributions
     for (let i = 0; i < tokens.length - 1; i++) {
-      logSoftmaxRow(p.logits, i * n, n, logP);
-      logSoftmaxRow(q.logits, i * n, n, logQ);
+      logSoftmaxRow(reference, i * n, n, logP);
+      logSoftmaxRow(model, i * n, n, logQ);
       const r = klOfLogRows(logP, logQ);
       record.kl.push(r.kl);
       record.sameTop.push(r.sameTop);
