@@ -8,7 +8,7 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } f
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { evaluateFixture, type FixtureHeldOutFigures } from '../src/eval/arithmetic.ts';
+import { evaluateFixture, type FixtureHeldOutFigures } from '../src/eval/tasks/arithmetic.ts';
 import { ARITHMETIC_MIX, ARITHMETIC_SHARE, buildHeldOutSets, buildTrainingWindows, grammarFloorNatsPerToken, HELD_OUT_SIZES, SENTENCE_TEMPLATES } from '../src/fixture/data.ts';
 import { DEFAULT_HYPERPARAMETERS, writeInitialModel } from '../src/fixture/model.ts';
 import { trainModel, type TrainOptions, type TrainResult } from '../src/fixture/train.ts';
@@ -141,7 +141,7 @@ writes this card and \`figures.json\`.
   depend on machine speed.
 - ${summary.trainingSeconds} s on ${summary.threads} threads; final training loss ${summary.finalTrainingLoss} nats/token.
 
-## Held-out figures (src/eval/arithmetic.ts)
+## Held-out figures (src/eval/tasks/arithmetic.ts)
 | set | result |
 |---|---|
 | two-digit addition, exact match of the greedy completion | ${f.twoDigit.correct}/${f.twoDigit.total} (${(100 * f.twoDigit.accuracy).toFixed(1)}%) |

@@ -2,7 +2,7 @@
 // reference model on the same items (paired difference, McNemar), with a result cache.
 import { MathneuroError } from '../errors.ts';
 import { evaluate, evalTasks, type EvalProgress, type EvalTask, type EvaluateOptions } from '../eval/evaluate.ts';
-import { formatMarkdown } from '../eval/report.ts';
+import { formatMarkdown } from '../report/eval-markdown.ts';
 import { checkReadable } from '../preflight.ts';
 import { bar, checkDataFileFlag, formatDuration, hardwareHelp, hardwareOptions, modelArgument, modelHelp, modelOption, parse, parseHardware, parseNumber, ProgressLine, UsageError, globalHelp, interruptible, modelCheckHelp, modelCheckOptions, writeJson, type Command, type CommandIO } from './common.ts';
 

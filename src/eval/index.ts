@@ -1,8 +1,9 @@
 // The typed evaluation API: evaluate() runs a task (gsm8k, math500, mmlu, ppl, kl) on a GGUF,
 // optionally against a reference with paired statistics; the scoring helpers are exported for reuse.
-export { evaluate, evalTasks, drawGsm8kExemplars, klDivergence, mmluPrediction } from './evaluate.ts';
+export { evaluate, evalTasks, drawGsm8kExemplars, mmluPrediction } from './evaluate.ts';
+export { klDivergence } from './divergence.ts';
 export type { EvalTask, EvaluateOptions, EvalResult, EvalProgress, Metric, ModelRunInfo, GenerationRecord, MmluRecord, PerplexityRecord, KlRecord } from './evaluate.ts';
-export { formatMarkdown } from './report.ts';
+export { formatMarkdown } from '../report/eval-markdown.ts';
 export { extractStrictAnswer, extractFlexibleAnswer, normalizeNumber, scoreGsm8kOutput, gsm8kGoldAnswer, truncateAtStop } from './gsm8k-answer.ts';
 export type { Gsm8kScore } from './gsm8k-answer.ts';
 export { extractBoxed, extractMathAnswer, normalizeLatexAnswer, latexAnswersEquivalent, latexNumericValue } from './latex-answer.ts';

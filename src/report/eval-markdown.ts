@@ -1,5 +1,6 @@
-// Markdown rendering of an evaluation result: one table, model / reference / paired difference.
-import type { EvalResult, Metric } from './evaluate.ts';
+// Markdown rendering of an evaluation result (`mathneuro eval`): one table, model / reference /
+// paired difference. The other files here report on a selection (the HTML/SVG report).
+import type { EvalResult, Metric } from '../eval/evaluate.ts';
 
 function fmt(kind: Metric['kind'], v: number): string {
   if (!Number.isFinite(v)) return '-';
