@@ -1,7 +1,7 @@
 // `boost` and `ablate` in one call: calibration statistics (cached per model), selection and patch
 // (scale or prune), a short before/after check (KL on general text, optionally a small GSM8K-style
 // sample), and a Modelfile for Ollama. Every stage reports progress.
-import type { RequantizeStrategy } from './select/codec.ts';
+import type { RequantizeStrategy } from './core/codec.ts';
 import { createHash } from 'node:crypto';
 import { accessSync, closeSync, constants as fsConstants, existsSync, fstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';

@@ -5,6 +5,7 @@
 // Used by scripts/fuzz.ts and test/hardening/fuzz.test.ts.
 import { GGUF_VALUE, GGML_TYPE, ggmlType } from './types.ts';
 import type { GgufMetadataEntry, GgufScalar } from './reader.ts';
+import { seededRandom } from '../core/random.ts';
 
 // ---------------------------------------------------------------- writing GGUF bytes
 
@@ -117,17 +118,11 @@ export function encodeGguf(model: FuzzModel): { bytes: Buffer; fields: GgufField
 
 // ---------------------------------------------------------------- the base model
 
-/** xorshift-style seeded generator (mulberry32): enough for picking mutations reproducibly. */
+/** Seeded draws (mulberry32, src/core/random.ts): enough for picking mutations reproducibly. */
 export class FuzzRandom {
-  private s: number;
-  constructor(seed: number) { this.s = (seed >>> 0) ^ 0x6d2b79f5; }
-  next(): number {
-    this.s = (this.s + 0x6d2b79f5) >>> 0;
-    let z = this.s;
-    z = Math.imul(z ^ (z >>> 15), z | 1);
-    z ^= z + Math.imul(z ^ (z >>> 7), z | 61);
-    return ((z ^ (z >>> 14)) >>> 0) / 4294967296;
-  }
+  private readonly draw: () => number;
+  constructor(seed: number) { this.draw = seededRandom((seed >>> 0) ^ 0x6d2b79f5); }
+  next(): number { return this.draw(); }
   int(n: number): number { return Math.floor(this.next() * n); }
   pick<T>(a: readonly T[]): T { return a[this.int(a.length)]; }
 }

@@ -10,7 +10,7 @@
 import { closeSync, existsSync, fstatSync, fsyncSync, openSync, readSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { MathneuroError } from '../errors.ts';
-import { crc32 } from '../select/crc32.ts';
+import { crc32 } from '../core/crc32.ts';
 
 const HEADER_MAGIC = Buffer.from('MNUNDO\0\x01', 'latin1');
 const RECORD_MAGIC = Buffer.from('MNJR', 'latin1');

@@ -12,10 +12,10 @@ import { readGgufSync, type GgufInfo, type GgufMetadataEntry, type GgufTensorInf
 import { modelFiles, openModelSync, splitCountOfName, splitPath, splitPrefix, type GgufModel } from '../gguf/model.ts';
 import { GGUF_VALUE } from '../gguf/types.ts';
 import { loadNative } from '../native.ts';
-import { codecTypeByName, codecTypeInfo, type RequantizeStrategy } from '../select/codec.ts';
+import { codecTypeByName, codecTypeInfo, type RequantizeStrategy } from '../core/codec.ts';
 import { MASK_DEFLATE, SelectionFile } from '../select/file.ts';
 import { planTensors, selectTensors, type ColumnStatistics, type SelectionMethod, type StatisticsSource } from '../select/select.ts';
-import { readExactly, readTensorBytes, sha256File, sha256Files } from '../select/tensor-io.ts';
+import { readExactly, readTensorBytes, sha256File, sha256Files } from '../core/tensor-io.ts';
 import { realPath, sameFile } from '../paths.ts';
 import { JournalWriter, journalPathFor, readJournal, readRecordData, type JournalHeader, type JournalShard } from './journal.ts';
 import { RealizedScaleReport, type RealizedScaleRow } from './realized.ts';

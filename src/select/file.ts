@@ -9,8 +9,8 @@ import { constants as zlibConstants, deflateRaw as deflateRawCallback, inflateRa
 import { promisify } from 'node:util';
 import { MathneuroError } from '../errors.ts';
 import { maskBytes } from './bits.ts';
-import { crc32 } from './crc32.ts';
-import { readExactly } from './tensor-io.ts';
+import { crc32 } from '../core/crc32.ts';
+import { readExactly } from '../core/tensor-io.ts';
 import type { SelectionMethod, SelectionSummary, TensorSelection } from './select.ts';
 
 export const SELECTION_FORMAT = 'mathneuro-selection';
