@@ -3,7 +3,7 @@
 // sample), and a Modelfile for Ollama. Every stage reports progress.
 import type { RequantizeStrategy } from './core/codec.ts';
 import { createHash } from 'node:crypto';
-import { accessSync, closeSync, constants as fsConstants, existsSync, fstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { accessSync, closeSync, constants as fsConstants, existsSync, fstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { builtinDatasetName, builtinSamples, CALIBRATION_VERSION, type BuiltinSetName } from './calibration/index.ts';
@@ -15,7 +15,7 @@ import { readGgufSync, type GgufInfo } from './gguf/reader.ts';
 import { openModelSync, splitCountOfName, splitPath } from './gguf/model.ts';
 import { writeModelfile, type ModelfileResult } from './modelfile.ts';
 import { assertOutsideOllamaStore, isOllamaSpec, ollamaOutputBase, resolveOllamaModel, type OllamaModel } from './ollama.ts';
-import { patchModel, type PatchProgress, type PatchResult } from './patch/patch.ts';
+import { DEFAULT_SCALE, patchModel, type PatchProgress, type PatchResult } from './patch/patch.ts';
 import { analyzeSelection, overlapPoint, selectionOverlap, type OverlapPoint, type OverlapSubset, type ReportData } from './report/index.ts';
 import type { SelectionMethod } from './select/select.ts';
 import { collectStats, drawSamples, loadStats, modelIdentity, readSamples, saveStats, MMLU_MATH_SUBJECTS, type LoadedStats } from './stats/index.ts';
@@ -24,8 +24,8 @@ import { collectStats, drawSamples, loadStats, modelIdentity, readSamples, saveS
 export const DEFAULT_BOOST_TOP_K = 0.1;
 /** Per-matrix K of ablate: the paper's pruning figure (15%). */
 export const DEFAULT_ABLATE_TOP_K = 0.15;
-/** Factor of boost: the paper's value for 1-3B models. */
-export const DEFAULT_BOOST_SCALE = 1.1;
+/** Factor of boost: the paper's value for 1-3B models, the patch's own default (src/patch/patch.ts). */
+export const DEFAULT_BOOST_SCALE = DEFAULT_SCALE;
 /** Calibration samples per set: one sample already gives most of the effect; 100 gives a stable set (95%+ overlap in the paper) at CPU cost. */
 export const DEFAULT_SAMPLES = 100;
 /** Prompts of the KL check and their length in tokens. */
@@ -177,9 +177,7 @@ export async function calibrationStats(model: GgufInfo, which: 'math' | 'general
   // always use the statistics as saved (F32), so a cache hit selects exactly what a miss did
   const target = useCache ? file : path.join(mkdtempSync(path.join(os.tmpdir(), 'mathneuro-stats-')), `${which}.stats.gguf`);
   mkdirSync(path.dirname(target), { recursive: true });
-  const tmp = `${target}.${process.pid}.tmp`;
-  await saveStats(r.stats, tmp);
-  renameSync(tmp, target);
+  await saveStats(r.stats, target);   // a temporary renamed into place (src/gguf/writer.ts)
   if (useCache) writeFileSync(file.replace(/\.stats\.gguf$/, '.json'), JSON.stringify({ model: path.basename(model.path), which, dataset, key, createdAt: new Date().toISOString() }, null, 2));
   const stats = await loadStats(target);
   return { stats, path: target, cached: false, dataset, samples: r.stats.samples, tokens: r.stats.tokens, elapsedMs: r.elapsedMs, unencodable: screened.skipped.length };

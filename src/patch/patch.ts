@@ -3,11 +3,11 @@
 //   header is the source's plus mathneuro.* provenance keys, every unchanged byte copied as is.
 // - in place: the model is rewritten range by range, each range's original bytes appended to an
 //   undo journal and synced first; `unpatchModel` restores the original bit-exactly.
-import { closeSync, existsSync, fsyncSync, openSync, readdirSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, openSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { deflateRawSync, inflateRawSync } from 'node:zlib';
 import { MathneuroError } from '../errors.ts';
-import { writeFailure } from '../gguf/writer.ts';
+import { fsyncDirectory, removeStaleTemporaries, temporaryPath, writeFailure } from '../core/atomic-file.ts';
 import { readGgufSync, type GgufInfo, type GgufMetadataEntry, type GgufTensorInfo } from '../gguf/reader.ts';
 import { modelFiles, openModelSync, splitCountOfName, splitPath, splitPrefix, type GgufModel } from '../gguf/model.ts';
 import { GGUF_VALUE } from '../gguf/types.ts';
@@ -19,7 +19,7 @@ import { readExactly, readTensorBytes, sha256File, sha256Files } from '../core/t
 import { realPath, sameFile } from '../paths.ts';
 import { JournalWriter, journalPathFor, readJournal, readRecordData, type JournalHeader, type JournalShard } from './journal.ts';
 import { RealizedScaleReport, type RealizedScaleRow } from './realized.ts';
-import { sha256InBackground } from './background-hash.ts';
+import { sha256InBackground } from '../core/background-hash.ts';
 import { mergeRanges, patchTensorInPlace, upcastTensor } from './tensor-patch.ts';
 
 export const PATCH_VERSION = 1;
@@ -129,21 +129,6 @@ function modelName(info: GgufInfo): string {
 }
 
 function sourceLabel(file: string, sha256: string) { return `${path.basename(file)} sha256:${sha256}`; }
-
-/** Removes temporaries of earlier runs that were killed (their process no longer exists). */
-function removeStaleTemporaries(out: string) {
-  const dir = path.dirname(path.resolve(out));
-  const prefix = `.${path.basename(out)}.mathneuro-tmp-`;
-  let entries: string[] = [];
-  try { entries = readdirSync(dir); } catch { return; }
-  for (const e of entries) {
-    if (!e.startsWith(prefix)) continue;
-    const pid = Number(e.slice(prefix.length));
-    let alive = false;
-    if (Number.isInteger(pid) && pid > 0) { try { process.kill(pid, 0); alive = true; } catch (err) { alive = (err as NodeJS.ErrnoException).code === 'EPERM'; } }
-    if (!alive) rmSync(path.join(dir, e), { force: true });
-  }
-}
 
 function checkAbort(signal?: AbortSignal) {
   if (signal?.aborted) throw new MathneuroError('EABORT', 'patching cancelled');
@@ -388,9 +373,7 @@ async function patchNewFile(info: GgufModel, outs: string[], source: MaskSource,
     for (const out of outs) if (existsSync(out) && !options.force) throw new MathneuroError('EEXIST', `${out} appeared while patching; not overwriting it`);
     // the first shard (the one llama.cpp opens) last: a set cut short here is never loadable
     for (const i of order) { renameSync(temps[i], outs[i]); renamed.push(outs[i]); }
-    for (const dir of new Set(outs.map((o) => path.dirname(path.resolve(o))))) {
-      try { const d = openSync(dir, 'r'); try { fsyncSync(d); } finally { closeSync(d); } } catch { /* best effort */ }
-    }
+    for (const dir of new Set(outs.map((o) => path.dirname(path.resolve(o))))) fsyncDirectory(dir);
     return written;
   } catch (e) {
     for (const temp of temps) if (temp) rmSync(temp, { force: true });
@@ -420,7 +403,7 @@ async function writePatchedShard(info: GgufInfo, out: string, source: MaskSource
     if (upcastType === undefined && (l.offset !== t.offset || l.byteSize !== t.byteSize)) throw new MathneuroError('EPATCH', `the rewritten header moves tensor ${t.name} (${t.offset} -> ${l.offset}); the source layout is not canonical`);
   }
   const dataOffset = header.header.length;
-  const temp = path.join(path.dirname(path.resolve(out)), `.${path.basename(out)}.mathneuro-tmp-${process.pid}`);
+  const temp = temporaryPath(out);
   const src = openSync(info.path, 'r');
   let dst: number | undefined;
   try {
