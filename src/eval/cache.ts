@@ -2,7 +2,7 @@
 // per item, so a rerun or a bigger --limit only evaluates new items. Model hashes of
 // multi-GB files are computed once and memoised by (path, size, mtime).
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync, appendFileSync, realpathSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, statSync, appendFileSync, realpathSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { writeFileAtomically } from '../core/atomic-file.ts';
