@@ -14,7 +14,8 @@ export type ChatTemplateFamily = 'llama3' | 'chatml' | 'gemma' | 'phi3' | 'mistr
 interface FamilyTemplate { signature: (jinja: string) => boolean; template: string; stop: string[] }
 
 // Ollama's Go templates for the common families (the forms Ollama's own library uses). Checked in
-// order: chatml before mistral because some chatml templates mention [INST] in comments.
+// order: chatml before mistral because some chatml templates mention [INST] in comments. The entries
+// are alike in shape by design (data, one per family: `duplicates` pairs them).
 const families: Record<ChatTemplateFamily, FamilyTemplate> = {
   llama3: {
     signature: (j) => j.includes('<|start_header_id|>') && j.includes('<|eot_id|>'),
