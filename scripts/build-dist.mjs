@@ -2,7 +2,7 @@
 // @ts-check
 // `npm run build:dist` (and npm's prepack): compiles src/ to dist/ (ESM JavaScript and .d.ts) with
 // tsc -p tsconfig.build.json, then copies the files of src/ that are not TypeScript (e.g.
-// select/hash-file.cjs, which the background hash worker loads) to the same place under dist/.
+// core/hash-file.cjs, which the background hash worker loads) to the same place under dist/.
 import { spawnSync } from 'node:child_process';
 import { copyFileSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';

@@ -4,7 +4,7 @@
 import { parseArgs } from 'node:util';
 import path from 'node:path';
 import { tmpdir } from 'node:os';
-import { fuzzWorkerMain, runFuzz } from '../src/gguf/fuzz.ts';
+import { fuzzWorkerMain, runFuzz } from '../test/helpers/gguf-fuzz.ts';
 
 if (process.argv.includes('--worker')) {
   await fuzzWorkerMain();

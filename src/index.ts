@@ -48,10 +48,10 @@ export * from './report/index.ts';
 
 // the one-call pipeline
 export {
-  boost, overlapStudy, buildReport, calibrationStats, checkPatched, resolveModel, modelFingerprint, statsCacheDir,
+  boost, overlapStudy, calibrationStats, checkPatched, resolveModel, modelFingerprint, statsCacheDir,
   DEFAULT_BOOST_TOP_K, DEFAULT_ABLATE_TOP_K, DEFAULT_BOOST_SCALE, DEFAULT_SAMPLES, DEFAULT_KL_PROMPTS, DEFAULT_KL_TOKENS,
   type BoostOptions, type BoostResult, type CalibrationChoice, type CalibrationOptions, type CalibratedStats, type CheckOptions, type CheckResult,
-  type Intervention, type PipelineStage, type PipelineProgress, type OverlapStudy, type OverlapStudyOptions, type ReportOptions, type ResolvedModel, type StatsCacheOptions,
+  type Intervention, type PipelineStage, type PipelineProgress, type OverlapStudy, type OverlapStudyOptions, type ResolvedModel, type StatsCacheOptions,
 } from './pipeline.ts';
 
 // Ollama

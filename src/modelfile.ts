@@ -1,8 +1,9 @@
 // Ollama output: a Modelfile next to the patched GGUF (FROM it), carrying the source's template,
 // parameters, system prompt, license and messages when the source was an Ollama model, or a
 // template for the GGUF's chat template family when it was a plain GGUF. `ollama create` reads it.
-import { existsSync, renameSync, writeFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import path from 'node:path';
+import { writeFileAtomically } from './core/atomic-file.ts';
 import { MathneuroError } from './errors.ts';
 import type { GgufInfo } from './gguf/reader.ts';
 import type { OllamaModel } from './ollama.ts';
@@ -13,7 +14,8 @@ export type ChatTemplateFamily = 'llama3' | 'chatml' | 'gemma' | 'phi3' | 'mistr
 interface FamilyTemplate { signature: (jinja: string) => boolean; template: string; stop: string[] }
 
 // Ollama's Go templates for the common families (the forms Ollama's own library uses). Checked in
-// order: chatml before mistral because some chatml templates mention [INST] in comments.
+// order: chatml before mistral because some chatml templates mention [INST] in comments. The entries
+// are alike in shape by design (data, one per family: `duplicates` pairs them).
 const families: Record<ChatTemplateFamily, FamilyTemplate> = {
   llama3: {
     signature: (j) => j.includes('<|start_header_id|>') && j.includes('<|eot_id|>'),
@@ -139,8 +141,6 @@ export function writeModelfile(options: ModelfileOptions & { overwrite?: boolean
   const file = path.resolve(options.modelfilePath ?? modelfilePathFor(options.modelPath));
   if (existsSync(file) && !options.overwrite) throw new MathneuroError('EEXIST', `${file} exists (use --force to overwrite)`);
   const { text, templateFrom } = modelfileText({ ...options, modelfilePath: file });
-  const tmp = `${file}.${process.pid}.tmp`;
-  writeFileSync(tmp, text);
-  renameSync(tmp, file);
+  writeFileAtomically(file, text);
   return { path: file, text, templateFrom };
 }

@@ -8,7 +8,7 @@ import { MathneuroError, asMathneuroError } from './errors.ts';
 import type { FixtureTensor } from './fixture/model.ts';
 import type { TrainOptions, TrainProgress, TrainResult } from './fixture/train.ts';
 import type { GgufMetadataEntry } from './gguf/reader.ts';
-import type { CodecTypeInfo, PatchTensorRequest, PatchTensorResult, RequantizeRequest, RequantizeResult, TopKRequest } from './select/codec.ts';
+import type { CodecTypeInfo, PatchTensorRequest, PatchTensorResult, RequantizeRequest, RequantizeResult, TopKRequest } from './core/codec.ts';
 import type { NativeModel } from './stats/collect.ts';
 
 const require = createRequire(import.meta.url);

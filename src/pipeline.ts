@@ -1,9 +1,9 @@
 // `boost` and `ablate` in one call: calibration statistics (cached per model), selection and patch
 // (scale or prune), a short before/after check (KL on general text, optionally a small GSM8K-style
 // sample), and a Modelfile for Ollama. Every stage reports progress.
-import type { RequantizeStrategy } from './select/codec.ts';
+import type { RequantizeStrategy } from './core/codec.ts';
 import { createHash } from 'node:crypto';
-import { closeSync, existsSync, fstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, mkdirSync, mkdtempSync, openSync, readSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { builtinDatasetName, builtinSamples, CALIBRATION_VERSION, type BuiltinSetName } from './calibration/index.ts';
@@ -15,8 +15,10 @@ import { readGgufSync, type GgufInfo } from './gguf/reader.ts';
 import { openModelSync, splitCountOfName, splitPath } from './gguf/model.ts';
 import { writeModelfile, type ModelfileResult } from './modelfile.ts';
 import { assertOutsideOllamaStore, isOllamaSpec, ollamaOutputBase, resolveOllamaModel, type OllamaModel } from './ollama.ts';
-import { patchModel, type PatchProgress, type PatchResult } from './patch/patch.ts';
-import { analyzeSelection, overlapPoint, selectionOverlap, type OverlapPoint, type OverlapSubset, type ReportData } from './report/index.ts';
+import { DEFAULT_SCALE, patchModel, type PatchProgress, type PatchResult } from './patch/patch.ts';
+// report/overlap.ts, not report/index.ts: report/build-report.ts imports this module
+import { overlapPoint, selectionOverlap, type OverlapSubset } from './report/overlap.ts';
+import type { OverlapPoint } from './report/types.ts';
 import type { SelectionMethod } from './select/select.ts';
 import { collectStats, drawSamples, loadStats, modelIdentity, readSamples, saveStats, MMLU_MATH_SUBJECTS, type LoadedStats } from './stats/index.ts';
 
@@ -24,8 +26,8 @@ import { collectStats, drawSamples, loadStats, modelIdentity, readSamples, saveS
 export const DEFAULT_BOOST_TOP_K = 0.1;
 /** Per-matrix K of ablate: the paper's pruning figure (15%). */
 export const DEFAULT_ABLATE_TOP_K = 0.15;
-/** Factor of boost: the paper's value for 1-3B models. */
-export const DEFAULT_BOOST_SCALE = 1.1;
+/** Factor of boost: the paper's value for 1-3B models, the patch's own default (src/patch/patch.ts). */
+export const DEFAULT_BOOST_SCALE = DEFAULT_SCALE;
 /** Calibration samples per set: one sample already gives most of the effect; 100 gives a stable set (95%+ overlap in the paper) at CPU cost. */
 export const DEFAULT_SAMPLES = 100;
 /** Prompts of the KL check and their length in tokens. */
@@ -177,9 +179,7 @@ export async function calibrationStats(model: GgufInfo, which: 'math' | 'general
   // always use the statistics as saved (F32), so a cache hit selects exactly what a miss did
   const target = useCache ? file : path.join(mkdtempSync(path.join(os.tmpdir(), 'mathneuro-stats-')), `${which}.stats.gguf`);
   mkdirSync(path.dirname(target), { recursive: true });
-  const tmp = `${target}.${process.pid}.tmp`;
-  await saveStats(r.stats, tmp);
-  renameSync(tmp, target);
+  await saveStats(r.stats, target);   // a temporary renamed into place (src/gguf/writer.ts)
   if (useCache) writeFileSync(file.replace(/\.stats\.gguf$/, '.json'), JSON.stringify({ model: path.basename(model.path), which, dataset, key, createdAt: new Date().toISOString() }, null, 2));
   const stats = await loadStats(target);
   return { stats, path: target, cached: false, dataset, samples: r.stats.samples, tokens: r.stats.tokens, elapsedMs: r.elapsedMs, unencodable: screened.skipped.length };
@@ -439,71 +439,4 @@ export async function overlapStudy(options: OverlapStudyOptions): Promise<Overla
     points.push(overlapPoint(n, subsets, pairs));
   }
   return { model: { spec: model.spec, path: model.path }, method, topK, points, samplesCollected: collected, samplesPerSet: offset, elapsedMs: Date.now() - started };
-}
-
-export interface ReportOptions {
-  /** a GGUF path or ollama:name[:tag] */
-  model: string;
-  /** statistics files (mathneuro stats, or the cache paths boost prints) */
-  math: string;
-  general: string;
-  /** per-matrix K (default 0.1) */
-  topK?: number;
-  method?: SelectionMethod;
-  /** the realized-scale table: patch a temporary copy with this scale (0 = prune); undefined = 1.1; false = no table */
-  realizedScale?: number | false;
-  /** an overlap study (the JSON of `mathneuro overlap`) to draw */
-  overlap?: Pick<OverlapStudy, 'method' | 'topK' | 'points'>;
-  /** bin at most this many weights' scores (default 4,000,000) */
-  maxScoredWeights?: number;
-  onProgress?: (p: { stage: 'select' | 'realized'; done: number; total: number }) => void;
-  signal?: AbortSignal;
-  env?: NodeJS.ProcessEnv;
-  /** CPU threads of the realized-scale patch (default: all) */
-  threads?: number;
-}
-
-/** The numbers of an HTML report: selection per layer and kind, score distributions, realized scale, overlap. */
-export async function buildReport(options: ReportOptions): Promise<ReportData> {
-  const model = resolveModel(options.model, options.env ?? process.env);
-  const [math, general] = [await loadStats(options.math), await loadStats(options.general)];
-  const topK = options.topK ?? DEFAULT_BOOST_TOP_K;
-  const method = options.method ?? 'mathneuro';
-  const analysis = await analyzeSelection(model.path, {
-    math, general, method, topK, maxScoredWeights: options.maxScoredWeights, signal: options.signal,
-    onProgress: (p) => options.onProgress?.({ stage: 'select', done: p.done, total: p.total }),
-  });
-  let realizedScale: ReportData['realizedScale'];
-  const scale = options.realizedScale === false ? undefined : options.realizedScale ?? DEFAULT_BOOST_SCALE;
-  if (scale !== undefined) {
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'mathneuro-report-'));
-    const named = splitCountOfName(model.path);   // a split model's copy is written as shards
-    try {
-      const r = await patchModel({
-        model: model.path, out: named && named.count > 1 ? splitPath(path.join(dir, 'patched'), 0, named.count) : path.join(dir, 'patched.gguf'), method, topK, math, general, prune: scale === 0, scale: scale === 0 ? undefined : scale,
-        force: true, signal: options.signal, threads: options.threads, onProgress: (p) => options.onProgress?.({ stage: 'realized', done: p.done, total: p.total }),
-      });
-      realizedScale = r.realized.map(({ candidates: _c, ...row }) => row);
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
-  }
-  const identity = modelIdentity(analysis.model);
-  const name = analysis.model.metadata.get('general.name');
-  return {
-    title: `mathneuro report: ${typeof name === 'string' && name ? name : path.basename(model.path)}`,
-    generator: `mathneuro ${packageVersion()}`, createdAt: new Date().toISOString(),
-    model: { name: typeof name === 'string' && name ? name : path.basename(model.path), file: model.spec, bytes: analysis.model.fileSize, headerSha256: identity.headerSha256 },
-    method, topK, scale,
-    calibration: { math: math.datasets.join(', ') || path.basename(options.math), general: general.datasets.join(', ') || path.basename(options.general), mathSamples: math.samples, generalSamples: general.samples, mathTokens: math.tokens, generalTokens: general.tokens },
-    selection: analysis.selection, scores: analysis.scores,
-    overlap: options.overlap ? { method: options.overlap.method, topK: options.overlap.topK, points: options.overlap.points } : undefined,
-    realizedScale,
-  };
-}
-
-function packageVersion(): string {
-  try {
-    return JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')).version as string;
-  } catch { return '?'; }
 }

@@ -20,9 +20,9 @@ import { readGgufSync, type GgufInfo, type GgufMetadataEntry, type GgufTensorInf
 import { splitCount } from './gguf/model.ts';
 import { GGML_TYPE, GGUF_VALUE, ggmlType, ggmlTypeByName } from './gguf/types.ts';
 import { loadNative } from './native.ts';
-import { codecTypeInfo, dequantize, quantize } from './select/codec.ts';
+import { codecTypeInfo, dequantize, quantize } from './core/codec.ts';
 import { meanSquares, type StatisticsSource } from './select/select.ts';
-import { readTensorBytes } from './select/tensor-io.ts';
+import { readTensorBytes } from './core/tensor-io.ts';
 import { writeGgufFile } from './gguf/writer.ts';
 
 export const REQUANTIZE_TYPES = ['f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1', 'q2_k', 'q3_k', 'q4_k', 'q5_k', 'q6_k', 'iq4_nl', 'iq4_xs'] as const;

@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { boost } from '../../src/pipeline.ts';
-import type { RequantizeStrategy } from '../../src/select/codec.ts';
+import type { RequantizeStrategy } from '../../src/core/codec.ts';
 import type { SynthShapeName, SynthTypeName } from '../../src/synth.ts';
 import { benchDir, benchModel, machine, machineLine, median, table, writeSection } from './common.ts';
 

@@ -1,4 +1,4 @@
-import type { RequantizeStrategy } from '../select/codec.ts';
+import type { RequantizeStrategy } from '../core/codec.ts';
 import path from 'node:path';
 import { DEFAULT_ABLATE_TOP_K, DEFAULT_BOOST_SCALE, DEFAULT_BOOST_TOP_K, DEFAULT_KL_PROMPTS, DEFAULT_SAMPLES, boost, type BoostResult, type CalibrationChoice, type Intervention, type PipelineStage } from '../pipeline.ts';
 import { SELECTION_METHODS, type SelectionMethod } from '../select/select.ts';

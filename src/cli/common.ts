@@ -197,7 +197,7 @@ export const interruptState = { interrupted: false };
  * check and cleans up: temporary files, the undo of an in-place patch); later ones say that the
  * cleanup is being finished instead of killing the process half-way. main() exits 130.
  */
-export function interruptible(io: CommandIO, cleanup = 'cleaning up') {
+export function interruptible(io: CommandIO, cleanup = 'cleaning up'): { signal: AbortSignal; dispose: () => void } {
   const controller = new AbortController();
   let count = 0;
   const onSigint = () => {

@@ -3,7 +3,7 @@ import { MathneuroError } from '../errors.ts';
 import { openModelSync } from '../gguf/model.ts';
 import { patchModel, DEFAULT_SCALE, type PatchProgress, type PatchResult } from '../patch/patch.ts';
 import { realizedScaleMarkdown } from '../patch/realized.ts';
-import type { RequantizeStrategy } from '../select/codec.ts';
+import type { RequantizeStrategy } from '../core/codec.ts';
 import { loadStatisticsFor } from '../select/statistics.ts';
 import { ProgressLine, bar, formatDuration, globalHelp, interruptible, modelArgument, modelOption, parse, parseNumber, UsageError, writeJson, type Command, type CommandIO } from './common.ts';
 import { emptySelectionWarning, minimumTopK, parseMethod, parseTopK } from './select.ts';

@@ -1,7 +1,8 @@
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { MathneuroError } from '../errors.ts';
-import { buildReport, DEFAULT_BOOST_SCALE, DEFAULT_BOOST_TOP_K, type OverlapStudy } from '../pipeline.ts';
+import { DEFAULT_BOOST_SCALE, DEFAULT_BOOST_TOP_K, type OverlapStudy } from '../pipeline.ts';
+import { buildReport } from '../report/build-report.ts';
 import { renderReportHtml } from '../report/index.ts';
 import { SELECTION_METHODS, type SelectionMethod } from '../select/select.ts';
 import { parseFraction } from './boost.ts';

@@ -4,8 +4,8 @@ import { SelectionFileWriter } from '../select/file.ts';
 import type { GgufInfo } from '../gguf/reader.ts';
 import { EXCLUDED_BLOCK_WEIGHTS, SELECTION_METHODS, SelectionSummaryBuilder, planTensors, selectTensors, validateTopK, type SelectionMethod, type SelectionSummary } from '../select/select.ts';
 import { loadStatisticsFor } from '../select/statistics.ts';
-import { sha256InBackground } from '../patch/background-hash.ts';
-import { sha256File } from '../select/tensor-io.ts';
+import { sha256InBackground } from '../core/background-hash.ts';
+import { sha256File } from '../core/tensor-io.ts';
 import { checkOutput } from '../preflight.ts';
 import { ProgressLine, globalHelp, interruptible, modelArgument, modelOption, parse, parseNumber, UsageError, writeJson, type Command, type CommandIO } from './common.ts';
 

@@ -2,9 +2,11 @@
 // per item, so a rerun or a bigger --limit only evaluates new items. Model hashes of
 // multi-GB files are computed once and memoised by (path, size, mtime).
 import { createHash } from 'node:crypto';
-import { createReadStream, existsSync, mkdirSync, readFileSync, statSync, writeFileSync, appendFileSync, renameSync, realpathSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, statSync, appendFileSync, realpathSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { writeFileAtomically } from '../core/atomic-file.ts';
+import { sha256InBackground } from '../core/background-hash.ts';
 
 /** The cache directory: the option, else $MATHNEURO_CACHE_DIR, else ~/.cache/mathneuro/eval. */
 export function resolveCacheDir(option?: string, env: NodeJS.ProcessEnv = process.env): string {
@@ -36,19 +38,13 @@ export async function fileSha256(file: string, cacheDir?: string): Promise<strin
     const hit = memo[real];
     if (hit && hit.size === st.size && hit.mtimeMs === st.mtimeMs) return hit.sha256;
   }
-  const hash = createHash('sha256');
-  await new Promise<void>((resolve, reject) => {
-    createReadStream(real, { highWaterMark: 4 << 20 }).on('data', (chunk) => hash.update(chunk)).on('end', resolve).on('error', reject);
-  });
-  const sha256 = hash.digest('hex');
+  const sha256 = await sha256InBackground(real).result;
   if (memoFile) {
     // Re-read before writing so concurrent runs lose at most their own entry; write atomically.
     mkdirSync(path.dirname(memoFile), { recursive: true });
     try { if (existsSync(memoFile)) memo = JSON.parse(readFileSync(memoFile, 'utf8')); } catch { memo = {}; }
     memo[real] = { size: st.size, mtimeMs: st.mtimeMs, sha256 };
-    const tmp = `${memoFile}.${process.pid}.tmp`;
-    writeFileSync(tmp, JSON.stringify(memo, null, 1));
-    renameSync(tmp, memoFile);
+    writeFileAtomically(memoFile, JSON.stringify(memo, null, 1));
   }
   return sha256;
 }

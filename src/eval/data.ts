@@ -136,7 +136,7 @@ export function loadText(file: string): string {
 }
 
 /** Deterministic PRNG (mulberry32) for exemplar draws and subsampling. */
-import { seededRandom } from '../random.ts';
+import { seededRandom } from '../core/random.ts';
 export { seededRandom };
 
 /** k distinct indices out of n, drawn with the seeded PRNG (partial Fisher-Yates). */

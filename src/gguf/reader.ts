@@ -155,10 +155,11 @@ function readScalar(c: Cursor, type: number, what: string): GgufScalar {
   }
 }
 
-export interface ReadGgufOptions {
-  /** Accept tensors that are not in the table of known ggml types (default false). */
-  allowUnknownTypes?: boolean;
-}
+/**
+ * No options remain (unknown tensor types are always refused); the type stays so that callers of
+ * the public API that pass `{}` keep compiling.
+ */
+export interface ReadGgufOptions {}
 
 /** Parse and validate a GGUF header. Throws MathneuroError EBADGGUF (or ENOENT) with a one-line reason. */
 export function readGgufSync(path: string, _options: ReadGgufOptions = {}): GgufInfo {

@@ -7,10 +7,12 @@
 //            (the shard's index into the header's shards; "MNJR" records are shard 0)
 //   commit:  "MNJC" | u32 n | JSON | u32 crc32(JSON)
 // A record cut short by a crash was never followed by its write to the model, so it is ignored.
-import { closeSync, existsSync, fstatSync, fsyncSync, openSync, readSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, fsyncSync, openSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { MathneuroError } from '../errors.ts';
-import { crc32 } from '../select/crc32.ts';
+import { crc32 } from '../core/crc32.ts';
+import { fsyncDirectory } from '../core/atomic-file.ts';
+import { readFully } from '../core/tensor-io.ts';
 
 const HEADER_MAGIC = Buffer.from('MNUNDO\0\x01', 'latin1');
 const RECORD_MAGIC = Buffer.from('MNJR', 'latin1');
@@ -54,7 +56,7 @@ export interface JournalContents {
 export function journalPathFor(model: string): string { return `${model}.mathneuro-undo`; }
 
 function syncDir(file: string) {
-  try { const fd = openSync(path.dirname(path.resolve(file)), 'r'); try { fsyncSync(fd); } finally { closeSync(fd); } } catch { /* not supported on every platform */ }
+  fsyncDirectory(path.dirname(path.resolve(file)));
 }
 
 function writeAll(fd: number, bytes: Uint8Array, position: number): number {
@@ -129,9 +131,7 @@ export function readJournal(journalPath: string): JournalContents {
     const read = (at: number, n: number): Buffer | undefined => {
       if (at + n > size) return undefined;
       const b = Buffer.alloc(n);
-      let got = 0;
-      while (got < n) { const r = readSync(fd, b, got, n - got, at + got); if (r === 0) return undefined; got += r; }
-      return b;
+      return readFully(fd, b, at) === n ? b : undefined;
     };
     const contents: JournalContents = { records: [], tornBytes: 0 };
     const readFramed = (at: number, magic: Buffer): { value: unknown; end: number } | undefined => {
@@ -186,8 +186,7 @@ export function readRecordData(journalPath: string, record: JournalEntry): Uint8
   const fd = openSync(journalPath, 'r');
   try {
     const b = new Uint8Array(record.length);
-    let got = 0;
-    while (got < record.length) { const r = readSync(fd, b, got, record.length - got, record.dataAt + got); if (r === 0) throw new MathneuroError('EJOURNAL', `${journalPath} shrank while reading`); got += r; }
+    if (readFully(fd, b, record.dataAt) < record.length) throw new MathneuroError('EJOURNAL', `${journalPath} shrank while reading`);
     return b;
   } finally {
     closeSync(fd);

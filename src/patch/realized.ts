@@ -2,7 +2,7 @@
 // requantization (mean, median, share unchanged, share on target) and the change to weights that
 // were not selected but share a block with selected ones. Per tensor type and overall.
 import { getBit } from '../select/bits.ts';
-import type { NativeRealized } from '../select/codec.ts';
+import type { NativeRealized } from '../core/codec.ts';
 
 const HIST_MIN = -1, HIST_MAX = 3, HIST_BINS = 400_000;   // ratio resolution 1e-5
 /** The histogram of realized ratios, for native code that fills one (patchTensor). */

@@ -4,7 +4,7 @@
 import { MathneuroError } from '../errors.ts';
 import type { GgufTensorInfo } from '../gguf/reader.ts';
 import { forEachBit } from '../select/bits.ts';
-import { CANDIDATE_NAMES, codecTypeInfo, dequantize, patchTensor, quantize, type RequantizeStrategy } from '../select/codec.ts';
+import { CANDIDATE_NAMES, codecTypeInfo, dequantize, patchTensor, quantize, type RequantizeStrategy } from '../core/codec.ts';
 import { meanSquares, type ColumnStatistics } from '../select/select.ts';
 import { RATIO_HISTOGRAM, type RealizedScaleReport } from './realized.ts';
 

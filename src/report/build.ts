@@ -4,7 +4,7 @@ import { MathneuroError } from '../errors.ts';
 import { type GgufInfo } from '../gguf/reader.ts';
 import { openModelSync } from '../gguf/model.ts';
 import { getBit } from '../select/bits.ts';
-import { dequantize } from '../select/codec.ts';
+import { dequantize } from '../core/codec.ts';
 import { layerOf, planTensors, selectTensors, type SelectionMethod, type StatisticsSource, type TensorSelection } from '../select/select.ts';
 import type { Histogram, ReportSelection, ScoreDistributions } from './types.ts';
 

@@ -6,7 +6,7 @@ import { MathneuroError } from '../errors.ts';
 import { openModelSync } from '../gguf/model.ts';
 import { countBits } from '../select/bits.ts';
 import { planTensors, selectTensor, type SelectionMethod, type StatisticsSource } from '../select/select.ts';
-import { readTensorBytes } from '../select/tensor-io.ts';
+import { readTensorBytes } from '../core/tensor-io.ts';
 import type { OverlapPair, OverlapPoint } from './types.ts';
 
 export interface OverlapSubset {

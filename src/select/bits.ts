@@ -41,16 +41,3 @@ export function forEachBit(mask: Uint8Array, fn: (i: number) => void, begin = 0,
     }
   }
 }
-
-/** The bits [begin, end) of mask as a new mask starting at bit 0. */
-export function sliceBits(mask: Uint8Array, begin: number, end: number): Uint8Array {
-  const out = newMask(end - begin);
-  if ((begin & 7) === 0) {
-    out.set(mask.subarray(begin >>> 3, (begin >>> 3) + out.length));
-    const extra = out.length * 8 - (end - begin);
-    if (extra > 0) out[out.length - 1] &= 0xff >>> extra;
-    return out;
-  }
-  forEachBit(mask, (i) => setBit(out, i - begin), begin, end);
-  return out;
-}

@@ -4,13 +4,13 @@
 //   footer: u64 index offset, u64 index length, u32 crc32(index), "MNSELEND"
 // The index is written last so that tensors stream to disk as they are selected.
 import { closeSync, fsyncSync, openSync, readSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
-import path from 'node:path';
 import { constants as zlibConstants, deflateRaw as deflateRawCallback, inflateRawSync, type ZlibOptions } from 'node:zlib';
 import { promisify } from 'node:util';
 import { MathneuroError } from '../errors.ts';
 import { maskBytes } from './bits.ts';
-import { crc32 } from './crc32.ts';
-import { readExactly } from './tensor-io.ts';
+import { crc32 } from '../core/crc32.ts';
+import { readExactly } from '../core/tensor-io.ts';
+import { removeStaleTemporaries, temporaryPath } from '../core/atomic-file.ts';
 import type { SelectionMethod, SelectionSummary, TensorSelection } from './select.ts';
 
 export const SELECTION_FORMAT = 'mathneuro-selection';
@@ -64,7 +64,8 @@ export class SelectionFileWriter {
   private closed = false;
 
   constructor(readonly target: string) {
-    this.tempPath = path.join(path.dirname(target), `.${path.basename(target)}.tmp-${process.pid}`);
+    removeStaleTemporaries(target);
+    this.tempPath = temporaryPath(target);
     this.fd = openSync(this.tempPath, 'w');
     this.write(MAGIC);
   }

@@ -4,12 +4,12 @@
 // bit masks. Every K of one call reuses the same scores.
 import { closeSync, openSync } from 'node:fs';
 import { MathneuroError } from '../errors.ts';
-import { mulberry32 } from '../random.ts';
+import { mulberry32 } from '../core/random.ts';
 import type { WeightStats } from '../stats/types.ts';
 import type { GgufInfo, GgufTensorInfo } from '../gguf/reader.ts';
 import { andNot, countBits, getBit, newMask, setBit } from './bits.ts';
-import { requireDequantizable, selectTopK } from './codec.ts';
-import { readExactly, readTensorBytes } from './tensor-io.ts';
+import { requireDequantizable, selectTopK } from '../core/codec.ts';
+import { readExactly, readTensorBytes } from '../core/tensor-io.ts';
 
 export type SelectionMethod = 'mathneuro' | 'wanda' | 'random' | 'wanda-row';
 export const SELECTION_METHODS: readonly SelectionMethod[] = ['mathneuro', 'wanda', 'random', 'wanda-row'];
@@ -142,7 +142,7 @@ export function wandaColumnWeights(stats: ColumnStatistics): Float64Array {
   return meanSquares(stats).map(Math.sqrt);
 }
 
-/** A string hash (FNV-1a), for the random baseline's per-tensor seeds (PRNG: src/random.ts). */
+/** A string hash (FNV-1a), for the random baseline's per-tensor seeds (PRNG: src/core/random.ts). */
 
 export function fnv1a(text: string): number {
   let h = 0x811c9dc5;

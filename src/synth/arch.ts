@@ -180,6 +180,8 @@ export const archTables: Record<string, ArchTable> = {
     embedScale: (h) => Math.sqrt(h.nEmbd),
     layer0Inputs: ['attn_q', 'attn_k', 'attn_v'],
   },
+  // Alike in shape to gemma2 above by design: each table is data, written out whole so that it reads
+  // against llama.cpp's loader for that architecture (`duplicates` pairs them).
   gemma3: {
     arch: 'gemma3', family: 'Gemma 3: Gemma 2\'s post-norms plus q/k norms, 5 sliding-window layers per global one, tied head',
     defaults: { untiedOutput: false },

@@ -143,7 +143,7 @@ t.test('on a terminal: ETA and a running clock; Ctrl-C exits 130 and leaves noth
   const b = await inPty(['boost', stories, '--math', data, '--samples', '20000', '-t', '1', '--no-check'], env, /math stats .*ETA \d/);
   t.equal(b.code, 130, `boost: exit 130 (${b.output.slice(-300)})`);
   t.notOk(existsSync(stories.replace(/\.gguf$/, '.boosted.gguf')), 'boost: no output');
-  const cached = existsSync(env.MATHNEURO_CACHE_DIR) ? readdirSync(env.MATHNEURO_CACHE_DIR, { recursive: true }).map(String).filter((f) => f.endsWith('.gguf') || f.endsWith('.tmp')) : [];
+  const cached = existsSync(env.MATHNEURO_CACHE_DIR) ? readdirSync(env.MATHNEURO_CACHE_DIR, { recursive: true }).map(String).filter((f) => f.endsWith('.gguf') || f.endsWith('.tmp') || f.includes('.mathneuro-tmp-')) : [];
   t.same(cached, [], 'boost: no statistics file or temporary in the cache');
   t.same(ours(tmp), [], 'boost: nothing in TMPDIR');
 

@@ -8,7 +8,7 @@ import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { MathneuroError } from '../../src/errors.ts';
-import { encodeGguf, fuzzBaseModel, type FuzzModel } from '../../src/gguf/fuzz.ts';
+import { encodeGguf, fuzzBaseModel, type FuzzModel } from '../helpers/gguf-fuzz.ts';
 import { checkModel, MODEL_CHECKS } from '../../src/gguf/model-check.ts';
 import { readGgufSync } from '../../src/gguf/reader.ts';
 import { GGML_TYPE, GGUF_VALUE } from '../../src/gguf/types.ts';

@@ -4,7 +4,7 @@ import t from 'tap';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { MathneuroError } from '../../src/errors.ts';
-import { encodeGguf, fuzzBaseModel, type FuzzModel } from '../../src/gguf/fuzz.ts';
+import { encodeGguf, fuzzBaseModel, type FuzzModel } from '../helpers/gguf-fuzz.ts';
 import { checkModel } from '../../src/gguf/model-check.ts';
 import { readGgufSync } from '../../src/gguf/reader.ts';
 import { GGUF_VALUE } from '../../src/gguf/types.ts';

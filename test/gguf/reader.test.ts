@@ -1,11 +1,11 @@
 // The validator against hand-made broken files: every class the issue lists gives EBADGGUF with a
-// reason, never another exception. The files come from encodeGguf (src/gguf/fuzz.ts), a writer
+// reason, never another exception. The files come from encodeGguf (test/helpers/gguf-fuzz.ts), a writer
 // independent of the reader, with its own map of where each header field is.
 import t, { type Test } from 'tap';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { MathneuroError } from '../../src/errors.ts';
-import { encodeGguf, fuzzBaseModel, GgufMutator, type FuzzModel, type GgufField } from '../../src/gguf/fuzz.ts';
+import { encodeGguf, fuzzBaseModel, GgufMutator, type FuzzModel, type GgufField } from '../helpers/gguf-fuzz.ts';
 import { readGgufSync } from '../../src/gguf/reader.ts';
 import { GGUF_VALUE, ggmlTypeTable } from '../../src/gguf/types.ts';
 import { loadNative } from '../../src/native.ts';

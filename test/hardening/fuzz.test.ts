@@ -4,7 +4,7 @@
 // no hang, no untyped exception, no file written that the command was not asked to write.
 import t from 'tap';
 import path from 'node:path';
-import { runFuzz, MUTATION_KINDS } from '../../src/gguf/fuzz.ts';
+import { runFuzz, MUTATION_KINDS } from '../helpers/gguf-fuzz.ts';
 
 t.test('500 mutants through the validator, 30 through every command (15 models, 15 statistics files)', async (t) => {
   const dir = path.join(t.testdirName, 'fuzz');

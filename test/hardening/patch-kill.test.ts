@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto';
 import { copyFileSync, existsSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { readGgufSync } from '../../src/gguf/reader.ts';
-import { FuzzRandom } from '../../src/gguf/fuzz.ts';
+import { FuzzRandom } from '../helpers/gguf-fuzz.ts';
 import { fixtureModel, repoRoot } from '../helpers/fixtures.ts';
 import { syntheticStatsFile } from '../patch/helpers.ts';
 

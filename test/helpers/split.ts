@@ -9,7 +9,7 @@ import { readGgufSync, type GgufMetadataEntry } from '../../src/gguf/reader.ts';
 import { GGUF_VALUE } from '../../src/gguf/types.ts';
 import { writeGgufFile } from '../../src/gguf/writer.ts';
 import { loadNative } from '../../src/native.ts';
-import { readTensorBytes } from '../../src/select/tensor-io.ts';
+import { readTensorBytes } from '../../src/core/tensor-io.ts';
 
 /** Writes `<prefix>-0000i-of-0000N.gguf` with `tensorsPerShard` tensors each (gguf-split --split-max-tensors); returns the paths. */
 export async function splitGguf(source: string, prefix: string, tensorsPerShard: number): Promise<string[]> {

@@ -54,7 +54,7 @@ t.test('npm pack: what the tarball holds', async (t) => {
   t.comment(`${info.filename}: ${info.entryCount} files, ${(info.size / 1e6).toFixed(2)} MB packed, ${(info.unpackedSize / 1e6).toFixed(2)} MB unpacked`);
   const unwanted = files.filter((f) => /^(test|src|\.ci|\.tap|build|build-source|deps|node_modules)\/|^scripts\/(bench|fuzz|fixture|example|realized)|BENCHMARKS|isolate-.*\.log$|\.log$|^tsconfig|\.tgz$/.test(f));
   t.same(unwanted, [], 'no test, source, benchmark, CI, build or log file');
-  for (const need of ['package.json', 'README.md', 'LICENSE', 'dist/index.js', 'dist/index.d.ts', 'dist/cli/main.js', 'dist/select/hash-file.cjs',
+  for (const need of ['package.json', 'README.md', 'LICENSE', 'dist/index.js', 'dist/index.d.ts', 'dist/cli/main.js', 'dist/core/hash-file.cjs',
     'binding.gyp', 'CMakeLists.txt', 'native/addon.cpp', 'native/patches/kv-gradient.diff', 'scripts/install.mjs', 'scripts/paths.cjs', 'scripts/mathneuro.mjs', 'scripts/build-source.mjs',
     'data/README.md', 'data/LICENSE', 'data/gsm8k_test.jsonl.gz', 'data/gsm8k_train.jsonl.gz', 'data/math500_test.jsonl.gz', 'data/mmlu/test/abstract_algebra_test.csv.gz', 'data/mmlu/dev/abstract_algebra_dev.csv.gz']) {
     t.ok(files.includes(need), need);

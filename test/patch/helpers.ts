@@ -4,7 +4,7 @@ import { createHash } from 'node:crypto';
 import { closeSync, mkdirSync, openSync, readFileSync, readSync } from 'node:fs';
 import path from 'node:path';
 import { readGgufSync, type GgufInfo, type GgufTensorInfo } from '../../src/gguf/reader.ts';
-import { dequantize } from '../../src/select/codec.ts';
+import { dequantize } from '../../src/core/codec.ts';
 import type { ColumnStatistics, StatisticsSource } from '../../src/select/select.ts';
 import { modelIdentity, saveStats } from '../../src/stats/index.ts';
 import { repoRoot } from '../helpers/fixtures.ts';

@@ -8,7 +8,7 @@ import type { GgufTensorInfo } from '../../src/gguf/reader.ts';
 import { RealizedScaleReport, type RealizedScaleRow } from '../../src/patch/realized.ts';
 import { mergeRanges, patchTensorInPlace, type ChangedRange } from '../../src/patch/tensor-patch.ts';
 import { getBit, newMask, setBit } from '../../src/select/bits.ts';
-import { CANDIDATE_NAMES, codecTypeByName, codecTypeInfo, patchTensor, quantize, requantizeBlocks, type RequantizeStrategy } from '../../src/select/codec.ts';
+import { CANDIDATE_NAMES, codecTypeByName, codecTypeInfo, patchTensor, quantize, requantizeBlocks, type RequantizeStrategy } from '../../src/core/codec.ts';
 import type { ColumnStatistics } from '../../src/select/select.ts';
 
 function rng(seed: number) {

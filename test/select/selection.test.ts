@@ -1,7 +1,7 @@
 // Selection against a float64 brute-force reference: every score computed in JS, fully sorted
 // (score descending, flat index ascending), top floor(n*K) taken. Exact equality of the sets.
 import t from 'tap';
-import { dequantize, quantize, selectTopK } from '../../src/select/codec.ts';
+import { dequantize, quantize, selectTopK } from '../../src/core/codec.ts';
 import { getBit } from '../../src/select/bits.ts';
 import { selectTensor, topKCount, type ColumnStatistics, type ScoredTensor, type SelectionMethod } from '../../src/select/select.ts';
 import type { GgufTensorInfo } from '../../src/gguf/reader.ts';

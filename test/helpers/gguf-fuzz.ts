@@ -3,8 +3,9 @@
 // boundaries, huge counts and lengths, bad types, offsets past the end, overlapping tensors, zero
 // dimensions) or semantically (a valid GGUF whose metadata llama.cpp must still refuse cleanly).
 // Used by scripts/fuzz.ts and test/hardening/fuzz.test.ts.
-import { GGUF_VALUE, GGML_TYPE, ggmlType } from './types.ts';
-import type { GgufMetadataEntry, GgufScalar } from './reader.ts';
+import { GGUF_VALUE, GGML_TYPE, ggmlType } from '../../src/gguf/types.ts';
+import type { GgufMetadataEntry, GgufScalar } from '../../src/gguf/reader.ts';
+import { seededRandom } from '../../src/core/random.ts';
 
 // ---------------------------------------------------------------- writing GGUF bytes
 
@@ -117,17 +118,11 @@ export function encodeGguf(model: FuzzModel): { bytes: Buffer; fields: GgufField
 
 // ---------------------------------------------------------------- the base model
 
-/** xorshift-style seeded generator (mulberry32): enough for picking mutations reproducibly. */
+/** Seeded draws (mulberry32, src/core/random.ts): enough for picking mutations reproducibly. */
 export class FuzzRandom {
-  private s: number;
-  constructor(seed: number) { this.s = (seed >>> 0) ^ 0x6d2b79f5; }
-  next(): number {
-    this.s = (this.s + 0x6d2b79f5) >>> 0;
-    let z = this.s;
-    z = Math.imul(z ^ (z >>> 15), z | 1);
-    z ^= z + Math.imul(z ^ (z >>> 7), z | 61);
-    return ((z ^ (z >>> 14)) >>> 0) / 4294967296;
-  }
+  private readonly draw: () => number;
+  constructor(seed: number) { this.draw = seededRandom((seed >>> 0) ^ 0x6d2b79f5); }
+  next(): number { return this.draw(); }
   int(n: number): number { return Math.floor(this.next() * n); }
   pick<T>(a: readonly T[]): T { return a[this.int(a.length)]; }
 }
@@ -493,9 +488,9 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { readGgufSync } from './reader.ts';
-import { checkModel } from './model-check.ts';
-import { MathneuroError } from '../errors.ts';
+import { readGgufSync } from '../../src/gguf/reader.ts';
+import { checkModel } from '../../src/gguf/model-check.ts';
+import { MathneuroError } from '../../src/errors.ts';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const JS_BUG = /^(TypeError|RangeError|ReferenceError|SyntaxError|AssertionError|Error \[ERR_)/m;
@@ -568,7 +563,7 @@ function classify(code: number, stdout: string, stderr: string): JobResult {
 
 /** The worker side: `scripts/fuzz.ts --worker` runs main(argv) per message, output captured. */
 export async function fuzzWorkerMain() {
-  const { main } = await import('../cli/main.ts');
+  const { main } = await import('../../src/cli/main.ts');
   process.on('message', async (m: { id: number; argv: string[] }) => {
     let stdout = '', stderr = '';
     const io = {

@@ -5,13 +5,21 @@ import { fileURLToPath } from 'node:url';
 import { MathneuroError } from '../errors.ts';
 import type { GgufTensorInfo } from '../gguf/reader.ts';
 
-export function readExactly(fd: number, buffer: Uint8Array, position: number, what: string): void {
+/** Fills `buffer` from `position` on (readSync may return less than asked): the bytes read, short only at the end of the file. */
+export function readFully(fd: number, buffer: Uint8Array, position: number): number {
   let done = 0;
   while (done < buffer.length) {
     const n = readSync(fd, buffer, done, buffer.length - done, position + done);
-    if (n === 0) throw new MathneuroError('EIO', `${what}: unexpected end of file at byte ${position + done}`);
+    if (n === 0) break;
     done += n;
   }
+  return done;
+}
+
+/** readFully, where an early end of file is an EIO error about `what`. */
+export function readExactly(fd: number, buffer: Uint8Array, position: number, what: string): void {
+  const done = readFully(fd, buffer, position);
+  if (done < buffer.length) throw new MathneuroError('EIO', `${what}: unexpected end of file at byte ${position + done}`);
 }
 
 /** The stored bytes of one tensor. */

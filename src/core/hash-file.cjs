@@ -1,6 +1,6 @@
 // sha256 of an open file (hex), read in 8 MiB chunks. Plain CommonJS so that one piece of code
-// serves both sha256File (src/select/tensor-io.ts) and the worker thread of
-// src/patch/background-hash.ts, which runs without the TypeScript loader.
+// serves both sha256File (src/core/tensor-io.ts) and the worker thread of
+// src/core/background-hash.ts, which runs without the TypeScript loader.
 const { createHash } = require('node:crypto');
 const { fstatSync, readSync } = require('node:fs');
 

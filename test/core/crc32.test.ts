@@ -1,7 +1,7 @@
 // CRC-32: the check value of the standard ("123456789" -> CBF43926), zlib's and the JS table
 // agree on random data, and chaining (previous) equals one pass.
 import t from 'tap';
-import { crc32, crc32Table } from '../../src/select/crc32.ts';
+import { crc32, crc32Table } from '../../src/core/crc32.ts';
 
 t.test('crc32', async (t) => {
   const check = new TextEncoder().encode('123456789');

@@ -2,7 +2,7 @@
 // source while the main thread and the native threads write the patched copy.
 import { Worker } from 'node:worker_threads';
 import { MathneuroError } from '../errors.ts';
-import { HASH_FILE_MODULE } from '../select/tensor-io.ts';
+import { HASH_FILE_MODULE } from './tensor-io.ts';
 
 // Plain JavaScript (no TypeScript loader in the worker); the hashing loop is sha256File's own.
 const WORKER = `

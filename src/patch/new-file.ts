@@ -1,0 +1,266 @@
+// New-file mode: every shard of the source is written to a temporary file beside its output and
+// renamed into place at the end. One function per way of writing a shard: the kernel copy patched
+// where it lies (Linux), the streamed copy, and the upcast (a new layout).
+import { closeSync, existsSync, fsyncSync, openSync, renameSync, rmSync } from 'node:fs';
+import path from 'node:path';
+import { fsyncDirectory, removeStaleTemporaries, temporaryPath, writeFailure } from '../core/atomic-file.ts';
+import { codecTypeInfo } from '../core/codec.ts';
+import { readExactly, readTensorBytes } from '../core/tensor-io.ts';
+import { MathneuroError } from '../errors.ts';
+import type { GgufInfo, GgufMetadataEntry, GgufTensorInfo } from '../gguf/reader.ts';
+import { splitPath, splitPrefix, type GgufModel } from '../gguf/model.ts';
+import { loadNative } from '../native.ts';
+import { checkAbort, patchedTensor, tensorPatchOptions, writeAll, type PatchJob } from './job.ts';
+import { patchTensorInPlace, upcastTensor } from './tensor-patch.ts';
+
+export interface NewFileJob extends PatchJob {
+  /** the output files, one per source shard */
+  outs: string[];
+  /** with --upcast: the ggml type id the tensors with selected weights are stored in */
+  upcastType?: number;
+  /** runs on the first shard's temporary (its descriptor and header) before anything is renamed */
+  beforeCommit: (fd: number, header: Uint8Array) => Promise<void>;
+}
+
+/**
+ * The output files of a new-file patch: `out` for a single file; for a model in N shards, N shards
+ * named as llama.cpp names them (`out` must be `<name>-00001-of-0000N.gguf`).
+ */
+export function outputShards(info: GgufModel, out: string): string[] {
+  const n = info.shards.length;
+  if (n === 1) return [out];
+  const prefix = splitPrefix(out, 0, n);
+  if (prefix === undefined) throw new MathneuroError('EUSAGE', `${info.path} is a model in ${n} shards and is written as ${n} shards again: name the output <name>${splitPath('', 0, n)} (llama.cpp finds the other shards by that name)`);
+  return info.shards.map((_, i) => splitPath(prefix, i, n));
+}
+
+/**
+ * New-file mode: every shard of the source is written to a temporary file beside its output (shard 0,
+ * whose header waits for the source's sha256, last), and only when all are written and synced are
+ * they renamed into place. On any failure no temporary and no output shard is left.
+ */
+export async function patchNewFile(job: NewFileJob): Promise<number> {
+  const { info, outs, options } = job;
+  const order = info.shards.map((_, i) => i);
+  order.push(order.shift()!);
+  const temps: string[] = [];
+  const renamed: string[] = [];
+  let written = 0;
+  try {
+    for (const i of order) {
+      const r = await writePatchedShard(job, info.shards[i], outs[i], i === 0 ? job.entries : [], i === 0 ? job.beforeCommit : undefined);
+      temps[i] = r.temp;
+      written += r.end;
+    }
+    checkAbort(options.signal);
+    for (const out of outs) if (existsSync(out) && !options.force) throw new MathneuroError('EEXIST', `${out} appeared while patching; not overwriting it`);
+    // the first shard (the one llama.cpp opens) last: a set cut short here is never loadable
+    for (const i of order) { renameSync(temps[i], outs[i]); renamed.push(outs[i]); }
+    for (const dir of new Set(outs.map((o) => path.dirname(path.resolve(o))))) fsyncDirectory(dir);
+    return written;
+  } catch (e) {
+    for (const temp of temps) if (temp) rmSync(temp, { force: true });
+    for (const out of renamed) rmSync(out, { force: true });
+    throw writeFailure(e, outs[0], outs.length > 1 ? `none of the ${outs.length} shards was left` : 'no partial file was left');
+  }
+}
+
+/** A shard being written: its source, its temporary, and where the new header puts each tensor. */
+interface ShardWrite {
+  job: NewFileJob;
+  shard: GgufInfo;
+  src: number;
+  dst: number;
+  /** where the new data section starts (the new header's size) */
+  dataOffset: number;
+  layout: Map<string, { offset: number; byteSize: number }>;
+  /** the shard's tensors in file order */
+  ordered: GgufTensorInfo[];
+  chunk: Buffer;
+}
+
+/** The new header of one shard: the source's rewritten with `entries`, or (upcast) built anew. */
+function shardHeader(job: NewFileJob, info: GgufInfo, entries: GgufMetadataEntry[]): { header: Uint8Array; tensors: { name: string; offset: number; byteSize: number }[]; alignment: number } {
+  const native = loadNative();
+  const { upcastType, source } = job;
+  // With upcast, the tensors that hold selected weights change type; the others keep theirs.
+  const typeOf = (t: GgufTensorInfo) => (upcastType !== undefined && source.names.has(t.name) ? upcastType : t.type);
+  let header: { header: Uint8Array; tensors: { name: string; offset: number; byteSize: number }[]; alignment: number };
+  if (upcastType === undefined) {
+    header = native.ggufRewriteHeader(info.path, entries, []);
+  } else {
+    if (info.alignment !== 32) throw new MathneuroError('EPATCH', `--upcast supports the default GGUF alignment (32), ${info.path} uses ${info.alignment}`);
+    const keep = info.metadataEntries.filter((e) => !entries.some((n) => n.key === e.key));
+    header = native.ggufBuildHeader({ metadata: [...keep, ...entries], tensors: info.tensors.map((t) => ({ name: t.name, type: typeOf(t), shape: t.shape })) });
+  }
+  const layout = new Map(header.tensors.map((t) => [t.name, t]));
+  for (const t of info.tensors) {
+    const l = layout.get(t.name);
+    if (!l) throw new MathneuroError('EPATCH', `the new header lost tensor ${t.name}`);
+    if (upcastType === undefined && (l.offset !== t.offset || l.byteSize !== t.byteSize)) throw new MathneuroError('EPATCH', `the rewritten header moves tensor ${t.name} (${t.offset} -> ${l.offset}); the source layout is not canonical`);
+  }
+  return header;
+}
+
+/** Writes one patched file (a shard, or the whole model) to a temporary file: its path and size. */
+async function writePatchedShard(job: NewFileJob, info: GgufInfo, out: string, entries: GgufMetadataEntry[], beforeCommit?: (fd: number, header: Uint8Array) => Promise<void>): Promise<{ temp: string; end: number }> {
+  removeStaleTemporaries(out);
+  const header = shardHeader(job, info, entries);
+  const temp = temporaryPath(out);
+  const src = openSync(info.path, 'r');
+  let dst: number | undefined;
+  try {
+    dst = openSync(temp, 'w+');
+    writeAll(dst, header.header, 0);
+    const w: ShardWrite = {
+      job, shard: info, src, dst, dataOffset: header.header.length, layout: new Map(header.tensors.map((t) => [t.name, t])),
+      ordered: [...info.tensors].sort((a, b) => a.offset - b.offset), chunk: Buffer.allocUnsafe(8 << 20),
+    };
+    // Fast path (Linux): the whole data section is copied inside the kernel, as cp does, and each
+    // patched tensor is then mapped from the copy and patched where it lies, so only the blocks
+    // that change are written. Elsewhere, or when the kernel cannot, the data is streamed.
+    const end = job.upcastType !== undefined ? await writeUpcast(w)
+      : !job.options.streamCopy && typeof loadNative().mapFileRange === 'function' && kernelCopyRange(src, dst, info.dataOffset, w.dataOffset, info.fileSize - info.dataOffset) ? await patchKernelCopy(w)
+        : await writeStreamed(w);
+    await beforeCommit?.(dst, header.header);
+    fsyncSync(dst);
+    closeSync(dst);
+    dst = undefined;
+    return { temp, end };
+  } catch (e) {
+    if (dst !== undefined) { try { closeSync(dst); } catch { /* closing after an error */ } }
+    rmSync(temp, { force: true });
+    throw e;
+  } finally {
+    closeSync(src);
+  }
+}
+
+/** The data section is already copied (kernelCopyRange): each patched tensor is patched where it lies in the copy. */
+async function patchKernelCopy(w: ShardWrite): Promise<number> {
+  const { job, shard, src, dst, dataOffset } = w;
+  const native = loadNative();
+  const totalBytes = shard.fileSize - shard.dataOffset;
+  for (const t of w.ordered) {
+    if (!job.source.names.has(t.name)) continue;
+    checkAbort(job.options.signal);
+    job.options.onProgress?.({ phase: 'patch', done: t.offset, total: totalBytes, item: t.name });
+    const mask = job.source.mask(t.name);
+    const at = dataOffset + t.offset;
+    const settings = { ...tensorPatchOptions(job, t.name), ranges: false };
+    const mapped = native.mapFileRange!(dst, at, t.byteSize);
+    let r: Awaited<ReturnType<typeof patchTensorInPlace>>;
+    if (mapped) {
+      try { r = await patchTensorInPlace(t, new Uint8Array(mapped), mask, settings); } finally { native.unmapFileRange!(mapped); }
+    } else {
+      r = await patchTensorInPlace(t, readTensorBytes(src, t), mask, settings);
+      writeAll(dst, r.bytes, at);
+    }
+    job.tensors.push(patchedTensor(t, r));
+  }
+  return dataOffset + totalBytes;
+}
+
+/** Streams the data section through buffers, in the source's layout, patching the selected tensors on the way. */
+async function writeStreamed(w: ShardWrite): Promise<number> {
+  const { job, shard, src, dst, dataOffset, chunk } = w;
+  const totalBytes = shard.fileSize - shard.dataOffset;
+  // two buffers of the largest patched tensor, used in turn (one is being written while the
+  // other is patched), so the kernel does not map and zero fresh memory for every tensor
+  const largest = w.ordered.reduce((m, t) => (job.source.names.has(t.name) ? Math.max(m, t.byteSize) : m), 0);
+  const buffers = largest > 0 ? [new Uint8Array(largest), new Uint8Array(largest)] : [];
+  let turn = 0;
+  let pending: { bytes: Uint8Array; at: number } | undefined;
+  const flush = () => { if (pending) { writeAll(dst, pending.bytes, pending.at); pending = undefined; } };
+  let sourceCursor = shard.dataOffset;   // next source byte not yet accounted for
+  for (const t of w.ordered) {
+    checkAbort(job.options.signal);
+    const at = dataOffset + w.layout.get(t.name)!.offset;
+    // the bytes between tensors (padding) are copied as they are
+    copyRange(src, dst, sourceCursor, dataOffset + (sourceCursor - shard.dataOffset), t.absoluteOffset - sourceCursor, chunk);
+    if (job.source.names.has(t.name)) {
+      job.options.onProgress?.({ phase: 'patch', done: t.offset, total: totalBytes, item: t.name });
+      let bytes: Uint8Array;
+      if (buffers.length) {
+        bytes = buffers[turn].subarray(0, t.byteSize);
+        turn ^= 1;
+        readExactly(src, bytes, t.absoluteOffset, `tensor ${t.name}`);
+      } else bytes = readTensorBytes(src, t);
+      const mask = job.source.mask(t.name);
+      // the previous tensor is written while the native threads patch this one
+      const patching = patchTensorInPlace(t, bytes, mask, { ...tensorPatchOptions(job, t.name), ranges: false });
+      flush();
+      const r = await patching;
+      pending = { bytes: r.bytes, at };
+      job.tensors.push(patchedTensor(t, r));
+    } else {
+      job.options.onProgress?.({ phase: 'copy', done: t.offset, total: totalBytes, item: t.name });
+      copyRange(src, dst, t.absoluteOffset, at, t.byteSize, chunk);
+    }
+    sourceCursor = t.absoluteOffset + t.byteSize;
+  }
+  flush();
+  copyRange(src, dst, sourceCursor, dataOffset + (sourceCursor - shard.dataOffset), shard.fileSize - sourceCursor, chunk);
+  return dataOffset + totalBytes;
+}
+
+/** Upcast: the tensors with selected weights are stored in another type, so every tensor goes where the new header puts it. */
+async function writeUpcast(w: ShardWrite): Promise<number> {
+  const { job, shard, src, dst, dataOffset, chunk } = w;
+  const upcastType = job.upcastType!;
+  const totalBytes = shard.fileSize - shard.dataOffset;
+  let end = dataOffset;
+  for (const t of w.ordered) {
+    checkAbort(job.options.signal);
+    const at = dataOffset + w.layout.get(t.name)!.offset;
+    if (at > end) writeAll(dst, new Uint8Array(at - end), end);
+    if (job.source.names.has(t.name)) {
+      job.options.onProgress?.({ phase: 'patch', done: t.offset, total: totalBytes, item: t.name });
+      const bytes = readTensorBytes(src, t);
+      const mask = job.source.mask(t.name);
+      const up = upcastTensor(t, bytes, mask, upcastType, { scale: job.scale, realized: job.realized });
+      writeAll(dst, up.bytes, at);
+      job.tensors.push({ name: t.name, type: t.typeName, selectedWeights: up.selectedWeights, blocksTouched: 0, bytesChanged: up.bytes.length, upcastTo: codecTypeInfo(upcastType)!.name, bytesBefore: t.byteSize, bytesAfter: up.bytes.length });
+      end = at + up.bytes.length;
+    } else {
+      job.options.onProgress?.({ phase: 'copy', done: t.offset, total: totalBytes, item: t.name });
+      copyRange(src, dst, t.absoluteOffset, at, t.byteSize, chunk);
+      end = at + t.byteSize;
+    }
+  }
+  if (end % 32 !== 0) {
+    const padded = Math.ceil(end / 32) * 32;
+    writeAll(dst, new Uint8Array(padded - end), end);
+    end = padded;
+  }
+  return end;
+}
+
+let kernelCopy: boolean | undefined;
+
+/** Copies a range inside the kernel; false (nothing copied) where the platform or file systems cannot. */
+function kernelCopyRange(src: number, dst: number, from: number, to: number, length: number): boolean {
+  const native = loadNative();
+  kernelCopy ??= typeof native.copyFileRange === 'function';
+  if (!kernelCopy || length <= 0) return false;
+  const n = native.copyFileRange!(src, dst, from, to, length);
+  if (n < 0) { kernelCopy = false; return false; }
+  if (n !== length) throw new MathneuroError('EIO', `source model: unexpected end of file at byte ${from + n}`);
+  return true;
+}
+
+/**
+ * Copies [from, from + length) of src to dst at `to`: inside the kernel (copy_file_range, as cp
+ * does) where the platform and file systems allow, else through an 8 MiB buffer.
+ */
+function copyRange(src: number, dst: number, from: number, to: number, length: number, chunk: Buffer) {
+  if (kernelCopyRange(src, dst, from, to, length)) return;
+  let done = 0;
+  while (done < length) {
+    const n = Math.min(chunk.length, length - done);
+    const view = chunk.subarray(0, n);
+    readExactly(src, view, from + done, 'source model');
+    writeAll(dst, view, to + done);
+    done += n;
+  }
+}
