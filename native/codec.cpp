@@ -20,12 +20,6 @@
 
 namespace {
 
-// An error that reaches JS as MathneuroError(code, message).
-struct CodedError : std::runtime_error {
-    std::string code;
-    CodedError(const char * c, const std::string & m) : std::runtime_error(m), code(c) {}
-};
-
 // ---------------------------------------------------------------------------------------------
 // Types
 
@@ -627,27 +621,6 @@ int requant_block(ggml_type t, int64_t bs, size_t ts, const uint8_t * orig, cons
 // ---------------------------------------------------------------------------------------------
 // N-API helpers
 
-int64_t get_int(const Napi::Object & o, const char * key, int64_t min_value = 0) {
-    Napi::Value v = o.Get(key);
-    if (!v.IsNumber()) throw CodedError("EUSAGE", std::string(key) + " must be a number");
-    double d = v.As<Napi::Number>().DoubleValue();
-    if (!std::isfinite(d) || d != std::floor(d) || d < (double) min_value || d > 9007199254740991.0)
-        throw CodedError("EUSAGE", std::string(key) + " must be an integer >= " + std::to_string(min_value));
-    return (int64_t) d;
-}
-
-template <typename T>
-Napi::TypedArrayOf<T> get_array(const Napi::Value & v, const char * what) {
-    if (!v.IsTypedArray()) throw CodedError("EUSAGE", std::string(what) + " must be a typed array");
-    Napi::TypedArray ta = v.As<Napi::TypedArray>();
-    napi_typedarray_type want = napi_uint8_array;
-    if (std::is_same<T, float>::value) want = napi_float32_array;
-    else if (std::is_same<T, double>::value) want = napi_float64_array;
-    if (ta.TypedArrayType() != want && !(want == napi_uint8_array && ta.TypedArrayType() == napi_uint8_clamped_array))
-        throw CodedError("EUSAGE", std::string(what) + " has the wrong element type");
-    return v.As<Napi::TypedArrayOf<T>>();
-}
-
 // The factor of selected weights (0 prunes): a finite number.
 double get_scale(const Napi::Object & o) {
     Napi::Value v = o.Get("scale");
@@ -661,7 +634,7 @@ Strategy get_strategy(const Napi::Object & o, ggml_type t) {
 
 // The `type` option, one ggml can both dequantize and quantize.
 ggml_type requantizable_type(const Napi::Object & o) {
-    const ggml_type t = checked_type(get_int(o, "type"));
+    const ggml_type t = checked_type(RequireInteger(o, "type"));
     if (!can_dequantize(t) || !can_quantize(t)) throw CodedError("EQUANT", "ggml cannot requantize " + type_name(t));
     return t;
 }
@@ -670,7 +643,7 @@ ggml_type requantizable_type(const Napi::Object & o) {
 const float * importance_of(const Napi::Value & v, const char * what, int64_t n, const char * size, ggml_type t) {
     const float * p = nullptr;
     if (!v.IsUndefined() && !v.IsNull()) {
-        auto im = get_array<float>(v, what);
+        auto im = RequireTypedArray<float>(v, what);
         if ((int64_t) im.ElementLength() != n) throw CodedError("EUSAGE", std::string(what) + " must hold " + size);
         p = im.Data();
     }
@@ -680,62 +653,10 @@ const float * importance_of(const Napi::Value & v, const char * what, int64_t n,
 
 // The `threads` option (default: every core).
 int get_threads(const Napi::Object & o) {
-    if (o.Has("threads") && !o.Get("threads").IsUndefined()) return (int) std::min<int64_t>(get_int(o, "threads", 1), 1024);
+    if (IsSet(o, "threads")) return (int) std::min<int64_t>(RequireInteger(o, "threads", 1), 1024);
     return (int) std::max(1u, std::thread::hardware_concurrency());
 }
 
-
-template <typename T, typename JsArray>
-JsArray to_js_typed(Napi::Env env, const std::vector<T> & v) {
-    JsArray out = JsArray::New(env, v.size());
-    if (!v.empty()) memcpy(out.Data(), v.data(), v.size() * sizeof(T));
-    return out;
-}
-Napi::Uint8Array to_js_bytes(Napi::Env env, const std::vector<uint8_t> & v) { return to_js_typed<uint8_t, Napi::Uint8Array>(env, v); }
-Napi::Float32Array to_js_floats(Napi::Env env, const std::vector<float> & v) { return to_js_typed<float, Napi::Float32Array>(env, v); }
-Napi::Float64Array to_js_doubles(Napi::Env env, const std::vector<double> & v) { return to_js_typed<double, Napi::Float64Array>(env, v); }
-
-Napi::Error coded(Napi::Env env, const CodedError & e) {
-    Napi::Error err = Napi::Error::New(env, e.what());
-    err.Set("code", Napi::String::New(env, e.code));
-    return err;
-}
-
-// Runs work() on a libuv thread and settles a promise with done(env); keeps the inputs alive.
-class TaskWorker : public Napi::AsyncWorker {
-public:
-    TaskWorker(Napi::Env env, std::function<void()> work, std::function<Napi::Value(Napi::Env)> done)
-        : Napi::AsyncWorker(env), work_(std::move(work)), done_(std::move(done)), deferred_(Napi::Promise::Deferred::New(env)) {}
-    void Keep(const Napi::Value & v) { if (v.IsObject()) keep_.push_back(Napi::Persistent(v.As<Napi::Object>())); }
-    Napi::Promise Promise() { return deferred_.Promise(); }
-protected:
-    void Execute() override {
-        try { work_(); }
-        catch (const CodedError & e) { code_ = e.code; SetError(e.what()); }
-        catch (const std::bad_alloc &) { code_ = "EIO"; SetError("out of memory"); }
-        catch (const std::exception & e) { code_ = "EIO"; SetError(e.what()); }
-    }
-    void OnOK() override {
-        Napi::HandleScope scope(Env());
-        try { deferred_.Resolve(done_(Env())); }
-        catch (const Napi::Error & e) { deferred_.Reject(e.Value()); }
-    }
-    void OnError(const Napi::Error & e) override {
-        Napi::HandleScope scope(Env());
-        Napi::Error err = Napi::Error::New(Env(), e.Message());
-        err.Set("code", Napi::String::New(Env(), code_.empty() ? "EIO" : code_));
-        deferred_.Reject(err.Value());
-    }
-private:
-    std::function<void()> work_;
-    std::function<Napi::Value(Napi::Env)> done_;
-    Napi::Promise::Deferred deferred_;
-    std::vector<Napi::ObjectReference> keep_;
-    std::string code_;
-};
-
-#define CODEC_TRY try {
-#define CODEC_CATCH(env) } catch (const CodedError & e) { throw coded(env, e); }
 
 // ---------------------------------------------------------------------------------------------
 // Exports
@@ -765,10 +686,9 @@ Napi::Value TypeInfo(const Napi::CallbackInfo & info) {
 // dequantize(type, bytes: Uint8Array, nElements): Float32Array
 Napi::Value Dequantize(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
-    CODEC_TRY
     if (info.Length() < 3 || !info[0].IsNumber() || !info[2].IsNumber()) throw CodedError("EUSAGE", "dequantize(type, bytes, nElements)");
     const ggml_type t = checked_type(info[0].As<Napi::Number>().Int64Value());
-    auto bytes = get_array<uint8_t>(info[1], "bytes");
+    auto bytes = RequireTypedArray<uint8_t>(info[1], "bytes");
     const double nd = info[2].As<Napi::Number>().DoubleValue();
     if (!(nd >= 0) || nd != std::floor(nd)) throw CodedError("EUSAGE", "nElements must be a non-negative integer");
     const int64_t n = (int64_t) nd;
@@ -776,24 +696,22 @@ Napi::Value Dequantize(const Napi::CallbackInfo & info) {
     Napi::Float32Array out = Napi::Float32Array::New(env, (size_t) n);
     if (n) dequantize_into(t, bytes.Data(), out.Data(), n);
     return out;
-    CODEC_CATCH(env)
 }
 
 // quantize(type, values: Float32Array, nPerRow, imatrix?: Float32Array | null): Uint8Array
 Napi::Value Quantize(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
-    CODEC_TRY
     if (info.Length() < 3 || !info[0].IsNumber() || !info[2].IsNumber()) throw CodedError("EUSAGE", "quantize(type, values, nPerRow, imatrix?)");
     const ggml_type t = checked_type(info[0].As<Napi::Number>().Int64Value());
     if (!can_quantize(t)) throw CodedError("EQUANT", "ggml cannot quantize to " + type_name(t));
-    auto values = get_array<float>(info[1], "values");
+    auto values = RequireTypedArray<float>(info[1], "values");
     const int64_t n = (int64_t) values.ElementLength();
     const int64_t per_row = info[2].As<Napi::Number>().Int64Value();
     if (per_row <= 0 || n % per_row != 0) throw CodedError("EUSAGE", "nPerRow must divide the number of values");
     if (per_row % ggml_blck_size(t) != 0) throw CodedError("EUSAGE", "a row of " + std::to_string(per_row) + " is not a whole number of " + type_name(t) + " blocks");
     const float * imatrix = nullptr;
     if (info.Length() > 3 && !info[3].IsNull() && !info[3].IsUndefined()) {
-        auto im = get_array<float>(info[3], "imatrix");
+        auto im = RequireTypedArray<float>(info[3], "imatrix");
         if ((int64_t) im.ElementLength() != per_row) throw CodedError("EUSAGE", "imatrix must hold nPerRow values");
         imatrix = im.Data();
     }
@@ -802,7 +720,6 @@ Napi::Value Quantize(const Napi::CallbackInfo & info) {
     Napi::Uint8Array out = Napi::Uint8Array::New(env, size);
     if (n) ggml_quantize_chunk(t, values.Data(), out.Data(), 0, n / per_row, per_row, imatrix);
     return out;
-    CODEC_CATCH(env)
 }
 
 // selectTopK({ type, data, nIn, rows, matrices, colWeights: Float64Array[], groupBy: 'matrix'|'row',
@@ -811,13 +728,12 @@ Napi::Value Quantize(const Napi::CallbackInfo & info) {
 // Each mask has one bit per weight (bit i of byte i>>3 is flat index i).
 Napi::Value SelectTopK(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
-    CODEC_TRY
     if (info.Length() < 1 || !info[0].IsObject()) throw CodedError("EUSAGE", "selectTopK(options)");
     Napi::Object o = info[0].As<Napi::Object>();
-    const ggml_type t = checked_type(get_int(o, "type"));
+    const ggml_type t = checked_type(RequireInteger(o, "type"));
     if (!can_dequantize(t)) throw CodedError("EQUANT", "ggml cannot dequantize " + type_name(t));
-    auto data = get_array<uint8_t>(o.Get("data"), "data");
-    const int64_t n_in = get_int(o, "nIn", 1), rows = get_int(o, "rows", 1), mats = get_int(o, "matrices", 1);
+    auto data = RequireTypedArray<uint8_t>(o.Get("data"), "data");
+    const int64_t n_in = RequireInteger(o, "nIn", 1), rows = RequireInteger(o, "rows", 1), mats = RequireInteger(o, "matrices", 1);
     const int64_t numel = n_in * rows * mats;
     if (n_in % ggml_blck_size(t) != 0) throw CodedError("EUSAGE", "nIn is not a whole number of " + type_name(t) + " blocks");
     if (data.ByteLength() != bytes_for(t, numel)) throw CodedError("EUSAGE", "data holds " + std::to_string(data.ByteLength()) + " bytes, not the size of a " + type_name(t) + " tensor of " + std::to_string(numel) + " elements");
@@ -826,7 +742,7 @@ Napi::Value SelectTopK(const Napi::CallbackInfo & info) {
     Napi::Array cwa = cw.As<Napi::Array>();
     std::vector<const double *> cols;
     for (uint32_t i = 0; i < cwa.Length(); i++) {
-        auto a = get_array<double>(cwa.Get(i), "colWeights[i]");
+        auto a = RequireTypedArray<double>(cwa.Get(i), "colWeights[i]");
         if ((int64_t) a.ElementLength() != n_in * mats) throw CodedError("EUSAGE", "colWeights[" + std::to_string(i) + "] must hold nIn * matrices values");
         cols.push_back(a.Data());
     }
@@ -843,15 +759,12 @@ Napi::Value SelectTopK(const Napi::CallbackInfo & info) {
         if (!(d >= 0) || d != std::floor(d) || d > (double) group) throw CodedError("EUSAGE", "counts must be integers in [0, group size]");
         ks.push_back((int64_t) d);
     }
-    int64_t radix_min = 1 << 20;
-    if (o.Has("radixMinGroup") && !o.Get("radixMinGroup").IsUndefined()) radix_min = get_int(o, "radixMinGroup", 1);
+    const int64_t radix_min = OptionalInteger(o, "radixMinGroup", 1 << 20, 1);
 
     const int n_threads = get_threads(o);
-    int64_t collect_limit = kCollectLimitDefault;
-    if (o.Has("radixBucketLimit") && !o.Get("radixBucketLimit").IsUndefined()) collect_limit = get_int(o, "radixBucketLimit", 1);
+    const int64_t collect_limit = OptionalInteger(o, "radixBucketLimit", kCollectLimitDefault, 1);
     // 1: thresholds first estimated from a sample (default); 0: histogram only; 2: sample with no margin (tests the fallback)
-    int sampling = 1;
-    if (o.Has("radixSampling") && !o.Get("radixSampling").IsUndefined()) sampling = (int) std::min<int64_t>(get_int(o, "radixSampling", 0), 2);
+    const int sampling = (int) std::min<int64_t>(OptionalInteger(o, "radixSampling", 1, 0), 2);
 
     auto result = std::make_shared<std::vector<std::vector<std::vector<uint8_t>>>>();
     const uint8_t * bytes = data.Data();
@@ -903,17 +816,14 @@ Napi::Value SelectTopK(const Napi::CallbackInfo & info) {
             Napi::Array out = Napi::Array::New(e, result->size());
             for (size_t s = 0; s < result->size(); s++) {
                 Napi::Array per = Napi::Array::New(e, (*result)[s].size());
-                for (size_t q = 0; q < (*result)[s].size(); q++) per.Set((uint32_t) q, to_js_bytes(e, (*result)[s][q]));
+                for (size_t q = 0; q < (*result)[s].size(); q++) per.Set((uint32_t) q, ToJsArray<Napi::Uint8Array>(e, (*result)[s][q]));
                 out.Set((uint32_t) s, per);
             }
             return out;
         });
     w->Keep(data); w->Keep(cwa);
     for (uint32_t i = 0; i < cwa.Length(); i++) w->Keep(cwa.Get(i));
-    Napi::Promise p = w->Promise();
-    w->Queue();
-    return p;
-    CODEC_CATCH(env)
+    return w->Start();
 }
 
 // requantizeBlocks({ type, blocks: Uint8Array, selected: Uint8Array (one bit per element),
@@ -924,16 +834,15 @@ Napi::Value SelectTopK(const Napi::CallbackInfo & info) {
 // block, the candidate closest to the target (least squared error; ties: fewer changed bytes).
 Napi::Value RequantizeBlocks(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
-    CODEC_TRY
     if (info.Length() < 1 || !info[0].IsObject()) throw CodedError("EUSAGE", "requantizeBlocks(options)");
     Napi::Object o = info[0].As<Napi::Object>();
     const ggml_type t = requantizable_type(o);
-    auto blocks = get_array<uint8_t>(o.Get("blocks"), "blocks");
+    auto blocks = RequireTypedArray<uint8_t>(o.Get("blocks"), "blocks");
     const int64_t bs = ggml_blck_size(t); const size_t ts = ggml_type_size(t);
     if (blocks.ByteLength() % ts != 0) throw CodedError("EUSAGE", "blocks is not a whole number of " + type_name(t) + " blocks");
     const int64_t nblocks = (int64_t) (blocks.ByteLength() / ts);
     const int64_t n = nblocks * bs;
-    auto selected = get_array<uint8_t>(o.Get("selected"), "selected");
+    auto selected = RequireTypedArray<uint8_t>(o.Get("selected"), "selected");
     if ((int64_t) selected.ByteLength() != (n + 7) / 8) throw CodedError("EUSAGE", "selected must hold one bit per element of blocks");
     const double scale = get_scale(o);
     Napi::Value iv = o.Get("imatrix");
@@ -970,18 +879,15 @@ Napi::Value RequantizeBlocks(const Napi::CallbackInfo & info) {
         },
         [out](Napi::Env e) -> Napi::Value {
             Napi::Object r = Napi::Object::New(e);
-            r.Set("bytes", to_js_bytes(e, out->bytes));
-            r.Set("before", to_js_floats(e, out->before));
-            r.Set("after", to_js_floats(e, out->after));
-            r.Set("chosen", to_js_bytes(e, out->chosen));
+            r.Set("bytes", ToJsArray<Napi::Uint8Array>(e, out->bytes));
+            r.Set("before", ToJsArray<Napi::Float32Array>(e, out->before));
+            r.Set("after", ToJsArray<Napi::Float32Array>(e, out->after));
+            r.Set("chosen", ToJsArray<Napi::Uint8Array>(e, out->chosen));
             return r;
         });
     w->Keep(blocks); w->Keep(selected);
     if (imatrix) w->Keep(iv);
-    Napi::Promise p = w->Promise();
-    w->Queue();
-    return p;
-    CODEC_CATCH(env)
+    return w->Start();
 }
 
 // patchTensor({ type, data: Uint8Array (the whole tensor as stored; rewritten in place), mask:
@@ -1068,13 +974,12 @@ inline void account(Realized & r, SparseBins & bins, const Histogram & h, bool s
 
 Napi::Value PatchTensor(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
-    CODEC_TRY
     if (info.Length() < 1 || !info[0].IsObject()) throw CodedError("EUSAGE", "patchTensor(options)");
     Napi::Object o = info[0].As<Napi::Object>();
     const ggml_type t = requantizable_type(o);
-    auto data = get_array<uint8_t>(o.Get("data"), "data");
-    auto mask = get_array<uint8_t>(o.Get("mask"), "mask");
-    const int64_t n_in = get_int(o, "nIn", 1), rows = get_int(o, "rows", 1), mats = get_int(o, "matrices", 1);
+    auto data = RequireTypedArray<uint8_t>(o.Get("data"), "data");
+    auto mask = RequireTypedArray<uint8_t>(o.Get("mask"), "mask");
+    const int64_t n_in = RequireInteger(o, "nIn", 1), rows = RequireInteger(o, "rows", 1), mats = RequireInteger(o, "matrices", 1);
     if (n_in > (int64_t) 1 << 40 || rows > (int64_t) 1 << 40 || mats > (int64_t) 1 << 20 || n_in * rows > ((int64_t) 1 << 52) / mats) throw CodedError("EUSAGE", "tensor shape too large");
     const int64_t numel = n_in * rows * mats, per_matrix = n_in * rows;
     const int64_t bs = ggml_blck_size(t); const size_t ts = ggml_type_size(t);
@@ -1089,14 +994,13 @@ Napi::Value PatchTensor(const Napi::CallbackInfo & info) {
     // changed byte ranges: not returned at all (ranges: false; bytesChanged still is), or merged
     // across gaps of up to mergeGap unchanged bytes (an undo journal wants few records)
     const bool want_ranges = !o.Has("ranges") || o.Get("ranges").IsUndefined() || o.Get("ranges").ToBoolean().Value();
-    int64_t merge_gap = 0;
-    if (o.Has("mergeGap") && !o.Get("mergeGap").IsUndefined()) merge_gap = get_int(o, "mergeGap", 0);
+    const int64_t merge_gap = OptionalInteger(o, "mergeGap", 0, 0);
     patch::Histogram hist;
     Napi::Value hv = o.Get("histogram");
     if (hv.IsObject()) {
         Napi::Object ho = hv.As<Napi::Object>();
         hist.min = ho.Get("min").ToNumber().DoubleValue(); hist.max = ho.Get("max").ToNumber().DoubleValue();
-        hist.bins = get_int(ho, "bins", 1);
+        hist.bins = RequireInteger(ho, "bins", 1);
         if (!(hist.max > hist.min) || hist.bins > (1 << 24)) throw CodedError("EUSAGE", "histogram needs min < max and at most 2^24 bins");
     }
 
@@ -1194,7 +1098,7 @@ Napi::Value PatchTensor(const Napi::CallbackInfo & info) {
         },
         [out](Napi::Env e) -> Napi::Value {
             Napi::Object r = Napi::Object::New(e);
-            r.Set("changed", to_js_doubles(e, out->changed));
+            r.Set("changed", ToJsArray<Napi::Float64Array>(e, out->changed));
             r.Set("bytesChanged", out->bytes_changed);
             r.Set("blocksTouched", out->r.blocks_touched);
             r.Set("selectedWeights", out->r.selected_weights);
@@ -1206,25 +1110,22 @@ Napi::Value PatchTensor(const Napi::CallbackInfo & info) {
             z.Set("selected", x.selected); z.Set("unchanged", x.unchanged); z.Set("onTarget", x.on_target);
             z.Set("ratioCount", x.ratio_count); z.Set("ratioSum", x.ratio_sum); z.Set("below", x.below); z.Set("above", x.above);
             z.Set("others", x.others); z.Set("othersChanged", x.others_changed); z.Set("otherChangeSq", x.other_change_sq); z.Set("otherValueSq", x.other_value_sq);
-            z.Set("bins", to_js_doubles(e, out->bins));
+            z.Set("bins", ToJsArray<Napi::Float64Array>(e, out->bins));
             r.Set("realized", z);
             return r;
         });
     w->Keep(data); w->Keep(mask);
     if (importance) w->Keep(iv);
-    Napi::Promise p = w->Promise();
-    w->Queue();
-    return p;
-    CODEC_CATCH(env)
+    return w->Start();
 }
 
 }  // namespace
 
 void RegisterCodec(Napi::Env env, Napi::Object exports) {
-    exports.Set("codecTypeInfo", Napi::Function::New(env, TypeInfo));
-    exports.Set("dequantize", Napi::Function::New(env, Dequantize));
-    exports.Set("quantize", Napi::Function::New(env, Quantize));
-    exports.Set("selectTopK", Napi::Function::New(env, SelectTopK));
-    exports.Set("requantizeBlocks", Napi::Function::New(env, RequantizeBlocks));
-    exports.Set("patchTensor", Napi::Function::New(env, PatchTensor));
+    exports.Set("codecTypeInfo", Napi::Function::New(env, Export<TypeInfo>));
+    exports.Set("dequantize", Napi::Function::New(env, Export<Dequantize>));
+    exports.Set("quantize", Napi::Function::New(env, Export<Quantize>));
+    exports.Set("selectTopK", Napi::Function::New(env, Export<SelectTopK>));
+    exports.Set("requantizeBlocks", Napi::Function::New(env, Export<RequantizeBlocks>));
+    exports.Set("patchTensor", Napi::Function::New(env, Export<PatchTensor>));
 }

@@ -523,18 +523,15 @@ struct Progress {
 };
 
 // Collect statistics for a list of texts. Runs on a libuv worker: no N-API in here.
-class CollectWorker : public Napi::AsyncProgressQueueWorker<Progress> {
+class CollectWorker : public PromiseWorker<Napi::AsyncProgressQueueWorker<Progress>> {
 public:
     CollectWorker(Napi::Env env, Napi::Object model_ref, ModelHandle * h, std::vector<std::string> texts,
                   Napi::Function progress, bool add_special, bool pack, bool collect_stats, bool logits_all)
-        : Napi::AsyncProgressQueueWorker<Progress>(env), h_(h), texts_(std::move(texts)), add_special_(add_special),
-          pack_(pack), collect_stats_(collect_stats), logits_all_(logits_all),
-          deferred_(Napi::Promise::Deferred::New(env)) {
-        model_ref_ = Napi::Persistent(model_ref);
+        : PromiseWorker(env), h_(h), texts_(std::move(texts)), add_special_(add_special),
+          pack_(pack), collect_stats_(collect_stats), logits_all_(logits_all) {
+        Keep(model_ref);
         if (!progress.IsEmpty()) progress_ = Napi::Persistent(progress);
     }
-
-    Napi::Promise Promise() { return deferred_.Promise(); }
 
     void Execute(const ExecutionProgress & progress) override {
         Collector & c = *h_->collector;
@@ -674,12 +671,7 @@ public:
         Napi::HandleScope scope(env);
         h_->busy = false;
         h_->abort_flag = false;
-        if (!error_.empty()) {
-            Napi::Error err = Napi::Error::New(env, error_);
-            err.Set("code", "EDECODE");
-            deferred_.Reject(err.Value());
-            return;
-        }
+        if (!error_.empty()) { RejectCoded("EDECODE", error_); return; }
         Napi::Object out = Napi::Object::New(env);
         out.Set("samples", (double) samples_);
         out.Set("tokens", (double) tokens_);
@@ -698,14 +690,9 @@ public:
             w.Set("name", kv.first);
             w.Set("nIn", (double) s.n_in);
             w.Set("nMat", (double) s.n_mat);
-            auto copy = [&](const std::vector<double> & v) {
-                Napi::Float64Array a = Napi::Float64Array::New(env, v.size());
-                if (!v.empty()) memcpy(a.Data(), v.data(), v.size() * sizeof(double));
-                return a;
-            };
-            w.Set("sum2", copy(s.sum2));
-            w.Set("normSum", copy(s.norm_sum));
-            w.Set("counts", copy(s.counts));
+            w.Set("sum2", ToJsArray<Napi::Float64Array>(env, s.sum2));
+            w.Set("normSum", ToJsArray<Napi::Float64Array>(env, s.norm_sum));
+            w.Set("counts", ToJsArray<Napi::Float64Array>(env, s.counts));
             weights.Set(weights.Length(), w);
         }
         out.Set("weights", weights);
@@ -724,13 +711,13 @@ public:
             h_->collector->matmuls_seen.clear();
             h_->collector->record_matmuls = false;
         }
-        deferred_.Resolve(out);
+        Resolve(out);
     }
 
     void OnError(const Napi::Error & e) override {
         h_->busy = false;
         h_->abort_flag = false;
-        deferred_.Reject(e.Value());
+        Reject(e.Value());
     }
 
 private:
@@ -740,8 +727,6 @@ private:
     bool pack_;
     bool collect_stats_;
     bool logits_all_;
-    Napi::Promise::Deferred deferred_;
-    Napi::ObjectReference model_ref_;
     Napi::FunctionReference progress_;
     int64_t samples_ = 0;
     int64_t tokens_ = 0;
@@ -754,13 +739,12 @@ private:
 
 // Logits of every position of one token sequence (plain forward pass, no statistics): for
 // evaluation (KL of a patched model against its source) through the same llama.cpp build.
-class LogitsWorker : public Napi::AsyncWorker {
+class LogitsWorker : public PromiseWorker<Napi::AsyncWorker> {
 public:
     LogitsWorker(Napi::Env env, Napi::Object model_ref, ModelHandle * h, std::vector<llama_token> tokens)
-        : Napi::AsyncWorker(env), h_(h), tokens_(std::move(tokens)), deferred_(Napi::Promise::Deferred::New(env)) {
-        model_ref_ = Napi::Persistent(model_ref);
+        : PromiseWorker(env), h_(h), tokens_(std::move(tokens)) {
+        Keep(model_ref);
     }
-    Napi::Promise Promise() { return deferred_.Promise(); }
     void Execute() override {
         Collector & c = *h_->collector;
         c.enabled = false;
@@ -789,29 +773,20 @@ public:
         Napi::Env env = Env();
         h_->busy = false;
         h_->abort_flag = false;
-        if (!error_.empty()) {
-            Napi::Error err = Napi::Error::New(env, error_);
-            err.Set("code", error_ == "aborted" ? "EABORT" : "EDECODE");
-            deferred_.Reject(err.Value());
-            return;
-        }
-        Napi::Float32Array a = Napi::Float32Array::New(env, out_.size());
-        if (!out_.empty()) memcpy(a.Data(), out_.data(), out_.size() * sizeof(float));
+        if (!error_.empty()) { RejectCoded(error_ == "aborted" ? "EABORT" : "EDECODE", error_); return; }
         Napi::Object o = Napi::Object::New(env);
-        o.Set("logits", a);
+        o.Set("logits", ToJsArray<Napi::Float32Array>(env, out_));
         o.Set("nVocab", n_vocab_);
         o.Set("nTokens", (double) tokens_.size());
-        deferred_.Resolve(o);
+        Resolve(o);
     }
-    void OnError(const Napi::Error & e) override { h_->busy = false; deferred_.Reject(e.Value()); }
+    void OnError(const Napi::Error & e) override { h_->busy = false; Reject(e.Value()); }
 private:
     ModelHandle * h_;
     std::vector<llama_token> tokens_;
     std::vector<float> out_;
     int32_t n_vocab_ = 0;
     std::string error_;
-    Napi::Promise::Deferred deferred_;
-    Napi::ObjectReference model_ref_;
 };
 
 class Model : public Napi::ObjectWrap<Model> {
@@ -846,11 +821,9 @@ private:
         Napi::Env env = info.Env();
         ModelHandle * h = handle(env);
         if (info.Length() < 1 || !info[0].IsString()) ThrowCoded(env, "EUSAGE", "tokenize(text: string, addSpecial?: boolean)");
-        bool add_special = info.Length() < 2 || !info[1].IsBoolean() || info[1].As<Napi::Boolean>().Value();
+        const bool add_special = BoolArgument(info, 1, true);
         std::vector<llama_token> toks = tokenize(llama_model_get_vocab(h->model), info[0].As<Napi::String>().Utf8Value(), add_special);
-        Napi::Int32Array out = Napi::Int32Array::New(env, toks.size());
-        if (!toks.empty()) memcpy(out.Data(), toks.data(), toks.size() * sizeof(int32_t));
-        return out;
+        return ToJsArray<Napi::Int32Array>(env, toks);
     }
 
     // collect(texts: string[], onProgress?: (p) => void, addSpecial = true, options?): Promise<RawStats>
@@ -869,7 +842,7 @@ private:
         }
         Napi::Function progress;
         if (info.Length() > 1 && info[1].IsFunction()) progress = info[1].As<Napi::Function>();
-        bool add_special = info.Length() < 3 || !info[2].IsBoolean() || info[2].As<Napi::Boolean>().Value();
+        const bool add_special = BoolArgument(info, 2, true);
         // options: { pack = true, stats = true (false: plain forward passes), logits = "all" | "last" }
         bool pack = true, collect_stats = true, logits_all = true, record_matmuls = false;
         if (info.Length() > 3 && info[3].IsObject()) {
@@ -883,9 +856,7 @@ private:
         h->abort_flag = false;
         h->collector->record_matmuls = record_matmuls;
         auto * w = new CollectWorker(env, Value(), h, std::move(texts), progress, add_special, pack, collect_stats, logits_all);
-        Napi::Promise p = w->Promise();
-        w->Queue();
-        return p;
+        return w->Start();
     }
 
     // logits(tokens: Int32Array): Promise<{ logits: Float32Array (nTokens x nVocab), nVocab, nTokens }>
@@ -901,9 +872,7 @@ private:
         for (llama_token t : tokens) if (t < 0 || t >= n_vocab) ThrowCoded(env, "EUSAGE", "logits(): token id " + std::to_string(t) + " is outside the vocabulary");
         if (h->busy.exchange(true)) ThrowCoded(env, "EBUSY", "the model is busy");
         auto * w = new LogitsWorker(env, Value(), h, std::move(tokens));
-        Napi::Promise p = w->Promise();
-        w->Queue();
-        return p;
+        return w->Start();
     }
 
     Napi::Value Abort(const Napi::CallbackInfo & info) {
@@ -943,27 +912,18 @@ private:
 
 Napi::FunctionReference Model::constructor;
 
-class LoadWorker : public Napi::AsyncWorker {
+class LoadWorker : public PromiseWorker<Napi::AsyncWorker> {
 public:
-    LoadWorker(Napi::Env env, LoadOptions o) : Napi::AsyncWorker(env), o_(std::move(o)), deferred_(Napi::Promise::Deferred::New(env)) {}
-    Napi::Promise Promise() { return deferred_.Promise(); }
+    LoadWorker(Napi::Env env, LoadOptions o) : PromiseWorker(env), o_(std::move(o)) {}
     void Execute() override { h_ = load_model(o_, error_); }
     void OnOK() override {
-        Napi::Env env = Env();
-        if (!h_) {
-            Napi::Error err = Napi::Error::New(env, error_);
-            err.Set("code", "ELOAD");
-            deferred_.Reject(err.Value());
-            return;
-        }
-        Napi::Object m = Model::constructor.New({ Napi::External<ModelHandle>::New(env, h_.release()) });
-        deferred_.Resolve(m);
+        if (!h_) { RejectCoded("ELOAD", error_); return; }
+        Resolve(Model::constructor.New({ Napi::External<ModelHandle>::New(Env(), h_.release()) }));
     }
 private:
     LoadOptions o_;
     std::unique_ptr<ModelHandle> h_;
     std::string error_;
-    Napi::Promise::Deferred deferred_;
 };
 
 // loadModel(path, { nGpuLayers, nThreads, nCtx, nBatch, useMmap }): Promise<Model>
@@ -994,10 +954,7 @@ static Napi::Value LoadModel(const Napi::CallbackInfo & info) {
     }
     if (o.n_ctx < 1 || o.n_batch < 1) ThrowCoded(env, "EUSAGE", "nCtx and nBatch must be positive");
     if (o.n_seq_max < 1 || o.n_seq_max > 256) ThrowCoded(env, "EUSAGE", "nSeqMax must be 1..256");
-    auto * w = new LoadWorker(env, o);
-    Napi::Promise p = w->Promise();
-    w->Queue();
-    return p;
+    return (new LoadWorker(env, o))->Start();
 }
 
 } // namespace

@@ -35,40 +35,6 @@ using ModelPtr = std::unique_ptr<llama_model, ModelDeleter>;
 using ContextPtr = std::unique_ptr<llama_context, ContextDeleter>;
 
 // ---------------------------------------------------------------------------------------------
-// Argument helpers: every input is checked before it can reach a GGML_ASSERT.
-
-std::string RequireString(Napi::Env env, const Napi::Value & v, const char * what) {
-    if (!v.IsString()) ThrowCoded(env, "EUSAGE", std::string(what) + " must be a string");
-    return v.As<Napi::String>().Utf8Value();
-}
-
-double NumberOption(Napi::Env env, const Napi::Object & o, const char * key, double fallback, double lo, double hi) {
-    if (!o.Has(key) || o.Get(key).IsUndefined()) return fallback;
-    Napi::Value v = o.Get(key);
-    if (!v.IsNumber()) ThrowCoded(env, "EUSAGE", std::string(key) + " must be a number");
-    double d = v.As<Napi::Number>().DoubleValue();
-    if (!std::isfinite(d) || d < lo || d > hi) {
-        ThrowCoded(env, "EUSAGE", std::string(key) + " must be in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got " + std::to_string(d));
-    }
-    return d;
-}
-
-int IntOption(Napi::Env env, const Napi::Object & o, const char * key, int fallback, int lo, int hi) {
-    double d = NumberOption(env, o, key, fallback, lo, hi);
-    if (d != std::floor(d)) ThrowCoded(env, "EUSAGE", std::string(key) + " must be an integer");
-    return (int) d;
-}
-
-std::vector<std::string> StringArray(Napi::Env env, const Napi::Value & v, const char * what) {
-    if (!v.IsArray()) ThrowCoded(env, "EUSAGE", std::string(what) + " must be an array of strings");
-    Napi::Array a = v.As<Napi::Array>();
-    std::vector<std::string> out;
-    out.reserve(a.Length());
-    for (uint32_t i = 0; i < a.Length(); i++) out.push_back(RequireString(env, a.Get(i), what));
-    return out;
-}
-
-// ---------------------------------------------------------------------------------------------
 // Model and context creation shared by training and evaluation.
 
 // Checks a GGUF before llama.cpp sees it: readable, and (for training) every tensor F32.
@@ -270,14 +236,12 @@ bool WriteWithMetadataOf(const std::string & metadata_from, const std::string & 
 
 bool g_training_busy = false;   // guarded by the JS thread: set in TrainModel, cleared in OnOK/OnError
 
-class TrainWorker : public Napi::AsyncProgressQueueWorker<TrainProgress> {
+class TrainWorker : public PromiseWorker<Napi::AsyncProgressQueueWorker<TrainProgress>> {
 public:
     TrainWorker(Napi::Env env, TrainOptions options, Napi::Function on_progress)
-        : Napi::AsyncProgressQueueWorker<TrainProgress>(env, "mathneuro.train"),
-          options_(std::move(options)), deferred_(Napi::Promise::Deferred::New(env)) {
+        : PromiseWorker(env, "mathneuro.train"), options_(std::move(options)) {
         if (!on_progress.IsEmpty()) on_progress_ = Napi::Persistent(on_progress);
     }
-    Napi::Promise Promise() { return deferred_.Promise(); }
 
     void Execute(const ExecutionProgress & progress) override {
         std::string error;
@@ -315,14 +279,12 @@ public:
         o.Set("parameters", (double) n_params_);
         o.Set("trainedTensors", (double) n_trained_tensors_);
         o.Set("nCtx", (double) options_.n_ctx);
-        deferred_.Resolve(o);
+        Resolve(o);
     }
 
     void OnError(const Napi::Error & e) override {
         g_training_busy = false;
-        Napi::Error err = Napi::Error::New(Env(), e.Message());
-        err.Set("code", Napi::String::New(Env(), "EDECODE"));
-        deferred_.Reject(err.Value());
+        RejectCoded("EDECODE", e.Message());
     }
 
 private:
@@ -407,7 +369,6 @@ private:
     }
 
     TrainOptions options_;
-    Napi::Promise::Deferred deferred_;
     Napi::FunctionReference on_progress_;
     int64_t result_steps_ = 0;
     double seconds_ = 0;
@@ -424,19 +385,19 @@ Napi::Value TrainModel(const Napi::CallbackInfo & info) {
     if (g_training_busy) ThrowCoded(env, "EBUSY", "a training run is already in progress in this process");
     Napi::Object in = info[0].As<Napi::Object>();
     TrainOptions o;
-    o.model_path = RequireString(env, in.Get("modelPath"), "modelPath");
-    o.output_path = RequireString(env, in.Get("outputPath"), "outputPath");
-    o.n_ctx = IntOption(env, in, "nCtx", 256, 8, 1 << 16);
-    o.threads = IntOption(env, in, "threads", 2, 1, 512);
-    o.learning_rate = NumberOption(env, in, "learningRate", o.learning_rate, 0, 1);
-    o.min_learning_rate = NumberOption(env, in, "minLearningRate", o.min_learning_rate, 0, 1);
-    o.warmup_steps = IntOption(env, in, "warmupSteps", o.warmup_steps, 1, 1 << 30);
-    o.beta1 = NumberOption(env, in, "beta1", o.beta1, 0, 0.999999);
-    o.beta2 = NumberOption(env, in, "beta2", o.beta2, 0, 0.999999);
-    o.eps = NumberOption(env, in, "eps", o.eps, 0, 1);
-    o.weight_decay = NumberOption(env, in, "weightDecay", o.weight_decay, 0, 1);
-    o.report_every = IntOption(env, in, "reportEvery", o.report_every, 1, 1 << 30);
-    o.chunk_windows = IntOption(env, in, "chunkWindows", o.chunk_windows, 1, 1 << 20);
+    o.model_path = RequireString(in.Get("modelPath"), "modelPath");
+    o.output_path = RequireString(in.Get("outputPath"), "outputPath");
+    o.n_ctx = IntOption(in, "nCtx", 256, 8, 1 << 16);
+    o.threads = IntOption(in, "threads", 2, 1, 512);
+    o.learning_rate = NumberOption(in, "learningRate", o.learning_rate, 0, 1);
+    o.min_learning_rate = NumberOption(in, "minLearningRate", o.min_learning_rate, 0, 1);
+    o.warmup_steps = IntOption(in, "warmupSteps", o.warmup_steps, 1, 1 << 30);
+    o.beta1 = NumberOption(in, "beta1", o.beta1, 0, 0.999999);
+    o.beta2 = NumberOption(in, "beta2", o.beta2, 0, 0.999999);
+    o.eps = NumberOption(in, "eps", o.eps, 0, 1);
+    o.weight_decay = NumberOption(in, "weightDecay", o.weight_decay, 0, 1);
+    o.report_every = IntOption(in, "reportEvery", o.report_every, 1, 1 << 30);
+    o.chunk_windows = IntOption(in, "chunkWindows", o.chunk_windows, 1, 1 << 20);
     Napi::Value tv = in.Get("tokens");
     if (!tv.IsTypedArray() || tv.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
         ThrowCoded(env, "EUSAGE", "tokens must be an Int32Array of nWindows x (nCtx + 1) token ids");
@@ -453,10 +414,8 @@ Napi::Value TrainModel(const Napi::CallbackInfo & info) {
         on_progress = info[1].As<Napi::Function>();
     }
     auto * w = new TrainWorker(env, std::move(o), on_progress);
-    Napi::Promise p = w->Promise();
     g_training_busy = true;
-    w->Queue();
-    return p;
+    return w->Start();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -493,13 +452,11 @@ std::string TokenText(const llama_vocab * vocab, llama_token t) {
     return n > 0 ? std::string(buf, n) : std::string();
 }
 
-class EvalWorker : public Napi::AsyncWorker {
+class EvalWorker : public PromiseWorker<Napi::AsyncWorker> {
 public:
     enum class Kind { Greedy, Loss };
     EvalWorker(Napi::Env env, Kind kind, EvalOptions o, std::vector<std::string> texts)
-        : Napi::AsyncWorker(env, "mathneuro.eval"), kind_(kind), o_(std::move(o)), texts_(std::move(texts)),
-          deferred_(Napi::Promise::Deferred::New(env)) {}
-    Napi::Promise Promise() { return deferred_.Promise(); }
+        : PromiseWorker(env, "mathneuro.eval"), kind_(kind), o_(std::move(o)), texts_(std::move(texts)) {}
 
     void Execute() override {
         std::string error;
@@ -512,22 +469,15 @@ public:
         if (kind_ == Kind::Greedy) {
             Napi::Array a = Napi::Array::New(env, completions_.size());
             for (size_t i = 0; i < completions_.size(); i++) a.Set((uint32_t) i, completions_[i]);
-            deferred_.Resolve(a);
+            Resolve(a);
         } else {
-            Napi::Float64Array nll = Napi::Float64Array::New(env, nll_.size());
-            Napi::Float64Array count = Napi::Float64Array::New(env, counts_.size());
-            for (size_t i = 0; i < nll_.size(); i++) { nll[i] = nll_[i]; count[i] = (double) counts_[i]; }
             Napi::Object o = Napi::Object::New(env);
-            o.Set("negativeLogLikelihood", nll);
-            o.Set("tokenCounts", count);
-            deferred_.Resolve(o);
+            o.Set("negativeLogLikelihood", ToJsArray<Napi::Float64Array>(env, nll_));
+            o.Set("tokenCounts", ToJsArray<Napi::Float64Array>(env, counts_));
+            Resolve(o);
         }
     }
-    void OnError(const Napi::Error & e) override {
-        Napi::Error err = Napi::Error::New(Env(), e.Message());
-        err.Set("code", Napi::String::New(Env(), "EEVAL"));
-        deferred_.Reject(err.Value());
-    }
+    void OnError(const Napi::Error & e) override { RejectCoded("EEVAL", e.Message()); }
 
 private:
     void Run(std::string & error) {
@@ -569,7 +519,7 @@ private:
                     nll -= log_probs[tokens[i + 1]];
                 }
                 nll_.push_back(nll);
-                counts_.push_back((int64_t) tokens.size() - 1);
+                counts_.push_back((double) tokens.size() - 1);
                 continue;
             }
             std::string text;
@@ -595,21 +545,20 @@ private:
     Kind kind_;
     EvalOptions o_;
     std::vector<std::string> texts_;
-    Napi::Promise::Deferred deferred_;
     std::vector<std::string> completions_;
     std::vector<double> nll_;
-    std::vector<int64_t> counts_;
+    std::vector<double> counts_;
 };
 
 EvalOptions ReadEvalOptions(Napi::Env env, const Napi::CallbackInfo & info) {
     EvalOptions o;
-    o.model_path = RequireString(env, info[0], "modelPath");
+    o.model_path = RequireString(info[0], "modelPath");
     if (info.Length() > 2 && info[2].IsObject()) {
         Napi::Object in = info[2].As<Napi::Object>();
-        o.threads = IntOption(env, in, "threads", o.threads, 1, 512);
-        o.n_ctx = IntOption(env, in, "nCtx", 0, 0, 1 << 20);
-        o.max_new_tokens = IntOption(env, in, "maxNewTokens", o.max_new_tokens, 1, 4096);
-        if (in.Has("stop") && !in.Get("stop").IsUndefined()) o.stop = RequireString(env, in.Get("stop"), "stop");
+        o.threads = IntOption(in, "threads", o.threads, 1, 512);
+        o.n_ctx = IntOption(in, "nCtx", 0, 0, 1 << 20);
+        o.max_new_tokens = IntOption(in, "maxNewTokens", o.max_new_tokens, 1, 4096);
+        if (in.Has("stop") && !in.Get("stop").IsUndefined()) o.stop = RequireString(in.Get("stop"), "stop");
     } else if (info.Length() > 2 && !info[2].IsUndefined()) {
         ThrowCoded(env, "EUSAGE", "options must be an object");
     }
@@ -623,10 +572,8 @@ Napi::Value GreedyComplete(const Napi::CallbackInfo & info) {
     if (!BackendReady()) ThrowCoded(env, "ENOBACKEND", "native backend not initialized");
     if (info.Length() < 2) ThrowCoded(env, "EUSAGE", "greedyComplete(modelPath, prompts, options?)");
     EvalOptions o = ReadEvalOptions(env, info);
-    auto * w = new EvalWorker(env, EvalWorker::Kind::Greedy, std::move(o), StringArray(env, info[1], "prompts"));
-    Napi::Promise p = w->Promise();
-    w->Queue();
-    return p;
+    auto * w = new EvalWorker(env, EvalWorker::Kind::Greedy, std::move(o), RequireStringArray(info[1], "prompts"));
+    return w->Start();
 }
 
 // textLoss(modelPath, texts, { threads, nCtx }): Promise<{ negativeLogLikelihood: Float64Array, tokenCounts: Float64Array }>
@@ -636,19 +583,17 @@ Napi::Value TextLoss(const Napi::CallbackInfo & info) {
     if (!BackendReady()) ThrowCoded(env, "ENOBACKEND", "native backend not initialized");
     if (info.Length() < 2) ThrowCoded(env, "EUSAGE", "textLoss(modelPath, texts, options?)");
     EvalOptions o = ReadEvalOptions(env, info);
-    auto * w = new EvalWorker(env, EvalWorker::Kind::Loss, std::move(o), StringArray(env, info[1], "texts"));
-    Napi::Promise p = w->Promise();
-    w->Queue();
-    return p;
+    auto * w = new EvalWorker(env, EvalWorker::Kind::Loss, std::move(o), RequireStringArray(info[1], "texts"));
+    return w->Start();
 }
 
 // tokenizeWithModel(modelPath, text, addSpecial = true): Int32Array (vocab only; to check other tokenizers against llama.cpp's)
 Napi::Value TokenizeWithModel(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
     if (!BackendReady()) ThrowCoded(env, "ENOBACKEND", "native backend not initialized");
-    std::string path = RequireString(env, info[0], "modelPath");
-    std::string text = RequireString(env, info[1], "text");
-    bool add_special = info.Length() < 3 || !info[2].IsBoolean() || info[2].As<Napi::Boolean>().Value();
+    std::string path = RequireString(info[0], "modelPath");
+    std::string text = RequireString(info[1], "text");
+    const bool add_special = BoolArgument(info, 2, true);
     std::string error;
     if (!CheckGguf(path, false, error)) ThrowCoded(env, "EUSAGE", error);
     llama_model_params mp = llama_model_default_params();
@@ -665,8 +610,8 @@ Napi::Value TokenizeWithModel(const Napi::CallbackInfo & info) {
 // GGUF writer for a fresh model: metadata entries and F32 tensors, all given by the caller.
 
 void SetMetadata(Napi::Env env, gguf_context * g, const Napi::Object & entry) {
-    std::string key = RequireString(env, entry.Get("key"), "metadata key");
-    std::string type = RequireString(env, entry.Get("type"), "metadata type");
+    std::string key = RequireString(entry.Get("key"), "metadata key");
+    std::string type = RequireString(entry.Get("type"), "metadata type");
     Napi::Value v = entry.Get("value");
     auto number = [&](const Napi::Value & x) {
         if (!x.IsNumber()) ThrowCoded(env, "EUSAGE", "metadata " + key + " needs numbers");
@@ -676,7 +621,7 @@ void SetMetadata(Napi::Env env, gguf_context * g, const Napi::Object & entry) {
         if (!v.IsArray()) ThrowCoded(env, "EUSAGE", "metadata " + key + " needs an array");
         return v.As<Napi::Array>();
     };
-    if (type == "string") gguf_set_val_str(g, key.c_str(), RequireString(env, v, key.c_str()).c_str());
+    if (type == "string") gguf_set_val_str(g, key.c_str(), RequireString(v, key.c_str()).c_str());
     else if (type == "u32") {
         double d = number(v);
         if (d < 0 || d > 4294967295.0 || d != std::floor(d)) ThrowCoded(env, "EUSAGE", "metadata " + key + " is not a u32");
@@ -690,7 +635,7 @@ void SetMetadata(Napi::Env env, gguf_context * g, const Napi::Object & entry) {
         if (!v.IsBoolean()) ThrowCoded(env, "EUSAGE", "metadata " + key + " needs a boolean");
         gguf_set_val_bool(g, key.c_str(), v.As<Napi::Boolean>().Value());
     } else if (type == "string[]") {
-        std::vector<std::string> s = StringArray(env, v, key.c_str());
+        std::vector<std::string> s = RequireStringArray(v, key.c_str());
         std::vector<const char *> p;
         for (auto & x : s) p.push_back(x.c_str());
         gguf_set_arr_str(g, key.c_str(), p.data(), p.size());
@@ -714,7 +659,7 @@ void SetMetadata(Napi::Env env, gguf_context * g, const Napi::Object & entry) {
 Napi::Value WriteF32Gguf(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
     if (info.Length() < 3 || !info[1].IsArray() || !info[2].IsArray()) ThrowCoded(env, "EUSAGE", "writeF32Gguf(path, metadata[], tensors[])");
-    std::string path = RequireString(env, info[0], "path");
+    std::string path = RequireString(info[0], "path");
     Napi::Array metadata = info[1].As<Napi::Array>();
     Napi::Array tensors = info[2].As<Napi::Array>();
     std::unique_ptr<gguf_context, GgufDeleter> g(gguf_init_empty());
@@ -728,7 +673,7 @@ Napi::Value WriteF32Gguf(const Napi::CallbackInfo & info) {
     for (uint32_t i = 0; i < tensors.Length(); i++) {
         if (!tensors.Get(i).IsObject()) ThrowCoded(env, "EUSAGE", "tensors must be objects");
         Napi::Object t = tensors.Get(i).As<Napi::Object>();
-        std::string name = RequireString(env, t.Get("name"), "tensor name");
+        std::string name = RequireString(t.Get("name"), "tensor name");
         if (name.empty() || name.size() >= GGML_MAX_NAME) ThrowCoded(env, "EUSAGE", "tensor name must have 1 to " + std::to_string(GGML_MAX_NAME - 1) + " characters");
         if (!names.insert(name).second) ThrowCoded(env, "EUSAGE", "duplicate tensor " + name);
         if (!t.Get("shape").IsArray()) ThrowCoded(env, "EUSAGE", "tensor " + name + " needs a shape array");
@@ -760,9 +705,9 @@ Napi::Value WriteF32Gguf(const Napi::CallbackInfo & info) {
 // tensorsFrom's tensor data (same names and types). Repairs a file llama_model_save_to_file wrote.
 Napi::Value CopyWithMetadataOf(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
-    std::string metadata_from = RequireString(env, info[0], "metadataFrom");
-    std::string tensors_from = RequireString(env, info[1], "tensorsFrom");
-    std::string out = RequireString(env, info[2], "out");
+    std::string metadata_from = RequireString(info[0], "metadataFrom");
+    std::string tensors_from = RequireString(info[1], "tensorsFrom");
+    std::string out = RequireString(info[2], "out");
     std::string error;
     if (!CheckGguf(metadata_from, false, error) || !CheckGguf(tensors_from, false, error)) ThrowCoded(env, "EUSAGE", error);
     if (!WriteWithMetadataOf(metadata_from, tensors_from, out, error)) ThrowCoded(env, "EIO", error);
@@ -772,10 +717,10 @@ Napi::Value CopyWithMetadataOf(const Napi::CallbackInfo & info) {
 } // namespace
 
 void RegisterTrain(Napi::Env env, Napi::Object exports) {
-    exports.Set("trainModel", Napi::Function::New(env, TrainModel));
-    exports.Set("greedyComplete", Napi::Function::New(env, GreedyComplete));
-    exports.Set("textLoss", Napi::Function::New(env, TextLoss));
-    exports.Set("tokenizeWithModel", Napi::Function::New(env, TokenizeWithModel));
-    exports.Set("writeF32Gguf", Napi::Function::New(env, WriteF32Gguf));
-    exports.Set("copyWithMetadataOf", Napi::Function::New(env, CopyWithMetadataOf));
+    exports.Set("trainModel", Napi::Function::New(env, Export<TrainModel>));
+    exports.Set("greedyComplete", Napi::Function::New(env, Export<GreedyComplete>));
+    exports.Set("textLoss", Napi::Function::New(env, Export<TextLoss>));
+    exports.Set("tokenizeWithModel", Napi::Function::New(env, Export<TokenizeWithModel>));
+    exports.Set("writeF32Gguf", Napi::Function::New(env, Export<WriteF32Gguf>));
+    exports.Set("copyWithMetadataOf", Napi::Function::New(env, Export<CopyWithMetadataOf>));
 }
