@@ -2,10 +2,8 @@
 // weight matmul during forward passes (as tools/imatrix does) and accumulates, per input column,
 // the per-sample L2 norms (norm_sum) and the sums of squares (sum2, the imatrix quantity).
 #include "common.h"
-#include "llama.h"
-#include "ggml.h"
-#include "ggml-backend.h"
-#include "gguf.h"
+#include "llama-cpp.h"
+#include "ggml-cpp.h"
 
 #include <atomic>
 #include <chrono>
@@ -122,7 +120,6 @@ struct Collector {
         const ggml_tensor * src0 = t->src[0];
         const ggml_tensor * src1 = t->src[1];
         const std::string name = filter_tensor_name(src0->name);
-        const WeightShape & shape = weights[name];
 
         const bool is_host = src1->buffer == nullptr || ggml_backend_buffer_is_host(src1->buffer);
         const char * data = (const char *) src1->data;
@@ -172,10 +169,8 @@ struct Collector {
         }
 
         // dense: one input row per token (flattened over ne[2], ne[3] when the weight is 2D)
+        // a 3D dense weight keeps one set of columns per matrix, as imatrix does
         const int64_t n_mat = src0->ne[2] * src0->ne[3];
-        if (n_mat != shape.n_mat && !(shape.n_mat == 1 && n_mat == 1)) {
-            // a 3D dense weight: keep one set of columns per matrix, as imatrix does
-        }
         Stats & s = stats_for(name, ne0, n_mat);
         if (n_mat == 1) {
             // weights that read the same input (q/k/v, gate/up) reuse one pass over it
@@ -389,19 +384,15 @@ static bool abort_callback(void * user_data) {
 }
 
 struct ModelHandle {
-    llama_model * model = nullptr;
-    llama_context * ctx = nullptr;
     std::unique_ptr<Collector> collector;
     std::atomic<bool> abort_flag{false};
     std::atomic<bool> busy{false};
     int32_t n_ctx = 0;
     int32_t n_batch = 0;
     int32_t n_seq_max = 1;          // > 1: several short samples may share one forward pass
-
-    ~ModelHandle() {
-        if (ctx) llama_free(ctx);
-        if (model) llama_model_free(model);
-    }
+    // last, so freed first: the context (whose callbacks point at the collector) before the model
+    llama_model_ptr model;
+    llama_context_ptr ctx;
 };
 
 struct LoadOptions {
@@ -425,9 +416,11 @@ static std::unique_ptr<ModelHandle> load_model(const LoadOptions & o, std::strin
     // model, found as llama.cpp's loader finds them (llama_split_prefix, llama_split_path)
     std::vector<std::string> files = { o.path };
     for (size_t f = 0; f < files.size(); ++f) {
-        ggml_context * meta = nullptr;
-        gguf_init_params gp = { /*no_alloc*/ true, &meta };
-        gguf_context * g = gguf_init_from_file(files[f].c_str(), gp);
+        ggml_context * meta_raw = nullptr;
+        gguf_init_params gp = { /*no_alloc*/ true, &meta_raw };
+        gguf_context_ptr gguf(gguf_init_from_file(files[f].c_str(), gp));
+        ggml_context_ptr meta(meta_raw);
+        gguf_context * g = gguf.get();
         if (!g) { error = "not a readable GGUF file: " + files[f]; return nullptr; }
         const int64_t split_key = f == 0 ? gguf_find_key(g, "split.count") : -1;
         const int n_split = split_key >= 0 && gguf_get_kv_type(g, split_key) == GGUF_TYPE_UINT16 ? gguf_get_val_u16(g, split_key) : 1;
@@ -441,15 +434,13 @@ static std::unique_ptr<ModelHandle> load_model(const LoadOptions & o, std::strin
         }
         for (int64_t i = 0; i < gguf_get_n_tensors(g); ++i) {
             const char * name = gguf_get_tensor_name(g, i);
-            ggml_tensor * t = ggml_get_tensor(meta, name);
+            ggml_tensor * t = ggml_get_tensor(meta.get(), name);
             if (!t) continue;
             WeightShape ws;
             ws.n_in = t->ne[0];
             ws.n_mat = t->ne[2];
             h->collector->weights[name] = ws;
         }
-        gguf_free(g);
-        ggml_free(meta);
     }
 
     llama_model_params mp = llama_model_default_params();
@@ -457,7 +448,7 @@ static std::unique_ptr<ModelHandle> load_model(const LoadOptions & o, std::strin
     mp.load_mode = o.use_mmap ? LLAMA_LOAD_MODE_MMAP : LLAMA_LOAD_MODE_NONE;
     {
         LlamaLogCapture log;
-        h->model = llama_model_load_from_file(o.path.c_str(), mp);
+        h->model.reset(llama_model_load_from_file(o.path.c_str(), mp));
         if (!h->model) {
             const std::string why = log.reason();
             error = "llama.cpp could not load the model: " + o.path + (why.empty() ? "" : ": " + why);
@@ -466,12 +457,12 @@ static std::unique_ptr<ModelHandle> load_model(const LoadOptions & o, std::strin
     }
 
     llama_context_params cp = llama_context_default_params();
-    const int32_t n_ctx_train = llama_model_n_ctx_train(h->model);
+    const int32_t n_ctx_train = llama_model_n_ctx_train(h->model.get());
     cp.n_ctx = (uint32_t) std::max<int32_t>(8, (n_ctx_train > 0 ? std::min(o.n_ctx, n_ctx_train) : o.n_ctx));
     cp.n_batch = (uint32_t) std::max<int32_t>(1, std::min<int32_t>(o.n_batch, cp.n_ctx));
     cp.n_ubatch = cp.n_batch;      // one llama_decode is one graph evaluation
     // packing needs a transformer KV cache that keeps batch order (unified); recurrent models run one sample at a time
-    const bool can_pack = o.n_seq_max > 1 && !llama_model_is_recurrent(h->model) && !llama_model_is_hybrid(h->model);
+    const bool can_pack = o.n_seq_max > 1 && !llama_model_is_recurrent(h->model.get()) && !llama_model_is_hybrid(h->model.get());
     cp.n_seq_max = can_pack ? (uint32_t) std::min(o.n_seq_max, 256) : 1;
     cp.kv_unified = true;
     if (o.n_threads > 0) { cp.n_threads = o.n_threads; cp.n_threads_batch = o.n_threads; }
@@ -483,11 +474,11 @@ static std::unique_ptr<ModelHandle> load_model(const LoadOptions & o, std::strin
     cp.abort_callback_data = h->collector.get();
     cp.no_perf = true;
     h->collector->abort_flag = &h->abort_flag;
-    h->ctx = llama_init_from_model(h->model, cp);
+    h->ctx.reset(llama_init_from_model(h->model.get(), cp));
     if (!h->ctx) { error = "llama.cpp could not create a context for " + o.path; return nullptr; }
-    h->n_ctx = (int32_t) llama_n_ctx(h->ctx);
-    h->n_batch = (int32_t) llama_n_batch(h->ctx);
-    h->n_seq_max = (int32_t) llama_n_seq_max(h->ctx);
+    h->n_ctx = (int32_t) llama_n_ctx(h->ctx.get());
+    h->n_batch = (int32_t) llama_n_batch(h->ctx.get());
+    h->n_seq_max = (int32_t) llama_n_seq_max(h->ctx.get());
     return h;
 }
 
@@ -540,8 +531,8 @@ public:
         c.error.clear();
         c.enabled = collect_stats_;
         c.segments.clear();
-        const llama_vocab * vocab = llama_model_get_vocab(h_->model);
-        llama_memory_t mem = llama_get_memory(h_->ctx);
+        const llama_vocab * vocab = llama_model_get_vocab(h_->model.get());
+        llama_memory_t mem = llama_get_memory(h_->ctx.get());
         llama_batch batch = llama_batch_init(h_->n_batch, 0, 1);
         auto t0 = std::chrono::steady_clock::now();
         std::unordered_map<std::string, std::vector<double>> saved_counts;
@@ -609,7 +600,7 @@ public:
                 batch.n_tokens = n;
                 c.packed_rows = n;
                 c.generation++;
-                const int32_t rc = llama_decode(h_->ctx, batch);
+                const int32_t rc = llama_decode(h_->ctx.get(), batch);
                 c.segments.clear();
                 // the scheduler stops a graph whose callback said no, but llama_decode may still return 0
                 if (rc != 0 || !c.error.empty()) {
@@ -634,7 +625,7 @@ public:
                 // every token's logits: the last layer and the head see all tokens
                 fill_sequence_batch(batch, tokens, pos, n, logits_all_);
                 c.generation++;
-                const int32_t rc = llama_decode(h_->ctx, batch);
+                const int32_t rc = llama_decode(h_->ctx.get(), batch);
                 if (rc != 0 || !c.error.empty()) { ok = false; fail(rc, si); break; }
             }
             if (!ok) {
@@ -748,19 +739,19 @@ public:
     void Execute() override {
         Collector & c = *h_->collector;
         c.enabled = false;
-        const int32_t n_vocab = llama_vocab_n_tokens(llama_model_get_vocab(h_->model));
+        const int32_t n_vocab = llama_vocab_n_tokens(llama_model_get_vocab(h_->model.get()));
         n_vocab_ = n_vocab;
-        llama_memory_t mem = llama_get_memory(h_->ctx);
+        llama_memory_t mem = llama_get_memory(h_->ctx.get());
         llama_memory_clear(mem, true);
         llama_batch batch = llama_batch_init(h_->n_batch, 0, 1);
         out_.resize(tokens_.size() * (size_t) n_vocab);
         for (size_t pos = 0; pos < tokens_.size() && error_.empty(); pos += h_->n_batch) {
             const int32_t n = (int32_t) std::min<size_t>(h_->n_batch, tokens_.size() - pos);
             fill_sequence_batch(batch, tokens_, pos, n, /*logits_all*/ true);
-            const int32_t rc = llama_decode(h_->ctx, batch);
+            const int32_t rc = llama_decode(h_->ctx.get(), batch);
             if (rc != 0) { error_ = h_->abort_flag.load() ? "aborted" : "llama_decode failed with code " + std::to_string(rc); break; }
             for (int32_t i = 0; i < n; ++i) {
-                const float * l = llama_get_logits_ith(h_->ctx, i);
+                const float * l = llama_get_logits_ith(h_->ctx.get(), i);
                 if (!l) { error_ = "no logits for position " + std::to_string(pos + i); break; }
                 memcpy(out_.data() + (pos + i) * (size_t) n_vocab, l, sizeof(float) * n_vocab);
             }
@@ -822,7 +813,7 @@ private:
         ModelHandle * h = handle(env);
         if (info.Length() < 1 || !info[0].IsString()) ThrowCoded(env, "EUSAGE", "tokenize(text: string, addSpecial?: boolean)");
         const bool add_special = BoolArgument(info, 1, true);
-        std::vector<llama_token> toks = tokenize(llama_model_get_vocab(h->model), info[0].As<Napi::String>().Utf8Value(), add_special);
+        std::vector<llama_token> toks = tokenize(llama_model_get_vocab(h->model.get()), info[0].As<Napi::String>().Utf8Value(), add_special);
         return ToJsArray<Napi::Int32Array>(env, toks);
     }
 
@@ -865,7 +856,7 @@ private:
         ModelHandle * h = handle(env);
         if (info.Length() < 1 || !info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) ThrowCoded(env, "EUSAGE", "logits(tokens: Int32Array)");
         Napi::Int32Array arr = info[0].As<Napi::Int32Array>();
-        const int32_t n_vocab = llama_vocab_n_tokens(llama_model_get_vocab(h->model));
+        const int32_t n_vocab = llama_vocab_n_tokens(llama_model_get_vocab(h->model.get()));
         if (arr.ElementLength() == 0) ThrowCoded(env, "EUSAGE", "logits(): no tokens");
         if ((int64_t) arr.ElementLength() > h->n_ctx) ThrowCoded(env, "EUSAGE", "logits(): " + std::to_string(arr.ElementLength()) + " tokens exceed the context of " + std::to_string(h->n_ctx));
         std::vector<llama_token> tokens(arr.Data(), arr.Data() + arr.ElementLength());
@@ -884,20 +875,20 @@ private:
         Napi::Env env = info.Env();
         ModelHandle * h = handle(env);
         Napi::Object o = Napi::Object::New(env);
-        const llama_vocab * vocab = llama_model_get_vocab(h->model);
+        const llama_vocab * vocab = llama_model_get_vocab(h->model.get());
         o.Set("nCtx", h->n_ctx);
         o.Set("nBatch", h->n_batch);
         o.Set("nSeqMax", h->n_seq_max);
-        o.Set("nCtxTrain", llama_model_n_ctx_train(h->model));
-        o.Set("nEmbd", llama_model_n_embd(h->model));
-        o.Set("nLayer", llama_model_n_layer(h->model));
+        o.Set("nCtxTrain", llama_model_n_ctx_train(h->model.get()));
+        o.Set("nEmbd", llama_model_n_embd(h->model.get()));
+        o.Set("nLayer", llama_model_n_layer(h->model.get()));
         o.Set("nVocab", llama_vocab_n_tokens(vocab));
         o.Set("addBos", llama_vocab_get_add_bos(vocab));
         o.Set("bos", llama_vocab_bos(vocab));
-        o.Set("nParams", (double) llama_model_n_params(h->model));
-        o.Set("sizeBytes", (double) llama_model_size(h->model));
+        o.Set("nParams", (double) llama_model_n_params(h->model.get()));
+        o.Set("sizeBytes", (double) llama_model_size(h->model.get()));
         char desc[256];
-        llama_model_desc(h->model, desc, sizeof(desc));
+        llama_model_desc(h->model.get(), desc, sizeof(desc));
         o.Set("description", desc);
         o.Set("weightCount", (double) h->collector->weights.size());
         return o;

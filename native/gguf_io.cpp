@@ -2,8 +2,7 @@
 // files), or rewrite the metadata of an existing file keeping its tensor layout (patching).
 // Tensor data is streamed by the TS side; these functions only produce header bytes.
 #include "common.h"
-#include "ggml.h"
-#include "gguf.h"
+#include "ggml-cpp.h"
 
 #include <cerrno>
 #include <algorithm>
@@ -21,11 +20,6 @@
 #include <vector>
 
 namespace {
-
-struct GgufDeleter { void operator()(gguf_context * c) const { if (c) gguf_free(c); } };
-struct GgmlDeleter { void operator()(ggml_context * c) const { if (c) ggml_free(c); } };
-using GgufPtr = std::unique_ptr<gguf_context, GgufDeleter>;
-using GgmlPtr = std::unique_ptr<ggml_context, GgmlDeleter>;
 
 // Set one key from { key, type, arrayType?, value } (types as in gguf.h enum gguf_type).
 void set_kv(Napi::Env env, gguf_context * ctx, Napi::Object e) {
@@ -141,13 +135,13 @@ Napi::Value BuildHeader(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
     if (info.Length() < 1 || !info[0].IsObject()) ThrowCoded(env, "EUSAGE", "ggufBuildHeader(spec)");
     Napi::Object spec = info[0].As<Napi::Object>();
-    GgufPtr ctx(gguf_init_empty());
+    gguf_context_ptr ctx(gguf_init_empty());
     apply_kv(env, ctx.get(), spec.Get("metadata"), Napi::Value());
     Napi::Value tv = spec.Get("tensors");
     if (!tv.IsArray()) ThrowCoded(env, "EUSAGE", "spec.tensors must be an array");
     Napi::Array tensors = tv.As<Napi::Array>();
     ggml_init_params ip = { ggml_tensor_overhead() * (tensors.Length() + 1), nullptr, /*no_alloc*/ true };
-    GgmlPtr meta(ggml_init(ip));
+    ggml_context_ptr meta(ggml_init(ip));
     std::unordered_set<std::string> seen;
     for (uint32_t i = 0; i < tensors.Length(); ++i) {
         Napi::Object t = tensors.Get(i).As<Napi::Object>();
@@ -180,8 +174,8 @@ Napi::Value RewriteHeader(const Napi::CallbackInfo & info) {
     const std::string path = info[0].As<Napi::String>().Utf8Value();
     ggml_context * meta_raw = nullptr;
     gguf_init_params gp = { /*no_alloc*/ true, &meta_raw };
-    GgufPtr ctx(gguf_init_from_file(path.c_str(), gp));
-    GgmlPtr meta(meta_raw);
+    gguf_context_ptr ctx(gguf_init_from_file(path.c_str(), gp));
+    ggml_context_ptr meta(meta_raw);
     if (!ctx) ThrowCoded(env, "EBADGGUF", "ggml could not read the GGUF header of " + path);
     apply_kv(env, ctx.get(), info.Length() > 1 ? info[1] : Napi::Value(), info.Length() > 2 ? info[2] : Napi::Value());
     return header_result(env, ctx.get());

@@ -7,11 +7,9 @@
 // made a parameter, and the K/V projections get gradients through native/patches/kv-gradient.diff
 // (source build only; the prebuilt libllama trains attn_k/attn_v not at all).
 #include "common.h"
-#include "llama.h"
-#include "ggml.h"
-#include "ggml-backend.h"
+#include "llama-cpp.h"
+#include "ggml-cpp.h"
 #include "ggml-opt.h"
-#include "gguf.h"
 
 #include <algorithm>
 #include <chrono>
@@ -25,14 +23,9 @@
 
 namespace {
 
-struct ModelDeleter { void operator()(llama_model * m) const { llama_model_free(m); } };
-struct ContextDeleter { void operator()(llama_context * c) const { llama_free(c); } };
-struct GgufDeleter { void operator()(gguf_context * g) const { gguf_free(g); } };
-struct GgmlDeleter { void operator()(ggml_context * g) const { ggml_free(g); } };
-struct DatasetDeleter { void operator()(ggml_opt_dataset * d) const { ggml_opt_dataset_free(d); } };
-struct ResultDeleter { void operator()(ggml_opt_result * r) const { ggml_opt_result_free(r); } };
-using ModelPtr = std::unique_ptr<llama_model, ModelDeleter>;
-using ContextPtr = std::unique_ptr<llama_context, ContextDeleter>;
+// ggml-cpp.h has no pointer types for ggml-opt's objects.
+struct OptDatasetDeleter { void operator()(ggml_opt_dataset * d) const { ggml_opt_dataset_free(d); } };
+struct OptResultDeleter { void operator()(ggml_opt_result * r) const { ggml_opt_result_free(r); } };
 
 // ---------------------------------------------------------------------------------------------
 // Model and context creation shared by training and evaluation.
@@ -43,7 +36,7 @@ bool CheckGguf(const std::string & path, bool require_f32, std::string & error) 
     if (!f) { error = "not a readable GGUF file: " + path; return false; }
     fclose(f);
     gguf_init_params params = { /*no_alloc =*/ true, /*ctx =*/ nullptr };
-    std::unique_ptr<gguf_context, GgufDeleter> g(gguf_init_from_file(path.c_str(), params));
+    gguf_context_ptr g(gguf_init_from_file(path.c_str(), params));
     if (!g) { error = "not a readable GGUF file: " + path; return false; }
     if (require_f32) {
         for (int64_t i = 0; i < gguf_get_n_tensors(g.get()); i++) {
@@ -57,14 +50,15 @@ bool CheckGguf(const std::string & path, bool require_f32, std::string & error) 
     return true;
 }
 
-ModelPtr LoadModel(const std::string & path, bool require_f32, std::string & error) {
+// A model with writable weights on the CPU, for training and for evaluating the fixture.
+llama_model_ptr LoadWritableModel(const std::string & path, bool require_f32, std::string & error) {
     if (!BackendReady()) { error = "native backend not initialized"; return nullptr; }
     if (!CheckGguf(path, require_f32, error)) return nullptr;
     llama_model_params mp = llama_model_default_params();
     mp.n_gpu_layers = 0;              // training runs on the CPU; evaluation of this tiny model too
     mp.load_mode = LLAMA_LOAD_MODE_NONE;   // writable weights, no mmap
     mp.use_extra_bufts = false;       // no repacked weights: training writes them in place
-    ModelPtr model(llama_model_load_from_file(path.c_str(), mp));
+    llama_model_ptr model(llama_model_load_from_file(path.c_str(), mp));
     if (!model) error = "llama.cpp could not load the model " + path;
     return model;
 }
@@ -78,7 +72,7 @@ struct ContextOptions {
     void * cb_eval_user_data = nullptr;
 };
 
-ContextPtr NewContext(llama_model * model, const ContextOptions & o, std::string & error) {
+llama_context_ptr NewContext(llama_model * model, const ContextOptions & o, std::string & error) {
     llama_context_params cp = llama_context_default_params();
     cp.n_ctx = o.n_ctx;
     cp.n_batch = o.n_batch;
@@ -91,7 +85,7 @@ ContextPtr NewContext(llama_model * model, const ContextOptions & o, std::string
     cp.type_v = GGML_TYPE_F32;
     cp.cb_eval = o.cb_eval;
     cp.cb_eval_user_data = o.cb_eval_user_data;
-    ContextPtr ctx(llama_init_from_model(model, cp));
+    llama_context_ptr ctx(llama_init_from_model(model, cp));
     if (!ctx) error = "llama.cpp could not create a context";
     return ctx;
 }
@@ -215,13 +209,13 @@ void TrainEpochCallback(bool train, ggml_opt_context_t, ggml_opt_dataset_t, ggml
 // started from instead: its keys, its tensor order, the trained tensors' data.
 bool WriteWithMetadataOf(const std::string & metadata_from, const std::string & tensors_from, const std::string & out, std::string & error) {
     gguf_init_params meta_params = { /*no_alloc =*/ true, /*ctx =*/ nullptr };
-    std::unique_ptr<gguf_context, GgufDeleter> meta(gguf_init_from_file(metadata_from.c_str(), meta_params));
+    gguf_context_ptr meta(gguf_init_from_file(metadata_from.c_str(), meta_params));
     ggml_context * data_ctx_raw = nullptr;
     gguf_init_params data_params = { /*no_alloc =*/ false, /*ctx =*/ &data_ctx_raw };
-    std::unique_ptr<gguf_context, GgufDeleter> data(gguf_init_from_file(tensors_from.c_str(), data_params));
-    std::unique_ptr<ggml_context, GgmlDeleter> data_ctx(data_ctx_raw);
+    gguf_context_ptr data(gguf_init_from_file(tensors_from.c_str(), data_params));
+    ggml_context_ptr data_ctx(data_ctx_raw);
     if (!meta || !data || !data_ctx) { error = "could not read back " + (meta ? tensors_from : metadata_from); return false; }
-    std::unique_ptr<gguf_context, GgufDeleter> g(gguf_init_empty());
+    gguf_context_ptr g(gguf_init_empty());
     gguf_set_kv(g.get(), meta.get());
     for (int64_t i = 0; i < gguf_get_n_tensors(meta.get()); i++) {
         const char * name = gguf_get_tensor_name(meta.get(), i);
@@ -295,7 +289,7 @@ private:
         const int64_t window = o.n_ctx + 1;
         state.total_steps = (int64_t) o.tokens.size() / window;
 
-        ModelPtr model = LoadModel(o.model_path, /*require_f32 =*/ true, error);
+        llama_model_ptr model = LoadWritableModel(o.model_path, /*require_f32 =*/ true, error);
         if (!model) return;
         const llama_vocab * vocab = llama_model_get_vocab(model.get());
         const int32_t n_vocab = llama_vocab_n_tokens(vocab);
@@ -308,7 +302,7 @@ private:
         co.threads = o.threads;
         co.cb_eval = TrainEvalCallback;
         co.cb_eval_user_data = &state;
-        ContextPtr ctx = NewContext(model.get(), co, error);
+        llama_context_ptr ctx = NewContext(model.get(), co, error);
         if (!ctx) return;
         // llama.cpp rounds n_ctx up (to a multiple of 256); opt_epoch sizes its samples with the rounded value.
         if ((int) llama_n_ctx(ctx.get()) != o.n_ctx) {
@@ -337,11 +331,11 @@ private:
 
         g_epoch_state = &state;
         state.started = std::chrono::steady_clock::now();
-        std::unique_ptr<ggml_opt_result, ResultDeleter> result(ggml_opt_result_init());
+        std::unique_ptr<ggml_opt_result, OptResultDeleter> result(ggml_opt_result_init());
         double last_loss = NAN;
         for (int64_t first = 0; first < state.total_steps; first += o.chunk_windows) {
             const int64_t n = std::min<int64_t>(o.chunk_windows, state.total_steps - first);
-            std::unique_ptr<ggml_opt_dataset, DatasetDeleter> dataset(
+            std::unique_ptr<ggml_opt_dataset, OptDatasetDeleter> dataset(
                 ggml_opt_dataset_init(GGML_TYPE_I32, GGML_TYPE_I32, o.n_ctx, o.n_ctx, n, /*ndata_shard =*/ 1));
             auto * data = (int32_t *) ggml_opt_dataset_data(dataset.get())->data;
             auto * labels = (int32_t *) ggml_opt_dataset_labels(dataset.get())->data;
@@ -481,7 +475,7 @@ public:
 
 private:
     void Run(std::string & error) {
-        ModelPtr model = LoadModel(o_.model_path, false, error);
+        llama_model_ptr model = LoadWritableModel(o_.model_path, false, error);
         if (!model) return;
         const llama_vocab * vocab = llama_model_get_vocab(model.get());
         const int n_vocab = llama_vocab_n_tokens(vocab);
@@ -489,7 +483,7 @@ private:
         co.n_ctx = o_.n_ctx > 0 ? (uint32_t) o_.n_ctx : (uint32_t) llama_model_n_ctx_train(model.get());
         co.n_batch = co.n_ctx;
         co.threads = o_.threads;
-        ContextPtr ctx = NewContext(model.get(), co, error);
+        llama_context_ptr ctx = NewContext(model.get(), co, error);
         if (!ctx) return;
         const int n_ctx = (int) llama_n_ctx(ctx.get());
         llama_memory_t memory = llama_get_memory(ctx.get());
@@ -598,7 +592,7 @@ Napi::Value TokenizeWithModel(const Napi::CallbackInfo & info) {
     if (!CheckGguf(path, false, error)) ThrowCoded(env, "EUSAGE", error);
     llama_model_params mp = llama_model_default_params();
     mp.vocab_only = true;
-    ModelPtr model(llama_model_load_from_file(path.c_str(), mp));
+    llama_model_ptr model(llama_model_load_from_file(path.c_str(), mp));
     if (!model) ThrowCoded(env, "EUSAGE", "llama.cpp could not load the vocabulary of " + path);
     std::vector<llama_token> tokens = Tokenize(llama_model_get_vocab(model.get()), text, add_special);
     Napi::Int32Array out = Napi::Int32Array::New(env, tokens.size());
@@ -662,13 +656,13 @@ Napi::Value WriteF32Gguf(const Napi::CallbackInfo & info) {
     std::string path = RequireString(info[0], "path");
     Napi::Array metadata = info[1].As<Napi::Array>();
     Napi::Array tensors = info[2].As<Napi::Array>();
-    std::unique_ptr<gguf_context, GgufDeleter> g(gguf_init_empty());
+    gguf_context_ptr g(gguf_init_empty());
     for (uint32_t i = 0; i < metadata.Length(); i++) {
         if (!metadata.Get(i).IsObject()) ThrowCoded(env, "EUSAGE", "metadata entries must be objects");
         SetMetadata(env, g.get(), metadata.Get(i).As<Napi::Object>());
     }
     ggml_init_params ip = { /*mem_size =*/ (tensors.Length() + 1) * ggml_tensor_overhead(), /*mem_buffer =*/ nullptr, /*no_alloc =*/ true };
-    std::unique_ptr<ggml_context, GgmlDeleter> ctx(ggml_init(ip));
+    ggml_context_ptr ctx(ggml_init(ip));
     std::set<std::string> names;
     for (uint32_t i = 0; i < tensors.Length(); i++) {
         if (!tensors.Get(i).IsObject()) ThrowCoded(env, "EUSAGE", "tensors must be objects");
