@@ -11,6 +11,9 @@
         "native/backend.cpp",
         "native/collector.cpp",
         "native/codec.cpp",
+        "native/keep_scale.cpp",
+        "native/top_k.cpp",
+        "native/requantize.cpp",
         "native/gguf_io.cpp",
         "native/train.cpp"
       ],

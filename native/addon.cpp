@@ -5,6 +5,8 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
     RegisterBackend(env, exports);
     RegisterCollector(env, exports);
     RegisterCodec(env, exports);
+    RegisterTopK(env, exports);
+    RegisterRequantize(env, exports);
     RegisterGgufIo(env, exports);
     RegisterTrain(env, exports);
     return exports;
