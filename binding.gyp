@@ -10,6 +10,7 @@
         "native/addon.cpp",
         "native/backend.cpp",
         "native/collector.cpp",
+        "native/model.cpp",
         "native/codec.cpp",
         "native/keep_scale.cpp",
         "native/top_k.cpp",
