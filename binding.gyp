@@ -16,7 +16,8 @@
         "native/top_k.cpp",
         "native/requantize.cpp",
         "native/gguf_io.cpp",
-        "native/train.cpp"
+        "native/train.cpp",
+        "native/train_eval.cpp"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",

@@ -9,6 +9,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
     RegisterRequantize(env, exports);
     RegisterGgufIo(env, exports);
     RegisterTrain(env, exports);
+    RegisterTrainEval(env, exports);
     return exports;
 }
 

@@ -10,6 +10,7 @@ void RegisterTopK(Napi::Env env, Napi::Object exports);
 void RegisterRequantize(Napi::Env env, Napi::Object exports);
 void RegisterGgufIo(Napi::Env env, Napi::Object exports);
 void RegisterTrain(Napi::Env env, Napi::Object exports);
+void RegisterTrainEval(Napi::Env env, Napi::Object exports);
 
 // True once init() has loaded the ggml backends; every entry point that touches a model checks it.
 bool BackendReady();

@@ -3,6 +3,7 @@
 // runs its forward passes off the JS thread: collect(), logits(), tokenize(), info().
 #include "common.h"
 #include "collector.h"
+#include "llama_util.h"
 #include "llama-cpp.h"
 #include "ggml-cpp.h"
 
@@ -117,29 +118,6 @@ static std::unique_ptr<ModelHandle> load_model(const LoadOptions & o, std::strin
     return h;
 }
 
-// Fill `batch` with tokens[pos, pos + n) of one sequence (id 0) at their own positions; the logits
-// of every token when `logits_all`, else of the sequence's last token only.
-static void fill_sequence_batch(llama_batch & batch, const std::vector<llama_token> & tokens, size_t pos, int32_t n, bool logits_all) {
-    batch.n_tokens = n;
-    for (int32_t i = 0; i < n; ++i) {
-        batch.token[i] = tokens[pos + i];
-        batch.pos[i] = (llama_pos) (pos + i);
-        batch.n_seq_id[i] = 1;
-        batch.seq_id[i][0] = 0;
-        batch.logits[i] = logits_all || pos + i + 1 == tokens.size();
-    }
-}
-
-static std::vector<llama_token> tokenize(const llama_vocab * vocab, const std::string & text, bool add_special) {
-    int32_t n = -llama_tokenize(vocab, text.data(), (int32_t) text.size(), nullptr, 0, add_special, false);
-    std::vector<llama_token> out(std::max<int32_t>(n, 0));
-    if (n > 0) {
-        int32_t got = llama_tokenize(vocab, text.data(), (int32_t) text.size(), out.data(), n, add_special, false);
-        if (got < 0) out.clear(); else out.resize(got);
-    }
-    return out;
-}
-
 class Model;
 
 struct Progress {
@@ -184,7 +162,7 @@ public:
         std::vector<llama_token> next;
         size_t next_index = 0;
         auto fetch = [&](size_t si, std::vector<llama_token> & out) -> bool {
-            out = tokenize(vocab, texts_[si], add_special_);
+            out = Tokenize(vocab, texts_[si], add_special_);
             if (out.empty()) { empty_.push_back((int64_t) si); return false; }
             if ((int32_t) out.size() > h_->n_ctx) {
                 out.resize(h_->n_ctx);
@@ -258,7 +236,7 @@ public:
             for (size_t pos = 0; pos < tokens.size(); pos += h_->n_batch) {
                 const int32_t n = (int32_t) std::min<size_t>(h_->n_batch, tokens.size() - pos);
                 // every token's logits: the last layer and the head see all tokens
-                fill_sequence_batch(batch, tokens, pos, n, logits_all_);
+                FillSequenceBatch(batch, tokens, pos, n, logits_all_);
                 c.generation++;
                 const int32_t rc = llama_decode(h_->ctx.get(), batch);
                 if (rc != 0 || !c.error.empty()) { ok = false; fail(rc, si); break; }
@@ -382,7 +360,7 @@ public:
         out_.resize(tokens_.size() * (size_t) n_vocab);
         for (size_t pos = 0; pos < tokens_.size() && error_.empty(); pos += h_->n_batch) {
             const int32_t n = (int32_t) std::min<size_t>(h_->n_batch, tokens_.size() - pos);
-            fill_sequence_batch(batch, tokens_, pos, n, /*logits_all*/ true);
+            FillSequenceBatch(batch, tokens_, pos, n, /*logits_all*/ true);
             const int32_t rc = llama_decode(h_->ctx.get(), batch);
             if (rc != 0) { error_ = h_->abort_flag.load() ? "aborted" : "llama_decode failed with code " + std::to_string(rc); break; }
             for (int32_t i = 0; i < n; ++i) {
@@ -448,7 +426,7 @@ private:
         ModelHandle * h = handle(env);
         if (info.Length() < 1 || !info[0].IsString()) ThrowCoded(env, "EUSAGE", "tokenize(text: string, addSpecial?: boolean)");
         const bool add_special = BoolArgument(info, 1, true);
-        std::vector<llama_token> toks = tokenize(llama_model_get_vocab(h->model.get()), info[0].As<Napi::String>().Utf8Value(), add_special);
+        std::vector<llama_token> toks = ::Tokenize(llama_model_get_vocab(h->model.get()), info[0].As<Napi::String>().Utf8Value(), add_special);
         return ToJsArray<Napi::Int32Array>(env, toks);
     }
 
