@@ -14,7 +14,8 @@ bool valid_type(int64_t t) {
     return tr && tr->blck_size > 0 && tr->type_size > 0 && tr->type_name;
 }
 
-// The types ggml_quantize_chunk knows (it asserts on any other).
+// The types ggml_quantize_chunk knows (it asserts on any other). This list and uses_imatrix's below
+// are deliberate twins: two different sets of types, each as ggml-quants.c defines it.
 bool can_quantize(ggml_type t) {
     switch (t) {
         case GGML_TYPE_F32: case GGML_TYPE_F16: case GGML_TYPE_BF16:

@@ -47,6 +47,12 @@ Napi::Value Export(const Napi::CallbackInfo & info) {
 
 inline bool IsSet(const Napi::Object & o, const char * key) { return o.Has(key) && !o.Get(key).IsUndefined(); }
 
+// info[0], the options object of a call written `usage` (e.g. "selectTopK(options)").
+inline Napi::Object RequireOptionsObject(const Napi::CallbackInfo & info, const char * usage) {
+    if (info.Length() < 1 || !info[0].IsObject()) throw CodedError("EUSAGE", usage);
+    return info[0].As<Napi::Object>();
+}
+
 inline std::string RequireString(const Napi::Value & v, const char * what) {
     if (!v.IsString()) throw CodedError("EUSAGE", std::string(what) + " must be a string");
     return v.As<Napi::String>().Utf8Value();

@@ -116,8 +116,7 @@ const float * importance_of(const Napi::Value & v, const char * what, int64_t n,
 // block, the candidate closest to the target (least squared error; ties: fewer changed bytes).
 Napi::Value RequantizeBlocks(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
-    if (info.Length() < 1 || !info[0].IsObject()) throw CodedError("EUSAGE", "requantizeBlocks(options)");
-    Napi::Object o = info[0].As<Napi::Object>();
+    Napi::Object o = RequireOptionsObject(info, "requantizeBlocks(options)");
     const ggml_type t = requantizable_type(o);
     auto blocks = RequireTypedArray<uint8_t>(o.Get("blocks"), "blocks");
     const int64_t bs = ggml_blck_size(t); const size_t ts = ggml_type_size(t);
@@ -256,8 +255,7 @@ inline void account(Realized & r, SparseBins & bins, const Histogram & h, bool s
 
 Napi::Value PatchTensor(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
-    if (info.Length() < 1 || !info[0].IsObject()) throw CodedError("EUSAGE", "patchTensor(options)");
-    Napi::Object o = info[0].As<Napi::Object>();
+    Napi::Object o = RequireOptionsObject(info, "patchTensor(options)");
     const ggml_type t = requantizable_type(o);
     auto data = RequireTypedArray<uint8_t>(o.Get("data"), "data");
     auto mask = RequireTypedArray<uint8_t>(o.Get("mask"), "mask");

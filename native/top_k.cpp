@@ -342,8 +342,7 @@ void mark_top_radix(const ScoreGroup & g, const std::vector<int64_t> & ks, std::
 // Each mask has one bit per weight (bit i of byte i>>3 is flat index i).
 Napi::Value SelectTopK(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
-    if (info.Length() < 1 || !info[0].IsObject()) throw CodedError("EUSAGE", "selectTopK(options)");
-    Napi::Object o = info[0].As<Napi::Object>();
+    Napi::Object o = RequireOptionsObject(info, "selectTopK(options)");
     const ggml_type t = checked_type(RequireInteger(o, "type"));
     if (!can_dequantize(t)) throw CodedError("EQUANT", "ggml cannot dequantize " + type_name(t));
     auto data = RequireTypedArray<uint8_t>(o.Get("data"), "data");
