@@ -10,9 +10,14 @@
         "native/addon.cpp",
         "native/backend.cpp",
         "native/collector.cpp",
+        "native/model.cpp",
         "native/codec.cpp",
+        "native/keep_scale.cpp",
+        "native/top_k.cpp",
+        "native/requantize.cpp",
         "native/gguf_io.cpp",
-        "native/train.cpp"
+        "native/train.cpp",
+        "native/train_eval.cpp"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",

@@ -1,41 +1,13 @@
 // The MathNeuro statistics collector: a llama.cpp eval callback that sees the input of every
 // weight matmul during forward passes (as tools/imatrix does) and accumulates, per input column,
 // the per-sample L2 norms (norm_sum) and the sums of squares (sum2, the imatrix quantity).
-#include "common.h"
-#include "llama.h"
-#include "ggml.h"
+#include "collector.h"
 #include "ggml-backend.h"
-#include "gguf.h"
 
-#include <atomic>
-#include <chrono>
+#include <algorithm>
+
 #include <cmath>
 #include <cstring>
-#include <memory>
-#include <mutex>
-#include <string>
-#include <unordered_map>
-#include <vector>
-
-namespace {
-
-struct WeightShape {
-    int64_t n_in = 0;      // ne[0] of the weight: the width of the matmul input
-    int64_t n_mat = 1;     // experts (ne[2]) for MoE weights, 1 for dense
-};
-
-// Statistics of one weight, accumulated in float64.
-struct Stats {
-    int64_t n_in = 0;
-    int64_t n_mat = 1;
-    std::vector<double> sum2;       // sum over tokens of x_j^2, per (matrix, column)
-    std::vector<double> norm_sum;   // sum over samples of sqrt(sum over the sample's tokens of x_j^2)
-    std::vector<double> counts;     // tokens seen, per matrix (expert)
-    std::vector<double> sample_sq;  // this sample's sum of squares, folded in at the end of the sample
-    std::vector<double> pending_norm;  // packed mode: norms of this decode's samples, committed after it succeeds
-    std::vector<uint8_t> touched;   // which matrices this sample reached
-    bool any_touched = false;
-};
 
 // remove backend prefixes and copy suffixes: CUDA0#blk.0.attn_k.weight#0 => blk.0.attn_k.weight
 static std::string filter_tensor_name(const char * name) {
@@ -46,966 +18,316 @@ static std::string filter_tensor_name(const char * name) {
     return q ? std::string(p, q - p) : std::string(p);
 }
 
-struct Collector {
-    std::unordered_map<std::string, WeightShape> weights;   // every tensor of the GGUF with its input width
-    std::unordered_map<std::string, Stats> stats;
-    std::vector<char> host_copy;    // src1 copied from a non-host buffer
-    std::vector<char> ids_copy;
-    std::vector<float> row_f32;     // one converted row when src1 is not F32
-    std::vector<double> col_sq;     // per-column sums of squares of the current src1, reused across weights sharing it
-    const void * col_sq_key = nullptr;
-    const void * col_sq_data = nullptr;
-    uint64_t col_sq_generation = 0;
-    uint64_t generation = 0;        // bumped before every llama_decode
-    bool enabled = true;            // false: plain forward passes (the benchmark floor), nothing accepted
-    // Packed mode: several whole samples in one llama_decode as separate sequences; row r of every
-    // matmul input belongs to the segment that holds r (the unified KV cache keeps batch order).
-    std::vector<std::pair<int64_t, int64_t>> segments;   // (first row, rows) per sample
-    int64_t packed_rows = 0;
-    std::vector<double> seg_sq;     // per-segment column sums of squares
-    std::atomic<bool> * abort_flag = nullptr;
-    std::string error;              // first error seen inside the callback (aborts the graph)
-    // optional record of every MUL_MAT / MUL_MAT_ID the scheduler asked about: src0's name (backend
-    // prefix stripped) -> (op, accepted). No policy here: the caller decides what the names mean.
-    bool record_matmuls = false;
-    std::unordered_map<std::string, std::pair<int, bool>> matmuls_seen;
+Stats & Collector::stats_for(const std::string & name, int64_t n_in, int64_t n_mat) {
+    auto it = stats.find(name);
+    if (it != stats.end()) return it->second;
+    Stats & s = stats[name];
+    s.n_in = n_in;
+    s.n_mat = n_mat;
+    s.sum2.assign(n_in * n_mat, 0.0);
+    s.norm_sum.assign(n_in * n_mat, 0.0);
+    s.counts.assign(n_mat, 0.0);
+    s.sample_sq.assign(n_in * n_mat, 0.0);
+    s.pending_norm.assign(n_in * n_mat, 0.0);
+    s.touched.assign(n_mat, 0);
+    return s;
+}
 
-    Stats & stats_for(const std::string & name, int64_t n_in, int64_t n_mat) {
-        auto it = stats.find(name);
-        if (it != stats.end()) return it->second;
-        Stats & s = stats[name];
-        s.n_in = n_in;
-        s.n_mat = n_mat;
-        s.sum2.assign(n_in * n_mat, 0.0);
-        s.norm_sum.assign(n_in * n_mat, 0.0);
-        s.counts.assign(n_mat, 0.0);
-        s.sample_sq.assign(n_in * n_mat, 0.0);
-        s.pending_norm.assign(n_in * n_mat, 0.0);
-        s.touched.assign(n_mat, 0);
-        return s;
+// pointer to row data as float (converted when src1 is F16/BF16)
+const float * Collector::row_as_f32(const ggml_tensor * src1, const char * row) {
+    if (src1->type == GGML_TYPE_F32) return (const float *) row;
+    const auto * traits = ggml_get_type_traits(src1->type);
+    row_f32.resize(src1->ne[0]);
+    traits->to_float(row, row_f32.data(), src1->ne[0]);
+    return row_f32.data();
+}
+
+bool Collector::accept(const ggml_tensor * t) {
+    if (!enabled) return false;
+    if (t->op != GGML_OP_MUL_MAT && t->op != GGML_OP_MUL_MAT_ID) return false;
+    const bool ok = accept_matmul(t);
+    if (record_matmuls && t->src[0]) {
+        auto & e = matmuls_seen[filter_tensor_name(t->src[0]->name)];
+        e.first = (int) t->op;
+        e.second = e.second || ok;
     }
+    return ok;
+}
 
-    // pointer to row data as float (converted when src1 is F16/BF16)
-    const float * row_as_f32(const ggml_tensor * src1, const char * row) {
-        if (src1->type == GGML_TYPE_F32) return (const float *) row;
-        const auto * traits = ggml_get_type_traits(src1->type);
-        row_f32.resize(src1->ne[0]);
-        traits->to_float(row, row_f32.data(), src1->ne[0]);
-        return row_f32.data();
+bool Collector::accept_matmul(const ggml_tensor * t) {
+    const ggml_tensor * src0 = t->src[0];
+    const ggml_tensor * src1 = t->src[1];
+    if (!src0 || !src1) return false;
+    if (src1->type != GGML_TYPE_F32 && src1->type != GGML_TYPE_F16 && src1->type != GGML_TYPE_BF16) return false;
+    auto it = weights.find(filter_tensor_name(src0->name));
+    if (it == weights.end()) return false;   // KQ, LoRA and other non-weight matmuls
+    if (src1->ne[0] != it->second.n_in || src0->ne[0] != it->second.n_in) return false;
+    if (t->op == GGML_OP_MUL_MAT_ID && src0->ne[2] != it->second.n_mat) return false;
+    return true;
+}
+
+bool Collector::observe(ggml_tensor * t) {
+    const ggml_tensor * src0 = t->src[0];
+    const ggml_tensor * src1 = t->src[1];
+    const std::string name = filter_tensor_name(src0->name);
+
+    const bool is_host = src1->buffer == nullptr || ggml_backend_buffer_is_host(src1->buffer);
+    const char * data = (const char *) src1->data;
+    if (!is_host) {
+        host_copy.resize(ggml_nbytes(src1));
+        ggml_backend_tensor_get(src1, host_copy.data(), 0, ggml_nbytes(src1));
+        data = host_copy.data();
     }
-
-    bool accept(const ggml_tensor * t) {
-        if (!enabled) return false;
-        if (t->op != GGML_OP_MUL_MAT && t->op != GGML_OP_MUL_MAT_ID) return false;
-        const bool ok = accept_matmul(t);
-        if (record_matmuls && t->src[0]) {
-            auto & e = matmuls_seen[filter_tensor_name(t->src[0]->name)];
-            e.first = (int) t->op;
-            e.second = e.second || ok;
-        }
-        return ok;
+    if (src1->nb[0] != ggml_type_size(src1->type)) {
+        error = "non-contiguous matmul input for " + name;
+        return false;
     }
+    const int64_t ne0 = src1->ne[0];
 
-    bool accept_matmul(const ggml_tensor * t) {
-        const ggml_tensor * src0 = t->src[0];
-        const ggml_tensor * src1 = t->src[1];
-        if (!src0 || !src1) return false;
-        if (src1->type != GGML_TYPE_F32 && src1->type != GGML_TYPE_F16 && src1->type != GGML_TYPE_BF16) return false;
-        auto it = weights.find(filter_tensor_name(src0->name));
-        if (it == weights.end()) return false;   // KQ, LoRA and other non-weight matmuls
-        if (src1->ne[0] != it->second.n_in || src0->ne[0] != it->second.n_in) return false;
-        if (t->op == GGML_OP_MUL_MAT_ID && src0->ne[2] != it->second.n_mat) return false;
-        return true;
-    }
+    if (!segments.empty()) return observe_packed(t, name, data);
 
-    bool observe(ggml_tensor * t) {
-        const ggml_tensor * src0 = t->src[0];
-        const ggml_tensor * src1 = t->src[1];
-        const std::string name = filter_tensor_name(src0->name);
-        const WeightShape & shape = weights[name];
-
-        const bool is_host = src1->buffer == nullptr || ggml_backend_buffer_is_host(src1->buffer);
-        const char * data = (const char *) src1->data;
-        if (!is_host) {
-            host_copy.resize(ggml_nbytes(src1));
-            ggml_backend_tensor_get(src1, host_copy.data(), 0, ggml_nbytes(src1));
-            data = host_copy.data();
-        }
-        if (src1->nb[0] != ggml_type_size(src1->type)) {
-            error = "non-contiguous matmul input for " + name;
+    if (t->op == GGML_OP_MUL_MAT_ID) {
+        // ids: [n_expert_used, n_tokens]; src1: [ne0, n_expert_used or 1, n_tokens]
+        const ggml_tensor * ids = t->src[2];
+        const int64_t n_as = src0->ne[2];
+        if (ggml_nrows(src1) != src1->ne[1] * src1->ne[2] || ids->ne[1] != src1->ne[2]) {
+            error = "unexpected MUL_MAT_ID layout for " + name;
             return false;
         }
-        const int64_t ne0 = src1->ne[0];
-
-        if (!segments.empty()) return observe_packed(t, name, data);
-
-        if (t->op == GGML_OP_MUL_MAT_ID) {
-            // ids: [n_expert_used, n_tokens]; src1: [ne0, n_expert_used or 1, n_tokens]
-            const ggml_tensor * ids = t->src[2];
-            const int64_t n_as = src0->ne[2];
-            if (ggml_nrows(src1) != src1->ne[1] * src1->ne[2] || ids->ne[1] != src1->ne[2]) {
-                error = "unexpected MUL_MAT_ID layout for " + name;
-                return false;
-            }
-            ids_copy.resize(ggml_nbytes(ids));
-            ggml_backend_tensor_get(ids, ids_copy.data(), 0, ggml_nbytes(ids));
-            Stats & s = stats_for(name, ne0, n_as);
-            const int64_t n_ids = ids->ne[0];
-            const int64_t n_tokens = src1->ne[2];
-            for (int64_t token = 0; token < n_tokens; ++token) {
-                for (int64_t slot = 0; slot < n_ids; ++slot) {
-                    const int32_t ex = *(const int32_t *) (ids_copy.data() + token * ids->nb[1] + slot * ids->nb[0]);
-                    if (ex < 0 || ex >= n_as) {
-                        error = "expert id out of range for " + name;
-                        return false;
-                    }
-                    const int64_t i11 = slot % src1->ne[1];
-                    const float * x = row_as_f32(src1, data + i11 * src1->nb[1] + token * src1->nb[2]);
-                    double * acc = s.sample_sq.data() + ex * ne0;
-                    for (int64_t j = 0; j < ne0; ++j) acc[j] += (double) x[j] * (double) x[j];
-                    s.counts[ex] += 1;
-                    s.touched[ex] = 1;
+        ids_copy.resize(ggml_nbytes(ids));
+        ggml_backend_tensor_get(ids, ids_copy.data(), 0, ggml_nbytes(ids));
+        Stats & s = stats_for(name, ne0, n_as);
+        const int64_t n_ids = ids->ne[0];
+        const int64_t n_tokens = src1->ne[2];
+        for (int64_t token = 0; token < n_tokens; ++token) {
+            for (int64_t slot = 0; slot < n_ids; ++slot) {
+                const int32_t ex = *(const int32_t *) (ids_copy.data() + token * ids->nb[1] + slot * ids->nb[0]);
+                if (ex < 0 || ex >= n_as) {
+                    error = "expert id out of range for " + name;
+                    return false;
                 }
-            }
-            s.any_touched = true;
-            return true;
-        }
-
-        // dense: one input row per token (flattened over ne[2], ne[3] when the weight is 2D)
-        const int64_t n_mat = src0->ne[2] * src0->ne[3];
-        if (n_mat != shape.n_mat && !(shape.n_mat == 1 && n_mat == 1)) {
-            // a 3D dense weight: keep one set of columns per matrix, as imatrix does
-        }
-        Stats & s = stats_for(name, ne0, n_mat);
-        if (n_mat == 1) {
-            // weights that read the same input (q/k/v, gate/up) reuse one pass over it
-            if (!(col_sq_key == (const void *) src1 && col_sq_data == src1->data && col_sq_generation == generation && is_host)) {
-                col_sq.assign(ne0, 0.0);
-                for (int64_t i3 = 0; i3 < src1->ne[3]; ++i3)
-                for (int64_t i2 = 0; i2 < src1->ne[2]; ++i2)
-                for (int64_t row = 0; row < src1->ne[1]; ++row) {
-                    const float * x = row_as_f32(src1, data + row * src1->nb[1] + i2 * src1->nb[2] + i3 * src1->nb[3]);
-                    double * acc = col_sq.data();
-                    for (int64_t j = 0; j < ne0; ++j) acc[j] += (double) x[j] * (double) x[j];
-                }
-                col_sq_key = src1;
-                col_sq_data = src1->data;
-                col_sq_generation = generation;
-            }
-            double * acc = s.sample_sq.data();
-            for (int64_t j = 0; j < ne0; ++j) acc[j] += col_sq[j];
-            s.counts[0] += (double) ggml_nrows(src1);
-            s.touched[0] = 1;
-        } else {
-            for (int64_t i3 = 0; i3 < src1->ne[3]; ++i3)
-            for (int64_t i2 = 0; i2 < src1->ne[2]; ++i2) {
-                const int64_t mat_id = (i3 % src0->ne[3]) * src0->ne[2] + (i2 % src0->ne[2]);
-                double * acc = s.sample_sq.data() + mat_id * ne0;
-                for (int64_t row = 0; row < src1->ne[1]; ++row) {
-                    const float * x = row_as_f32(src1, data + row * src1->nb[1] + i2 * src1->nb[2] + i3 * src1->nb[3]);
-                    for (int64_t j = 0; j < ne0; ++j) acc[j] += (double) x[j] * (double) x[j];
-                }
-                s.counts[mat_id] += (double) src1->ne[1];
-                s.touched[mat_id] = 1;
+                const int64_t i11 = slot % src1->ne[1];
+                const float * x = row_as_f32(src1, data + i11 * src1->nb[1] + token * src1->nb[2]);
+                double * acc = s.sample_sq.data() + ex * ne0;
+                for (int64_t j = 0; j < ne0; ++j) acc[j] += (double) x[j] * (double) x[j];
+                s.counts[ex] += 1;
+                s.touched[ex] = 1;
             }
         }
         s.any_touched = true;
         return true;
     }
 
-    // Packed samples: every sample is whole inside this decode, so its norms are final here.
-    bool observe_packed(ggml_tensor * t, const std::string & name, const char * data) {
-        const ggml_tensor * src0 = t->src[0];
-        const ggml_tensor * src1 = t->src[1];
-        const int64_t ne0 = src1->ne[0];
-        const size_t n_seg = segments.size();
-        if (t->op == GGML_OP_MUL_MAT_ID) {
-            const ggml_tensor * ids = t->src[2];
-            const int64_t n_as = src0->ne[2];
-            const int64_t n_tokens = src1->ne[2];
-            if (n_tokens != packed_rows || ggml_nrows(src1) != src1->ne[1] * src1->ne[2] || ids->ne[1] != n_tokens) {
-                error = "packed batch: unexpected MUL_MAT_ID layout for " + name + " (disable packing)";
-                return false;
-            }
-            ids_copy.resize(ggml_nbytes(ids));
-            ggml_backend_tensor_get(ids, ids_copy.data(), 0, ggml_nbytes(ids));
-            Stats & s = stats_for(name, ne0, n_as);
-            s.any_touched = true;
-            const int64_t n_ids = ids->ne[0];
-            seg_sq.assign(n_as * ne0, 0.0);
-            std::vector<uint8_t> hit(n_as);
-            for (size_t g = 0; g < n_seg; ++g) {
-                std::fill(seg_sq.begin(), seg_sq.end(), 0.0);
-                std::fill(hit.begin(), hit.end(), 0);
-                for (int64_t token = segments[g].first; token < segments[g].first + segments[g].second; ++token) {
-                    for (int64_t slot = 0; slot < n_ids; ++slot) {
-                        const int32_t ex = *(const int32_t *) (ids_copy.data() + token * ids->nb[1] + slot * ids->nb[0]);
-                        if (ex < 0 || ex >= n_as) { error = "expert id out of range for " + name; return false; }
-                        const float * x = row_as_f32(src1, data + (slot % src1->ne[1]) * src1->nb[1] + token * src1->nb[2]);
-                        double * acc = seg_sq.data() + ex * ne0;
-                        for (int64_t j = 0; j < ne0; ++j) acc[j] += (double) x[j] * (double) x[j];
-                        s.counts[ex] += 1;
-                        hit[ex] = 1;
-                    }
-                }
-                for (int64_t ex = 0; ex < n_as; ++ex) {
-                    if (!hit[ex]) continue;
-                    for (int64_t j = 0; j < ne0; ++j) {
-                        const double sq = seg_sq[ex * ne0 + j];
-                        s.sample_sq[ex * ne0 + j] += sq;
-                        s.pending_norm[ex * ne0 + j] += std::sqrt(sq);
-                    }
-                    s.touched[ex] = 1;
-                }
-            }
-            return true;
-        }
-        if (src0->ne[2] > 1 && src0->ne[3] == 1 && src1->ne[1] == packed_rows && src1->ne[2] == src0->ne[2] && src1->ne[3] == 1) {
-            // a 3D dense weight, one matrix per ne[2] slice (MLA's per-head attn_k_b / attn_v_b): rows are tokens
-            const int64_t n_mat = src0->ne[2];
-            Stats & s = stats_for(name, ne0, n_mat);
-            seg_sq.assign(ne0, 0.0);
-            for (int64_t m = 0; m < n_mat; ++m) {
-                for (size_t g = 0; g < n_seg; ++g) {
-                    std::fill(seg_sq.begin(), seg_sq.end(), 0.0);
-                    for (int64_t row = segments[g].first; row < segments[g].first + segments[g].second; ++row) {
-                        const float * x = row_as_f32(src1, data + row * src1->nb[1] + m * src1->nb[2]);
-                        for (int64_t j = 0; j < ne0; ++j) seg_sq[j] += (double) x[j] * (double) x[j];
-                    }
-                    for (int64_t j = 0; j < ne0; ++j) {
-                        s.sample_sq[m * ne0 + j] += seg_sq[j];
-                        s.pending_norm[m * ne0 + j] += std::sqrt(seg_sq[j]);
-                    }
-                    s.counts[m] += (double) segments[g].second;
-                }
-                s.touched[m] = 1;
-            }
-            s.any_touched = true;
-            return true;
-        }
-        if (src0->ne[2] * src0->ne[3] != 1 || ggml_nrows(src1) != packed_rows || src1->ne[1] != packed_rows) {
-            error = "packed batch: unexpected matmul layout for " + name + " (disable packing)";
-            return false;
-        }
-        Stats & s = stats_for(name, ne0, 1);
-        // q/k/v and gate/up read the same input: one pass over it serves them all
-        if (!(col_sq_key == (const void *) src1 && col_sq_data == src1->data && col_sq_generation == generation && src1->buffer && ggml_backend_buffer_is_host(src1->buffer))) {
-            col_sq.assign(n_seg * ne0, 0.0);
-            for (size_t g = 0; g < n_seg; ++g) {
-                double * acc = col_sq.data() + g * ne0;
-                for (int64_t row = segments[g].first; row < segments[g].first + segments[g].second; ++row) {
-                    const float * x = row_as_f32(src1, data + row * src1->nb[1]);
-                    for (int64_t j = 0; j < ne0; ++j) acc[j] += (double) x[j] * (double) x[j];
-                }
+    // dense: one input row per token (flattened over ne[2], ne[3] when the weight is 2D)
+    // a 3D dense weight keeps one set of columns per matrix, as imatrix does
+    const int64_t n_mat = src0->ne[2] * src0->ne[3];
+    Stats & s = stats_for(name, ne0, n_mat);
+    if (n_mat == 1) {
+        // weights that read the same input (q/k/v, gate/up) reuse one pass over it
+        if (!(col_sq_key == (const void *) src1 && col_sq_data == src1->data && col_sq_generation == generation && is_host)) {
+            col_sq.assign(ne0, 0.0);
+            for (int64_t i3 = 0; i3 < src1->ne[3]; ++i3)
+            for (int64_t i2 = 0; i2 < src1->ne[2]; ++i2)
+            for (int64_t row = 0; row < src1->ne[1]; ++row) {
+                const float * x = row_as_f32(src1, data + row * src1->nb[1] + i2 * src1->nb[2] + i3 * src1->nb[3]);
+                double * acc = col_sq.data();
+                for (int64_t j = 0; j < ne0; ++j) acc[j] += (double) x[j] * (double) x[j];
             }
             col_sq_key = src1;
             col_sq_data = src1->data;
             col_sq_generation = generation;
         }
-        for (size_t g = 0; g < n_seg; ++g) {
-            const double * sq = col_sq.data() + g * ne0;
-            for (int64_t j = 0; j < ne0; ++j) {
-                s.sample_sq[j] += sq[j];
-                s.pending_norm[j] += std::sqrt(sq[j]);
-            }
-            s.counts[0] += (double) segments[g].second;
-        }
+        double * acc = s.sample_sq.data();
+        for (int64_t j = 0; j < ne0; ++j) acc[j] += col_sq[j];
+        s.counts[0] += (double) ggml_nrows(src1);
         s.touched[0] = 1;
+    } else {
+        for (int64_t i3 = 0; i3 < src1->ne[3]; ++i3)
+        for (int64_t i2 = 0; i2 < src1->ne[2]; ++i2) {
+            const int64_t mat_id = (i3 % src0->ne[3]) * src0->ne[2] + (i2 % src0->ne[2]);
+            double * acc = s.sample_sq.data() + mat_id * ne0;
+            for (int64_t row = 0; row < src1->ne[1]; ++row) {
+                const float * x = row_as_f32(src1, data + row * src1->nb[1] + i2 * src1->nb[2] + i3 * src1->nb[3]);
+                for (int64_t j = 0; j < ne0; ++j) acc[j] += (double) x[j] * (double) x[j];
+            }
+            s.counts[mat_id] += (double) src1->ne[1];
+            s.touched[mat_id] = 1;
+        }
+    }
+    s.any_touched = true;
+    return true;
+}
+
+// Packed samples: every sample is whole inside this decode, so its norms are final here.
+bool Collector::observe_packed(ggml_tensor * t, const std::string & name, const char * data) {
+    const ggml_tensor * src0 = t->src[0];
+    const ggml_tensor * src1 = t->src[1];
+    const int64_t ne0 = src1->ne[0];
+    const size_t n_seg = segments.size();
+    if (t->op == GGML_OP_MUL_MAT_ID) {
+        const ggml_tensor * ids = t->src[2];
+        const int64_t n_as = src0->ne[2];
+        const int64_t n_tokens = src1->ne[2];
+        if (n_tokens != packed_rows || ggml_nrows(src1) != src1->ne[1] * src1->ne[2] || ids->ne[1] != n_tokens) {
+            error = "packed batch: unexpected MUL_MAT_ID layout for " + name + " (disable packing)";
+            return false;
+        }
+        ids_copy.resize(ggml_nbytes(ids));
+        ggml_backend_tensor_get(ids, ids_copy.data(), 0, ggml_nbytes(ids));
+        Stats & s = stats_for(name, ne0, n_as);
+        s.any_touched = true;
+        const int64_t n_ids = ids->ne[0];
+        seg_sq.assign(n_as * ne0, 0.0);
+        std::vector<uint8_t> hit(n_as);
+        for (size_t g = 0; g < n_seg; ++g) {
+            std::fill(seg_sq.begin(), seg_sq.end(), 0.0);
+            std::fill(hit.begin(), hit.end(), 0);
+            for (int64_t token = segments[g].first; token < segments[g].first + segments[g].second; ++token) {
+                for (int64_t slot = 0; slot < n_ids; ++slot) {
+                    const int32_t ex = *(const int32_t *) (ids_copy.data() + token * ids->nb[1] + slot * ids->nb[0]);
+                    if (ex < 0 || ex >= n_as) { error = "expert id out of range for " + name; return false; }
+                    const float * x = row_as_f32(src1, data + (slot % src1->ne[1]) * src1->nb[1] + token * src1->nb[2]);
+                    double * acc = seg_sq.data() + ex * ne0;
+                    for (int64_t j = 0; j < ne0; ++j) acc[j] += (double) x[j] * (double) x[j];
+                    s.counts[ex] += 1;
+                    hit[ex] = 1;
+                }
+            }
+            for (int64_t ex = 0; ex < n_as; ++ex) {
+                if (!hit[ex]) continue;
+                for (int64_t j = 0; j < ne0; ++j) {
+                    const double sq = seg_sq[ex * ne0 + j];
+                    s.sample_sq[ex * ne0 + j] += sq;
+                    s.pending_norm[ex * ne0 + j] += std::sqrt(sq);
+                }
+                s.touched[ex] = 1;
+            }
+        }
+        return true;
+    }
+    if (src0->ne[2] > 1 && src0->ne[3] == 1 && src1->ne[1] == packed_rows && src1->ne[2] == src0->ne[2] && src1->ne[3] == 1) {
+        // a 3D dense weight, one matrix per ne[2] slice (MLA's per-head attn_k_b / attn_v_b): rows are tokens
+        const int64_t n_mat = src0->ne[2];
+        Stats & s = stats_for(name, ne0, n_mat);
+        seg_sq.assign(ne0, 0.0);
+        for (int64_t m = 0; m < n_mat; ++m) {
+            for (size_t g = 0; g < n_seg; ++g) {
+                std::fill(seg_sq.begin(), seg_sq.end(), 0.0);
+                for (int64_t row = segments[g].first; row < segments[g].first + segments[g].second; ++row) {
+                    const float * x = row_as_f32(src1, data + row * src1->nb[1] + m * src1->nb[2]);
+                    for (int64_t j = 0; j < ne0; ++j) seg_sq[j] += (double) x[j] * (double) x[j];
+                }
+                for (int64_t j = 0; j < ne0; ++j) {
+                    s.sample_sq[m * ne0 + j] += seg_sq[j];
+                    s.pending_norm[m * ne0 + j] += std::sqrt(seg_sq[j]);
+                }
+                s.counts[m] += (double) segments[g].second;
+            }
+            s.touched[m] = 1;
+        }
         s.any_touched = true;
         return true;
     }
-
-    // end of a sample: fold its per-column sums of squares into norm_sum (as an L2 norm) and sum2
-    void end_sample() {
-        for (auto & kv : stats) {
-            Stats & s = kv.second;
-            if (!s.any_touched) continue;
-            for (int64_t m = 0; m < s.n_mat; ++m) {
-                if (!s.touched[m]) continue;
-                const int64_t base = m * s.n_in;
-                for (int64_t j = 0; j < s.n_in; ++j) {
-                    const double sq = s.sample_sq[base + j];
-                    s.sum2[base + j] += sq;
-                    s.norm_sum[base + j] += std::sqrt(sq);
-                    s.sample_sq[base + j] = 0.0;
-                }
-                s.touched[m] = 0;
+    if (src0->ne[2] * src0->ne[3] != 1 || ggml_nrows(src1) != packed_rows || src1->ne[1] != packed_rows) {
+        error = "packed batch: unexpected matmul layout for " + name + " (disable packing)";
+        return false;
+    }
+    Stats & s = stats_for(name, ne0, 1);
+    // q/k/v and gate/up read the same input: one pass over it serves them all
+    if (!(col_sq_key == (const void *) src1 && col_sq_data == src1->data && col_sq_generation == generation && src1->buffer && ggml_backend_buffer_is_host(src1->buffer))) {
+        col_sq.assign(n_seg * ne0, 0.0);
+        for (size_t g = 0; g < n_seg; ++g) {
+            double * acc = col_sq.data() + g * ne0;
+            for (int64_t row = segments[g].first; row < segments[g].first + segments[g].second; ++row) {
+                const float * x = row_as_f32(src1, data + row * src1->nb[1]);
+                for (int64_t j = 0; j < ne0; ++j) acc[j] += (double) x[j] * (double) x[j];
             }
-            s.any_touched = false;
         }
+        col_sq_key = src1;
+        col_sq_data = src1->data;
+        col_sq_generation = generation;
     }
+    for (size_t g = 0; g < n_seg; ++g) {
+        const double * sq = col_sq.data() + g * ne0;
+        for (int64_t j = 0; j < ne0; ++j) {
+            s.sample_sq[j] += sq[j];
+            s.pending_norm[j] += std::sqrt(sq[j]);
+        }
+        s.counts[0] += (double) segments[g].second;
+    }
+    s.touched[0] = 1;
+    s.any_touched = true;
+    return true;
+}
 
-    // packed decode succeeded: its samples' sums and norms are final
-    void end_packed() {
-        for (auto & kv : stats) {
-            Stats & s = kv.second;
-            if (!s.any_touched) continue;
-            for (size_t i = 0; i < s.sum2.size(); ++i) {
-                s.sum2[i] += s.sample_sq[i];
-                s.norm_sum[i] += s.pending_norm[i];
-                s.sample_sq[i] = 0.0;
-                s.pending_norm[i] = 0.0;
+// end of a sample: fold its per-column sums of squares into norm_sum (as an L2 norm) and sum2
+void Collector::end_sample() {
+    for (auto & kv : stats) {
+        Stats & s = kv.second;
+        if (!s.any_touched) continue;
+        for (int64_t m = 0; m < s.n_mat; ++m) {
+            if (!s.touched[m]) continue;
+            const int64_t base = m * s.n_in;
+            for (int64_t j = 0; j < s.n_in; ++j) {
+                const double sq = s.sample_sq[base + j];
+                s.sum2[base + j] += sq;
+                s.norm_sum[base + j] += std::sqrt(sq);
+                s.sample_sq[base + j] = 0.0;
             }
-            std::fill(s.touched.begin(), s.touched.end(), 0);
-            s.any_touched = false;
+            s.touched[m] = 0;
         }
+        s.any_touched = false;
     }
+}
 
-    // drop a partially observed sample (cancellation or a decode error)
-    void discard_sample() {
-        for (auto & kv : stats) {
-            Stats & s = kv.second;
-            std::fill(s.pending_norm.begin(), s.pending_norm.end(), 0.0);
-            std::fill(s.sample_sq.begin(), s.sample_sq.end(), 0.0);
-            std::fill(s.touched.begin(), s.touched.end(), 0);
-            s.any_touched = false;
+// packed decode succeeded: its samples' sums and norms are final
+void Collector::end_packed() {
+    for (auto & kv : stats) {
+        Stats & s = kv.second;
+        if (!s.any_touched) continue;
+        for (size_t i = 0; i < s.sum2.size(); ++i) {
+            s.sum2[i] += s.sample_sq[i];
+            s.norm_sum[i] += s.pending_norm[i];
+            s.sample_sq[i] = 0.0;
+            s.pending_norm[i] = 0.0;
         }
+        std::fill(s.touched.begin(), s.touched.end(), 0);
+        s.any_touched = false;
     }
+}
 
-    // counts are added as tokens are seen; a discarded sample must not keep them
-    void snapshot_counts(std::unordered_map<std::string, std::vector<double>> & out) {
-        out.clear();
-        for (auto & kv : stats) out[kv.first] = kv.second.counts;
+// drop a partially observed sample (cancellation or a decode error)
+void Collector::discard_sample() {
+    for (auto & kv : stats) {
+        Stats & s = kv.second;
+        std::fill(s.pending_norm.begin(), s.pending_norm.end(), 0.0);
+        std::fill(s.sample_sq.begin(), s.sample_sq.end(), 0.0);
+        std::fill(s.touched.begin(), s.touched.end(), 0);
+        s.any_touched = false;
     }
-    void restore_counts(const std::unordered_map<std::string, std::vector<double>> & saved) {
-        for (auto & kv : stats) {
-            auto it = saved.find(kv.first);
-            if (it != saved.end()) kv.second.counts = it->second;
-            else std::fill(kv.second.counts.begin(), kv.second.counts.end(), 0.0);
-        }
-    }
-};
+}
 
-static bool eval_callback(ggml_tensor * t, bool ask, void * user_data) {
+// counts are added as tokens are seen; a discarded sample must not keep them
+void Collector::snapshot_counts(std::unordered_map<std::string, std::vector<double>> & out) {
+    out.clear();
+    for (auto & kv : stats) out[kv.first] = kv.second.counts;
+}
+void Collector::restore_counts(const std::unordered_map<std::string, std::vector<double>> & saved) {
+    for (auto & kv : stats) {
+        auto it = saved.find(kv.first);
+        if (it != saved.end()) kv.second.counts = it->second;
+        else std::fill(kv.second.counts.begin(), kv.second.counts.end(), 0.0);
+    }
+}
+
+bool CollectorEvalCallback(ggml_tensor * t, bool ask, void * user_data) {
     auto * c = (Collector *) user_data;
     if (ask) return c->accept(t);
     if (!c->error.empty()) return false;
     return c->observe(t);
 }
 
-static bool abort_callback(void * user_data) {
+bool CollectorAbortCallback(void * user_data) {
     auto * c = (Collector *) user_data;
     return c->abort_flag && c->abort_flag->load();
-}
-
-struct ModelHandle {
-    llama_model * model = nullptr;
-    llama_context * ctx = nullptr;
-    std::unique_ptr<Collector> collector;
-    std::atomic<bool> abort_flag{false};
-    std::atomic<bool> busy{false};
-    int32_t n_ctx = 0;
-    int32_t n_batch = 0;
-    int32_t n_seq_max = 1;          // > 1: several short samples may share one forward pass
-
-    ~ModelHandle() {
-        if (ctx) llama_free(ctx);
-        if (model) llama_model_free(model);
-    }
-};
-
-struct LoadOptions {
-    std::string path;
-    int32_t n_gpu_layers = 0;
-    int32_t n_threads = 0;
-    int32_t n_ctx = 2048;
-    int32_t n_batch = 512;
-    int32_t n_seq_max = 16;
-    bool use_mmap = true;
-    int32_t flash_attn = -1;        // llama_flash_attn_type: -1 auto, 0 off, 1 on
-    bool kv_f32 = false;            // F32 KV cache instead of llama.cpp's default F16
-};
-
-// Everything a model load needs, done off the JS thread.
-static std::unique_ptr<ModelHandle> load_model(const LoadOptions & o, std::string & error) {
-    auto h = std::make_unique<ModelHandle>();
-    h->collector = std::make_unique<Collector>();
-
-    // the weight names and input widths, read from the GGUF itself: from every shard of a split
-    // model, found as llama.cpp's loader finds them (llama_split_prefix, llama_split_path)
-    std::vector<std::string> files = { o.path };
-    for (size_t f = 0; f < files.size(); ++f) {
-        ggml_context * meta = nullptr;
-        gguf_init_params gp = { /*no_alloc*/ true, &meta };
-        gguf_context * g = gguf_init_from_file(files[f].c_str(), gp);
-        if (!g) { error = "not a readable GGUF file: " + files[f]; return nullptr; }
-        const int64_t split_key = f == 0 ? gguf_find_key(g, "split.count") : -1;
-        const int n_split = split_key >= 0 && gguf_get_kv_type(g, split_key) == GGUF_TYPE_UINT16 ? gguf_get_val_u16(g, split_key) : 1;
-        if (n_split > 1) {
-            std::vector<char> buf(o.path.size() + 64, 0);
-            const int len = llama_split_prefix(buf.data(), buf.size(), o.path.c_str(), 0, n_split);
-            const std::string prefix(buf.data(), len > 0 ? len : 0);
-            for (int i = 1; len > 0 && i < n_split; ++i) {
-                if (llama_split_path(buf.data(), buf.size(), prefix.c_str(), i, n_split) > 0) files.emplace_back(buf.data());
-            }
-        }
-        for (int64_t i = 0; i < gguf_get_n_tensors(g); ++i) {
-            const char * name = gguf_get_tensor_name(g, i);
-            ggml_tensor * t = ggml_get_tensor(meta, name);
-            if (!t) continue;
-            WeightShape ws;
-            ws.n_in = t->ne[0];
-            ws.n_mat = t->ne[2];
-            h->collector->weights[name] = ws;
-        }
-        gguf_free(g);
-        ggml_free(meta);
-    }
-
-    llama_model_params mp = llama_model_default_params();
-    mp.n_gpu_layers = o.n_gpu_layers;
-    mp.load_mode = o.use_mmap ? LLAMA_LOAD_MODE_MMAP : LLAMA_LOAD_MODE_NONE;
-    {
-        LlamaLogCapture log;
-        h->model = llama_model_load_from_file(o.path.c_str(), mp);
-        if (!h->model) {
-            const std::string why = log.reason();
-            error = "llama.cpp could not load the model: " + o.path + (why.empty() ? "" : ": " + why);
-            return nullptr;
-        }
-    }
-
-    llama_context_params cp = llama_context_default_params();
-    const int32_t n_ctx_train = llama_model_n_ctx_train(h->model);
-    cp.n_ctx = (uint32_t) std::max<int32_t>(8, (n_ctx_train > 0 ? std::min(o.n_ctx, n_ctx_train) : o.n_ctx));
-    cp.n_batch = (uint32_t) std::max<int32_t>(1, std::min<int32_t>(o.n_batch, cp.n_ctx));
-    cp.n_ubatch = cp.n_batch;      // one llama_decode is one graph evaluation
-    // packing needs a transformer KV cache that keeps batch order (unified); recurrent models run one sample at a time
-    const bool can_pack = o.n_seq_max > 1 && !llama_model_is_recurrent(h->model) && !llama_model_is_hybrid(h->model);
-    cp.n_seq_max = can_pack ? (uint32_t) std::min(o.n_seq_max, 256) : 1;
-    cp.kv_unified = true;
-    if (o.n_threads > 0) { cp.n_threads = o.n_threads; cp.n_threads_batch = o.n_threads; }
-    cp.flash_attn_type = (llama_flash_attn_type) o.flash_attn;
-    if (o.kv_f32) { cp.type_k = GGML_TYPE_F32; cp.type_v = GGML_TYPE_F32; }
-    cp.cb_eval = eval_callback;
-    cp.cb_eval_user_data = h->collector.get();
-    cp.abort_callback = abort_callback;
-    cp.abort_callback_data = h->collector.get();
-    cp.no_perf = true;
-    h->collector->abort_flag = &h->abort_flag;
-    h->ctx = llama_init_from_model(h->model, cp);
-    if (!h->ctx) { error = "llama.cpp could not create a context for " + o.path; return nullptr; }
-    h->n_ctx = (int32_t) llama_n_ctx(h->ctx);
-    h->n_batch = (int32_t) llama_n_batch(h->ctx);
-    h->n_seq_max = (int32_t) llama_n_seq_max(h->ctx);
-    return h;
-}
-
-// Fill `batch` with tokens[pos, pos + n) of one sequence (id 0) at their own positions; the logits
-// of every token when `logits_all`, else of the sequence's last token only.
-static void fill_sequence_batch(llama_batch & batch, const std::vector<llama_token> & tokens, size_t pos, int32_t n, bool logits_all) {
-    batch.n_tokens = n;
-    for (int32_t i = 0; i < n; ++i) {
-        batch.token[i] = tokens[pos + i];
-        batch.pos[i] = (llama_pos) (pos + i);
-        batch.n_seq_id[i] = 1;
-        batch.seq_id[i][0] = 0;
-        batch.logits[i] = logits_all || pos + i + 1 == tokens.size();
-    }
-}
-
-static std::vector<llama_token> tokenize(const llama_vocab * vocab, const std::string & text, bool add_special) {
-    int32_t n = -llama_tokenize(vocab, text.data(), (int32_t) text.size(), nullptr, 0, add_special, false);
-    std::vector<llama_token> out(std::max<int32_t>(n, 0));
-    if (n > 0) {
-        int32_t got = llama_tokenize(vocab, text.data(), (int32_t) text.size(), out.data(), n, add_special, false);
-        if (got < 0) out.clear(); else out.resize(got);
-    }
-    return out;
-}
-
-class Model;
-
-struct Progress {
-    int64_t samples_done;
-    int64_t tokens_done;
-    double elapsed_ms;
-};
-
-// Collect statistics for a list of texts. Runs on a libuv worker: no N-API in here.
-class CollectWorker : public Napi::AsyncProgressQueueWorker<Progress> {
-public:
-    CollectWorker(Napi::Env env, Napi::Object model_ref, ModelHandle * h, std::vector<std::string> texts,
-                  Napi::Function progress, bool add_special, bool pack, bool collect_stats, bool logits_all)
-        : Napi::AsyncProgressQueueWorker<Progress>(env), h_(h), texts_(std::move(texts)), add_special_(add_special),
-          pack_(pack), collect_stats_(collect_stats), logits_all_(logits_all),
-          deferred_(Napi::Promise::Deferred::New(env)) {
-        model_ref_ = Napi::Persistent(model_ref);
-        if (!progress.IsEmpty()) progress_ = Napi::Persistent(progress);
-    }
-
-    Napi::Promise Promise() { return deferred_.Promise(); }
-
-    void Execute(const ExecutionProgress & progress) override {
-        Collector & c = *h_->collector;
-        c.stats.clear();
-        c.matmuls_seen.clear();
-        c.error.clear();
-        c.enabled = collect_stats_;
-        c.segments.clear();
-        const llama_vocab * vocab = llama_model_get_vocab(h_->model);
-        llama_memory_t mem = llama_get_memory(h_->ctx);
-        llama_batch batch = llama_batch_init(h_->n_batch, 0, 1);
-        auto t0 = std::chrono::steady_clock::now();
-        std::unordered_map<std::string, std::vector<double>> saved_counts;
-        auto fail = [&](int32_t rc, size_t si) {
-            if (h_->abort_flag.load()) aborted_ = true;
-            else if (!c.error.empty()) error_ = c.error;
-            else error_ = "llama_decode failed with code " + std::to_string(rc) + " on sample " + std::to_string(si);
-        };
-        auto report = [&]() {
-            Progress p{ samples_, tokens_, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() };
-            progress.Send(&p, 1);
-        };
-        // tokenize lazily, one sample ahead, so packing can look at the next sample's length
-        std::vector<llama_token> next;
-        size_t next_index = 0;
-        auto fetch = [&](size_t si, std::vector<llama_token> & out) -> bool {
-            out = tokenize(vocab, texts_[si], add_special_);
-            if (out.empty()) { empty_.push_back((int64_t) si); return false; }
-            if ((int32_t) out.size() > h_->n_ctx) {
-                out.resize(h_->n_ctx);
-                truncated_.push_back((int64_t) si);
-            }
-            return true;
-        };
-        size_t si = 0;
-        while (si < texts_.size()) {
-            if (h_->abort_flag.load()) { aborted_ = true; break; }
-            std::vector<llama_token> tokens;
-            if (next_index == si && !next.empty()) { tokens.swap(next); }
-            else if (!fetch(si, tokens)) { si++; continue; }
-            next.clear();
-
-            const bool packable = pack_ && h_->n_seq_max > 1 && (int32_t) tokens.size() <= h_->n_batch;
-            if (packable) {
-                // gather whole samples into one forward pass, one sequence each
-                std::vector<std::vector<llama_token>> group;
-                std::vector<size_t> group_index;
-                int64_t total = (int64_t) tokens.size();
-                group.push_back(std::move(tokens));
-                group_index.push_back(si);
-                size_t sj = si + 1;
-                while (sj < texts_.size() && (int32_t) group.size() < h_->n_seq_max) {
-                    std::vector<llama_token> cand;
-                    if (!fetch(sj, cand)) { sj++; continue; }
-                    if (total + (int64_t) cand.size() > h_->n_batch) { next.swap(cand); next_index = sj; break; }
-                    total += (int64_t) cand.size();
-                    group.push_back(std::move(cand));
-                    group_index.push_back(sj);
-                    sj++;
-                }
-                llama_memory_clear(mem, true);
-                c.snapshot_counts(saved_counts);
-                c.segments.clear();
-                int32_t n = 0;
-                for (size_t g = 0; g < group.size(); ++g) {
-                    c.segments.push_back({ n, (int64_t) group[g].size() });
-                    for (size_t i = 0; i < group[g].size(); ++i, ++n) {
-                        batch.token[n] = group[g][i];
-                        batch.pos[n] = (llama_pos) i;
-                        batch.n_seq_id[n] = 1;
-                        batch.seq_id[n][0] = (llama_seq_id) g;
-                        batch.logits[n] = logits_all_ || i + 1 == group[g].size();
-                    }
-                }
-                batch.n_tokens = n;
-                c.packed_rows = n;
-                c.generation++;
-                const int32_t rc = llama_decode(h_->ctx, batch);
-                c.segments.clear();
-                // the scheduler stops a graph whose callback said no, but llama_decode may still return 0
-                if (rc != 0 || !c.error.empty()) {
-                    fail(rc, group_index.front());
-                    c.discard_sample();
-                    c.restore_counts(saved_counts);
-                    break;
-                }
-                c.end_packed();
-                samples_ += (int64_t) group.size();
-                tokens_ += total;
-                report();
-                si = sj;
-                continue;
-            }
-
-            llama_memory_clear(mem, true);
-            c.snapshot_counts(saved_counts);
-            bool ok = true;
-            for (size_t pos = 0; pos < tokens.size(); pos += h_->n_batch) {
-                const int32_t n = (int32_t) std::min<size_t>(h_->n_batch, tokens.size() - pos);
-                // every token's logits: the last layer and the head see all tokens
-                fill_sequence_batch(batch, tokens, pos, n, logits_all_);
-                c.generation++;
-                const int32_t rc = llama_decode(h_->ctx, batch);
-                if (rc != 0 || !c.error.empty()) { ok = false; fail(rc, si); break; }
-            }
-            if (!ok) {
-                c.discard_sample();
-                c.restore_counts(saved_counts);
-                break;
-            }
-            c.end_sample();
-            samples_++;
-            tokens_ += (int64_t) tokens.size();
-            report();
-            si++;
-        }
-        llama_batch_free(batch);
-        llama_memory_clear(mem, true);
-        c.enabled = true;
-        elapsed_ms_ = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-    }
-
-    void OnProgress(const Progress * data, size_t count) override {
-        if (progress_.IsEmpty() || count == 0) return;
-        Napi::Env env = Env();
-        Napi::HandleScope scope(env);
-        const Progress & p = data[count - 1];
-        Napi::Object o = Napi::Object::New(env);
-        o.Set("samplesDone", (double) p.samples_done);
-        o.Set("tokensDone", (double) p.tokens_done);
-        o.Set("elapsedMs", p.elapsed_ms);
-        progress_.Call({ o });
-    }
-
-    void OnOK() override {
-        Napi::Env env = Env();
-        Napi::HandleScope scope(env);
-        h_->busy = false;
-        h_->abort_flag = false;
-        if (!error_.empty()) {
-            Napi::Error err = Napi::Error::New(env, error_);
-            err.Set("code", "EDECODE");
-            deferred_.Reject(err.Value());
-            return;
-        }
-        Napi::Object out = Napi::Object::New(env);
-        out.Set("samples", (double) samples_);
-        out.Set("tokens", (double) tokens_);
-        out.Set("elapsedMs", elapsed_ms_);
-        out.Set("aborted", aborted_);
-        Napi::Array trunc = Napi::Array::New(env, truncated_.size());
-        for (size_t i = 0; i < truncated_.size(); ++i) trunc.Set((uint32_t) i, (double) truncated_[i]);
-        out.Set("truncated", trunc);
-        Napi::Array empty = Napi::Array::New(env, empty_.size());
-        for (size_t i = 0; i < empty_.size(); ++i) empty.Set((uint32_t) i, (double) empty_[i]);
-        out.Set("empty", empty);
-        Napi::Array weights = Napi::Array::New(env);
-        for (auto & kv : h_->collector->stats) {
-            const Stats & s = kv.second;
-            Napi::Object w = Napi::Object::New(env);
-            w.Set("name", kv.first);
-            w.Set("nIn", (double) s.n_in);
-            w.Set("nMat", (double) s.n_mat);
-            auto copy = [&](const std::vector<double> & v) {
-                Napi::Float64Array a = Napi::Float64Array::New(env, v.size());
-                if (!v.empty()) memcpy(a.Data(), v.data(), v.size() * sizeof(double));
-                return a;
-            };
-            w.Set("sum2", copy(s.sum2));
-            w.Set("normSum", copy(s.norm_sum));
-            w.Set("counts", copy(s.counts));
-            weights.Set(weights.Length(), w);
-        }
-        out.Set("weights", weights);
-        h_->collector->stats.clear();
-        if (h_->collector->record_matmuls) {
-            // { name: src0 name, op: 'MUL_MAT' | 'MUL_MAT_ID', accepted: statistics were collected for it }
-            Napi::Array seen = Napi::Array::New(env);
-            for (auto & kv : h_->collector->matmuls_seen) {
-                Napi::Object m = Napi::Object::New(env);
-                m.Set("name", kv.first);
-                m.Set("op", kv.second.first == (int) GGML_OP_MUL_MAT_ID ? "MUL_MAT_ID" : "MUL_MAT");
-                m.Set("accepted", kv.second.second);
-                seen.Set(seen.Length(), m);
-            }
-            out.Set("matmuls", seen);
-            h_->collector->matmuls_seen.clear();
-            h_->collector->record_matmuls = false;
-        }
-        deferred_.Resolve(out);
-    }
-
-    void OnError(const Napi::Error & e) override {
-        h_->busy = false;
-        h_->abort_flag = false;
-        deferred_.Reject(e.Value());
-    }
-
-private:
-    ModelHandle * h_;
-    std::vector<std::string> texts_;
-    bool add_special_;
-    bool pack_;
-    bool collect_stats_;
-    bool logits_all_;
-    Napi::Promise::Deferred deferred_;
-    Napi::ObjectReference model_ref_;
-    Napi::FunctionReference progress_;
-    int64_t samples_ = 0;
-    int64_t tokens_ = 0;
-    double elapsed_ms_ = 0;
-    bool aborted_ = false;
-    std::string error_;
-    std::vector<int64_t> truncated_;
-    std::vector<int64_t> empty_;
-};
-
-// Logits of every position of one token sequence (plain forward pass, no statistics): for
-// evaluation (KL of a patched model against its source) through the same llama.cpp build.
-class LogitsWorker : public Napi::AsyncWorker {
-public:
-    LogitsWorker(Napi::Env env, Napi::Object model_ref, ModelHandle * h, std::vector<llama_token> tokens)
-        : Napi::AsyncWorker(env), h_(h), tokens_(std::move(tokens)), deferred_(Napi::Promise::Deferred::New(env)) {
-        model_ref_ = Napi::Persistent(model_ref);
-    }
-    Napi::Promise Promise() { return deferred_.Promise(); }
-    void Execute() override {
-        Collector & c = *h_->collector;
-        c.enabled = false;
-        const int32_t n_vocab = llama_vocab_n_tokens(llama_model_get_vocab(h_->model));
-        n_vocab_ = n_vocab;
-        llama_memory_t mem = llama_get_memory(h_->ctx);
-        llama_memory_clear(mem, true);
-        llama_batch batch = llama_batch_init(h_->n_batch, 0, 1);
-        out_.resize(tokens_.size() * (size_t) n_vocab);
-        for (size_t pos = 0; pos < tokens_.size() && error_.empty(); pos += h_->n_batch) {
-            const int32_t n = (int32_t) std::min<size_t>(h_->n_batch, tokens_.size() - pos);
-            fill_sequence_batch(batch, tokens_, pos, n, /*logits_all*/ true);
-            const int32_t rc = llama_decode(h_->ctx, batch);
-            if (rc != 0) { error_ = h_->abort_flag.load() ? "aborted" : "llama_decode failed with code " + std::to_string(rc); break; }
-            for (int32_t i = 0; i < n; ++i) {
-                const float * l = llama_get_logits_ith(h_->ctx, i);
-                if (!l) { error_ = "no logits for position " + std::to_string(pos + i); break; }
-                memcpy(out_.data() + (pos + i) * (size_t) n_vocab, l, sizeof(float) * n_vocab);
-            }
-        }
-        llama_batch_free(batch);
-        llama_memory_clear(mem, true);
-        c.enabled = true;
-    }
-    void OnOK() override {
-        Napi::Env env = Env();
-        h_->busy = false;
-        h_->abort_flag = false;
-        if (!error_.empty()) {
-            Napi::Error err = Napi::Error::New(env, error_);
-            err.Set("code", error_ == "aborted" ? "EABORT" : "EDECODE");
-            deferred_.Reject(err.Value());
-            return;
-        }
-        Napi::Float32Array a = Napi::Float32Array::New(env, out_.size());
-        if (!out_.empty()) memcpy(a.Data(), out_.data(), out_.size() * sizeof(float));
-        Napi::Object o = Napi::Object::New(env);
-        o.Set("logits", a);
-        o.Set("nVocab", n_vocab_);
-        o.Set("nTokens", (double) tokens_.size());
-        deferred_.Resolve(o);
-    }
-    void OnError(const Napi::Error & e) override { h_->busy = false; deferred_.Reject(e.Value()); }
-private:
-    ModelHandle * h_;
-    std::vector<llama_token> tokens_;
-    std::vector<float> out_;
-    int32_t n_vocab_ = 0;
-    std::string error_;
-    Napi::Promise::Deferred deferred_;
-    Napi::ObjectReference model_ref_;
-};
-
-class Model : public Napi::ObjectWrap<Model> {
-public:
-    static Napi::FunctionReference constructor;
-
-    static Napi::Function Define(Napi::Env env) {
-        return DefineClass(env, "Model", {
-            InstanceMethod("tokenize", &Model::Tokenize),
-            InstanceMethod("collect", &Model::Collect),
-            InstanceMethod("logits", &Model::Logits),
-            InstanceMethod("abort", &Model::Abort),
-            InstanceMethod("info", &Model::Info),
-            InstanceMethod("dispose", &Model::Dispose),
-        });
-    }
-
-    explicit Model(const Napi::CallbackInfo & info) : Napi::ObjectWrap<Model>(info) {
-        if (info.Length() < 1 || !info[0].IsExternal()) ThrowCoded(info.Env(), "EUSAGE", "use loadModel() to open a model");
-        handle_.reset(info[0].As<Napi::External<ModelHandle>>().Data());
-    }
-
-    ModelHandle * handle(Napi::Env env) {
-        if (!handle_) ThrowCoded(env, "EDISPOSED", "the model was disposed");
-        return handle_.get();
-    }
-
-private:
-    std::unique_ptr<ModelHandle> handle_;
-
-    Napi::Value Tokenize(const Napi::CallbackInfo & info) {
-        Napi::Env env = info.Env();
-        ModelHandle * h = handle(env);
-        if (info.Length() < 1 || !info[0].IsString()) ThrowCoded(env, "EUSAGE", "tokenize(text: string, addSpecial?: boolean)");
-        bool add_special = info.Length() < 2 || !info[1].IsBoolean() || info[1].As<Napi::Boolean>().Value();
-        std::vector<llama_token> toks = tokenize(llama_model_get_vocab(h->model), info[0].As<Napi::String>().Utf8Value(), add_special);
-        Napi::Int32Array out = Napi::Int32Array::New(env, toks.size());
-        if (!toks.empty()) memcpy(out.Data(), toks.data(), toks.size() * sizeof(int32_t));
-        return out;
-    }
-
-    // collect(texts: string[], onProgress?: (p) => void, addSpecial = true, options?): Promise<RawStats>
-    Napi::Value Collect(const Napi::CallbackInfo & info) {
-        Napi::Env env = info.Env();
-        ModelHandle * h = handle(env);
-        if (info.Length() < 1 || !info[0].IsArray()) ThrowCoded(env, "EUSAGE", "collect(texts: string[], onProgress?)");
-        if (h->busy.exchange(true)) ThrowCoded(env, "EBUSY", "a collection is already running on this model");
-        Napi::Array arr = info[0].As<Napi::Array>();
-        std::vector<std::string> texts;
-        texts.reserve(arr.Length());
-        for (uint32_t i = 0; i < arr.Length(); ++i) {
-            Napi::Value v = arr.Get(i);
-            if (!v.IsString()) { h->busy = false; ThrowCoded(env, "EUSAGE", "collect(): texts[" + std::to_string(i) + "] is not a string"); }
-            texts.push_back(v.As<Napi::String>().Utf8Value());
-        }
-        Napi::Function progress;
-        if (info.Length() > 1 && info[1].IsFunction()) progress = info[1].As<Napi::Function>();
-        bool add_special = info.Length() < 3 || !info[2].IsBoolean() || info[2].As<Napi::Boolean>().Value();
-        // options: { pack = true, stats = true (false: plain forward passes), logits = "all" | "last" }
-        bool pack = true, collect_stats = true, logits_all = true, record_matmuls = false;
-        if (info.Length() > 3 && info[3].IsObject()) {
-            Napi::Object o = info[3].As<Napi::Object>();
-            if (o.Get("matmuls").IsBoolean()) record_matmuls = o.Get("matmuls").As<Napi::Boolean>().Value();
-            if (o.Get("pack").IsBoolean()) pack = o.Get("pack").As<Napi::Boolean>().Value();
-            if (o.Get("stats").IsBoolean()) collect_stats = o.Get("stats").As<Napi::Boolean>().Value();
-            if (o.Get("logits").IsString()) logits_all = o.Get("logits").As<Napi::String>().Utf8Value() != "last";
-        }
-        if (collect_stats && !logits_all) { h->busy = false; ThrowCoded(env, "EUSAGE", "statistics need logits for every token"); }
-        h->abort_flag = false;
-        h->collector->record_matmuls = record_matmuls;
-        auto * w = new CollectWorker(env, Value(), h, std::move(texts), progress, add_special, pack, collect_stats, logits_all);
-        Napi::Promise p = w->Promise();
-        w->Queue();
-        return p;
-    }
-
-    // logits(tokens: Int32Array): Promise<{ logits: Float32Array (nTokens x nVocab), nVocab, nTokens }>
-    Napi::Value Logits(const Napi::CallbackInfo & info) {
-        Napi::Env env = info.Env();
-        ModelHandle * h = handle(env);
-        if (info.Length() < 1 || !info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) ThrowCoded(env, "EUSAGE", "logits(tokens: Int32Array)");
-        Napi::Int32Array arr = info[0].As<Napi::Int32Array>();
-        const int32_t n_vocab = llama_vocab_n_tokens(llama_model_get_vocab(h->model));
-        if (arr.ElementLength() == 0) ThrowCoded(env, "EUSAGE", "logits(): no tokens");
-        if ((int64_t) arr.ElementLength() > h->n_ctx) ThrowCoded(env, "EUSAGE", "logits(): " + std::to_string(arr.ElementLength()) + " tokens exceed the context of " + std::to_string(h->n_ctx));
-        std::vector<llama_token> tokens(arr.Data(), arr.Data() + arr.ElementLength());
-        for (llama_token t : tokens) if (t < 0 || t >= n_vocab) ThrowCoded(env, "EUSAGE", "logits(): token id " + std::to_string(t) + " is outside the vocabulary");
-        if (h->busy.exchange(true)) ThrowCoded(env, "EBUSY", "the model is busy");
-        auto * w = new LogitsWorker(env, Value(), h, std::move(tokens));
-        Napi::Promise p = w->Promise();
-        w->Queue();
-        return p;
-    }
-
-    Napi::Value Abort(const Napi::CallbackInfo & info) {
-        if (handle_) handle_->abort_flag = true;
-        return info.Env().Undefined();
-    }
-
-    Napi::Value Info(const Napi::CallbackInfo & info) {
-        Napi::Env env = info.Env();
-        ModelHandle * h = handle(env);
-        Napi::Object o = Napi::Object::New(env);
-        const llama_vocab * vocab = llama_model_get_vocab(h->model);
-        o.Set("nCtx", h->n_ctx);
-        o.Set("nBatch", h->n_batch);
-        o.Set("nSeqMax", h->n_seq_max);
-        o.Set("nCtxTrain", llama_model_n_ctx_train(h->model));
-        o.Set("nEmbd", llama_model_n_embd(h->model));
-        o.Set("nLayer", llama_model_n_layer(h->model));
-        o.Set("nVocab", llama_vocab_n_tokens(vocab));
-        o.Set("addBos", llama_vocab_get_add_bos(vocab));
-        o.Set("bos", llama_vocab_bos(vocab));
-        o.Set("nParams", (double) llama_model_n_params(h->model));
-        o.Set("sizeBytes", (double) llama_model_size(h->model));
-        char desc[256];
-        llama_model_desc(h->model, desc, sizeof(desc));
-        o.Set("description", desc);
-        o.Set("weightCount", (double) h->collector->weights.size());
-        return o;
-    }
-
-    Napi::Value Dispose(const Napi::CallbackInfo & info) {
-        if (handle_ && handle_->busy.load()) ThrowCoded(info.Env(), "EBUSY", "cannot dispose while a collection is running; abort it first");
-        handle_.reset();
-        return info.Env().Undefined();
-    }
-};
-
-Napi::FunctionReference Model::constructor;
-
-class LoadWorker : public Napi::AsyncWorker {
-public:
-    LoadWorker(Napi::Env env, LoadOptions o) : Napi::AsyncWorker(env), o_(std::move(o)), deferred_(Napi::Promise::Deferred::New(env)) {}
-    Napi::Promise Promise() { return deferred_.Promise(); }
-    void Execute() override { h_ = load_model(o_, error_); }
-    void OnOK() override {
-        Napi::Env env = Env();
-        if (!h_) {
-            Napi::Error err = Napi::Error::New(env, error_);
-            err.Set("code", "ELOAD");
-            deferred_.Reject(err.Value());
-            return;
-        }
-        Napi::Object m = Model::constructor.New({ Napi::External<ModelHandle>::New(env, h_.release()) });
-        deferred_.Resolve(m);
-    }
-private:
-    LoadOptions o_;
-    std::unique_ptr<ModelHandle> h_;
-    std::string error_;
-    Napi::Promise::Deferred deferred_;
-};
-
-// loadModel(path, { nGpuLayers, nThreads, nCtx, nBatch, useMmap }): Promise<Model>
-static Napi::Value LoadModel(const Napi::CallbackInfo & info) {
-    Napi::Env env = info.Env();
-    if (!BackendReady()) ThrowCoded(env, "ENOBACKEND", "call init() first");
-    if (info.Length() < 1 || !info[0].IsString()) ThrowCoded(env, "EUSAGE", "loadModel(path: string, options?)");
-    LoadOptions o;
-    o.path = info[0].As<Napi::String>().Utf8Value();
-    if (info.Length() > 1 && info[1].IsObject()) {
-        Napi::Object opt = info[1].As<Napi::Object>();
-        auto num = [&](const char * k, int32_t & dst) { if (opt.Has(k) && opt.Get(k).IsNumber()) dst = opt.Get(k).As<Napi::Number>().Int32Value(); };
-        num("nGpuLayers", o.n_gpu_layers);
-        num("nThreads", o.n_threads);
-        num("nCtx", o.n_ctx);
-        num("nBatch", o.n_batch);
-        num("nSeqMax", o.n_seq_max);
-        if (opt.Has("useMmap") && opt.Get("useMmap").IsBoolean()) o.use_mmap = opt.Get("useMmap").As<Napi::Boolean>().Value();
-        if (opt.Get("flashAttn").IsString()) {
-            const std::string fa = opt.Get("flashAttn").As<Napi::String>().Utf8Value();
-            if (fa == "auto") o.flash_attn = -1; else if (fa == "on") o.flash_attn = 1; else if (fa == "off") o.flash_attn = 0;
-            else ThrowCoded(env, "EUSAGE", "flashAttn must be auto, on or off");
-        }
-        if (opt.Get("kvType").IsString()) {
-            const std::string kv = opt.Get("kvType").As<Napi::String>().Utf8Value();
-            if (kv == "f32") o.kv_f32 = true; else if (kv != "f16") ThrowCoded(env, "EUSAGE", "kvType must be f16 or f32");
-        }
-    }
-    if (o.n_ctx < 1 || o.n_batch < 1) ThrowCoded(env, "EUSAGE", "nCtx and nBatch must be positive");
-    if (o.n_seq_max < 1 || o.n_seq_max > 256) ThrowCoded(env, "EUSAGE", "nSeqMax must be 1..256");
-    auto * w = new LoadWorker(env, o);
-    Napi::Promise p = w->Promise();
-    w->Queue();
-    return p;
-}
-
-} // namespace
-
-void RegisterCollector(Napi::Env env, Napi::Object exports) {
-    Napi::Function ctor = Model::Define(env);
-    Model::constructor = Napi::Persistent(ctor);
-    Model::constructor.SuppressDestruct();
-    exports.Set("Model", ctor);
-    exports.Set("loadModel", Napi::Function::New(env, LoadModel));
 }

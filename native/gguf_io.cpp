@@ -2,8 +2,7 @@
 // files), or rewrite the metadata of an existing file keeping its tensor layout (patching).
 // Tensor data is streamed by the TS side; these functions only produce header bytes.
 #include "common.h"
-#include "ggml.h"
-#include "gguf.h"
+#include "ggml-cpp.h"
 
 #include <cerrno>
 #include <algorithm>
@@ -22,28 +21,6 @@
 
 namespace {
 
-struct GgufDeleter { void operator()(gguf_context * c) const { if (c) gguf_free(c); } };
-struct GgmlDeleter { void operator()(ggml_context * c) const { if (c) ggml_free(c); } };
-using GgufPtr = std::unique_ptr<gguf_context, GgufDeleter>;
-using GgmlPtr = std::unique_ptr<ggml_context, GgmlDeleter>;
-
-double num(Napi::Value v) {
-    if (v.IsBigInt()) { bool lossless; return (double) v.As<Napi::BigInt>().Int64Value(&lossless); }
-    return v.As<Napi::Number>().DoubleValue();
-}
-
-bool is_num(Napi::Value v) { return v.IsNumber() || v.IsBigInt(); }
-
-int64_t i64(Napi::Value v) {
-    if (v.IsBigInt()) { bool lossless; return v.As<Napi::BigInt>().Int64Value(&lossless); }
-    return v.As<Napi::Number>().Int64Value();
-}
-
-uint64_t u64(Napi::Value v) {
-    if (v.IsBigInt()) { bool lossless; return v.As<Napi::BigInt>().Uint64Value(&lossless); }
-    return (uint64_t) v.As<Napi::Number>().Int64Value();
-}
-
 // Set one key from { key, type, arrayType?, value } (types as in gguf.h enum gguf_type).
 void set_kv(Napi::Env env, gguf_context * ctx, Napi::Object e) {
     if (!e.Get("key").IsString() || !e.Get("type").IsNumber()) ThrowCoded(env, "EUSAGE", "metadata entry needs key (string) and type (number)");
@@ -54,16 +31,16 @@ void set_kv(Napi::Env env, gguf_context * ctx, Napi::Object e) {
     auto need = [&](bool ok) { if (!ok) ThrowCoded(env, "EUSAGE", "metadata \"" + key + "\": value does not match its type"); };
     const char * k = key.c_str();
     switch (type) {
-        case GGUF_TYPE_UINT8:   need(is_num(v)); gguf_set_val_u8(ctx, k, (uint8_t) i64(v)); break;
-        case GGUF_TYPE_INT8:    need(is_num(v)); gguf_set_val_i8(ctx, k, (int8_t) i64(v)); break;
-        case GGUF_TYPE_UINT16:  need(is_num(v)); gguf_set_val_u16(ctx, k, (uint16_t) i64(v)); break;
-        case GGUF_TYPE_INT16:   need(is_num(v)); gguf_set_val_i16(ctx, k, (int16_t) i64(v)); break;
-        case GGUF_TYPE_UINT32:  need(is_num(v)); gguf_set_val_u32(ctx, k, (uint32_t) i64(v)); break;
-        case GGUF_TYPE_INT32:   need(is_num(v)); gguf_set_val_i32(ctx, k, (int32_t) i64(v)); break;
-        case GGUF_TYPE_FLOAT32: need(is_num(v)); gguf_set_val_f32(ctx, k, (float) num(v)); break;
-        case GGUF_TYPE_UINT64:  need(is_num(v)); gguf_set_val_u64(ctx, k, u64(v)); break;
-        case GGUF_TYPE_INT64:   need(is_num(v)); gguf_set_val_i64(ctx, k, i64(v)); break;
-        case GGUF_TYPE_FLOAT64: need(is_num(v)); gguf_set_val_f64(ctx, k, num(v)); break;
+        case GGUF_TYPE_UINT8:   need(IsNumeric(v)); gguf_set_val_u8(ctx, k, (uint8_t) NumericInt64(v)); break;
+        case GGUF_TYPE_INT8:    need(IsNumeric(v)); gguf_set_val_i8(ctx, k, (int8_t) NumericInt64(v)); break;
+        case GGUF_TYPE_UINT16:  need(IsNumeric(v)); gguf_set_val_u16(ctx, k, (uint16_t) NumericInt64(v)); break;
+        case GGUF_TYPE_INT16:   need(IsNumeric(v)); gguf_set_val_i16(ctx, k, (int16_t) NumericInt64(v)); break;
+        case GGUF_TYPE_UINT32:  need(IsNumeric(v)); gguf_set_val_u32(ctx, k, (uint32_t) NumericInt64(v)); break;
+        case GGUF_TYPE_INT32:   need(IsNumeric(v)); gguf_set_val_i32(ctx, k, (int32_t) NumericInt64(v)); break;
+        case GGUF_TYPE_FLOAT32: need(IsNumeric(v)); gguf_set_val_f32(ctx, k, (float) NumericDouble(v)); break;
+        case GGUF_TYPE_UINT64:  need(IsNumeric(v)); gguf_set_val_u64(ctx, k, NumericUint64(v)); break;
+        case GGUF_TYPE_INT64:   need(IsNumeric(v)); gguf_set_val_i64(ctx, k, NumericInt64(v)); break;
+        case GGUF_TYPE_FLOAT64: need(IsNumeric(v)); gguf_set_val_f64(ctx, k, NumericDouble(v)); break;
         case GGUF_TYPE_BOOL:    need(v.IsBoolean()); gguf_set_val_bool(ctx, k, v.As<Napi::Boolean>().Value()); break;
         case GGUF_TYPE_STRING:  need(v.IsString()); gguf_set_val_str(ctx, k, v.As<Napi::String>().Utf8Value().c_str()); break;
         case GGUF_TYPE_ARRAY: {
@@ -97,16 +74,16 @@ void set_kv(Napi::Env env, gguf_context * ctx, Napi::Object e) {
                 uint8_t * p = buf.data() + elem * i;
                 switch (at) {
                     case GGUF_TYPE_BOOL:    { need(x.IsBoolean()); uint8_t b = x.As<Napi::Boolean>().Value(); memcpy(p, &b, 1); break; }
-                    case GGUF_TYPE_UINT8:   { need(is_num(x)); uint8_t y = (uint8_t) i64(x); memcpy(p, &y, 1); break; }
-                    case GGUF_TYPE_INT8:    { need(is_num(x)); int8_t y = (int8_t) i64(x); memcpy(p, &y, 1); break; }
-                    case GGUF_TYPE_UINT16:  { need(is_num(x)); uint16_t y = (uint16_t) i64(x); memcpy(p, &y, 2); break; }
-                    case GGUF_TYPE_INT16:   { need(is_num(x)); int16_t y = (int16_t) i64(x); memcpy(p, &y, 2); break; }
-                    case GGUF_TYPE_UINT32:  { need(is_num(x)); uint32_t y = (uint32_t) i64(x); memcpy(p, &y, 4); break; }
-                    case GGUF_TYPE_INT32:   { need(is_num(x)); int32_t y = (int32_t) i64(x); memcpy(p, &y, 4); break; }
-                    case GGUF_TYPE_FLOAT32: { need(is_num(x)); float y = (float) num(x); memcpy(p, &y, 4); break; }
-                    case GGUF_TYPE_UINT64:  { need(is_num(x)); uint64_t y = u64(x); memcpy(p, &y, 8); break; }
-                    case GGUF_TYPE_INT64:   { need(is_num(x)); int64_t y = i64(x); memcpy(p, &y, 8); break; }
-                    case GGUF_TYPE_FLOAT64: { need(is_num(x)); double y = num(x); memcpy(p, &y, 8); break; }
+                    case GGUF_TYPE_UINT8:   { need(IsNumeric(x)); uint8_t y = (uint8_t) NumericInt64(x); memcpy(p, &y, 1); break; }
+                    case GGUF_TYPE_INT8:    { need(IsNumeric(x)); int8_t y = (int8_t) NumericInt64(x); memcpy(p, &y, 1); break; }
+                    case GGUF_TYPE_UINT16:  { need(IsNumeric(x)); uint16_t y = (uint16_t) NumericInt64(x); memcpy(p, &y, 2); break; }
+                    case GGUF_TYPE_INT16:   { need(IsNumeric(x)); int16_t y = (int16_t) NumericInt64(x); memcpy(p, &y, 2); break; }
+                    case GGUF_TYPE_UINT32:  { need(IsNumeric(x)); uint32_t y = (uint32_t) NumericInt64(x); memcpy(p, &y, 4); break; }
+                    case GGUF_TYPE_INT32:   { need(IsNumeric(x)); int32_t y = (int32_t) NumericInt64(x); memcpy(p, &y, 4); break; }
+                    case GGUF_TYPE_FLOAT32: { need(IsNumeric(x)); float y = (float) NumericDouble(x); memcpy(p, &y, 4); break; }
+                    case GGUF_TYPE_UINT64:  { need(IsNumeric(x)); uint64_t y = NumericUint64(x); memcpy(p, &y, 8); break; }
+                    case GGUF_TYPE_INT64:   { need(IsNumeric(x)); int64_t y = NumericInt64(x); memcpy(p, &y, 8); break; }
+                    case GGUF_TYPE_FLOAT64: { need(IsNumeric(x)); double y = NumericDouble(x); memcpy(p, &y, 8); break; }
                 }
             }
             gguf_set_arr_data(ctx, k, (gguf_type) at, buf.data(), n);
@@ -158,13 +135,13 @@ Napi::Value BuildHeader(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
     if (info.Length() < 1 || !info[0].IsObject()) ThrowCoded(env, "EUSAGE", "ggufBuildHeader(spec)");
     Napi::Object spec = info[0].As<Napi::Object>();
-    GgufPtr ctx(gguf_init_empty());
+    gguf_context_ptr ctx(gguf_init_empty());
     apply_kv(env, ctx.get(), spec.Get("metadata"), Napi::Value());
     Napi::Value tv = spec.Get("tensors");
     if (!tv.IsArray()) ThrowCoded(env, "EUSAGE", "spec.tensors must be an array");
     Napi::Array tensors = tv.As<Napi::Array>();
     ggml_init_params ip = { ggml_tensor_overhead() * (tensors.Length() + 1), nullptr, /*no_alloc*/ true };
-    GgmlPtr meta(ggml_init(ip));
+    ggml_context_ptr meta(ggml_init(ip));
     std::unordered_set<std::string> seen;
     for (uint32_t i = 0; i < tensors.Length(); ++i) {
         Napi::Object t = tensors.Get(i).As<Napi::Object>();
@@ -178,7 +155,7 @@ Napi::Value BuildHeader(const Napi::CallbackInfo & info) {
         if (shape.Length() < 1 || shape.Length() > GGML_MAX_DIMS) ThrowCoded(env, "EUSAGE", "tensor \"" + name + "\": 1 to 4 dimensions");
         int64_t ne[GGML_MAX_DIMS] = {1, 1, 1, 1};
         for (uint32_t d = 0; d < shape.Length(); ++d) {
-            ne[d] = i64(shape.Get(d));
+            ne[d] = NumericInt64(shape.Get(d));
             if (ne[d] <= 0) ThrowCoded(env, "EUSAGE", "tensor \"" + name + "\": dimensions must be > 0");
         }
         if (ne[0] % ggml_blck_size((ggml_type) type) != 0) ThrowCoded(env, "EUSAGE", "tensor \"" + name + "\": row length is not a multiple of the block size");
@@ -197,8 +174,8 @@ Napi::Value RewriteHeader(const Napi::CallbackInfo & info) {
     const std::string path = info[0].As<Napi::String>().Utf8Value();
     ggml_context * meta_raw = nullptr;
     gguf_init_params gp = { /*no_alloc*/ true, &meta_raw };
-    GgufPtr ctx(gguf_init_from_file(path.c_str(), gp));
-    GgmlPtr meta(meta_raw);
+    gguf_context_ptr ctx(gguf_init_from_file(path.c_str(), gp));
+    ggml_context_ptr meta(meta_raw);
     if (!ctx) ThrowCoded(env, "EBADGGUF", "ggml could not read the GGUF header of " + path);
     apply_kv(env, ctx.get(), info.Length() > 1 ? info[1] : Napi::Value(), info.Length() > 2 ? info[2] : Napi::Value());
     return header_result(env, ctx.get());
@@ -253,9 +230,8 @@ Napi::Value CopyFileRange(const Napi::CallbackInfo & info) {
             const int e = errno;
             if (e == EINTR) continue;
             if (done == 0 && (e == ENOSYS || e == EXDEV || e == EINVAL || e == EOPNOTSUPP || e == EPERM)) return Napi::Number::New(env, -1);
-            Napi::Error err = Napi::Error::New(env, std::string("copy_file_range: ") + strerror(e));
             const char * name = e == ENOSPC ? "ENOSPC" : e == EFBIG ? "EFBIG" : e == EDQUOT ? "EDQUOT" : e == EIO ? "EIO" : e == EBADF ? "EBADF" : "EIO";
-            err.Set("code", Napi::String::New(env, name));
+            Napi::Error err = CodedJsError(env, name, std::string("copy_file_range: ") + strerror(e));
             err.Set("errno", Napi::Number::New(env, -e));
             throw err;
         }

@@ -6,12 +6,9 @@
 // shared/docs/training-notes.md): gradients are zeroed after every optimizer step, token_embd is
 // made a parameter, and the K/V projections get gradients through native/patches/kv-gradient.diff
 // (source build only; the prebuilt libllama trains attn_k/attn_v not at all).
-#include "common.h"
-#include "llama.h"
-#include "ggml.h"
-#include "ggml-backend.h"
+#include "train.h"
+#include "ggml-cpp.h"
 #include "ggml-opt.h"
-#include "gguf.h"
 
 #include <algorithm>
 #include <chrono>
@@ -23,61 +20,15 @@
 #include <string>
 #include <vector>
 
-namespace {
-
-struct ModelDeleter { void operator()(llama_model * m) const { llama_model_free(m); } };
-struct ContextDeleter { void operator()(llama_context * c) const { llama_free(c); } };
-struct GgufDeleter { void operator()(gguf_context * g) const { gguf_free(g); } };
-struct GgmlDeleter { void operator()(ggml_context * g) const { ggml_free(g); } };
-struct DatasetDeleter { void operator()(ggml_opt_dataset * d) const { ggml_opt_dataset_free(d); } };
-struct ResultDeleter { void operator()(ggml_opt_result * r) const { ggml_opt_result_free(r); } };
-using ModelPtr = std::unique_ptr<llama_model, ModelDeleter>;
-using ContextPtr = std::unique_ptr<llama_context, ContextDeleter>;
-
 // ---------------------------------------------------------------------------------------------
-// Argument helpers: every input is checked before it can reach a GGML_ASSERT.
+// Model and context creation shared by training and evaluation (train.h).
 
-std::string RequireString(Napi::Env env, const Napi::Value & v, const char * what) {
-    if (!v.IsString()) ThrowCoded(env, "EUSAGE", std::string(what) + " must be a string");
-    return v.As<Napi::String>().Utf8Value();
-}
-
-double NumberOption(Napi::Env env, const Napi::Object & o, const char * key, double fallback, double lo, double hi) {
-    if (!o.Has(key) || o.Get(key).IsUndefined()) return fallback;
-    Napi::Value v = o.Get(key);
-    if (!v.IsNumber()) ThrowCoded(env, "EUSAGE", std::string(key) + " must be a number");
-    double d = v.As<Napi::Number>().DoubleValue();
-    if (!std::isfinite(d) || d < lo || d > hi) {
-        ThrowCoded(env, "EUSAGE", std::string(key) + " must be in [" + std::to_string(lo) + ", " + std::to_string(hi) + "], got " + std::to_string(d));
-    }
-    return d;
-}
-
-int IntOption(Napi::Env env, const Napi::Object & o, const char * key, int fallback, int lo, int hi) {
-    double d = NumberOption(env, o, key, fallback, lo, hi);
-    if (d != std::floor(d)) ThrowCoded(env, "EUSAGE", std::string(key) + " must be an integer");
-    return (int) d;
-}
-
-std::vector<std::string> StringArray(Napi::Env env, const Napi::Value & v, const char * what) {
-    if (!v.IsArray()) ThrowCoded(env, "EUSAGE", std::string(what) + " must be an array of strings");
-    Napi::Array a = v.As<Napi::Array>();
-    std::vector<std::string> out;
-    out.reserve(a.Length());
-    for (uint32_t i = 0; i < a.Length(); i++) out.push_back(RequireString(env, a.Get(i), what));
-    return out;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Model and context creation shared by training and evaluation.
-
-// Checks a GGUF before llama.cpp sees it: readable, and (for training) every tensor F32.
 bool CheckGguf(const std::string & path, bool require_f32, std::string & error) {
     FILE * f = fopen(path.c_str(), "rb");   // checked first: gguf_init_from_file logs a missing file to stderr
     if (!f) { error = "not a readable GGUF file: " + path; return false; }
     fclose(f);
     gguf_init_params params = { /*no_alloc =*/ true, /*ctx =*/ nullptr };
-    std::unique_ptr<gguf_context, GgufDeleter> g(gguf_init_from_file(path.c_str(), params));
+    gguf_context_ptr g(gguf_init_from_file(path.c_str(), params));
     if (!g) { error = "not a readable GGUF file: " + path; return false; }
     if (require_f32) {
         for (int64_t i = 0; i < gguf_get_n_tensors(g.get()); i++) {
@@ -91,28 +42,19 @@ bool CheckGguf(const std::string & path, bool require_f32, std::string & error) 
     return true;
 }
 
-ModelPtr LoadModel(const std::string & path, bool require_f32, std::string & error) {
+llama_model_ptr LoadWritableModel(const std::string & path, bool require_f32, std::string & error) {
     if (!BackendReady()) { error = "native backend not initialized"; return nullptr; }
     if (!CheckGguf(path, require_f32, error)) return nullptr;
     llama_model_params mp = llama_model_default_params();
     mp.n_gpu_layers = 0;              // training runs on the CPU; evaluation of this tiny model too
     mp.load_mode = LLAMA_LOAD_MODE_NONE;   // writable weights, no mmap
     mp.use_extra_bufts = false;       // no repacked weights: training writes them in place
-    ModelPtr model(llama_model_load_from_file(path.c_str(), mp));
+    llama_model_ptr model(llama_model_load_from_file(path.c_str(), mp));
     if (!model) error = "llama.cpp could not load the model " + path;
     return model;
 }
 
-struct ContextOptions {
-    uint32_t n_ctx = 0;
-    uint32_t n_batch = 0;
-    uint32_t n_seq = 1;
-    int threads = 1;
-    ggml_backend_sched_eval_callback cb_eval = nullptr;
-    void * cb_eval_user_data = nullptr;
-};
-
-ContextPtr NewContext(llama_model * model, const ContextOptions & o, std::string & error) {
+llama_context_ptr NewContext(llama_model * model, const ContextOptions & o, std::string & error) {
     llama_context_params cp = llama_context_default_params();
     cp.n_ctx = o.n_ctx;
     cp.n_batch = o.n_batch;
@@ -125,10 +67,16 @@ ContextPtr NewContext(llama_model * model, const ContextOptions & o, std::string
     cp.type_v = GGML_TYPE_F32;
     cp.cb_eval = o.cb_eval;
     cp.cb_eval_user_data = o.cb_eval_user_data;
-    ContextPtr ctx(llama_init_from_model(model, cp));
+    llama_context_ptr ctx(llama_init_from_model(model, cp));
     if (!ctx) error = "llama.cpp could not create a context";
     return ctx;
 }
+
+namespace {
+
+// ggml-cpp.h has no pointer types for ggml-opt's objects.
+struct OptDatasetDeleter { void operator()(ggml_opt_dataset * d) const { ggml_opt_dataset_free(d); } };
+struct OptResultDeleter { void operator()(ggml_opt_result * r) const { ggml_opt_result_free(r); } };
 
 // ---------------------------------------------------------------------------------------------
 // Training.
@@ -249,13 +197,13 @@ void TrainEpochCallback(bool train, ggml_opt_context_t, ggml_opt_dataset_t, ggml
 // started from instead: its keys, its tensor order, the trained tensors' data.
 bool WriteWithMetadataOf(const std::string & metadata_from, const std::string & tensors_from, const std::string & out, std::string & error) {
     gguf_init_params meta_params = { /*no_alloc =*/ true, /*ctx =*/ nullptr };
-    std::unique_ptr<gguf_context, GgufDeleter> meta(gguf_init_from_file(metadata_from.c_str(), meta_params));
+    gguf_context_ptr meta(gguf_init_from_file(metadata_from.c_str(), meta_params));
     ggml_context * data_ctx_raw = nullptr;
     gguf_init_params data_params = { /*no_alloc =*/ false, /*ctx =*/ &data_ctx_raw };
-    std::unique_ptr<gguf_context, GgufDeleter> data(gguf_init_from_file(tensors_from.c_str(), data_params));
-    std::unique_ptr<ggml_context, GgmlDeleter> data_ctx(data_ctx_raw);
+    gguf_context_ptr data(gguf_init_from_file(tensors_from.c_str(), data_params));
+    ggml_context_ptr data_ctx(data_ctx_raw);
     if (!meta || !data || !data_ctx) { error = "could not read back " + (meta ? tensors_from : metadata_from); return false; }
-    std::unique_ptr<gguf_context, GgufDeleter> g(gguf_init_empty());
+    gguf_context_ptr g(gguf_init_empty());
     gguf_set_kv(g.get(), meta.get());
     for (int64_t i = 0; i < gguf_get_n_tensors(meta.get()); i++) {
         const char * name = gguf_get_tensor_name(meta.get(), i);
@@ -270,14 +218,12 @@ bool WriteWithMetadataOf(const std::string & metadata_from, const std::string & 
 
 bool g_training_busy = false;   // guarded by the JS thread: set in TrainModel, cleared in OnOK/OnError
 
-class TrainWorker : public Napi::AsyncProgressQueueWorker<TrainProgress> {
+class TrainWorker : public PromiseWorker<Napi::AsyncProgressQueueWorker<TrainProgress>> {
 public:
     TrainWorker(Napi::Env env, TrainOptions options, Napi::Function on_progress)
-        : Napi::AsyncProgressQueueWorker<TrainProgress>(env, "mathneuro.train"),
-          options_(std::move(options)), deferred_(Napi::Promise::Deferred::New(env)) {
+        : PromiseWorker(env, "mathneuro.train"), options_(std::move(options)) {
         if (!on_progress.IsEmpty()) on_progress_ = Napi::Persistent(on_progress);
     }
-    Napi::Promise Promise() { return deferred_.Promise(); }
 
     void Execute(const ExecutionProgress & progress) override {
         std::string error;
@@ -315,14 +261,12 @@ public:
         o.Set("parameters", (double) n_params_);
         o.Set("trainedTensors", (double) n_trained_tensors_);
         o.Set("nCtx", (double) options_.n_ctx);
-        deferred_.Resolve(o);
+        Resolve(o);
     }
 
     void OnError(const Napi::Error & e) override {
         g_training_busy = false;
-        Napi::Error err = Napi::Error::New(Env(), e.Message());
-        err.Set("code", Napi::String::New(Env(), "EDECODE"));
-        deferred_.Reject(err.Value());
+        RejectCoded("EDECODE", e.Message());
     }
 
 private:
@@ -333,7 +277,7 @@ private:
         const int64_t window = o.n_ctx + 1;
         state.total_steps = (int64_t) o.tokens.size() / window;
 
-        ModelPtr model = LoadModel(o.model_path, /*require_f32 =*/ true, error);
+        llama_model_ptr model = LoadWritableModel(o.model_path, /*require_f32 =*/ true, error);
         if (!model) return;
         const llama_vocab * vocab = llama_model_get_vocab(model.get());
         const int32_t n_vocab = llama_vocab_n_tokens(vocab);
@@ -346,7 +290,7 @@ private:
         co.threads = o.threads;
         co.cb_eval = TrainEvalCallback;
         co.cb_eval_user_data = &state;
-        ContextPtr ctx = NewContext(model.get(), co, error);
+        llama_context_ptr ctx = NewContext(model.get(), co, error);
         if (!ctx) return;
         // llama.cpp rounds n_ctx up (to a multiple of 256); opt_epoch sizes its samples with the rounded value.
         if ((int) llama_n_ctx(ctx.get()) != o.n_ctx) {
@@ -375,11 +319,11 @@ private:
 
         g_epoch_state = &state;
         state.started = std::chrono::steady_clock::now();
-        std::unique_ptr<ggml_opt_result, ResultDeleter> result(ggml_opt_result_init());
+        std::unique_ptr<ggml_opt_result, OptResultDeleter> result(ggml_opt_result_init());
         double last_loss = NAN;
         for (int64_t first = 0; first < state.total_steps; first += o.chunk_windows) {
             const int64_t n = std::min<int64_t>(o.chunk_windows, state.total_steps - first);
-            std::unique_ptr<ggml_opt_dataset, DatasetDeleter> dataset(
+            std::unique_ptr<ggml_opt_dataset, OptDatasetDeleter> dataset(
                 ggml_opt_dataset_init(GGML_TYPE_I32, GGML_TYPE_I32, o.n_ctx, o.n_ctx, n, /*ndata_shard =*/ 1));
             auto * data = (int32_t *) ggml_opt_dataset_data(dataset.get())->data;
             auto * labels = (int32_t *) ggml_opt_dataset_labels(dataset.get())->data;
@@ -407,7 +351,6 @@ private:
     }
 
     TrainOptions options_;
-    Napi::Promise::Deferred deferred_;
     Napi::FunctionReference on_progress_;
     int64_t result_steps_ = 0;
     double seconds_ = 0;
@@ -424,19 +367,19 @@ Napi::Value TrainModel(const Napi::CallbackInfo & info) {
     if (g_training_busy) ThrowCoded(env, "EBUSY", "a training run is already in progress in this process");
     Napi::Object in = info[0].As<Napi::Object>();
     TrainOptions o;
-    o.model_path = RequireString(env, in.Get("modelPath"), "modelPath");
-    o.output_path = RequireString(env, in.Get("outputPath"), "outputPath");
-    o.n_ctx = IntOption(env, in, "nCtx", 256, 8, 1 << 16);
-    o.threads = IntOption(env, in, "threads", 2, 1, 512);
-    o.learning_rate = NumberOption(env, in, "learningRate", o.learning_rate, 0, 1);
-    o.min_learning_rate = NumberOption(env, in, "minLearningRate", o.min_learning_rate, 0, 1);
-    o.warmup_steps = IntOption(env, in, "warmupSteps", o.warmup_steps, 1, 1 << 30);
-    o.beta1 = NumberOption(env, in, "beta1", o.beta1, 0, 0.999999);
-    o.beta2 = NumberOption(env, in, "beta2", o.beta2, 0, 0.999999);
-    o.eps = NumberOption(env, in, "eps", o.eps, 0, 1);
-    o.weight_decay = NumberOption(env, in, "weightDecay", o.weight_decay, 0, 1);
-    o.report_every = IntOption(env, in, "reportEvery", o.report_every, 1, 1 << 30);
-    o.chunk_windows = IntOption(env, in, "chunkWindows", o.chunk_windows, 1, 1 << 20);
+    o.model_path = RequireString(in.Get("modelPath"), "modelPath");
+    o.output_path = RequireString(in.Get("outputPath"), "outputPath");
+    o.n_ctx = IntOption(in, "nCtx", 256, 8, 1 << 16);
+    o.threads = IntOption(in, "threads", 2, 1, 512);
+    o.learning_rate = NumberOption(in, "learningRate", o.learning_rate, 0, 1);
+    o.min_learning_rate = NumberOption(in, "minLearningRate", o.min_learning_rate, 0, 1);
+    o.warmup_steps = IntOption(in, "warmupSteps", o.warmup_steps, 1, 1 << 30);
+    o.beta1 = NumberOption(in, "beta1", o.beta1, 0, 0.999999);
+    o.beta2 = NumberOption(in, "beta2", o.beta2, 0, 0.999999);
+    o.eps = NumberOption(in, "eps", o.eps, 0, 1);
+    o.weight_decay = NumberOption(in, "weightDecay", o.weight_decay, 0, 1);
+    o.report_every = IntOption(in, "reportEvery", o.report_every, 1, 1 << 30);
+    o.chunk_windows = IntOption(in, "chunkWindows", o.chunk_windows, 1, 1 << 20);
     Napi::Value tv = in.Get("tokens");
     if (!tv.IsTypedArray() || tv.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
         ThrowCoded(env, "EUSAGE", "tokens must be an Int32Array of nWindows x (nCtx + 1) token ids");
@@ -453,220 +396,16 @@ Napi::Value TrainModel(const Napi::CallbackInfo & info) {
         on_progress = info[1].As<Napi::Function>();
     }
     auto * w = new TrainWorker(env, std::move(o), on_progress);
-    Napi::Promise p = w->Promise();
     g_training_busy = true;
-    w->Queue();
-    return p;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Evaluation: greedy completion and per-token loss with a fresh context (batch of one sequence).
-
-struct EvalOptions {
-    std::string model_path;
-    int threads = 2;
-    int n_ctx = 0;             // 0: the model's training context
-    int max_new_tokens = 8;
-    std::string stop = "\n";   // completion ends when the generated text contains this (not included)
-};
-
-void LogSoftmaxInto(const float * logits, int n, std::vector<double> & out) {
-    out.resize(n);
-    double max = logits[0];
-    for (int i = 1; i < n; i++) max = std::max<double>(max, logits[i]);
-    double sum = 0;
-    for (int i = 0; i < n; i++) sum += std::exp((double) logits[i] - max);
-    const double log_z = max + std::log(sum);
-    for (int i = 0; i < n; i++) out[i] = (double) logits[i] - log_z;
-}
-
-std::vector<llama_token> Tokenize(const llama_vocab * vocab, const std::string & text, bool add_special) {
-    int n = -llama_tokenize(vocab, text.data(), (int32_t) text.size(), nullptr, 0, add_special, false);
-    std::vector<llama_token> out(std::max(n, 0));
-    if (n > 0) llama_tokenize(vocab, text.data(), (int32_t) text.size(), out.data(), n, add_special, false);
-    return out;
-}
-
-std::string TokenText(const llama_vocab * vocab, llama_token t) {
-    char buf[64];
-    int n = llama_token_to_piece(vocab, t, buf, sizeof(buf), 0, false);
-    return n > 0 ? std::string(buf, n) : std::string();
-}
-
-class EvalWorker : public Napi::AsyncWorker {
-public:
-    enum class Kind { Greedy, Loss };
-    EvalWorker(Napi::Env env, Kind kind, EvalOptions o, std::vector<std::string> texts)
-        : Napi::AsyncWorker(env, "mathneuro.eval"), kind_(kind), o_(std::move(o)), texts_(std::move(texts)),
-          deferred_(Napi::Promise::Deferred::New(env)) {}
-    Napi::Promise Promise() { return deferred_.Promise(); }
-
-    void Execute() override {
-        std::string error;
-        try { Run(error); } catch (const std::exception & e) { error = e.what(); }
-        if (!error.empty()) SetError(error);
-    }
-
-    void OnOK() override {
-        Napi::Env env = Env();
-        if (kind_ == Kind::Greedy) {
-            Napi::Array a = Napi::Array::New(env, completions_.size());
-            for (size_t i = 0; i < completions_.size(); i++) a.Set((uint32_t) i, completions_[i]);
-            deferred_.Resolve(a);
-        } else {
-            Napi::Float64Array nll = Napi::Float64Array::New(env, nll_.size());
-            Napi::Float64Array count = Napi::Float64Array::New(env, counts_.size());
-            for (size_t i = 0; i < nll_.size(); i++) { nll[i] = nll_[i]; count[i] = (double) counts_[i]; }
-            Napi::Object o = Napi::Object::New(env);
-            o.Set("negativeLogLikelihood", nll);
-            o.Set("tokenCounts", count);
-            deferred_.Resolve(o);
-        }
-    }
-    void OnError(const Napi::Error & e) override {
-        Napi::Error err = Napi::Error::New(Env(), e.Message());
-        err.Set("code", Napi::String::New(Env(), "EEVAL"));
-        deferred_.Reject(err.Value());
-    }
-
-private:
-    void Run(std::string & error) {
-        ModelPtr model = LoadModel(o_.model_path, false, error);
-        if (!model) return;
-        const llama_vocab * vocab = llama_model_get_vocab(model.get());
-        const int n_vocab = llama_vocab_n_tokens(vocab);
-        ContextOptions co;
-        co.n_ctx = o_.n_ctx > 0 ? (uint32_t) o_.n_ctx : (uint32_t) llama_model_n_ctx_train(model.get());
-        co.n_batch = co.n_ctx;
-        co.threads = o_.threads;
-        ContextPtr ctx = NewContext(model.get(), co, error);
-        if (!ctx) return;
-        const int n_ctx = (int) llama_n_ctx(ctx.get());
-        llama_memory_t memory = llama_get_memory(ctx.get());
-        std::vector<double> log_probs;
-        for (size_t s = 0; s < texts_.size(); s++) {
-            std::vector<llama_token> tokens = Tokenize(vocab, texts_[s], true);
-            if (tokens.empty()) { error = "text " + std::to_string(s) + " has no tokens"; return; }
-            const int budget = kind_ == Kind::Greedy ? o_.max_new_tokens : 0;
-            if ((int) tokens.size() + budget > n_ctx) { error = "text " + std::to_string(s) + " does not fit the context of " + std::to_string(n_ctx) + " tokens"; return; }
-            llama_memory_clear(memory, true);
-            llama_batch batch = llama_batch_init((int32_t) tokens.size(), 0, 1);
-            for (size_t i = 0; i < tokens.size(); i++) {
-                batch.token[i] = tokens[i];
-                batch.pos[i] = (llama_pos) i;
-                batch.n_seq_id[i] = 1;
-                batch.seq_id[i][0] = 0;
-                batch.logits[i] = kind_ == Kind::Loss || i + 1 == tokens.size();
-            }
-            batch.n_tokens = (int32_t) tokens.size();
-            const int rc = llama_decode(ctx.get(), batch);
-            llama_batch_free(batch);
-            if (rc != 0) { error = "llama_decode failed (" + std::to_string(rc) + ")"; return; }
-            if (kind_ == Kind::Loss) {
-                double nll = 0;
-                for (size_t i = 0; i + 1 < tokens.size(); i++) {
-                    LogSoftmaxInto(llama_get_logits_ith(ctx.get(), (int32_t) i), n_vocab, log_probs);
-                    nll -= log_probs[tokens[i + 1]];
-                }
-                nll_.push_back(nll);
-                counts_.push_back((int64_t) tokens.size() - 1);
-                continue;
-            }
-            std::string text;
-            for (int k = 0; k < o_.max_new_tokens; k++) {
-                const float * logits = llama_get_logits_ith(ctx.get(), -1);
-                llama_token best = 0;
-                for (int v = 1; v < n_vocab; v++) if (logits[v] > logits[best]) best = v;   // ties: lowest id
-                if (llama_vocab_is_eog(vocab, best)) break;
-                text += TokenText(vocab, best);
-                if (!o_.stop.empty() && text.find(o_.stop) != std::string::npos) break;
-                if (k + 1 == o_.max_new_tokens) break;
-                llama_batch next = llama_batch_get_one(&best, 1);
-                if (llama_decode(ctx.get(), next) != 0) { error = "llama_decode failed while generating"; return; }
-            }
-            if (!o_.stop.empty()) {
-                size_t at = text.find(o_.stop);
-                if (at != std::string::npos) text.resize(at);
-            }
-            completions_.push_back(text);
-        }
-    }
-
-    Kind kind_;
-    EvalOptions o_;
-    std::vector<std::string> texts_;
-    Napi::Promise::Deferred deferred_;
-    std::vector<std::string> completions_;
-    std::vector<double> nll_;
-    std::vector<int64_t> counts_;
-};
-
-EvalOptions ReadEvalOptions(Napi::Env env, const Napi::CallbackInfo & info) {
-    EvalOptions o;
-    o.model_path = RequireString(env, info[0], "modelPath");
-    if (info.Length() > 2 && info[2].IsObject()) {
-        Napi::Object in = info[2].As<Napi::Object>();
-        o.threads = IntOption(env, in, "threads", o.threads, 1, 512);
-        o.n_ctx = IntOption(env, in, "nCtx", 0, 0, 1 << 20);
-        o.max_new_tokens = IntOption(env, in, "maxNewTokens", o.max_new_tokens, 1, 4096);
-        if (in.Has("stop") && !in.Get("stop").IsUndefined()) o.stop = RequireString(env, in.Get("stop"), "stop");
-    } else if (info.Length() > 2 && !info[2].IsUndefined()) {
-        ThrowCoded(env, "EUSAGE", "options must be an object");
-    }
-    return o;
-}
-
-// greedyComplete(modelPath, prompts, { maxNewTokens, stop, threads, nCtx }): Promise<string[]>
-// Each prompt is tokenized with BOS; completion stops at `stop`, an end-of-generation token or maxNewTokens.
-Napi::Value GreedyComplete(const Napi::CallbackInfo & info) {
-    Napi::Env env = info.Env();
-    if (!BackendReady()) ThrowCoded(env, "ENOBACKEND", "native backend not initialized");
-    if (info.Length() < 2) ThrowCoded(env, "EUSAGE", "greedyComplete(modelPath, prompts, options?)");
-    EvalOptions o = ReadEvalOptions(env, info);
-    auto * w = new EvalWorker(env, EvalWorker::Kind::Greedy, std::move(o), StringArray(env, info[1], "prompts"));
-    Napi::Promise p = w->Promise();
-    w->Queue();
-    return p;
-}
-
-// textLoss(modelPath, texts, { threads, nCtx }): Promise<{ negativeLogLikelihood: Float64Array, tokenCounts: Float64Array }>
-// Per text: the summed negative log-likelihood (nats) of every token after BOS, and how many tokens that is.
-Napi::Value TextLoss(const Napi::CallbackInfo & info) {
-    Napi::Env env = info.Env();
-    if (!BackendReady()) ThrowCoded(env, "ENOBACKEND", "native backend not initialized");
-    if (info.Length() < 2) ThrowCoded(env, "EUSAGE", "textLoss(modelPath, texts, options?)");
-    EvalOptions o = ReadEvalOptions(env, info);
-    auto * w = new EvalWorker(env, EvalWorker::Kind::Loss, std::move(o), StringArray(env, info[1], "texts"));
-    Napi::Promise p = w->Promise();
-    w->Queue();
-    return p;
-}
-
-// tokenizeWithModel(modelPath, text, addSpecial = true): Int32Array (vocab only; to check other tokenizers against llama.cpp's)
-Napi::Value TokenizeWithModel(const Napi::CallbackInfo & info) {
-    Napi::Env env = info.Env();
-    if (!BackendReady()) ThrowCoded(env, "ENOBACKEND", "native backend not initialized");
-    std::string path = RequireString(env, info[0], "modelPath");
-    std::string text = RequireString(env, info[1], "text");
-    bool add_special = info.Length() < 3 || !info[2].IsBoolean() || info[2].As<Napi::Boolean>().Value();
-    std::string error;
-    if (!CheckGguf(path, false, error)) ThrowCoded(env, "EUSAGE", error);
-    llama_model_params mp = llama_model_default_params();
-    mp.vocab_only = true;
-    ModelPtr model(llama_model_load_from_file(path.c_str(), mp));
-    if (!model) ThrowCoded(env, "EUSAGE", "llama.cpp could not load the vocabulary of " + path);
-    std::vector<llama_token> tokens = Tokenize(llama_model_get_vocab(model.get()), text, add_special);
-    Napi::Int32Array out = Napi::Int32Array::New(env, tokens.size());
-    for (size_t i = 0; i < tokens.size(); i++) out[i] = tokens[i];
-    return out;
+    return w->Start();
 }
 
 // ---------------------------------------------------------------------------------------------
 // GGUF writer for a fresh model: metadata entries and F32 tensors, all given by the caller.
 
 void SetMetadata(Napi::Env env, gguf_context * g, const Napi::Object & entry) {
-    std::string key = RequireString(env, entry.Get("key"), "metadata key");
-    std::string type = RequireString(env, entry.Get("type"), "metadata type");
+    std::string key = RequireString(entry.Get("key"), "metadata key");
+    std::string type = RequireString(entry.Get("type"), "metadata type");
     Napi::Value v = entry.Get("value");
     auto number = [&](const Napi::Value & x) {
         if (!x.IsNumber()) ThrowCoded(env, "EUSAGE", "metadata " + key + " needs numbers");
@@ -676,7 +415,7 @@ void SetMetadata(Napi::Env env, gguf_context * g, const Napi::Object & entry) {
         if (!v.IsArray()) ThrowCoded(env, "EUSAGE", "metadata " + key + " needs an array");
         return v.As<Napi::Array>();
     };
-    if (type == "string") gguf_set_val_str(g, key.c_str(), RequireString(env, v, key.c_str()).c_str());
+    if (type == "string") gguf_set_val_str(g, key.c_str(), RequireString(v, key.c_str()).c_str());
     else if (type == "u32") {
         double d = number(v);
         if (d < 0 || d > 4294967295.0 || d != std::floor(d)) ThrowCoded(env, "EUSAGE", "metadata " + key + " is not a u32");
@@ -690,7 +429,7 @@ void SetMetadata(Napi::Env env, gguf_context * g, const Napi::Object & entry) {
         if (!v.IsBoolean()) ThrowCoded(env, "EUSAGE", "metadata " + key + " needs a boolean");
         gguf_set_val_bool(g, key.c_str(), v.As<Napi::Boolean>().Value());
     } else if (type == "string[]") {
-        std::vector<std::string> s = StringArray(env, v, key.c_str());
+        std::vector<std::string> s = RequireStringArray(v, key.c_str());
         std::vector<const char *> p;
         for (auto & x : s) p.push_back(x.c_str());
         gguf_set_arr_str(g, key.c_str(), p.data(), p.size());
@@ -714,21 +453,21 @@ void SetMetadata(Napi::Env env, gguf_context * g, const Napi::Object & entry) {
 Napi::Value WriteF32Gguf(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
     if (info.Length() < 3 || !info[1].IsArray() || !info[2].IsArray()) ThrowCoded(env, "EUSAGE", "writeF32Gguf(path, metadata[], tensors[])");
-    std::string path = RequireString(env, info[0], "path");
+    std::string path = RequireString(info[0], "path");
     Napi::Array metadata = info[1].As<Napi::Array>();
     Napi::Array tensors = info[2].As<Napi::Array>();
-    std::unique_ptr<gguf_context, GgufDeleter> g(gguf_init_empty());
+    gguf_context_ptr g(gguf_init_empty());
     for (uint32_t i = 0; i < metadata.Length(); i++) {
         if (!metadata.Get(i).IsObject()) ThrowCoded(env, "EUSAGE", "metadata entries must be objects");
         SetMetadata(env, g.get(), metadata.Get(i).As<Napi::Object>());
     }
     ggml_init_params ip = { /*mem_size =*/ (tensors.Length() + 1) * ggml_tensor_overhead(), /*mem_buffer =*/ nullptr, /*no_alloc =*/ true };
-    std::unique_ptr<ggml_context, GgmlDeleter> ctx(ggml_init(ip));
+    ggml_context_ptr ctx(ggml_init(ip));
     std::set<std::string> names;
     for (uint32_t i = 0; i < tensors.Length(); i++) {
         if (!tensors.Get(i).IsObject()) ThrowCoded(env, "EUSAGE", "tensors must be objects");
         Napi::Object t = tensors.Get(i).As<Napi::Object>();
-        std::string name = RequireString(env, t.Get("name"), "tensor name");
+        std::string name = RequireString(t.Get("name"), "tensor name");
         if (name.empty() || name.size() >= GGML_MAX_NAME) ThrowCoded(env, "EUSAGE", "tensor name must have 1 to " + std::to_string(GGML_MAX_NAME - 1) + " characters");
         if (!names.insert(name).second) ThrowCoded(env, "EUSAGE", "duplicate tensor " + name);
         if (!t.Get("shape").IsArray()) ThrowCoded(env, "EUSAGE", "tensor " + name + " needs a shape array");
@@ -760,9 +499,9 @@ Napi::Value WriteF32Gguf(const Napi::CallbackInfo & info) {
 // tensorsFrom's tensor data (same names and types). Repairs a file llama_model_save_to_file wrote.
 Napi::Value CopyWithMetadataOf(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
-    std::string metadata_from = RequireString(env, info[0], "metadataFrom");
-    std::string tensors_from = RequireString(env, info[1], "tensorsFrom");
-    std::string out = RequireString(env, info[2], "out");
+    std::string metadata_from = RequireString(info[0], "metadataFrom");
+    std::string tensors_from = RequireString(info[1], "tensorsFrom");
+    std::string out = RequireString(info[2], "out");
     std::string error;
     if (!CheckGguf(metadata_from, false, error) || !CheckGguf(tensors_from, false, error)) ThrowCoded(env, "EUSAGE", error);
     if (!WriteWithMetadataOf(metadata_from, tensors_from, out, error)) ThrowCoded(env, "EIO", error);
@@ -772,10 +511,7 @@ Napi::Value CopyWithMetadataOf(const Napi::CallbackInfo & info) {
 } // namespace
 
 void RegisterTrain(Napi::Env env, Napi::Object exports) {
-    exports.Set("trainModel", Napi::Function::New(env, TrainModel));
-    exports.Set("greedyComplete", Napi::Function::New(env, GreedyComplete));
-    exports.Set("textLoss", Napi::Function::New(env, TextLoss));
-    exports.Set("tokenizeWithModel", Napi::Function::New(env, TokenizeWithModel));
-    exports.Set("writeF32Gguf", Napi::Function::New(env, WriteF32Gguf));
-    exports.Set("copyWithMetadataOf", Napi::Function::New(env, CopyWithMetadataOf));
+    exports.Set("trainModel", Napi::Function::New(env, Export<TrainModel>));
+    exports.Set("writeF32Gguf", Napi::Function::New(env, Export<WriteF32Gguf>));
+    exports.Set("copyWithMetadataOf", Napi::Function::New(env, Export<CopyWithMetadataOf>));
 }

@@ -74,11 +74,11 @@ export interface NativeBinding {
   systemInfo(): SystemInfo;
   /** The prebuilt's CPU libraries in binsDir with ggml_backend_score (0: this CPU lacks their instructions). */
   cpuVariants(binsDir: string): CpuVariant[];
-  // collector.cpp
+  // model.cpp (the statistics themselves: collector.cpp)
   /** The class behind loadModel's result (not constructible from JS). */
   Model: abstract new () => NativeModel;
   loadModel(path: string, options?: NativeLoadOptions): Promise<NativeModel>;
-  // codec.cpp
+  // codec.cpp; selectTopK: top_k.cpp; requantizeBlocks, patchTensor: requantize.cpp
   /** ggml's traits of a type id; null for an id that names no type. */
   codecTypeInfo(type: number): CodecTypeInfo | null;
   dequantize(type: number, bytes: Uint8Array, nElements: number): Float32Array;
@@ -97,7 +97,7 @@ export interface NativeBinding {
   /** A shared writable mapping of [offset, offset + length) of the file; null where mapping fails. */
   mapFileRange?(fd: number, offset: number, length: number): ArrayBuffer | null;
   unmapFileRange?(buffer: ArrayBuffer): void;
-  // train.cpp
+  // train.cpp; greedyComplete, textLoss, tokenizeWithModel: train_eval.cpp
   trainModel(options: Omit<TrainOptions, 'onProgress'>, onProgress?: (p: TrainProgress) => void): Promise<TrainResult>;
   greedyComplete(modelPath: string, prompts: readonly string[], options?: NativeEvalCallOptions): Promise<string[]>;
   textLoss(modelPath: string, texts: readonly string[], options?: NativeEvalCallOptions): Promise<{ negativeLogLikelihood: Float64Array; tokenCounts: Float64Array }>;

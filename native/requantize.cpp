@@ -1,0 +1,407 @@
+// Requantization of the blocks that hold selected weights: each block toward its target (selected
+// weights times the scale, the others as they were) through ggml's quantizers and the keep-scale
+// codes; requantizeBlocks for a list of blocks, patchTensor for a whole tensor in place.
+#include "codec.h"
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+
+namespace {
+
+using namespace codec;
+
+// Requantizing one block toward its target: selected weights times the scale, the others as they
+// were. 'best' keeps the candidate closest to the target (least squared error; ties: fewer changed
+// bytes) among ggml's plain requantization, keep-scale re-rounding and an importance-weighted
+// requantization (selected weights x16); 'plain' and 'keep-scale' build only that candidate.
+
+enum Strategy { kBest = 0, kPlain = 1, kKeepScale = 2 };
+enum Candidate { kCandPlain = 0, kCandKeepScale = 1, kCandWeighted = 2, kCandExact = 3 };
+
+Strategy parse_strategy(const std::string & s, ggml_type t) {
+    if (s != "best" && s != "plain" && s != "keep-scale") throw CodedError("EUSAGE", "strategy must be 'best', 'plain' or 'keep-scale'");
+    if (s == "keep-scale" && !keep_scale_supported(t)) throw CodedError("EQUANT", "keep-scale re-rounding does not support " + type_name(t));
+    return s == "best" ? kBest : s == "plain" ? kPlain : kKeepScale;
+}
+
+struct BlockScratch {
+    std::vector<uint8_t> cand, best;
+    std::vector<float> deq, weights;
+    void init(int64_t bs, size_t ts) { cand.resize(ts); best.resize(ts); deq.resize((size_t) bs); weights.resize((size_t) bs); }
+};
+
+// sel: mask bits, bit sel_base + j is weight j of the block. im: the block's importance (or null).
+// Writes the kept candidate to `out` (ts bytes) and returns its kind.
+int requant_block(ggml_type t, int64_t bs, size_t ts, const uint8_t * orig, const float * tg, const float * im,
+                  const uint8_t * sel, int64_t sel_base, Strategy strategy, BlockScratch & sc, uint8_t * out) {
+    auto is_sel = [&](int64_t j) { const int64_t i = sel_base + j; return (sel[i >> 3] >> (i & 7)) & 1; };
+    double best_err = INFINITY; int best_diff = 1 << 30; int best_kind = -1;
+    auto consider = [&](int kind) {
+        dequantize_into(t, sc.cand.data(), sc.deq.data(), bs);
+        double err = 0;
+        for (int64_t j = 0; j < bs; j++) { double d = (double) sc.deq[j] - (double) tg[j]; err += d * d; }
+        if (!std::isfinite(err)) return;
+        int diff = 0; for (size_t k = 0; k < ts; k++) diff += sc.cand[k] != orig[k];
+        if (err < best_err || (err == best_err && diff < best_diff)) { best_err = err; best_diff = diff; best_kind = kind; sc.best = sc.cand; }
+    };
+    if (strategy != kKeepScale) {
+        ggml_quantize_chunk(t, tg, sc.cand.data(), 0, 1, bs, im);
+        consider(kCandPlain);
+    }
+    if (strategy != kPlain && keep_scale_supported(t)) {
+        memcpy(sc.cand.data(), orig, ts);
+        for (int j = 0; j < bs; j++) {
+            if (!is_sel(j)) continue;
+            CodeSlot s = read_slot(t, sc.cand.data(), j);
+            if (!(s.a != 0) || !std::isfinite(s.a) || !std::isfinite(s.b)) continue;
+            const double qf = ((double) tg[j] - s.b) / s.a;
+            int q0 = (int) std::lround(std::max((double) s.qmin, std::min((double) s.qmax, qf)));
+            int bestq = s.q; double beste = std::fabs((double) (s.a * s.q + s.b) - tg[j]);
+            for (int q = q0 - 1; q <= q0 + 1; q++) {
+                if (q < s.qmin || q > s.qmax) continue;
+                double e = std::fabs((double) (s.a * q + s.b) - tg[j]);
+                if (e < beste) { beste = e; bestq = q; }
+            }
+            if (bestq != s.q) write_code(t, sc.cand.data(), j, bestq);
+        }
+        consider(kCandKeepScale);
+    }
+    if (strategy == kBest && uses_imatrix(t)) {
+        for (int j = 0; j < bs; j++) sc.weights[j] = (im ? std::max(im[j], 1e-8f) : 1.0f) * (is_sel(j) ? 16.0f : 1.0f);
+        ggml_quantize_chunk(t, tg, sc.cand.data(), 0, 1, bs, sc.weights.data());
+        consider(kCandWeighted);
+    }
+    if (best_kind < 0) { memcpy(out, orig, ts); return kCandPlain; }
+    memcpy(out, sc.best.data(), ts);
+    return best_kind;
+}
+
+// The factor of selected weights (0 prunes): a finite number.
+double get_scale(const Napi::Object & o) {
+    Napi::Value v = o.Get("scale");
+    if (!v.IsNumber() || !std::isfinite(v.As<Napi::Number>().DoubleValue())) throw CodedError("EUSAGE", "scale must be a finite number");
+    return v.As<Napi::Number>().DoubleValue();
+}
+
+Strategy get_strategy(const Napi::Object & o, ggml_type t) {
+    return parse_strategy(o.Get("strategy").IsString() ? o.Get("strategy").As<Napi::String>().Utf8Value() : "best", t);
+}
+
+// The `type` option, one ggml can both dequantize and quantize.
+ggml_type requantizable_type(const Napi::Object & o) {
+    const ggml_type t = checked_type(RequireInteger(o, "type"));
+    if (!can_dequantize(t) || !can_quantize(t)) throw CodedError("EQUANT", "ggml cannot requantize " + type_name(t));
+    return t;
+}
+
+// An optional importance matrix of n values (null when absent); types that only quantize with one need it.
+const float * importance_of(const Napi::Value & v, const char * what, int64_t n, const char * size, ggml_type t) {
+    const float * p = nullptr;
+    if (!v.IsUndefined() && !v.IsNull()) {
+        auto im = RequireTypedArray<float>(v, what);
+        if ((int64_t) im.ElementLength() != n) throw CodedError("EUSAGE", std::string(what) + " must hold " + size);
+        p = im.Data();
+    }
+    if (p == nullptr && ggml_quantize_requires_imatrix(t)) throw CodedError("EQUANT", type_name(t) + " needs an importance matrix to be requantized: pass the statistics (their sums of squares are used)");
+    return p;
+}
+
+// requantizeBlocks({ type, blocks: Uint8Array, selected: Uint8Array (one bit per element),
+//   scale: number (0 prunes), imatrix?: Float32Array (one per element), strategy: 'plain'|'best' }):
+//   Promise<{ bytes, before: Float32Array, after: Float32Array, chosen: Uint8Array (per block:
+//   0 plain, 1 keep-scale, 2 weighted, 3 exact) }>
+// Target of every block: selected weights times scale, the others unchanged. 'best' keeps, per
+// block, the candidate closest to the target (least squared error; ties: fewer changed bytes).
+Napi::Value RequantizeBlocks(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    Napi::Object o = RequireOptionsObject(info, "requantizeBlocks(options)");
+    const ggml_type t = requantizable_type(o);
+    auto blocks = RequireTypedArray<uint8_t>(o.Get("blocks"), "blocks");
+    const int64_t bs = ggml_blck_size(t); const size_t ts = ggml_type_size(t);
+    if (blocks.ByteLength() % ts != 0) throw CodedError("EUSAGE", "blocks is not a whole number of " + type_name(t) + " blocks");
+    const int64_t nblocks = (int64_t) (blocks.ByteLength() / ts);
+    const int64_t n = nblocks * bs;
+    auto selected = RequireTypedArray<uint8_t>(o.Get("selected"), "selected");
+    if ((int64_t) selected.ByteLength() != (n + 7) / 8) throw CodedError("EUSAGE", "selected must hold one bit per element of blocks");
+    const double scale = get_scale(o);
+    Napi::Value iv = o.Get("imatrix");
+    const float * imatrix = importance_of(iv, "imatrix", n, "one value per element of blocks", t);
+    const Strategy strategy = get_strategy(o, t);
+
+    struct Out { std::vector<uint8_t> bytes, chosen; std::vector<float> before, after; };
+    auto out = std::make_shared<Out>();
+    const uint8_t * src = blocks.Data(); const uint8_t * sel = selected.Data();
+    auto * w = new TaskWorker(env,
+        [=]() {
+            auto is_sel = [sel](int64_t i) { return (sel[i >> 3] >> (i & 7)) & 1; };
+            out->bytes.assign(src, src + nblocks * ts);
+            out->before.resize((size_t) n); out->after.resize((size_t) n); out->chosen.assign((size_t) nblocks, 0);
+            if (n) dequantize_into(t, src, out->before.data(), n);
+            std::vector<float> target(out->before);
+            // the target in float32 of the exact product, as a float64 reference computes it
+            for (int64_t i = 0; i < n; i++) if (is_sel(i)) target[i] = scale == 0.0 ? 0.0f : (float) ((double) out->before[i] * scale);
+            if (!ggml_is_quantized(t)) {
+                // F32/F16/BF16: every element is its own block; conversion of unchanged values is exact.
+                if (n) ggml_quantize_chunk(t, target.data(), out->bytes.data(), 0, 1, n, nullptr);
+                // keep the original bytes of unselected elements (NaN payloads, -0) verbatim
+                for (int64_t i = 0; i < n; i++) if (!is_sel(i)) memcpy(out->bytes.data() + i * ts, src + i * ts, ts);
+                if (n) dequantize_into(t, out->bytes.data(), out->after.data(), n);
+                std::fill(out->chosen.begin(), out->chosen.end(), 3);
+                return;
+            }
+            BlockScratch sc; sc.init(bs, ts);
+            for (int64_t b = 0; b < nblocks; b++) {
+                out->chosen[b] = (uint8_t) requant_block(t, bs, ts, src + b * ts, target.data() + b * bs, imatrix ? imatrix + b * bs : nullptr,
+                                                          sel, b * bs, strategy, sc, out->bytes.data() + b * ts);
+            }
+            if (n) dequantize_into(t, out->bytes.data(), out->after.data(), n);
+        },
+        [out](Napi::Env e) -> Napi::Value {
+            Napi::Object r = Napi::Object::New(e);
+            r.Set("bytes", ToJsArray<Napi::Uint8Array>(e, out->bytes));
+            r.Set("before", ToJsArray<Napi::Float32Array>(e, out->before));
+            r.Set("after", ToJsArray<Napi::Float32Array>(e, out->after));
+            r.Set("chosen", ToJsArray<Napi::Uint8Array>(e, out->chosen));
+            return r;
+        });
+    w->Keep(blocks); w->Keep(selected);
+    if (imatrix) w->Keep(iv);
+    return w->Start();
+}
+
+// patchTensor({ type, data: Uint8Array (the whole tensor as stored; rewritten in place), mask:
+//   Uint8Array (one bit per weight), nIn, rows, matrices, scale (0 prunes), importance?: Float32Array
+//   (one value per column and matrix, nIn * matrices), strategy, threads?, histogram?: { min, max,
+//   bins }, ranges?: false, mergeGap?: bytes }): Promise<{ changed: Float64Array (merged byte
+//   ranges: offset, length, ...; empty with ranges: false), bytesChanged,
+//   blocksTouched, selectedWeights, candidates: Float64Array(4) (blocks kept per candidate kind:
+//   plain, keep-scale, weighted, exact), realized: { selected, unchanged, onTarget, ratioCount,
+//   ratioSum, below, above, bins: Float64Array (the bins hit: index, count, index, count, ...),
+//   others, othersChanged, otherChangeSq, otherValueSq } }>
+// Every block holding a selected weight is requantized toward its target as requantizeBlocks does
+// (float types: each selected element converted on its own), on all threads; the realized-scale
+// figures are accumulated per chunk of blocks and summed in block order, so the result does not
+// depend on the number of threads.
+namespace patch {
+
+constexpr int64_t kBlocksPerChunk = 1024;
+
+struct Realized {
+    double selected = 0, unchanged = 0, on_target = 0, ratio_count = 0, ratio_sum = 0, below = 0, above = 0;
+    double others = 0, others_changed = 0, other_change_sq = 0, other_value_sq = 0;
+    double blocks_touched = 0, selected_weights = 0;
+    double candidates[4] = {0, 0, 0, 0};
+    void add(const Realized & o) {
+        selected += o.selected; unchanged += o.unchanged; on_target += o.on_target; ratio_count += o.ratio_count; ratio_sum += o.ratio_sum;
+        below += o.below; above += o.above; others += o.others; others_changed += o.others_changed;
+        other_change_sq += o.other_change_sq; other_value_sq += o.other_value_sq;
+        blocks_touched += o.blocks_touched; selected_weights += o.selected_weights;
+        for (int k = 0; k < 4; k++) candidates[k] += o.candidates[k];
+    }
+};
+
+struct Histogram { double min = -1, max = 3; int64_t bins = 0; };
+
+// One element of a float type, with ggml's own conversions (those ggml_quantize_chunk uses).
+inline float load_float(ggml_type t, const uint8_t * p) {
+    if (t == GGML_TYPE_F32) { float f; memcpy(&f, p, 4); return f; }
+    if (t == GGML_TYPE_F16) { ggml_fp16_t h; memcpy(&h, p, 2); return ggml_fp16_to_fp32(h); }
+    ggml_bf16_t h; memcpy(&h, p, 2); return ggml_bf16_to_fp32(h);
+}
+inline void store_float(ggml_type t, float f, uint8_t * p) {
+    if (t == GGML_TYPE_F32) { memcpy(p, &f, 4); return; }
+    if (t == GGML_TYPE_F16) { ggml_fp16_t h = ggml_fp32_to_fp16(f); memcpy(p, &h, 2); return; }
+    ggml_bf16_t h = ggml_fp32_to_bf16(f); memcpy(p, &h, 2);
+}
+
+// One weight's before/after into the figures (the same arithmetic as src/patch/realized.ts).
+// A histogram of many bins of which few are hit: zero pages from calloc, and the bins hit listed.
+struct SparseBins {
+    uint32_t * counts = nullptr;
+    std::vector<uint32_t> hit;
+    explicit SparseBins(int64_t n) { if (n > 0 && !(counts = (uint32_t *) calloc((size_t) n, sizeof(uint32_t)))) throw std::bad_alloc(); }
+    ~SparseBins() { free(counts); }
+    SparseBins(const SparseBins &) = delete;
+    SparseBins & operator=(const SparseBins &) = delete;
+    inline void add(size_t i) { if (counts[i]++ == 0) hit.push_back((uint32_t) i); }
+};
+
+inline void account(Realized & r, SparseBins & bins, const Histogram & h, bool selected, float before, float after, double scale) {
+    const double b = before, a = after;
+    if (selected) {
+        r.selected++;
+        if (a == b || (std::isnan(a) && std::isnan(b))) r.unchanged++;
+        const float target = scale == 0.0 ? 0.0f : (float) (b * scale);
+        if (a == (double) target) r.on_target++;
+        if (b != 0 && std::isfinite(b) && std::isfinite(a)) {
+            const double ratio = a / b;
+            r.ratio_sum += ratio; r.ratio_count++;
+            if (h.bins > 0) {
+                if (ratio < h.min) r.below++;
+                else if (ratio >= h.max) r.above++;
+                else bins.add((size_t) ((ratio - h.min) / (h.max - h.min) * (double) h.bins));   // >= 0: truncation is floor
+            }
+        }
+    } else {
+        r.others++;
+        if (a != b) { r.others_changed++; r.other_change_sq += (a - b) * (a - b); }
+        r.other_value_sq += b * b;
+    }
+}
+
+}  // namespace patch
+
+Napi::Value PatchTensor(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    Napi::Object o = RequireOptionsObject(info, "patchTensor(options)");
+    const ggml_type t = requantizable_type(o);
+    auto data = RequireTypedArray<uint8_t>(o.Get("data"), "data");
+    auto mask = RequireTypedArray<uint8_t>(o.Get("mask"), "mask");
+    const int64_t n_in = RequireInteger(o, "nIn", 1), rows = RequireInteger(o, "rows", 1), mats = RequireInteger(o, "matrices", 1);
+    if (n_in > (int64_t) 1 << 40 || rows > (int64_t) 1 << 40 || mats > (int64_t) 1 << 20 || n_in * rows > ((int64_t) 1 << 52) / mats) throw CodedError("EUSAGE", "tensor shape too large");
+    const int64_t numel = n_in * rows * mats, per_matrix = n_in * rows;
+    const int64_t bs = ggml_blck_size(t); const size_t ts = ggml_type_size(t);
+    if (n_in % bs != 0) throw CodedError("EUSAGE", "nIn is not a whole number of " + type_name(t) + " blocks");
+    if (data.ByteLength() != bytes_for(t, numel)) throw CodedError("EUSAGE", "data holds " + std::to_string(data.ByteLength()) + " bytes, not the size of a " + type_name(t) + " tensor of " + std::to_string(numel) + " elements");
+    if ((int64_t) mask.ByteLength() != (numel + 7) / 8) throw CodedError("EUSAGE", "mask must hold one bit per weight");
+    const double scale = get_scale(o);
+    Napi::Value iv = o.Get("importance");
+    const float * importance = importance_of(iv, "importance", n_in * mats, "nIn * matrices values", t);
+    const Strategy strategy = get_strategy(o, t);
+    const int n_threads = get_threads(o);
+    // changed byte ranges: not returned at all (ranges: false; bytesChanged still is), or merged
+    // across gaps of up to mergeGap unchanged bytes (an undo journal wants few records)
+    const bool want_ranges = !o.Has("ranges") || o.Get("ranges").IsUndefined() || o.Get("ranges").ToBoolean().Value();
+    const int64_t merge_gap = OptionalInteger(o, "mergeGap", 0, 0);
+    patch::Histogram hist;
+    Napi::Value hv = o.Get("histogram");
+    if (hv.IsObject()) {
+        Napi::Object ho = hv.As<Napi::Object>();
+        hist.min = ho.Get("min").ToNumber().DoubleValue(); hist.max = ho.Get("max").ToNumber().DoubleValue();
+        hist.bins = RequireInteger(ho, "bins", 1);
+        if (!(hist.max > hist.min) || hist.bins > (1 << 24)) throw CodedError("EUSAGE", "histogram needs min < max and at most 2^24 bins");
+    }
+
+    struct Out { std::vector<double> changed; double bytes_changed = 0; patch::Realized r; std::vector<double> bins; };
+    auto out = std::make_shared<Out>();
+    uint8_t * bytes = data.Data(); const uint8_t * sel = mask.Data();
+    auto * w = new TaskWorker(env,
+        [=]() {
+            const int64_t nblocks = numel / bs;
+            const int64_t nchunks = (nblocks + patch::kBlocksPerChunk - 1) / patch::kBlocksPerChunk;
+            std::vector<patch::Realized> partial((size_t) nchunks);
+            std::vector<std::vector<int64_t>> changed_blocks((size_t) nchunks);
+            const int nt = (int) std::max<int64_t>(1, std::min<int64_t>(n_threads, nchunks));
+            std::vector<std::unique_ptr<patch::SparseBins>> bins;
+            for (int x = 0; x < nt; x++) bins.emplace_back(new patch::SparseBins(hist.bins));
+            const bool quantized = ggml_is_quantized(t);
+            parallel_ranges(nt, 0, nchunks, 1, 1, [&](int th, int64_t c0, int64_t c1) {
+                BlockScratch sc; sc.init(bs, ts);
+                std::vector<float> before((size_t) bs), target((size_t) bs), after((size_t) bs);
+                std::vector<uint8_t> next(ts);
+                for (int64_t c = c0; c < c1; c++) {
+                    patch::Realized r;   // local (kept in registers), stored once per chunk
+                    const int64_t b_end = std::min(nblocks, (c + 1) * patch::kBlocksPerChunk);
+                    if (!quantized) {
+                        // F32/F16/BF16: each selected element converted alone; the chunk starts on a mask byte
+                        for (int64_t i8 = c * patch::kBlocksPerChunk; i8 < b_end; i8 += 8) {
+                            uint8_t bits = sel[i8 >> 3];
+                            while (bits) {
+                                const int64_t i = i8 + __builtin_ctz(bits);
+                                bits &= (uint8_t) (bits - 1);
+                                if (i >= b_end) break;
+                                uint8_t * p = bytes + (size_t) i * ts;
+                                const float before = patch::load_float(t, p);
+                                const float target = scale == 0.0 ? 0.0f : (float) ((double) before * scale);
+                                uint8_t nb[4];
+                                patch::store_float(t, target, nb);
+                                r.blocks_touched++; r.selected_weights++; r.candidates[kCandExact]++;
+                                if (ts == 2 ? (nb[0] != p[0] || nb[1] != p[1]) : memcmp(nb, p, ts) != 0) { memcpy(p, nb, ts); changed_blocks[(size_t) c].push_back(i); }
+                                patch::account(r, *bins[(size_t) th], hist, true, before, patch::load_float(t, p), scale);
+                            }
+                        }
+                        partial[(size_t) c] = r;
+                        continue;
+                    }
+                    for (int64_t b = c * patch::kBlocksPerChunk; b < b_end; b++) {
+                        const int64_t i0 = b * bs;
+                        // any selected weight in this block?
+                        int64_t nsel = 0;
+                        if (bs % 8 == 0) { for (int64_t x = i0 >> 3; x < (i0 + bs) >> 3; x++) nsel += __builtin_popcount(sel[x]); }
+                        else for (int64_t j = 0; j < bs; j++) nsel += (sel[(i0 + j) >> 3] >> ((i0 + j) & 7)) & 1;
+                        if (nsel == 0) continue;
+                        r.blocks_touched++; r.selected_weights += (double) nsel;
+                        uint8_t * blk = bytes + (size_t) b * ts;
+                        dequantize_into(t, blk, before.data(), bs);
+                        for (int64_t j = 0; j < bs; j++) {
+                            const bool s = (sel[(i0 + j) >> 3] >> ((i0 + j) & 7)) & 1;
+                            target[j] = !s ? before[j] : scale == 0.0 ? 0.0f : (float) ((double) before[j] * scale);
+                        }
+                        const int64_t m = i0 / per_matrix;
+                        const float * im = importance ? importance + m * n_in + (i0 % n_in) : nullptr;
+                        const int kind = requant_block(t, bs, ts, blk, target.data(), im, sel, i0, strategy, sc, next.data());
+                        r.candidates[kind]++;
+                        if (memcmp(next.data(), blk, ts) != 0) { memcpy(blk, next.data(), ts); changed_blocks[(size_t) c].push_back(b); }
+                        dequantize_into(t, blk, after.data(), bs);
+                        for (int64_t j = 0; j < bs; j++) {
+                            const bool s = (sel[(i0 + j) >> 3] >> ((i0 + j) & 7)) & 1;
+                            patch::account(r, *bins[(size_t) th], hist, s, before[j], after[j], scale);
+                        }
+                    }
+                    partial[(size_t) c] = r;
+                }
+            });
+            for (const auto & p : partial) out->r.add(p);
+            // the bins hit, as (index, count) pairs in increasing index
+            std::vector<uint32_t> hit;
+            for (const auto & bv : bins) hit.insert(hit.end(), bv->hit.begin(), bv->hit.end());
+            std::sort(hit.begin(), hit.end());
+            hit.erase(std::unique(hit.begin(), hit.end()), hit.end());
+            for (uint32_t i : hit) {
+                uint64_t n = 0;
+                for (const auto & bv : bins) n += bv->counts[i];
+                out->bins.push_back((double) i); out->bins.push_back((double) n);
+            }
+            for (auto & cb : changed_blocks) {
+                out->bytes_changed += (double) cb.size() * (double) ts;
+                if (want_ranges) {
+                    for (int64_t b : cb) {
+                        const double off = (double) b * (double) ts;
+                        if (!out->changed.empty() && off - (out->changed[out->changed.size() - 2] + out->changed.back()) <= (double) merge_gap) out->changed.back() = off + (double) ts - out->changed[out->changed.size() - 2];
+                        else { out->changed.push_back(off); out->changed.push_back((double) ts); }
+                    }
+                }
+                std::vector<int64_t>().swap(cb);
+            }
+        },
+        [out](Napi::Env e) -> Napi::Value {
+            Napi::Object r = Napi::Object::New(e);
+            r.Set("changed", ToJsArray<Napi::Float64Array>(e, out->changed));
+            r.Set("bytesChanged", out->bytes_changed);
+            r.Set("blocksTouched", out->r.blocks_touched);
+            r.Set("selectedWeights", out->r.selected_weights);
+            Napi::Float64Array cand = Napi::Float64Array::New(e, 4);
+            for (int k = 0; k < 4; k++) cand[k] = out->r.candidates[k];
+            r.Set("candidates", cand);
+            Napi::Object z = Napi::Object::New(e);
+            const patch::Realized & x = out->r;
+            z.Set("selected", x.selected); z.Set("unchanged", x.unchanged); z.Set("onTarget", x.on_target);
+            z.Set("ratioCount", x.ratio_count); z.Set("ratioSum", x.ratio_sum); z.Set("below", x.below); z.Set("above", x.above);
+            z.Set("others", x.others); z.Set("othersChanged", x.others_changed); z.Set("otherChangeSq", x.other_change_sq); z.Set("otherValueSq", x.other_value_sq);
+            z.Set("bins", ToJsArray<Napi::Float64Array>(e, out->bins));
+            r.Set("realized", z);
+            return r;
+        });
+    w->Keep(data); w->Keep(mask);
+    if (importance) w->Keep(iv);
+    return w->Start();
+}
+
+}  // namespace
+
+void RegisterRequantize(Napi::Env env, Napi::Object exports) {
+    exports.Set("requantizeBlocks", Napi::Function::New(env, Export<RequantizeBlocks>));
+    exports.Set("patchTensor", Napi::Function::New(env, Export<PatchTensor>));
+}
