@@ -7,6 +7,7 @@ import { readGgufSync, type GgufInfo, type GgufTensorInfo } from '../../src/gguf
 import { dequantize } from '../../src/core/codec.ts';
 import type { ColumnStatistics, StatisticsSource } from '../../src/select/select.ts';
 import { modelIdentity, saveStats } from '../../src/stats/index.ts';
+import { main } from '../../src/cli/main.ts';
 import { repoRoot } from '../helpers/fixtures.ts';
 
 export const workDir = path.join(repoRoot, '.cache', 'test-patch');
@@ -62,4 +63,12 @@ export function referenceMathNeuro(values: Float32Array, nIn: number, math: Floa
 
 export function dequantizedTensor(info: GgufInfo, t: GgufTensorInfo): Float32Array {
   return dequantize(t.type, tensorBytes(info, t), t.numel);
+}
+
+/** Runs the CLI in process; stdout and stderr collected as strings. */
+export async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  let stdout = '', stderr = '';
+  const io = { stdout: { write: (s: string) => { stdout += s; return true; } } as any, stderr: { write: (s: string) => { stderr += s; return true; } } as any, env: {} };
+  const code = await main(args, io);
+  return { code, stdout, stderr };
 }

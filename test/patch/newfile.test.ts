@@ -5,18 +5,10 @@ import t from 'tap';
 import { existsSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { getLlama, LlamaCompletion } from 'node-llama-cpp';
-import { main } from '../../src/cli/main.ts';
 import { readGgufSync } from '../../src/gguf/reader.ts';
 import { topKCount } from '../../src/select/select.ts';
 import { fixtureModel } from '../helpers/fixtures.ts';
-import { dequantizedTensor, referenceMathNeuro, sha256, syntheticStats, syntheticStatsFile, tensorBytes, workDir } from './helpers.ts';
-
-async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  let stdout = '', stderr = '';
-  const io = { stdout: { write: (s: string) => { stdout += s; return true; } } as any, stderr: { write: (s: string) => { stderr += s; return true; } } as any, env: {} };
-  const code = await main(args, io);
-  return { code, stdout, stderr };
-}
+import { cli, dequantizedTensor, referenceMathNeuro, sha256, syntheticStats, syntheticStatsFile, tensorBytes, workDir } from './helpers.ts';
 
 const jsonable = (v: unknown) => JSON.stringify(v, (_k, x) => (typeof x === 'bigint' ? `${x}n` : x));
 

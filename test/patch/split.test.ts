@@ -8,7 +8,6 @@ import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
-import { main } from '../../src/cli/main.ts';
 import { modelFiles, openModelSync, splitCountOfName, splitPath, splitPrefix } from '../../src/gguf/model.ts';
 import { readGgufSync, type GgufInfo } from '../../src/gguf/reader.ts';
 import { readJournal, journalPathFor } from '../../src/patch/journal.ts';
@@ -18,14 +17,7 @@ import { StatsModel } from '../../src/stats/collect.ts';
 import { loadStats } from '../../src/stats/index.ts';
 import { fixtureModel, repoRoot } from '../helpers/fixtures.ts';
 import { splitGguf } from '../helpers/split.ts';
-import { sha256, syntheticStats, syntheticStatsFile, tensorBytes, workDir } from './helpers.ts';
-
-async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  let stdout = '', stderr = '';
-  const io = { stdout: { write: (s: string) => { stdout += s; return true; } } as any, stderr: { write: (s: string) => { stderr += s; return true; } } as any, env: {} };
-  const code = await main(args, io);
-  return { code, stdout, stderr };
-}
+import { cli, sha256, syntheticStats, syntheticStatsFile, tensorBytes, workDir } from './helpers.ts';
 
 const jsonable = (v: unknown) => JSON.stringify(v, (_k, x) => (typeof x === 'bigint' ? `${x}n` : x));
 const dir = path.join(workDir, 'split');
