@@ -4,23 +4,10 @@
 import t from 'tap';
 import { copyFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { Writable } from 'node:stream';
-import { main } from '../../src/cli/main.ts';
+import { run } from '../helpers/cli.ts';
 import { fixtureModel } from '../helpers/fixtures.ts';
 
 const ALL = ['boost', 'ablate', 'synth', 'stats', 'select', 'patch', 'unpatch', 'inspect', 'eval', 'report', 'overlap', 'quantize', 'doctor'];
-
-function sink() {
-  let text = '';
-  const stream = new Writable({ write(chunk, _enc, cb) { text += chunk.toString(); cb(); } }) as Writable & { isTTY?: boolean };
-  return { stream, get text() { return text; } };
-}
-
-async function run(argv: string[], env: NodeJS.ProcessEnv = {}) {
-  const out = sink(), err = sink();
-  const code = await main(argv, { stdout: out.stream, stderr: err.stream, env: { ...env, NO_COLOR: '1' } });
-  return { code, stdout: out.text, stderr: err.text };
-}
 
 t.test('help, usage errors and failures of every command', async (t) => {
   const dir = t.testdir();

@@ -5,28 +5,13 @@
 import t from 'tap';
 import { copyFileSync, existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { Writable } from 'node:stream';
-import { main } from '../../src/cli/main.ts';
+import { run } from '../helpers/cli.ts';
 import { defaultThreads, gpuDevices, normalizeArgv, parseHardware, physicalCores } from '../../src/cli/common.ts';
 import { fixtureModel, repoRoot } from '../helpers/fixtures.ts';
 import { noByteVocabCopy } from '../helpers/real-models.ts';
 
 const stories = path.resolve(repoRoot, '..', 'shared', 'models', 'stories260K.gguf');
 const hasGpu = gpuDevices().gpus.length > 0;
-
-function sink() {
-  let text = '';
-  const stream = new Writable({ write(chunk, _enc, cb) { text += chunk.toString(); cb(); } }) as Writable & { isTTY?: boolean };
-  return { stream, get text() { return text; } };
-}
-
-async function run(argv: string[], env: NodeJS.ProcessEnv = {}) {
-  const out = sink(), err = sink();
-  const code = await main(argv, { stdout: out.stream, stderr: err.stream, env: { ...env, NO_COLOR: '1' } });
-  let json: any;
-  try { json = JSON.parse(out.text); } catch { /* not --json */ }
-  return { code, stdout: out.text, stderr: err.text, json };
-}
 
 /** Run with every model load refused: whatever fails first is not a forward pass. */
 async function refused(argv: string[], env: NodeJS.ProcessEnv = {}) {
