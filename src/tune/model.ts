@@ -100,6 +100,10 @@ export interface PatcherOptions {
 }
 
 const key = (k: number) => k.toPrecision(12);
+/** Tensors patched at once by apply (their native requantization overlaps). */
+const APPLY_LANES = 4;
+/** Masks of one K are kept as they are up to this many bytes (deflated beyond, as selection files store them). */
+const RAW_MASK_BYTES = 256 * 2 ** 20;
 
 /**
  * The scored tensors of one model, their masks per K and their patched bytes per (K, scale), set
@@ -108,7 +112,8 @@ const key = (k: number) => k.toPrecision(12);
 export class InMemoryPatcher {
   readonly plan: TensorPlan;
   private readonly originals = new Map<string, Uint8Array>();
-  private readonly masks = new Map<string, Map<string, { deflated: Buffer; count: number }>>();
+  private readonly masks = new Map<string, Map<string, { raw?: Uint8Array; deflated?: Buffer; count: number }>>();
+  private readonly scratch: Uint8Array[] = [];
   /** tensors whose loaded bytes are not the original ones now */
   private readonly dirty = new Set<string>();
   private resident = true;
@@ -140,6 +145,7 @@ export class InMemoryPatcher {
     const fresh = [...new Set(topKs.map(key))].filter((k) => !this.masks.has(k)).map(Number);
     if (fresh.length === 0) return;
     const keep = this.resident && this.originals.size === 0;
+    const raw = this.plan.scored.reduce((a, x) => a + Math.ceil(x.tensor.numel / 8), 0) <= RAW_MASK_BYTES;
     for (const k of fresh) this.masks.set(key(k), new Map());
     for await (const sel of selectTensors(this.gguf, this.plan, {
       method: this.options.method, topK: fresh, math: this.options.math, general: this.options.general, seed: this.options.seed,
@@ -147,7 +153,7 @@ export class InMemoryPatcher {
     })) {
       if (keep && sel.bytes) this.originals.set(sel.tensor.name, sel.bytes);
       fresh.forEach((k, q) => {
-        if (sel.counts[q] > 0) this.masks.get(key(k))!.set(sel.tensor.name, { deflated: deflateRawSync(sel.masks[q], MASK_DEFLATE), count: sel.counts[q] });
+        if (sel.counts[q] > 0) this.masks.get(key(k))!.set(sel.tensor.name, raw ? { raw: sel.masks[q].slice(), count: sel.counts[q] } : { deflated: deflateRawSync(sel.masks[q], MASK_DEFLATE), count: sel.counts[q] });
       });
     }
   }
@@ -167,22 +173,44 @@ export class InMemoryPatcher {
     const original = this.original(t);
     if (!m) return { bytes: original, patched: false };
     const bytes = original.slice();
-    await patchTensorInPlace(t, bytes, new Uint8Array(inflateRawSync(m.deflated)), {
+    await patchTensorInPlace(t, bytes, m.raw ?? new Uint8Array(inflateRawSync(m.deflated!)), {
       scale, strategy: this.options.strategy, importance: this.importance(t.name), threads: this.options.threads, ranges: false,
     });
     return { bytes, patched: true };
   }
 
-  /** Writes the candidate's bytes over the loaded weights (tensors it leaves alone get their original bytes back). */
+  /**
+   * Writes the candidate's bytes over the loaded weights (tensors it leaves alone get their original
+   * bytes back). Tensors are patched a few at a time into reused buffers (no allocation per
+   * candidate); setWeight copies the bytes into ggml's buffer, so a buffer is free again right after.
+   */
   async apply(topK: number, scale: number): Promise<void> {
     const model = this.requireModel();
-    for (const s of this.plan.scored) {
-      if (this.options.signal?.aborted) throw new MathneuroError('EABORT', 'tune cancelled');
-      const { bytes, patched } = await this.patchedBytes(s.tensor, topK, scale);
-      if (!patched && !this.dirty.has(s.tensor.name)) continue;
-      model.setWeight(s.tensor.name, bytes);
-      if (patched) this.dirty.add(s.tensor.name); else this.dirty.delete(s.tensor.name);
-    }
+    const masks = this.masks.get(key(topK));
+    if (!masks) throw new MathneuroError('EUSAGE', `K=${topK} was not prepared`);
+    const jobs = this.plan.scored.filter((s) => masks.has(s.tensor.name) || this.dirty.has(s.tensor.name));
+    const largest = jobs.reduce((a, s) => Math.max(a, s.tensor.byteSize), 0);
+    const lanes = Math.min(APPLY_LANES, jobs.length);
+    while (this.scratch.length < lanes) this.scratch.push(new Uint8Array(0));
+    let next = 0;
+    const lane = async (l: number) => {
+      if (this.scratch[l]!.length < largest) this.scratch[l] = new Uint8Array(largest);
+      while (next < jobs.length) {
+        if (this.options.signal?.aborted) throw new MathneuroError('EABORT', 'tune cancelled');
+        const s = jobs[next++]!;
+        const m = masks.get(s.tensor.name);
+        const original = this.original(s.tensor);
+        if (!m) { model.setWeight(s.tensor.name, original); this.dirty.delete(s.tensor.name); continue; }
+        const bytes = this.scratch[l]!.subarray(0, s.tensor.byteSize);
+        bytes.set(original);
+        await patchTensorInPlace(s.tensor, bytes, m.raw ?? new Uint8Array(inflateRawSync(m.deflated!)), {
+          scale, strategy: this.options.strategy, importance: this.importance(s.tensor.name), threads: this.options.threads, ranges: false,
+        });
+        model.setWeight(s.tensor.name, bytes);
+        this.dirty.add(s.tensor.name);
+      }
+    };
+    await Promise.all(Array.from({ length: lanes }, (_, l) => lane(l)));
   }
 
   /** The original bytes of every changed weight, set back. */
