@@ -169,6 +169,9 @@ function printSummary(io: CommandIO, r: TuneResult) {
   }
   if (r.confirm) lines.push(`  confirm        ${(100 * r.confirm.source).toFixed(1)}% -> ${(100 * r.confirm.patched).toFixed(1)}% (${r.confirm.what}; McNemar p=${r.confirm.pValue.toFixed(3)})`);
   if (Number.isFinite(r.timing.ratio)) lines.push(`  cost           ${r.timing.candidateMs.toFixed(0)} ms per candidate (patch ${r.timing.patchMs.toFixed(0)} ms) vs ${r.timing.forwardMs.toFixed(0)} ms unpatched: x${r.timing.ratio.toFixed(2)}`);
-  if (r.output) lines.push(`${c.green('wrote')} ${r.output}   (the same file as: mathneuro boost ${path.basename(r.model.path)} --top-k ${pct(r.chosen!.topK)} --scale ${r.chosen!.scale}${r.method !== 'mathneuro' ? ` --method ${r.method}` : ''})`);
+  if (r.output) {
+    const cal = (which: 'math' | 'general') => { const x = r.calibration[which]; return 'file' in x ? ` --${which} ${x.file}` : ''; };
+    lines.push(`${c.green('wrote')} ${r.output}   (as: mathneuro boost ${path.basename(r.model.path)} --top-k ${r.chosen!.topK} --scale ${r.chosen!.scale}${r.method !== 'mathneuro' ? ` --method ${r.method}` : ''}${r.statistics.math.samples !== 100 ? ` --samples ${r.statistics.math.samples}` : ''}${cal('math')}${cal('general')})`);
+  }
   io.stdout.write(lines.join('\n') + '\n');
 }

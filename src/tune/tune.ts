@@ -127,6 +127,8 @@ export interface TuneResult {
   patch?: Omit<PatchResult, 'tensors'>;
   confirm?: ConfirmResult;
   statistics: { math: Omit<CalibratedStats, 'stats'>; general: Omit<CalibratedStats, 'stats'> };
+  /** the calibration sets of the statistics (boost with these and the chosen K and scale writes the same file) */
+  calibration: { math: CalibrationChoice; general: CalibrationChoice };
   cache: { path: string; hits: number; scored: number };
   /** mean wall time of a candidate scored in this run (patch + forward passes) vs one warm unpatched pass over the same samples (NaN when none was scored) */
   timing: { candidateMs: number; patchMs: number; measureMs: number; forwardMs: number; ratio: number };
@@ -390,6 +392,7 @@ export async function tune(options: TuneOptions): Promise<TuneResult> {
       candidates, pareto: paretoFront(candidates), chosen, reason, heldOut,
       output: patch ? out : undefined, patch: patch ? patchSummary as Omit<PatchResult, 'tensors'> : undefined, confirm,
       statistics: { math: strip(math), general: strip(general) },
+      calibration: { math: mathChoice, general: generalChoice },
       cache: { path: cacheFile, hits, scored },
       timing: { candidateMs: patchMs + measureMs, patchMs, measureMs, forwardMs, ratio: (patchMs + measureMs) / forwardMs },
       elapsedMs: Date.now() - started,
