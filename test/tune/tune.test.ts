@@ -18,6 +18,7 @@ import { InMemoryPatcher, TuneModel } from '../../src/tune/model.ts';
 import { arithFixtureTask } from '../../src/tune/tasks.ts';
 import { paretoFront, refinementPoints, tune } from '../../src/tune/tune.ts';
 import { run } from '../helpers/cli.ts';
+import { splitGguf } from '../helpers/split.ts';
 import { closeSync, openSync } from 'node:fs';
 import { packageRoot } from '../../src/native.ts';
 
@@ -166,6 +167,26 @@ t.test('bad input is a coded error', { skip }, async (t) => {
     t.equal(r.code, 2, `${argv.slice(2).join(' ')}: exit 2`);
     t.equal(r.json?.error?.code, 'EUSAGE');
   }
+});
+
+t.test('a split model is patched in memory as the single file is', { skip }, async (t) => {
+  const dir = t.testdir();
+  const shards = await splitGguf(fixture, path.join(dir, 'arith'), 15);
+  t.ok(shards.length >= 3, `${shards.length} shards`);
+  const info = openModelSync(fixture);
+  const data = arithFixtureTask().data(sizes, dir);
+  const math = await calibrationStats(info, 'math', data.calibration.math, { cacheDir: dir, samples: sizes.samples, nThreads: 1 });
+  const general = await calibrationStats(info, 'general', data.calibration.general, { cacheDir: dir, samples: sizes.samples, nThreads: 1 });
+  const logitsOf = async (model: string) => {
+    const m = await TuneModel.open(model, { nThreads: 1, kvType: 'f32' });
+    try {
+      const patcher = new InMemoryPatcher(openModelSync(model), m, { method: 'mathneuro', math: math.stats, general: general.stats, strategy: 'best', threads: 1 });
+      await patcher.prepare([0.05]);
+      await patcher.apply(0.05, 1.2);
+      return (await m.logits(m.tokenize('37+45=82\nThe small cat sees the red ball.\n'))).logits;
+    } finally { m.dispose(); }
+  };
+  t.ok(sameBytes(f32Bytes(await logitsOf(shards[0]!)), f32Bytes(await logitsOf(fixture))), 'the same logits, bit for bit');
 });
 
 t.test('refinement points and the Pareto front', async (t) => {
