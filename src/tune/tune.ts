@@ -252,7 +252,7 @@ export async function tune(options: TuneOptions): Promise<TuneResult> {
   };
 
   // the engine: loaded only when something has to be scored
-  let engine: { model: TuneModel; patcher: InMemoryPatcher; scorer: Scorer } | undefined;
+  let engine: { model: TuneModel; patcher: InMemoryPatcher; scorer: Scorer | undefined } | undefined;
   const getEngine = async () => {
     if (engine) return engine;
     options.onProgress?.({ stage: 'tune-load', done: 0, total: 1 });
@@ -272,7 +272,7 @@ export async function tune(options: TuneOptions): Promise<TuneResult> {
     if (!baseLine) {
       const e = await getEngine();
       const t0 = performance.now();
-      const b = await e.scorer.measure(options.signal);
+      const b = await e.scorer!.measure(options.signal);
       baseLine = { kind: 'baseline', objective: b.objective, generalNll: b.generalNll, objectiveTokens: b.objectiveTokens, generalTokens: b.generalTokens, forwardMs: performance.now() - t0 };
       remember(baseLine);
     }
@@ -300,7 +300,7 @@ export async function tune(options: TuneOptions): Promise<TuneResult> {
           const t0 = performance.now();
           await e.patcher.apply(p.topK, p.scale);
           const t1 = performance.now();
-          const m = await e.scorer.measure(options.signal);
+          const m = await e.scorer!.measure(options.signal);
           const t2 = performance.now();
           line = { kind: 'candidate', method, topK: p.topK, scale: p.scale, selectedWeights: e.patcher.selectedWeights(p.topK), m, patchMs: t1 - t0, measureMs: t2 - t1 };
           remember(line);
@@ -329,9 +329,11 @@ export async function tune(options: TuneOptions): Promise<TuneResult> {
     let forwardMs = baseline.forwardMs;
     if (engine && scored > 0) {
       const t0 = performance.now();
-      await engine.scorer.measure(options.signal);
+      await engine.scorer!.measure(options.signal);
       forwardMs = performance.now() - t0;
     }
+    // the search's unpatched distributions are not needed any more (the held-out check keeps its own)
+    if (engine) engine.scorer = undefined;
 
     const best = bestFeasible();
     let chosen: ScoredCandidate | undefined;
