@@ -2,7 +2,8 @@
 // score it) against the same forward passes on the unpatched model, on the arith fixture (F32) and
 // its Q8_0 copy (requantized blocks: the 'best' strategy). Medians over repeats, candidates and
 // baseline passes interleaved so that machine load hits both alike. Goal: ratio <= 1.2.
-//   npm run bench -- tune [--repeats 5] [--threads 1] [--objective 32] [--prompts 4]
+//   npm run bench -- tune [--repeats 5] [--threads 1] [--objective 32] [--prompts 4] [--synth tiny:q8_0] [--model M.gguf]
+// (a --synth or --model row uses the gsm8k task: built-in calibration, GSM8K worked solutions)
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -10,8 +11,9 @@ import { openModelSync } from '../../src/gguf/model.ts';
 import { calibrationStats } from '../../src/pipeline.ts';
 import { requantizeModel } from '../../src/quantize.ts';
 import { InMemoryPatcher, Scorer, TuneModel } from '../../src/tune/model.ts';
-import { arithFixtureTask } from '../../src/tune/tasks.ts';
-import { benchDir, machine, machineLine, median, repoRoot, table, writeSection } from './common.ts';
+import { arithFixtureTask, gsm8kTask, type TuneTask } from '../../src/tune/tasks.ts';
+import type { SynthShapeName, SynthTypeName } from '../../src/synth.ts';
+import { benchDir, benchModel, machine, machineLine, median, repoRoot, table, writeSection } from './common.ts';
 
 process.env.OMP_WAIT_POLICY ??= 'passive';
 
@@ -19,6 +21,7 @@ export async function benchTune(argv: string[]) {
   const { values } = parseArgs({ args: argv, options: {
     repeats: { type: 'string', default: '5' }, threads: { type: 'string', default: '1' },
     objective: { type: 'string', default: '32' }, prompts: { type: 'string', default: '4' }, 'no-write': { type: 'boolean' },
+    model: { type: 'string' }, synth: { type: 'string' }, 'only-model': { type: 'boolean' },
   } });
   const repeats = Number(values.repeats), threads = Number(values.threads);
   const sizes = { objective: Number(values.objective), general: Number(values.prompts), samples: 20, seed: 0 };
@@ -29,11 +32,19 @@ export async function benchTune(argv: string[]) {
   const rows: (string | number)[][] = [];
   const json: unknown[] = [];
   const points = [{ topK: 0.005, scale: 1.1 }, { topK: 0.1, scale: 1.1 }];
-  for (const [label, model] of [['arith F32', fixture], ['arith Q8_0', q8.path]] as const) {
+  // --model M: also a model of your own, with the gsm8k task (built-in calibration, GSM8K objective)
+  const models: [string, string, TuneTask][] = values['only-model'] ? [] : [['arith F32', fixture, arithFixtureTask()], ['arith Q8_0', q8.path, arithFixtureTask()]];
+  if (values.model) models.push([path.basename(values.model), values.model, gsm8kTask()]);
+  if (values.synth) {   // e.g. tiny:q8_0, a generated model with a real tokenizer (scripts/bench/common.ts benchModel)
+    const [shape, type] = values.synth.split(':');
+    models.push([`synth ${values.synth}`, await benchModel(shape as SynthShapeName, (type ?? 'q8_0') as SynthTypeName), gsm8kTask()]);
+  }
+  for (const [label, model, task] of models) {
     const info = openModelSync(model);
-    const data = arithFixtureTask().data(sizes, benchDir);
+    const data = task.data(sizes, benchDir);
     const math = await calibrationStats(info, 'math', data.calibration.math, { cacheDir: benchDir, samples: sizes.samples, nThreads: threads });
     const general = await calibrationStats(info, 'general', data.calibration.general, { cacheDir: benchDir, samples: sizes.samples, nThreads: threads });
+    if (!label.startsWith('arith')) console.error(`${label}: ${data.describe}`);
     const tm = await TuneModel.open(model, { nThreads: threads });
     try {
       const patcher = new InMemoryPatcher(info, tm, { method: 'mathneuro', math: math.stats, general: general.stats, strategy: 'best', threads });
@@ -73,7 +84,7 @@ export async function benchTune(argv: string[]) {
   const md = [
     '## tune: cost of one candidate versus one unpatched pass',
     '',
-    `\`npm run bench -- tune --repeats ${repeats} --threads ${threads}\`: per candidate, the loaded weights are patched in memory (src/tune/model.ts: patchTensorInPlace on the original bytes, setWeight) and the same forward passes are run as on the unpatched model (${sizes.objective} objective problems, ${sizes.general} general prompts of up to 128 tokens, one sequence per pass); medians of ${repeats}, interleaved. CPU time is the process's (all threads; robust to other load on the machine), wall time is what a user waits. Goal: ratio <= 1.2.`,
+    `\`npm run bench -- tune ${argv.join(' ')}\`: per candidate, the loaded weights are patched in memory (src/tune/model.ts: patchTensorInPlace on the original bytes, setWeight) and the same forward passes are run as on the unpatched model (${sizes.objective} objective problems, ${sizes.general} general prompts of up to 128 tokens, one sequence per pass; the unpatched pass includes the same log-softmax and KL arithmetic over the logits as a candidate's); medians of ${repeats}, interleaved. CPU time is the process's (all threads; robust to other load on the machine), wall time is what a user waits. Goal: ratio <= 1.2.`,
     '',
     machineLine(m),
     '',
