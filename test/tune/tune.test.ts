@@ -135,6 +135,13 @@ t.test('tune: the chosen point keeps its budget on held-out prompts, beats the u
   // are within sampling noise, so only a gross loss fails here (the figures are printed)
   t.ok(r.heldOut!.chosen.objective <= r.heldOut!.baseline.objective + 0.002, `held-out objective ${r.heldOut!.chosen.objective} vs unpatched ${r.heldOut!.baseline.objective}`);
 
+  // an interrupted run (here: stopped after its third candidate) resumes with the candidates it scored
+  const partial = { ...options, klTokens: 64, refine: 0, write: false };
+  await t.rejects(tune({ ...partial, onCandidate: (_c, i) => { if (i === 2) throw new Error('stop'); } }), /stop/);
+  const resumed = await tune(partial);
+  t.equal(resumed.cache.hits, 3, 'the three scored candidates come from the cache');
+  t.equal(resumed.cache.scored, resumed.candidates.length - 3, 'only the rest is scored');
+
   // the second run: everything from the cache, and no model is loaded (the hook refuses any load)
   process.env.MATHNEURO_TEST_REFUSE_LOAD = '1';
   try {
