@@ -17,6 +17,9 @@
 #include <unordered_map>
 #include <vector>
 
+// tune (src/tune): llama.cpp's own table of a model's weights, exported by libllama (src/llama-model.h)
+const std::vector<std::pair<std::string, ggml_tensor *>> & llama_internal_get_tensor_map(const llama_model * model);
+
 namespace {
 
 struct ModelHandle {
@@ -26,6 +29,7 @@ struct ModelHandle {
     int32_t n_ctx = 0;
     int32_t n_batch = 0;
     int32_t n_seq_max = 1;          // > 1: several short samples may share one forward pass
+    bool use_mmap = true;           // the weights lie in a read-only mapping of the file (setWeight refuses)
     // last, so freed first: the context (whose callbacks point at the collector) before the model
     llama_model_ptr model;
     llama_context_ptr ctx;
@@ -115,6 +119,7 @@ static std::unique_ptr<ModelHandle> load_model(const LoadOptions & o, std::strin
     h->n_ctx = (int32_t) llama_n_ctx(h->ctx.get());
     h->n_batch = (int32_t) llama_n_batch(h->ctx.get());
     h->n_seq_max = (int32_t) llama_n_seq_max(h->ctx.get());
+    h->use_mmap = o.use_mmap;
     return h;
 }
 
@@ -405,6 +410,9 @@ public:
             InstanceMethod("abort", &Model::Abort),
             InstanceMethod("info", &Model::Info),
             InstanceMethod("dispose", &Model::Dispose),
+            InstanceMethod("weightInfo", &Model::WeightInfo),
+            InstanceMethod("setWeight", &Model::SetWeight),
+            InstanceMethod("getWeight", &Model::GetWeight),
         });
     }
 
@@ -505,6 +513,72 @@ private:
         o.Set("description", desc);
         o.Set("weightCount", (double) h->collector->weights.size());
         return o;
+    }
+
+    // ---- tune (src/tune/model.ts): a loaded model's weights, read and written in place ----------
+    // Every candidate of `mathneuro tune` is scored by writing its patched bytes over the weights
+    // of one loaded model (no file, no reload) and setting the original bytes back afterwards.
+    // Whole tensors only (the CPU repack buffers accept nothing else and repack on set); checked
+    // here so that no ggml assertion can reach the process.
+
+    ggml_tensor * FindWeight(Napi::Env env, ModelHandle * h, const Napi::CallbackInfo & info, const char * usage) {
+        if (info.Length() < 1 || !info[0].IsString()) ThrowCoded(env, "EUSAGE", usage);
+        const std::string name = info[0].As<Napi::String>().Utf8Value();
+        for (const auto & kv : llama_internal_get_tensor_map(h->model.get())) {
+            if (kv.first == name) {
+                ggml_tensor * t = kv.second;
+                ggml_backend_buffer_t buf = t && t->view_src ? t->view_src->buffer : t ? t->buffer : nullptr;
+                if (!t || !buf || !t->data) ThrowCoded(env, "EUSAGE", "weight " + name + " has no data in a backend buffer");
+                return t;
+            }
+        }
+        ThrowCoded(env, "ENOENT", "the loaded model has no weight named " + name);
+    }
+
+    // weightInfo(name): { name, type, nbytes, ne: number[4], buffer: string, host: boolean, writable: boolean }
+    Napi::Value WeightInfo(const Napi::CallbackInfo & info) {
+        Napi::Env env = info.Env();
+        ModelHandle * h = handle(env);
+        ggml_tensor * t = FindWeight(env, h, info, "weightInfo(name: string)");
+        ggml_backend_buffer_t buf = t->view_src ? t->view_src->buffer : t->buffer;
+        Napi::Object o = Napi::Object::New(env);
+        o.Set("name", ggml_get_name(t));
+        o.Set("type", (double) t->type);
+        o.Set("nbytes", (double) ggml_nbytes(t));
+        Napi::Array ne = Napi::Array::New(env, GGML_MAX_DIMS);
+        for (uint32_t d = 0; d < GGML_MAX_DIMS; ++d) ne.Set(d, (double) t->ne[d]);
+        o.Set("ne", ne);
+        o.Set("buffer", ggml_backend_buffer_name(buf));
+        o.Set("host", ggml_backend_buffer_is_host(buf));
+        o.Set("writable", !h->use_mmap);
+        return o;
+    }
+
+    // setWeight(name, bytes: Uint8Array): the whole tensor's bytes in its stored type (the GGUF's layout)
+    Napi::Value SetWeight(const Napi::CallbackInfo & info) {
+        Napi::Env env = info.Env();
+        ModelHandle * h = handle(env);
+        ggml_tensor * t = FindWeight(env, h, info, "setWeight(name: string, bytes: Uint8Array)");
+        if (info.Length() < 2 || !info[1].IsTypedArray() || info[1].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) ThrowCoded(env, "EUSAGE", "setWeight(name: string, bytes: Uint8Array)");
+        if (h->use_mmap) ThrowCoded(env, "EMMAP", "the model was loaded with mmap: its weights are a read-only mapping of the file; load it with useMmap: false to change them in memory");
+        Napi::Uint8Array bytes = info[1].As<Napi::Uint8Array>();
+        if (bytes.ByteLength() != ggml_nbytes(t)) ThrowCoded(env, "EUSAGE", std::string("setWeight(") + ggml_get_name(t) + "): " + std::to_string(bytes.ByteLength()) + " bytes, the tensor has " + std::to_string(ggml_nbytes(t)) + " (whole tensors only)");
+        if (h->busy.exchange(true)) ThrowCoded(env, "EBUSY", "the model is busy");
+        ggml_backend_tensor_set(t, bytes.Data(), 0, ggml_nbytes(t));
+        h->busy = false;
+        return env.Undefined();
+    }
+
+    // getWeight(name): Uint8Array of the tensor's bytes (host buffers only: a repacked CPU buffer keeps another layout)
+    Napi::Value GetWeight(const Napi::CallbackInfo & info) {
+        Napi::Env env = info.Env();
+        ModelHandle * h = handle(env);
+        ggml_tensor * t = FindWeight(env, h, info, "getWeight(name: string)");
+        ggml_backend_buffer_t buf = t->view_src ? t->view_src->buffer : t->buffer;
+        if (!ggml_backend_buffer_is_host(buf)) ThrowCoded(env, "EUNSUPPORTED", std::string("getWeight(") + ggml_get_name(t) + "): its buffer (" + ggml_backend_buffer_name(buf) + ") is not host memory in the file's layout");
+        Napi::Uint8Array out = Napi::Uint8Array::New(env, ggml_nbytes(t));
+        memcpy(out.Data(), t->data, ggml_nbytes(t));
+        return out;
     }
 
     Napi::Value Dispose(const Napi::CallbackInfo & info) {

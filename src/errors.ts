@@ -18,6 +18,7 @@ export type ErrorCode =
   | 'EJOURNAL'      // an undo journal is missing or corrupt
   | 'EQUANT'        // a tensor type cannot be requantized
   | 'EIO'
+  | 'EMMAP'         // weights in a read-only mapping of the file cannot be changed in memory (tune loads without mmap)
   | 'EEVAL';
 
 export class MathneuroError extends Error {

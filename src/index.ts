@@ -60,3 +60,7 @@ export {
   type OllamaModel, type OllamaModelRef, type OllamaLayer, type ResolveOllamaOptions,
 } from './ollama.ts';
 export { writeModelfile, modelfileText, modelfilePathFor, chatTemplateFamily, type ModelfileOptions, type ModelfileResult, type ChatTemplateFamily } from './modelfile.ts';
+// tune: K and scale searched per model (src/tune)
+export { tune, paretoFront, refinementPoints, TUNE_TOP_K, TUNE_SCALES, DEFAULT_KL_BUDGET, DEFAULT_NLL_MARGIN, type TuneOptions, type TuneResult, type TuneProgress, type ScoredCandidate } from './tune/tune.ts';
+export { gsm8kTask, arithFixtureTask, withObjectiveFile, objectiveFromFile, registerTuneTask, tuneTask, tuneTaskNames, type TuneTask, type TuneData, type ObjectiveSample, type ConfirmResult } from './tune/tasks.ts';
+export { TuneModel, InMemoryPatcher, Scorer, type Measurement } from './tune/model.ts';

@@ -63,6 +63,16 @@ export interface NativeLoadOptions {
   useMmap?: boolean; flashAttn?: 'auto' | 'on' | 'off'; kvType?: 'f16' | 'f32';
 }
 
+/** The weights of a model that loadModel opened (native/model.cpp), read and written in place (src/tune). */
+export interface NativeWeightAccess {
+  /** ggml's view of one weight: type id, bytes, shape (ne, 4 dims), its buffer's name; EUNSUPPORTED/ENOENT coded errors */
+  weightInfo(name: string): { name: string; type: number; nbytes: number; ne: number[]; buffer: string; host: boolean; writable: boolean };
+  /** The whole tensor's bytes in its stored type (ggml_backend_tensor_set); EMMAP when loaded with mmap, EUSAGE on a size mismatch. */
+  setWeight(name: string, bytes: Uint8Array): void;
+  /** The tensor's bytes (host buffers only: EUNSUPPORTED for a GPU or repacked CPU buffer). */
+  getWeight(name: string): Uint8Array;
+}
+
 /**
  * The raw binding: every function native/*.cpp exports (the Register* functions of addon.cpp's
  * module), with its argument and result types. Typed wrappers live beside their TS module.
@@ -77,7 +87,7 @@ export interface NativeBinding {
   // model.cpp (the statistics themselves: collector.cpp)
   /** The class behind loadModel's result (not constructible from JS). */
   Model: abstract new () => NativeModel;
-  loadModel(path: string, options?: NativeLoadOptions): Promise<NativeModel>;
+  loadModel(path: string, options?: NativeLoadOptions): Promise<NativeModel & NativeWeightAccess>;
   // codec.cpp; selectTopK: top_k.cpp; requantizeBlocks, patchTensor: requantize.cpp
   /** ggml's traits of a type id; null for an id that names no type. */
   codecTypeInfo(type: number): CodecTypeInfo | null;

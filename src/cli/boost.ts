@@ -45,7 +45,9 @@ function makeCommand(name: 'boost' | 'ablate', intervention: Intervention): Comm
 Collects statistics on math and general calibration text (built-in sets unless --math/--general
 give files; cached per model, so another K${isBoost ? ' or scale' : ''} does no forward pass), selects the
 weights in each matrix's math top-K but not in its general top-K (MathNeuro), ${isBoost ? 'multiplies them by\nthe scale' : 'sets them to zero'}, writes a new GGUF (tokenizer and chat template metadata kept) and checks it against
-the source: KL divergence on general text, and GSM8K-style accuracy with --gsm8k N.
+the source: KL divergence on general text, and GSM8K-style accuracy with --gsm8k N.${isBoost ? `
+The defaults are the paper's setting; \`mathneuro tune\` searches K and scale for one model (a
+math objective under a KL budget on general text) and writes the best the same way.` : ''}
 
   -o, --output F    output GGUF (default <model>.${suffix}.gguf; for ollama:, ./<name>-<tag>.${suffix}.gguf)
   --top-k K         per-matrix fraction, e.g. 0.1 or 10% (default ${defaultK})
@@ -143,6 +145,13 @@ async function runPipeline(io: CommandIO, quiet: boolean, options: Parameters<ty
   }
 }
 
+/** Where boost's setting came from; `tune` searches it for the model. */
+function settingNote(r: BoostResult): string {
+  const defaults = r.topK === (r.intervention === 'scale' ? DEFAULT_BOOST_TOP_K : DEFAULT_ABLATE_TOP_K) && (r.intervention === 'prune' || r.scale === DEFAULT_BOOST_SCALE);
+  if (r.intervention === 'prune') return defaults ? ' (the default)' : '';
+  return `${defaults ? ' (the defaults, the paper\'s setting)' : ''}; \`mathneuro tune\` searches K and scale for this model`;
+}
+
 function printSummary(io: CommandIO, r: BoostResult) {
   const c = colors(io.stdout, io.env);
   const s = r.statistics;
@@ -150,6 +159,7 @@ function printSummary(io: CommandIO, r: BoostResult) {
   const realized = r.patch.realized.find((x) => x.type === 'all');
   const lines = [
     `${c.bold(r.intervention === 'scale' ? 'boost' : 'ablate')} ${r.model.spec}`,
+    `  setting        ${r.method}, K=${r.topK}${r.intervention === 'scale' ? `, x${r.scale}` : ''}${settingNote(r)}`,
     `  math stats     ${stat(s.math)}`,
     `  general stats  ${stat(s.general)}`,
     `  selected       ${r.patch.selectedWeights} weights = ${(100 * r.patch.selectedWeights / Math.max(1, r.patch.modelParameters)).toFixed(3)}% of ${r.patch.modelParameters} (${r.method}, K=${r.topK}) in ${r.patch.tensorsPatched} tensors`,

@@ -7,7 +7,7 @@ import { interruptState, type Command, type CommandIO } from './common.ts';
 
 /** Every command, in the order the help lists them. A module exports `command: Command`. */
 const commandNames = [
-  'boost', 'ablate', 'synth', 'stats', 'select', 'patch', 'unpatch', 'inspect',
+  'boost', 'tune', 'ablate', 'synth', 'stats', 'select', 'patch', 'unpatch', 'inspect',
   'eval', 'report', 'overlap', 'quantize', 'doctor',
 ] as const;
 

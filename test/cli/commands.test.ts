@@ -7,7 +7,7 @@ import path from 'node:path';
 import { run } from '../helpers/cli.ts';
 import { fixtureModel } from '../helpers/fixtures.ts';
 
-const ALL = ['boost', 'ablate', 'synth', 'stats', 'select', 'patch', 'unpatch', 'inspect', 'eval', 'report', 'overlap', 'quantize', 'doctor'];
+const ALL = ['boost', 'tune', 'ablate', 'synth', 'stats', 'select', 'patch', 'unpatch', 'inspect', 'eval', 'report', 'overlap', 'quantize', 'doctor'];
 
 t.test('help, usage errors and failures of every command', async (t) => {
   const dir = t.testdir();
