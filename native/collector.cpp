@@ -5,6 +5,7 @@
 #include "ggml-backend.h"
 
 #include <algorithm>
+#include <chrono>
 
 #include <cmath>
 #include <cstring>
@@ -322,9 +323,21 @@ void Collector::restore_counts(const std::unordered_map<std::string, std::vector
 
 bool CollectorEvalCallback(ggml_tensor * t, bool ask, void * user_data) {
     auto * c = (Collector *) user_data;
-    if (ask) return c->accept(t);
+    // after the stop node every node is "needed", so a later split (another backend) computes one node
+    // and breaks on the answer below instead of running to its end
+    if (c->stopped) return ask;
+    const bool stop_node = !c->stop_after.empty() && c->stop_after == t->name;
+    if (ask) return stop_node || c->accept(t);
+    if (stop_node) {
+        c->stopped = true;
+        c->stops++;
+        return false;
+    }
     if (!c->error.empty()) return false;
-    return c->observe(t);
+    const auto t0 = std::chrono::steady_clock::now();
+    const bool ok = c->observe(t);
+    c->observe_ms += std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    return ok;
 }
 
 bool CollectorAbortCallback(void * user_data) {

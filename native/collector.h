@@ -41,6 +41,14 @@ struct Collector {
     uint64_t col_sq_generation = 0;
     uint64_t generation = 0;        // bumped before every llama_decode
     bool enabled = true;            // false: plain forward passes (the benchmark floor), nothing accepted
+    // Early stop: end each graph evaluation right after the node with this name (empty: never). The
+    // scheduler breaks out of a split when the callback answers false after a node it asked for; every
+    // later split then computes only its first node. Nodes after it (the output head) are not computed,
+    // so the logits llama_decode copies out are garbage: the caller must not read them.
+    std::string stop_after;
+    bool stopped = false;           // this decode reached stop_after; reset before every llama_decode
+    int64_t stops = 0;              // decodes that stopped early, for the caller to check
+    double observe_ms = 0;          // time spent in observe() (the statistics themselves), this collection
     // Packed mode: several whole samples in one llama_decode as separate sequences; row r of every
     // matmul input belongs to the segment that holds r (the unified KV cache keeps batch order).
     std::vector<std::pair<int64_t, int64_t>> segments;   // (first row, rows) per sample

@@ -135,9 +135,9 @@ struct Progress {
 class CollectWorker : public PromiseWorker<Napi::AsyncProgressQueueWorker<Progress>> {
 public:
     CollectWorker(Napi::Env env, Napi::Object model_ref, ModelHandle * h, std::vector<std::string> texts,
-                  Napi::Function progress, bool add_special, bool pack, bool collect_stats, bool logits_all)
+                  Napi::Function progress, bool add_special, bool pack, bool collect_stats, bool logits_all, std::string stop_after)
         : PromiseWorker(env), h_(h), texts_(std::move(texts)), add_special_(add_special),
-          pack_(pack), collect_stats_(collect_stats), logits_all_(logits_all) {
+          pack_(pack), collect_stats_(collect_stats), logits_all_(logits_all), stop_after_(std::move(stop_after)) {
         Keep(model_ref);
         if (!progress.IsEmpty()) progress_ = Napi::Persistent(progress);
     }
@@ -149,11 +149,17 @@ public:
         c.error.clear();
         c.enabled = collect_stats_;
         c.segments.clear();
+        // the logits of a stopped graph are garbage: nothing here reads them (LogitsWorker clears this)
+        c.stop_after = stop_after_;
+        c.stopped = false;
+        c.stops = 0;
+        c.observe_ms = 0;
         const llama_vocab * vocab = llama_model_get_vocab(h_->model.get());
         llama_memory_t mem = llama_get_memory(h_->ctx.get());
         llama_batch batch = llama_batch_init(h_->n_batch, 0, 1);
         auto t0 = std::chrono::steady_clock::now();
         std::unordered_map<std::string, std::vector<double>> saved_counts;
+        int64_t decodes = 0;
         auto fail = [&](int32_t rc, size_t si) {
             if (h_->abort_flag.load()) aborted_ = true;
             else if (!c.error.empty()) error_ = c.error;
@@ -218,7 +224,9 @@ public:
                 batch.n_tokens = n;
                 c.packed_rows = n;
                 c.generation++;
+                c.stopped = false;
                 const int32_t rc = llama_decode(h_->ctx.get(), batch);
+                decodes++;
                 c.segments.clear();
                 // the scheduler stops a graph whose callback said no, but llama_decode may still return 0
                 if (rc != 0 || !c.error.empty()) {
@@ -243,7 +251,9 @@ public:
                 // every token's logits: the last layer and the head see all tokens
                 FillSequenceBatch(batch, tokens, pos, n, logits_all_);
                 c.generation++;
+                c.stopped = false;
                 const int32_t rc = llama_decode(h_->ctx.get(), batch);
+                decodes++;
                 if (rc != 0 || !c.error.empty()) { ok = false; fail(rc, si); break; }
             }
             if (!ok) {
@@ -260,6 +270,11 @@ public:
         llama_batch_free(batch);
         llama_memory_clear(mem, true);
         c.enabled = true;
+        c.stop_after.clear();
+        c.stopped = false;
+        stops_ = c.stops;
+        decodes_ = decodes;
+        observe_ms_ = c.observe_ms;
         elapsed_ms_ = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     }
 
@@ -286,6 +301,10 @@ public:
         out.Set("tokens", (double) tokens_);
         out.Set("elapsedMs", elapsed_ms_);
         out.Set("aborted", aborted_);
+        // forward passes, how many of them ended at the stop node, and the time inside the statistics
+        out.Set("decodes", (double) decodes_);
+        out.Set("stopped", (double) stops_);
+        out.Set("observeMs", observe_ms_);
         Napi::Array trunc = Napi::Array::New(env, truncated_.size());
         for (size_t i = 0; i < truncated_.size(); ++i) trunc.Set((uint32_t) i, (double) truncated_[i]);
         out.Set("truncated", trunc);
@@ -336,7 +355,11 @@ private:
     bool pack_;
     bool collect_stats_;
     bool logits_all_;
+    std::string stop_after_;
     Napi::FunctionReference progress_;
+    int64_t decodes_ = 0;
+    int64_t stops_ = 0;
+    double observe_ms_ = 0;
     int64_t samples_ = 0;
     int64_t tokens_ = 0;
     double elapsed_ms_ = 0;
@@ -357,6 +380,8 @@ public:
     void Execute() override {
         Collector & c = *h_->collector;
         c.enabled = false;
+        c.stop_after.clear();   // every node, the head included: these logits are read
+        c.stopped = false;
         const int32_t n_vocab = llama_vocab_n_tokens(llama_model_get_vocab(h_->model.get()));
         n_vocab_ = n_vocab;
         llama_memory_t mem = llama_get_memory(h_->ctx.get());
@@ -455,19 +480,23 @@ private:
         Napi::Function progress;
         if (info.Length() > 1 && info[1].IsFunction()) progress = info[1].As<Napi::Function>();
         const bool add_special = BoolArgument(info, 2, true);
-        // options: { pack = true, stats = true (false: plain forward passes), logits = "all" | "last" }
+        // options: { pack = true, stats = true (false: plain forward passes), logits = "all" | "last",
+        //            stopAfter: a node name: each graph evaluation ends after it (later nodes, e.g. the
+        //            output head, are not computed; the logits are then never read) }
         bool pack = true, collect_stats = true, logits_all = true, record_matmuls = false;
+        std::string stop_after;
         if (info.Length() > 3 && info[3].IsObject()) {
             Napi::Object o = info[3].As<Napi::Object>();
             if (o.Get("matmuls").IsBoolean()) record_matmuls = o.Get("matmuls").As<Napi::Boolean>().Value();
             if (o.Get("pack").IsBoolean()) pack = o.Get("pack").As<Napi::Boolean>().Value();
             if (o.Get("stats").IsBoolean()) collect_stats = o.Get("stats").As<Napi::Boolean>().Value();
             if (o.Get("logits").IsString()) logits_all = o.Get("logits").As<Napi::String>().Utf8Value() != "last";
+            if (o.Get("stopAfter").IsString()) stop_after = o.Get("stopAfter").As<Napi::String>().Utf8Value();
         }
         if (collect_stats && !logits_all) { h->busy = false; ThrowCoded(env, "EUSAGE", "statistics need logits for every token"); }
         h->abort_flag = false;
         h->collector->record_matmuls = record_matmuls;
-        auto * w = new CollectWorker(env, Value(), h, std::move(texts), progress, add_special, pack, collect_stats, logits_all);
+        auto * w = new CollectWorker(env, Value(), h, std::move(texts), progress, add_special, pack, collect_stats, logits_all, std::move(stop_after));
         return w->Start();
     }
 

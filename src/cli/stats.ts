@@ -35,6 +35,9 @@ ${modelHelp}
   --chunks N       use the first N samples, in file order (llama-imatrix's --chunks; -1 = all)
   --seed S         seed of the draw (default 0)
   --exclude-math-subjects   with MMLU folders: leave out the 5 math subjects (for general statistics)
+  --include-output also collect the output head's statistics (llama-imatrix's --process-output), for
+                   select/patch --include-output: the head then runs on every token (~20% of a pass
+                   on a 1B model); by default each forward pass stops before it
   --checkpoint-every N   save progress every N samples to <output>.partial; --resume continues from it
   --resume         continue an interrupted run (same data, samples and seed)
   --force          overwrite the output
@@ -52,7 +55,7 @@ examples:
     const { values, positionals } = parse(argv, {
       data: { type: 'string' }, file: { type: 'string', short: 'f' }, output: { type: 'string', short: 'o' }, 'output-file': { type: 'string' },
       samples: { type: 'string' }, chunks: { type: 'string' }, seed: { type: 'string' },
-      'exclude-math-subjects': { type: 'boolean' }, ...hardwareOptions, ...modelOption,
+      'exclude-math-subjects': { type: 'boolean' }, 'include-output': { type: 'boolean' }, 'process-output': { type: 'boolean' }, ...hardwareOptions, ...modelOption,
       'checkpoint-every': { type: 'string' }, resume: { type: 'boolean' }, force: { type: 'boolean' },
       ...modelCheckOptions,
     });
@@ -85,7 +88,7 @@ examples:
     const interrupt = interruptible(io, 'removing the partial output');
     try {
       const r = await collectStats(model, chosen.map((s) => s.text), {
-        dataset: path.basename(data), signal: interrupt.signal,
+        dataset: path.basename(data), signal: interrupt.signal, includeOutput: !!(values['include-output'] || values['process-output']),
         nCtx: hw.nCtx, nThreads: hw.nThreads, nBatch: hw.nBatch, nGpuLayers: hw.nGpuLayers,
         modelChecks: !values['no-model-checks'], skipUnencodable: values['skip-unencodable'], sources: chosen.map((x) => x.source),
         checkpoint: every || values.resume ? { path: `${output}.partial`, every: every ?? 50, resume: values.resume } : undefined,

@@ -29,10 +29,10 @@ export const EXCLUSION_RULES: readonly Rule[] = [
   {
     rule: 'token embedding', test: (t) => t.name === 'token_embd.weight', matmul: tied,
     reason: (info) => tied(info)
-      ? 'token embedding, also the output head (tied): the statistics see it as the head\'s matmul, but changing it would change every token\'s input embedding too'
+      ? 'token embedding, also the output head (tied): the statistics see it as the head\'s matmul (with --include-output), but changing it would change every token\'s input embedding too'
       : 'token embedding: a row lookup (GET_ROWS), not a matmul',
   },
-  { rule: 'output head', test: (t) => t.name === 'output.weight', matmul: true, reason: 'output head: its statistics are collected; it is scored only with --include-output (MathNeuro edits the blocks)' },
+  { rule: 'output head', test: (t) => t.name === 'output.weight', matmul: true, reason: 'output head: its statistics are collected only with --include-output (by default a forward pass stops before the head), and only then is it scored (MathNeuro edits the blocks)' },
   { rule: 'bias', test: (t) => t.name.endsWith('.bias') || /(^|\.)exp_probs_b(\.|$)/.test(t.name), matmul: false, reason: 'bias: added, not multiplied' },
   { rule: 'norm', test: (t) => /_norm\.weight$|(^|\.)norm\.weight$/.test(t.name), matmul: false, reason: 'norm gain: an elementwise scale, not a matmul' },
   { rule: 'MoE router', test: (t) => /\.ffn_gate_inp\.weight$/.test(t.name), matmul: true, reason: 'MoE router: a matmul the statistics see, but changing it changes which experts run, not what they compute' },

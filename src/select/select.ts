@@ -75,6 +75,7 @@ export function planTensors(model: GgufInfo, math: StatisticsSource, options: { 
     if (!isBlock && !(isOutput && options.includeOutput)) continue;
     if (tensor.shape.length < 2 || tensor.shape.length > 3 || EXCLUDED_BLOCK_WEIGHTS.test(tensor.name)) continue;
     const stats = math.weights.get(tensor.name);
+    if (!stats && isOutput) throw new MathneuroError('ESTATS', 'the statistics have no entry for output.weight: collect them with --include-output (mathneuro stats --include-output; by default a forward pass stops before the output head)');
     if (!stats) { skipped.push({ name: tensor.name, reason: 'no statistics' }); continue; }
     const matrices = tensor.shape[2] ?? 1;
     if (stats.nIn !== tensor.shape[0] || stats.nMat !== matrices) {

@@ -56,6 +56,14 @@ export interface CollectOptions extends ModelOptions {
   checkpoint?: { path: string; every: number; resume?: boolean };
   /** also report every matmul the graph evaluated (src0 name, op, accepted), for coverage checks */
   matmuls?: boolean;
+  /**
+   * also collect the output head's statistics (output.weight, or token_embd.weight when the head is
+   * tied; llama-imatrix's --process-output): the head's matmul then runs on every token, about 20% of
+   * a pass on a 1B model with a 128k vocabulary. Default false: each forward pass ends at the final
+   * norm (HEAD_INPUT_NODE), after the last block, so every block weight's statistics are the same and
+   * the head's are absent (selecting with includeOutput then needs statistics collected with this).
+   */
+  includeOutput?: boolean;
   /** where each text comes from ("file:line"), for errors about a sample (default "text #i") */
   sources?: string[];
   /** leave out texts with characters the vocabulary cannot encode (default: such a text is an EDATA error, before any forward pass) */
@@ -78,14 +86,26 @@ export interface CollectResult {
   elapsedMs: number;
   /** with options.matmuls: every matmul the forward passes evaluated (union over all samples) */
   matmuls?: SeenMatmul[];
+  /** forward passes (llama_decode calls) and how many of them ended at the final norm, not computing the head */
+  passes: number;
+  passesWithoutHead: number;
+  /** time inside the eval callback's statistics code (the rest of elapsedMs is llama.cpp's graph and tokenizing) */
+  observeMs: number;
 }
+
+/**
+ * The node llama.cpp names the input of the output head: the final norm, after the last block
+ * (cb(cur, "result_norm", -1) in src/models/*.cpp). Every block's matmuls are its ancestors, so a
+ * graph evaluation that ends there has seen them all; an architecture without it runs to the end.
+ */
+export const HEAD_INPUT_NODE = 'result_norm';
 
 export interface NativeModel {
   tokenize(text: string, addSpecial?: boolean): Int32Array;
   collect(texts: string[], onProgress?: (p: { samplesDone: number; tokensDone: number; elapsedMs: number }) => void, addSpecial?: boolean,
-    options?: { pack?: boolean; stats?: boolean; logits?: 'all' | 'last'; matmuls?: boolean }): Promise<{
+    options?: { pack?: boolean; stats?: boolean; logits?: 'all' | 'last'; matmuls?: boolean; stopAfter?: string }): Promise<{
     samples: number; tokens: number; elapsedMs: number; aborted: boolean; truncated: number[]; empty: number[];
-    weights: WeightStats[]; matmuls?: SeenMatmul[];
+    weights: WeightStats[]; matmuls?: SeenMatmul[]; decodes: number; stopped: number; observeMs: number;
   }>;
   abort(): void;
   logits(tokens: Int32Array): Promise<{ logits: Float32Array; nVocab: number; nTokens: number }>;
@@ -138,7 +158,9 @@ export class StatsModel {
     const empty: number[] = [];
     const matmuls = new Map<string, SeenMatmul>();
     const cp = options.checkpoint;
+    const includeOutput = options.includeOutput ?? false;
     let checkpointsSaved = 0;
+    let passes = 0, passesWithoutHead = 0, observeMs = 0;
     if (cp?.resume && existsSync(cp.path)) {
       const saved = await loadStats(cp.path);
       if (saved.model.headerSha256 !== identity.headerSha256) throw new MathneuroError('ESTATS', `checkpoint ${cp.path} belongs to another model`);
@@ -147,6 +169,9 @@ export class StatsModel {
       if (!Number.isInteger(done) || done < 0 || done > texts.length || Number(expected) !== texts.length) throw new MathneuroError('ESTATS', `checkpoint ${cp.path} was made for another input (${String(expected)} texts, not ${texts.length})`);
       // same count is not enough: another data file or --seed would silently mix two inputs
       if (saved.metadata.get('mathneuro.checkpoint.texts_sha256') !== textsSha256(texts)) throw new MathneuroError('ESTATS', `checkpoint ${cp.path} was made for other texts (another data file, --samples or --seed); delete it or drop --resume`);
+      // the head's statistics must cover every sample or none (checkpoints without the key predate the option and have them)
+      const savedOutput = saved.metadata.get('mathneuro.checkpoint.include_output') ?? true;
+      if (savedOutput !== includeOutput) throw new MathneuroError('ESTATS', `checkpoint ${cp.path} was collected ${savedOutput ? 'with' : 'without'} the output head's statistics; run again ${savedOutput ? 'with' : 'without'} --include-output, or delete it`);
       total = { model: identity, samples: saved.samples, tokens: saved.tokens, datasets: saved.datasets, weights: saved.weights };
       start = done;
     }
@@ -168,7 +193,8 @@ export class StatsModel {
             tokensPerSecond: (baseTokens + p.tokensDone - tokensAtStart) / Math.max(0.001, elapsedMs / 1000),
             etaMs: rate > 0 ? (texts.length - samplesDone) / rate : NaN,
           });
-        }, options.addSpecial ?? true, { pack: options.pack ?? true, matmuls: options.matmuls ?? false });
+        }, options.addSpecial ?? true, { pack: options.pack ?? true, matmuls: options.matmuls ?? false, ...(includeOutput ? {} : { stopAfter: HEAD_INPUT_NODE }) });
+        passes += r.decodes; passesWithoutHead += r.stopped; observeMs += r.observeMs;
         for (const m of r.matmuls ?? []) matmuls.set(m.name, { ...m, accepted: m.accepted || !!matmuls.get(m.name)?.accepted });
         if (r.aborted || options.signal?.aborted) throw new MathneuroError('EABORT', 'statistics collection was cancelled');
         const part: Stats = { model: identity, samples: r.samples, tokens: r.tokens, datasets: [], weights: new Map(r.weights.map((w) => [w.name, w])) };
@@ -182,6 +208,7 @@ export class StatsModel {
               { key: 'mathneuro.checkpoint.texts_done', type: GGUF_VALUE.UINT64, value: Math.min(texts.length, from + every) },
               { key: 'mathneuro.checkpoint.text_count', type: GGUF_VALUE.UINT64, value: texts.length },
               { key: 'mathneuro.checkpoint.texts_sha256', type: GGUF_VALUE.STRING, value: textsSha256(texts) },
+              { key: 'mathneuro.checkpoint.include_output', type: GGUF_VALUE.BOOL, value: includeOutput },
             ],
           });
           // test hook (test/hardening/resume.test.ts): die like kill -9 right after the Nth checkpoint
@@ -193,17 +220,18 @@ export class StatsModel {
     } finally {
       options.signal?.removeEventListener('abort', onAbort);
     }
-    return { stats: total, truncated, empty, unencodable: screened.skipped, elapsedMs: Date.now() - t0, ...(options.matmuls ? { matmuls: [...matmuls.values()] } : {}) };
+    return { stats: total, truncated, empty, unencodable: screened.skipped, elapsedMs: Date.now() - t0, passes, passesWithoutHead, observeMs, ...(options.matmuls ? { matmuls: [...matmuls.values()] } : {}) };
   }
 
   /**
    * Plain forward passes over `texts` with the same context settings and no statistics: the floor
-   * that collection is measured against (benchmarks). `logits: 'last'` requests only the last token's.
+   * that collection is measured against (benchmarks). `logits: 'last'` requests only the last token's
+   * (llama.cpp's prompt processing); `skipHead` ends each pass at the final norm as collection does.
    */
-  async forward(texts: string[], options: { pack?: boolean; logits?: 'all' | 'last' } = {}): Promise<{ samples: number; tokens: number; elapsedMs: number }> {
+  async forward(texts: string[], options: { pack?: boolean; logits?: 'all' | 'last'; skipHead?: boolean } = {}): Promise<{ samples: number; tokens: number; elapsedMs: number; passes: number; passesWithoutHead: number }> {
     screenTexts(this.gguf, texts.map((text, i) => ({ text, source: `text #${i}` })));
-    const r = await this.native.collect(texts, undefined, true, { pack: options.pack ?? true, stats: false, logits: options.logits ?? 'all' });
-    return { samples: r.samples, tokens: r.tokens, elapsedMs: r.elapsedMs };
+    const r = await this.native.collect(texts, undefined, true, { pack: options.pack ?? true, stats: false, logits: options.logits ?? 'all', ...(options.skipHead ? { stopAfter: HEAD_INPUT_NODE } : {}) });
+    return { samples: r.samples, tokens: r.tokens, elapsedMs: r.elapsedMs, passes: r.decodes, passesWithoutHead: r.stopped };
   }
 
   /** Logits at every position of `tokens` (nTokens x nVocab, row-major), from a fresh state. */

@@ -101,7 +101,8 @@ export async function runArchChecks(arch: string, c: Checker, options: { measure
       phase('generate');
       c.section('coverage');
       // --- statistics, with every matmul the callback was asked about ---
-      const math = await model.collect(mathTexts, { matmuls: true, dataset: 'math' });
+      // with the output head (includeOutput), so that the callback sees every matmul of the graph
+      const math = await model.collect(mathTexts, { matmuls: true, dataset: 'math', includeOutput: true });
       const general = await model.collect(generalTexts, { dataset: 'general' });
       const tokenLists = mathTexts.map((s) => model.tokenize(s));
       const nTokens = tokenLists.reduce((a, l) => a + l.length, 0);

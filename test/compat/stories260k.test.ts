@@ -64,7 +64,10 @@ if (!source) {
     r = await cli(['stats', model, '--data', mathFile, '-o', math, ...threads, '--json'], env);
     t.equal(r.code, 0, r.stderr);
     t.equal(r.json.samples, 3);
-    t.equal(r.json.weights, 36, 'every matrix: 7 per layer x 5 layers, and the output head');
+    t.equal(r.json.weights, 35, 'every block matrix: 7 per layer x 5 layers (a forward pass stops before the output head)');
+    r = await cli(['stats', model, '--data', mathFile, '-o', path.join(dir, 'math-head.stats.gguf'), '--include-output', ...threads, '--json'], env);
+    t.equal(r.code, 0, r.stderr);
+    t.equal(r.json.weights, 36, '--include-output: and the output head');
 
     const sel = path.join(dir, 'stories.mnsel');
     r = await cli(['select', model, '--math', math, '--general', general, '--top-k', '1%,10%', '-o', sel, '--json'], env);
