@@ -124,6 +124,7 @@ export class EvalModel {
     } catch (e) {
       throw new MathneuroError('ELOAD', `could not create a ${parallel} x ${contextSize}-token context for ${this.path}: ${(e as Error).message} (lower --parallel or --ctx)`, { cause: e });
     }
+    serializeFirstSampleAfterDecode(this.context);
     this.sequences = Array.from({ length: parallel }, () => this.context!.getSequence());
     this.free.push(...this.sequences);
   }
@@ -176,6 +177,47 @@ export class EvalModel {
     await this.context?.dispose();
     await this.model.dispose();
   }
+}
+
+/**
+ * The fix of batched greedy generation crossing tokens between sequences (node-llama-cpp 3.21.1).
+ * After a multi-sequence llama_decode, llama.cpp may hold its output rows in another order than the
+ * batch's (llama_kv_cache::init_batch splits with split_equal when the K/V cache has one stream per
+ * sequence, node-llama-cpp's default) and records the swaps that restore it (output_swaps); the first
+ * llama_get_logits_ith / llama_get_sampled_*_ith applies them and clears the list
+ * (llama_context::output_reorder, no lock). node-llama-cpp samples every sequence of the batch at
+ * once (LlamaContext.js, dispatchPendingBatch -> decodeTokenBatchItems: the logitDataMappers of all
+ * afterDecodeActions, each an AddonContextSampleTokenWorker on the libuv pool, AddonSampler::
+ * setTokenCandidates -> llama_get_logits_ith), so two workers could apply the swaps together (twice:
+ * undone) or read a row while another swapped it, and a sequence sampled another sequence's row.
+ * Here the first sampleToken after each decodeBatch runs alone; the rest start once it is done (the
+ * swaps are then applied and the list is empty), so sampling still runs in parallel.
+ */
+function serializeFirstSampleAfterDecode(context: LlamaContext): void {
+  type Native = { decodeBatch(...args: unknown[]): Promise<unknown>; sampleToken(...args: unknown[]): Promise<unknown> };
+  const native = (context as unknown as { _ctx?: Native })._ctx;
+  if (!native || typeof native.decodeBatch !== 'function' || typeof native.sampleToken !== 'function') {
+    throw new Error('node-llama-cpp internals changed (LlamaContext._ctx.decodeBatch / sampleToken): check the output_reorder race fix in src/eval/runtime.ts');
+  }
+  const decodeBatch = native.decodeBatch.bind(native);
+  const sampleToken = native.sampleToken.bind(native);
+  let reorderPending = false;
+  let first: Promise<unknown> = Promise.resolve();
+  // own properties over the addon's read-only prototype methods
+  Object.defineProperty(native, 'decodeBatch', { configurable: true, value: async (...args: unknown[]) => {
+    const out = await decodeBatch(...args);
+    reorderPending = true;
+    return out;
+  } });
+  Object.defineProperty(native, 'sampleToken', { configurable: true, value: (...args: unknown[]) => {
+    if (reorderPending) {
+      reorderPending = false;
+      const p = sampleToken(...args);
+      first = p.catch(() => undefined);
+      return p;
+    }
+    return first.then(() => sampleToken(...args));
+  } });
 }
 
 /** Keep the cached state a sequence shares with `tokens` (a few-shot prefix), drop the rest; returns the tokens still to evaluate (at least one). */

@@ -17,9 +17,7 @@ export async function runGenerations(ctx: RunContext, modelPath: string, modelKe
         promptTokens.set(job.id, typeof job.prompt === 'string' ? model.tokenize(job.prompt) : await model.chatPromptTokens(job.prompt));
       }
       const lengths = [...promptTokens.values()].map((t) => t.length);
-      // One sequence by default: with several decoding together, some greedy texts came out of another
-      // item's first token in tests (test/eval/gsm8k.test.ts, a todo until the cause is found).
-      return { parallel: ctx.options.parallel ?? 1, contextSize: neededContext(lengths, maxTokens, ctx.options.contextSize) };
+      return { parallel: ctx.options.parallel ?? 8, contextSize: neededContext(lengths, maxTokens, ctx.options.contextSize) };
     },
     async (model, sequence, job) => {
       const generation = await generateGreedy(model, sequence, promptTokens.get(job.id)!, { maxTokens, stopStrings, signal: ctx.options.signal });
