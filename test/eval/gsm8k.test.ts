@@ -87,7 +87,7 @@ t.test('sequential generation equals an independent greedy decode and an indepen
   // A fixture whose greedy decisions on these prompts all have clear margins (smallest 0.44 nats,
   // checked below): the synth default std gives near-flat distributions with near-ties.
   const model = await evalTestModel({ seed: 1, weightStd: 2 });
-  const sequential = await evaluate({ ...common, model, limit: 6, cache: false }); // the default: one sequence
+  const sequential = await evaluate({ ...common, model, limit: 6, parallel: 1, cache: false });
   t.equal(sequential.itemResults.length, 6);
   t.ok(sequential.itemResults.every((r) => (r.tokens as number) > 0));
 
