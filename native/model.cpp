@@ -45,6 +45,8 @@ struct LoadOptions {
     bool use_mmap = true;
     int32_t flash_attn = -1;        // llama_flash_attn_type: -1 auto, 0 off, 1 on
     bool kv_f32 = false;            // F32 KV cache instead of llama.cpp's default F16
+    bool repack = true;             // false: no CPU extra buffer types (repacked weights), the trainer's layout
+    bool kv_unified = true;         // false (one sequence only): llama.cpp's default K/V layout, as the trainer's context has it
 };
 
 // Everything a model load needs, done off the JS thread.
@@ -86,6 +88,7 @@ static std::unique_ptr<ModelHandle> load_model(const LoadOptions & o, std::strin
     llama_model_params mp = llama_model_default_params();
     mp.n_gpu_layers = o.n_gpu_layers;
     mp.load_mode = o.use_mmap ? LLAMA_LOAD_MODE_MMAP : LLAMA_LOAD_MODE_NONE;
+    mp.use_extra_bufts = o.repack;
     {
         LlamaLogCapture log;
         h->model.reset(llama_model_load_from_file(o.path.c_str(), mp));
@@ -104,7 +107,7 @@ static std::unique_ptr<ModelHandle> load_model(const LoadOptions & o, std::strin
     // packing needs a transformer KV cache that keeps batch order (unified); recurrent models run one sample at a time
     const bool can_pack = o.n_seq_max > 1 && !llama_model_is_recurrent(h->model.get()) && !llama_model_is_hybrid(h->model.get());
     cp.n_seq_max = can_pack ? (uint32_t) std::min(o.n_seq_max, 256) : 1;
-    cp.kv_unified = true;
+    cp.kv_unified = o.kv_unified || cp.n_seq_max > 1;
     if (o.n_threads > 0) { cp.n_threads = o.n_threads; cp.n_threads_batch = o.n_threads; }
     cp.flash_attn_type = (llama_flash_attn_type) o.flash_attn;
     if (o.kv_f32) { cp.type_k = GGML_TYPE_F32; cp.type_v = GGML_TYPE_F32; }
@@ -423,6 +426,93 @@ private:
     std::string error_;
 };
 
+// Greedy completion of one prompt (plain forward passes, no statistics): the prompt in batches of
+// n_batch with the last token's logits, then one token at a time; argmax of the raw logits (ties:
+// the lowest id). Ends at an end-of-generation token (not counted), when the text of the pieces
+// holds a stop string (cut there), or after max_new tokens.
+class GreedyWorker : public PromiseWorker<Napi::AsyncWorker> {
+public:
+    GreedyWorker(Napi::Env env, Napi::Object model_ref, ModelHandle * h, std::vector<llama_token> tokens, int32_t max_new, std::vector<std::string> stops)
+        : PromiseWorker(env), h_(h), tokens_(std::move(tokens)), max_new_(max_new), stops_(std::move(stops)) {
+        Keep(model_ref);
+    }
+    void Execute() override {
+        Collector & c = *h_->collector;
+        c.enabled = false;
+        Run();
+        llama_memory_clear(llama_get_memory(h_->ctx.get()), true);
+        c.enabled = true;
+    }
+    void OnOK() override {
+        Napi::Env env = Env();
+        h_->busy = false;
+        h_->abort_flag = false;
+        if (!error_.empty()) { RejectCoded(error_ == "aborted" ? "EABORT" : "EDECODE", error_); return; }
+        Napi::Object o = Napi::Object::New(env);
+        o.Set("text", text_);
+        o.Set("tokens", ToJsArray<Napi::Int32Array>(env, generated_));
+        o.Set("stoppedBy", stopped_by_);
+        Resolve(o);
+    }
+    void OnError(const Napi::Error & e) override { h_->busy = false; Reject(e.Value()); }
+private:
+    bool Decode(llama_batch & batch) {
+        const int32_t rc = llama_decode(h_->ctx.get(), batch);
+        if (rc != 0) error_ = h_->abort_flag.load() ? "aborted" : "llama_decode failed with code " + std::to_string(rc);
+        return rc == 0;
+    }
+    void Run() {
+        const llama_vocab * vocab = llama_model_get_vocab(h_->model.get());
+        const int32_t n_vocab = llama_vocab_n_tokens(vocab);
+        llama_memory_clear(llama_get_memory(h_->ctx.get()), true);
+        llama_batch batch = llama_batch_init(h_->n_batch, 0, 1);
+        bool ok = true;
+        for (size_t pos = 0; pos < tokens_.size() && ok; pos += h_->n_batch) {
+            const int32_t n = (int32_t) std::min<size_t>(h_->n_batch, tokens_.size() - pos);
+            FillSequenceBatch(batch, tokens_, pos, n, /*logits_all*/ false);
+            ok = Decode(batch);
+        }
+        std::string text;
+        for (int32_t k = 0; ok && k < max_new_; ++k) {
+            const float * logits = llama_get_logits_ith(h_->ctx.get(), -1);
+            if (!logits) { error_ = "no logits after the prompt"; break; }
+            llama_token best = 0;
+            for (int32_t v = 1; v < n_vocab; ++v) if (logits[v] > logits[best]) best = v;
+            if (llama_vocab_is_eog(vocab, best)) { stopped_by_ = "eog"; break; }
+            generated_.push_back(best);
+            char buf[256];
+            const int32_t len = llama_token_to_piece(vocab, best, buf, sizeof(buf), 0, false);
+            if (len > 0) text += std::string(buf, len);
+            size_t cut = std::string::npos;
+            for (const std::string & s : stops_) {
+                const size_t at = s.empty() ? std::string::npos : text.find(s);
+                if (at != std::string::npos && (cut == std::string::npos || at < cut)) cut = at;
+            }
+            if (cut != std::string::npos) { text.resize(cut); stopped_by_ = "stop-string"; break; }
+            if (k + 1 == max_new_) { stopped_by_ = "max-tokens"; break; }
+            const size_t n_past = tokens_.size() + generated_.size() - 1;
+            if ((int64_t) n_past + 1 > h_->n_ctx) { stopped_by_ = "max-tokens"; break; }
+            batch.n_tokens = 1;
+            batch.token[0] = best;
+            batch.pos[0] = (llama_pos) n_past;
+            batch.n_seq_id[0] = 1;
+            batch.seq_id[0][0] = 0;
+            batch.logits[0] = true;
+            ok = Decode(batch);
+        }
+        text_ = text;
+        llama_batch_free(batch);
+    }
+    ModelHandle * h_;
+    std::vector<llama_token> tokens_;
+    int32_t max_new_;
+    std::vector<std::string> stops_;
+    std::vector<llama_token> generated_;
+    std::string text_;
+    std::string stopped_by_ = "eog";
+    std::string error_;
+};
+
 class Model : public Napi::ObjectWrap<Model> {
 public:
     static Napi::FunctionReference constructor;
@@ -432,6 +522,7 @@ public:
             InstanceMethod("tokenize", &Model::Tokenize),
             InstanceMethod("collect", &Model::Collect),
             InstanceMethod("logits", &Model::Logits),
+            InstanceMethod("greedy", &Model::Greedy),
             InstanceMethod("abort", &Model::Abort),
             InstanceMethod("info", &Model::Info),
             InstanceMethod("dispose", &Model::Dispose),
@@ -513,6 +604,26 @@ private:
         for (llama_token t : tokens) if (t < 0 || t >= n_vocab) ThrowCoded(env, "EUSAGE", "logits(): token id " + std::to_string(t) + " is outside the vocabulary");
         if (h->busy.exchange(true)) ThrowCoded(env, "EBUSY", "the model is busy");
         auto * w = new LogitsWorker(env, Value(), h, std::move(tokens));
+        return w->Start();
+    }
+
+    // greedy(tokens: Int32Array, maxNewTokens: number, stops: string[]): Promise<{ text, tokens: Int32Array, stoppedBy }>
+    Napi::Value Greedy(const Napi::CallbackInfo & info) {
+        Napi::Env env = info.Env();
+        ModelHandle * h = handle(env);
+        const char * usage = "greedy(tokens: Int32Array, maxNewTokens: number, stops: string[])";
+        if (info.Length() < 3 || !info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array || !info[1].IsNumber()) ThrowCoded(env, "EUSAGE", usage);
+        Napi::Int32Array arr = info[0].As<Napi::Int32Array>();
+        const int32_t n_vocab = llama_vocab_n_tokens(llama_model_get_vocab(h->model.get()));
+        const int32_t max_new = info[1].As<Napi::Number>().Int32Value();
+        if (arr.ElementLength() == 0) ThrowCoded(env, "EUSAGE", "greedy(): no prompt tokens");
+        if (max_new < 1) ThrowCoded(env, "EUSAGE", "greedy(): maxNewTokens must be at least 1");
+        if ((int64_t) arr.ElementLength() + max_new > h->n_ctx) ThrowCoded(env, "EUSAGE", "greedy(): " + std::to_string(arr.ElementLength()) + " prompt tokens + " + std::to_string(max_new) + " new ones do not fit the context of " + std::to_string(h->n_ctx));
+        std::vector<llama_token> tokens(arr.Data(), arr.Data() + arr.ElementLength());
+        for (llama_token t : tokens) if (t < 0 || t >= n_vocab) ThrowCoded(env, "EUSAGE", "greedy(): token id " + std::to_string(t) + " is outside the vocabulary");
+        std::vector<std::string> stops = RequireStringArray(info[2], "stops");
+        if (h->busy.exchange(true)) ThrowCoded(env, "EBUSY", "the model is busy");
+        auto * w = new GreedyWorker(env, Value(), h, std::move(tokens), max_new, std::move(stops));
         return w->Start();
     }
 
@@ -649,6 +760,8 @@ static Napi::Value LoadModel(const Napi::CallbackInfo & info) {
         num("nBatch", o.n_batch);
         num("nSeqMax", o.n_seq_max);
         if (opt.Has("useMmap") && opt.Get("useMmap").IsBoolean()) o.use_mmap = opt.Get("useMmap").As<Napi::Boolean>().Value();
+        if (opt.Has("repack") && opt.Get("repack").IsBoolean()) o.repack = opt.Get("repack").As<Napi::Boolean>().Value();
+        if (opt.Has("kvUnified") && opt.Get("kvUnified").IsBoolean()) o.kv_unified = opt.Get("kvUnified").As<Napi::Boolean>().Value();
         if (opt.Get("flashAttn").IsString()) {
             const std::string fa = opt.Get("flashAttn").As<Napi::String>().Utf8Value();
             if (fa == "auto") o.flash_attn = -1; else if (fa == "on") o.flash_attn = 1; else if (fa == "off") o.flash_attn = 0;

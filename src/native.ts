@@ -54,13 +54,14 @@ export interface NativeF32Metadata {
   value: string | number | boolean | readonly string[] | readonly number[];
 }
 
-/** Options of greedyComplete / textLoss: a fresh context per call, one sequence. */
-export interface NativeEvalCallOptions { threads?: number; nCtx?: number; maxNewTokens?: number; stop?: string }
-
 /** Options of loadModel (see ModelOptions in src/stats/collect.ts for what each means). */
 export interface NativeLoadOptions {
   nCtx?: number; nBatch?: number; nThreads?: number; nGpuLayers?: number; nSeqMax?: number;
   useMmap?: boolean; flashAttn?: 'auto' | 'on' | 'off'; kvType?: 'f16' | 'f32';
+  /** false: no CPU extra buffer types (repacked weights), as the trainer loads them. Default true. */
+  repack?: boolean;
+  /** false: one K/V stream per sequence (llama.cpp's default, the trainer's context); only with nSeqMax 1. Default true. */
+  kvUnified?: boolean;
 }
 
 /** The weights of a model that loadModel opened (native/model.cpp), read and written in place (src/tune). */
@@ -107,10 +108,8 @@ export interface NativeBinding {
   /** A shared writable mapping of [offset, offset + length) of the file; null where mapping fails. */
   mapFileRange?(fd: number, offset: number, length: number): ArrayBuffer | null;
   unmapFileRange?(buffer: ArrayBuffer): void;
-  // train.cpp; greedyComplete, textLoss, tokenizeWithModel: train_eval.cpp
+  // train.cpp; tokenizeWithModel: train_eval.cpp
   trainModel(options: Omit<TrainOptions, 'onProgress'>, onProgress?: (p: TrainProgress) => void): Promise<TrainResult>;
-  greedyComplete(modelPath: string, prompts: readonly string[], options?: NativeEvalCallOptions): Promise<string[]>;
-  textLoss(modelPath: string, texts: readonly string[], options?: NativeEvalCallOptions): Promise<{ negativeLogLikelihood: Float64Array; tokenCounts: Float64Array }>;
   tokenizeWithModel(modelPath: string, text: string, addSpecial?: boolean): Int32Array;
   writeF32Gguf(path: string, metadata: readonly NativeF32Metadata[], tensors: readonly FixtureTensor[]): void;
   /** out = metadataFrom's keys and tensor order with tensorsFrom's tensor data. */

@@ -36,8 +36,7 @@ options:
   --subjects LIST   mmlu: comma-separated subjects
   --chunk N         ppl: tokens per chunk (default 512)
   --kl-tokens N     kl: tokens per prompt (default 128)
-  --parallel N      sequences decoded together (default: gsm8k/math500 1, see README; mmlu letter and ppl 8,
-                    kl 4; mmlu choice mode: always 1); 1 = one at a time
+  --parallel N      sequences decoded together (default 8; kl: always 1); 1 = one at a time
   --cache-dir DIR   result cache (default $MATHNEURO_CACHE_DIR or ~/.cache/mathneuro/eval)
   --no-cache        evaluate everything again and write nothing
   --breakdown       also list every subject / level (default on for math500)

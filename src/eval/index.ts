@@ -12,6 +12,9 @@ export type { Interval, AccuracyEstimate, PairedAccuracyComparison, MeanEstimate
 export { defaultDataDir, loadGsm8k, loadMath500, loadMmlu, mmluMathSubjects } from './data.ts';
 export type { Gsm8kItem, Math500Item, MmluItem } from './data.ts';
 export { gsm8kPrompt, gsm8kChainOfThought, mathPrompt, mathExemplars, mmluPrompt } from './prompts.ts';
-export { EvalModel, generateGreedy, continuationLogLikelihoods, nextTokenDistributions, tokenNegativeLogLikelihoods } from './runtime.ts';
-export type { RuntimeOptions, GenerateOptions, Generation } from './runtime.ts';
+export { EvalModel, LlamaRuntime, sequenceSlot, generateGreedy, continuationLogLikelihoods, nextTokenDistributions, tokenNegativeLogLikelihoods } from './runtime.ts';
+export type { RuntimeOptions } from './runtime.ts';
+export { NativeRuntime, openFixtureRuntime } from './native-runtime.ts';
+export type { NativeRuntimeOptions } from './native-runtime.ts';
+export type { EvalRuntime, EvalSlot, GenerateOptions, Generation, ContinuationScores, LogitRows, TokenId } from './runtime-types.ts';
 export { resolveCacheDir, fileSha256 } from './cache.ts';

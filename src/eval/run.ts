@@ -1,5 +1,5 @@
 // What every task shares: the per-item run with its result cache and progress (runItems, over any
-// ItemRuntime: node-llama-cpp sequences, or kl's native model pair), both sides of a --vs run, the
+// ItemRuntime: an EvalRuntime's slots through onRuntime, or kl's native model pair), both sides of a --vs run, the
 // metrics with confidence intervals, and small helpers for data paths and item groups.
 import path from 'node:path';
 import { existsSync } from 'node:fs';
@@ -9,9 +9,9 @@ import { readGgufSync } from '../gguf/reader.ts';
 import { fileSha256, ResultCache, settingsHash } from './cache.ts';
 import { accuracyEstimate, meanEstimate, pairedAccuracy, pairedMean } from './confidence.ts';
 import { defaultDataDir } from './data.ts';
-import { EvalModel, type RuntimeOptions } from './runtime.ts';
+import { EvalModel, LlamaRuntime, type RuntimeOptions } from './runtime.ts';
+import type { EvalRuntime, EvalSlot } from './runtime-types.ts';
 import type { EvalProgress, EvaluateOptions, Metric, ModelRunInfo } from './types.ts';
-import type { LlamaContextSequence } from 'node-llama-cpp';
 
 /** One side of a run: the options, the cache directory, and which model it is. */
 export interface RunContext {
@@ -93,24 +93,35 @@ export async function runItems<J extends { id: string }, R>(
   return { results, info: { evaluated: missing.length, cached, elapsedMs: Date.now() - started, generatedTokens: tokens, tokensPerSecond: runMs > 0 ? tokens / (runMs / 1000) : undefined } };
 }
 
-/** The runtime of most tasks: `modelPath` through node-llama-cpp, a context shaped by `prepare` for the missing items, one place per sequence. */
-export function onSequences<J, R>(
-  modelPath: string, options: RuntimeOptions,
-  prepare: (model: EvalModel, missing: readonly J[]) => Promise<{ contextSize: number; parallel: number }>,
-  work: (model: EvalModel, sequence: LlamaContextSequence, job: J) => Promise<ItemOutput<R>>,
+/** Items on an evaluation runtime (runtime-types.ts): `open` it for the missing items, `work` evaluates one job on a slot. */
+export function onRuntime<J, R, T extends EvalRuntime>(
+  open: (missing: readonly J[]) => Promise<T>,
+  work: (runtime: T, slot: EvalSlot, job: J) => Promise<ItemOutput<R>>,
 ): (missing: readonly J[]) => Promise<ItemRuntime<J, R>> {
   return async (missing) => {
+    const runtime = await open(missing);
+    return {
+      withSlot: (use) => runtime.withSlot((slot) => use((job) => work(runtime, slot, job))),
+      dispose: () => runtime.close(),
+    };
+  };
+}
+
+/** node-llama-cpp's runtime for `modelPath`: a context shaped by `prepare` for the missing items, one slot per sequence. */
+export function openLlamaRuntime<J>(
+  modelPath: string, options: RuntimeOptions,
+  prepare: (runtime: LlamaRuntime, missing: readonly J[]) => Promise<{ contextSize: number; parallel: number }>,
+): (missing: readonly J[]) => Promise<LlamaRuntime> {
+  return async (missing) => {
     const model = await EvalModel.load(modelPath, options);
+    const runtime = new LlamaRuntime(model);
     try {
-      await model.open(await prepare(model, missing));
+      await model.open(await prepare(runtime, missing));
     } catch (e) {
       await model.dispose();
       throw e;
     }
-    return {
-      withSlot: (use) => model.withSequence((sequence) => use((job) => work(model, sequence, job))),
-      dispose: () => model.dispose(),
-    };
+    return runtime;
   };
 }
 

@@ -1,8 +1,10 @@
 // The llama.cpp side of evaluation, through node-llama-cpp: one model, one context with several
-// sequences, greedy generation and log-probabilities. Work on different sequences that runs
-// concurrently is decoded in the same llama_decode batch by node-llama-cpp's batching.
+// sequences, greedy generation and log-probabilities; LlamaRuntime is this side's EvalRuntime
+// (runtime-types.ts). Work on different sequences that runs concurrently is decoded in the same
+// llama_decode batch by node-llama-cpp's batching.
 import type { ChatHistoryItem, Llama, LlamaContext, LlamaContextSequence, LlamaModel, Token } from 'node-llama-cpp';
 import type { ChatTurn } from './prompts.ts';
+import type { EvalRuntime, EvalSlot, GenerateOptions, Generation, LogitRows } from './runtime-types.ts';
 import { existsSync } from 'node:fs';
 import { MathneuroError } from '../errors.ts';
 import { validateModelFile } from '../gguf/model-check.ts';
@@ -124,6 +126,7 @@ export class EvalModel {
     } catch (e) {
       throw new MathneuroError('ELOAD', `could not create a ${parallel} x ${contextSize}-token context for ${this.path}: ${(e as Error).message} (lower --parallel or --ctx)`, { cause: e });
     }
+    serializeFirstSampleAfterDecode(this.context);
     this.sequences = Array.from({ length: parallel }, () => this.context!.getSequence());
     this.free.push(...this.sequences);
   }
@@ -178,27 +181,85 @@ export class EvalModel {
   }
 }
 
+/**
+ * The fix of batched greedy generation crossing tokens between sequences (node-llama-cpp 3.21.1).
+ * After a multi-sequence llama_decode, llama.cpp may hold its output rows in another order than the
+ * batch's (llama_kv_cache::init_batch splits with split_equal when the K/V cache has one stream per
+ * sequence, node-llama-cpp's default) and records the swaps that restore it (output_swaps); the first
+ * llama_get_logits_ith / llama_get_sampled_*_ith applies them and clears the list
+ * (llama_context::output_reorder, no lock). node-llama-cpp samples every sequence of the batch at
+ * once (LlamaContext.js, dispatchPendingBatch -> decodeTokenBatchItems: the logitDataMappers of all
+ * afterDecodeActions, each an AddonContextSampleTokenWorker on the libuv pool, AddonSampler::
+ * setTokenCandidates -> llama_get_logits_ith), so two workers could apply the swaps together (twice:
+ * undone) or read a row while another swapped it, and a sequence sampled another sequence's row.
+ * Here the first sampleToken after each decodeBatch runs alone; the rest start once it is done (the
+ * swaps are then applied and the list is empty), so sampling still runs in parallel.
+ */
+function serializeFirstSampleAfterDecode(context: LlamaContext): void {
+  type Native = { decodeBatch(...args: unknown[]): Promise<unknown>; sampleToken(...args: unknown[]): Promise<unknown> };
+  const native = (context as unknown as { _ctx?: Native })._ctx;
+  if (!native || typeof native.decodeBatch !== 'function' || typeof native.sampleToken !== 'function') {
+    throw new Error('node-llama-cpp internals changed (LlamaContext._ctx.decodeBatch / sampleToken): check the output_reorder race fix in src/eval/runtime.ts');
+  }
+  const decodeBatch = native.decodeBatch.bind(native);
+  const sampleToken = native.sampleToken.bind(native);
+  let reorderPending = false;
+  let first: Promise<unknown> = Promise.resolve();
+  // own properties over the addon's read-only prototype methods
+  Object.defineProperty(native, 'decodeBatch', { configurable: true, value: async (...args: unknown[]) => {
+    const out = await decodeBatch(...args);
+    reorderPending = true;
+    return out;
+  } });
+  Object.defineProperty(native, 'sampleToken', { configurable: true, value: (...args: unknown[]) => {
+    if (reorderPending) {
+      reorderPending = false;
+      const p = sampleToken(...args);
+      first = p.catch(() => undefined);
+      return p;
+    }
+    return first.then(() => sampleToken(...args));
+  } });
+}
+
+export type { GenerateOptions, Generation } from './runtime-types.ts';
+
+/** One node-llama-cpp sequence as an evaluation slot. */
+export function sequenceSlot(model: EvalModel, sequence: LlamaContextSequence): EvalSlot {
+  return {
+    greedy: (tokens, options) => generateGreedy(model, sequence, tokens as Token[], options),
+    tokenNegativeLogLikelihoods: (tokens, first) => tokenNegativeLogLikelihoods(sequence, tokens as Token[], first),
+    continuationLogLikelihoods: (context, continuations) => continuationLogLikelihoods(model, sequence, context, continuations),
+    logits: async (tokens): Promise<LogitRows> => {
+      // node-llama-cpp gives probabilities, not logits: rows of log-probabilities (their log-softmax is themselves)
+      const dists = await nextTokenDistributions(model, sequence, [...tokens, 0] as Token[]);
+      const nVocab = dists[0]?.length ?? 0;
+      const logits = new Float32Array(dists.length * nVocab);
+      dists.forEach((d, i) => { for (let v = 0; v < nVocab; v++) logits[i * nVocab + v] = safeLog(d[v]); });
+      return { logits, nVocab };
+    },
+  };
+}
+
+/** An opened EvalModel as an EvalRuntime: one slot per sequence. */
+export class LlamaRuntime implements EvalRuntime {
+  constructor(readonly model: EvalModel) {}
+  get path(): string { return this.model.path; }
+  get places(): number { return this.model.sequences.length; }
+  get contextSize(): number { return this.model.contextSize; }
+  tokenize(text: string, addBos = true): Token[] { return this.model.tokenize(text, addBos); }
+  /** Chat turns rendered with the model's chat template (node-llama-cpp only). */
+  chatPromptTokens(turns: readonly ChatTurn[]): Promise<Token[]> { return this.model.chatPromptTokens(turns); }
+  withSlot<T>(use: (slot: EvalSlot) => Promise<T>): Promise<T> { return this.model.withSequence((sequence) => use(sequenceSlot(this.model, sequence))); }
+  close(): Promise<void> { return this.model.dispose(); }
+}
+
 /** Keep the cached state a sequence shares with `tokens` (a few-shot prefix), drop the rest; returns the tokens still to evaluate (at least one). */
 async function alignSequence(sequence: LlamaContextSequence, tokens: readonly Token[]): Promise<Token[]> {
   const { firstDifferentIndex } = sequence.compareContextTokens(tokens as Token[]);
   const keep = Math.min(firstDifferentIndex, tokens.length - 1);
   if (keep < sequence.nextTokenIndex) await sequence.eraseContextTokenRanges([{ start: keep, end: sequence.nextTokenIndex }]);
   return tokens.slice(keep);
-}
-
-export interface GenerateOptions {
-  /** Stop after this many new tokens. Default 256. */
-  maxTokens?: number;
-  /** Stop (and cut the text) at the first of these strings. Default none. */
-  stopStrings?: readonly string[];
-  signal?: AbortSignal;
-}
-
-export interface Generation {
-  text: string;
-  tokens: number;
-  /** Why generation ended: a stop string, an end-of-generation token, or the token limit. */
-  stoppedBy: 'stop-string' | 'eog' | 'max-tokens';
 }
 
 /** Greedy generation on one sequence; a prompt that shares a prefix with the sequence's state reuses it. */

@@ -41,7 +41,7 @@ export interface EvaluateOptions extends RuntimeOptions {
   chat?: boolean;
   /** New tokens per answer: gsm8k default 256, math500 default 512. */
   maxTokens?: number;
-  /** Sequences decoded together in one batch. Default 8 (kl: 4). 1 = one at a time. */
+  /** Sequences decoded together in one batch. Default 8 (kl: one prompt at a time). 1 = one at a time. */
   parallel?: number;
   /** Tokens per sequence; default: what the longest prompt needs. */
   contextSize?: number;

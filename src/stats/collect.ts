@@ -109,6 +109,8 @@ export interface NativeModel {
   }>;
   abort(): void;
   logits(tokens: Int32Array): Promise<{ logits: Float32Array; nVocab: number; nTokens: number }>;
+  /** Greedy completion of one prompt (native/model.cpp GreedyWorker); the text is cut at the first stop string. */
+  greedy(tokens: Int32Array, maxNewTokens: number, stops: string[]): Promise<{ text: string; tokens: Int32Array; stoppedBy: 'stop-string' | 'eog' | 'max-tokens' }>;
   info(): { nCtx: number; nBatch: number; nSeqMax: number; nCtxTrain: number; nEmbd: number; nLayer: number; nVocab: number; addBos: boolean; bos: number; nParams: number; description: string };
   dispose(): void;
 }

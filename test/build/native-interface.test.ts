@@ -11,7 +11,7 @@ const typed = {
   init: true, systemInfo: true, cpuVariants: true, Model: true, loadModel: true,
   codecTypeInfo: true, dequantize: true, quantize: true, selectTopK: true, requantizeBlocks: true, patchTensor: true,
   ggufBuildHeader: true, ggufRewriteHeader: true, ggufQuantizeRows: true, copyFileRange: true, mapFileRange: true, unmapFileRange: true,
-  trainModel: true, greedyComplete: true, textLoss: true, tokenizeWithModel: true, writeF32Gguf: true, copyWithMetadataOf: true,
+  trainModel: true, tokenizeWithModel: true, writeF32Gguf: true, copyWithMetadataOf: true,
 } satisfies Record<keyof NativeBinding, true>;
 
 t.test('the sources export exactly the typed names', async (t) => {

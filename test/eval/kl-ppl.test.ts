@@ -1,5 +1,5 @@
 // kl of a model against itself is 0 and of a pruned copy against its source is > 0;
-// perplexity matches an independent per-token computation.
+// perplexity matches an independent per-token computation, and on 8 sequences one at a time.
 import t from 'tap';
 import { readGgufFileInfo, type Token } from 'node-llama-cpp';
 import { copyFileSync, openSync, closeSync, writeSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
@@ -81,4 +81,21 @@ t.test('ppl matches an independent per-token computation', async (t) => {
   await context.dispose();
   await model.dispose();
   await t.rejects(evaluate({ model: modelPath, task: 'ppl', data: textFile, chunkSize: 100000, cache: false }), /fewer than one/);
+});
+
+// Before the sampling race after a multi-sequence decode was fixed (src/eval/runtime.ts,
+// serializeFirstSampleAfterDecode), 8 sequences against 1 gave some chunk another sequence's
+// distributions in 3 of 8 runs (its mean NLL off by 2 to 3 nats); after it, in 0 of 12.
+t.test('ppl on 8 sequences equals one at a time', async (t) => {
+  const modelPath = await evalTestModel({ seed: 1, weightStd: 2 });
+  const longText = path.join(dir, 'long.txt');
+  writeFileSync(longText, Array.from({ length: 60 }, (_, i) => `Paragraph ${i}: the river runs past the old mill, where the miller keeps ${i + 3} cats and a dog named Rex.`).join('\n\n'));
+  const common = { model: modelPath, task: 'ppl' as const, data: longText, chunkSize: 64, limit: 16, cache: false, threads: 1 };
+  const sequential = await evaluate({ ...common, parallel: 1 });
+  const batched = await evaluate({ ...common, parallel: 8 });
+  t.equal(batched.items, 16);
+  for (let c = 0; c < 16; c++) {
+    const a = batched.itemResults[c]!.meanNll as number, b = sequential.itemResults[c]!.meanNll as number;
+    t.ok(Math.abs(a - b) <= LOGPROB_TOLERANCE, `chunk ${c}: mean NLL ${a} batched, ${b} one at a time`);
+  }
 });

@@ -1,9 +1,8 @@
 // The generation tasks' shared run (gsm8k, math500): each prompt tokenized (or rendered with the
-// chat template), the context sized to the longest, greedy answers on concurrent sequences.
+// chat template), the context sized to the longest, greedy answers on the runtime's concurrent slots.
 import type { Token } from 'node-llama-cpp';
 import type { ChatTurn } from '../prompts.ts';
-import { neededContext, onSequences, runItems, type RunContext } from '../run.ts';
-import { generateGreedy } from '../runtime.ts';
+import { neededContext, onRuntime, openLlamaRuntime, runItems, type RunContext } from '../run.ts';
 
 export interface GenerationJob { id: string; prompt: string | ChatTurn[] }
 export interface GenerationRecord { output: string; tokens: number; stoppedBy: string }
@@ -11,18 +10,16 @@ export interface GenerationRecord { output: string; tokens: number; stoppedBy: s
 /** Greedy answers to `jobs` on one model, cached per item. */
 export async function runGenerations(ctx: RunContext, modelPath: string, modelKey: string, task: string, settings: Record<string, unknown>, jobs: GenerationJob[], stopStrings: string[], maxTokens: number) {
   const promptTokens = new Map<string, Token[]>();
-  return runItems<GenerationJob, GenerationRecord>(ctx, modelKey, task, settings, jobs, onSequences(modelPath, ctx.options,
-    async (model, missing) => {
+  return runItems<GenerationJob, GenerationRecord>(ctx, modelKey, task, settings, jobs, onRuntime(openLlamaRuntime(modelPath, ctx.options,
+    async (runtime, missing) => {
       for (const job of missing) {
-        promptTokens.set(job.id, typeof job.prompt === 'string' ? model.tokenize(job.prompt) : await model.chatPromptTokens(job.prompt));
+        promptTokens.set(job.id, typeof job.prompt === 'string' ? runtime.tokenize(job.prompt) : await runtime.chatPromptTokens(job.prompt));
       }
       const lengths = [...promptTokens.values()].map((t) => t.length);
-      // One sequence by default: with several decoding together, some greedy texts came out of another
-      // item's first token in tests (test/eval/gsm8k.test.ts, a todo until the cause is found).
-      return { parallel: ctx.options.parallel ?? 1, contextSize: neededContext(lengths, maxTokens, ctx.options.contextSize) };
-    },
-    async (model, sequence, job) => {
-      const generation = await generateGreedy(model, sequence, promptTokens.get(job.id)!, { maxTokens, stopStrings, signal: ctx.options.signal });
+      return { parallel: ctx.options.parallel ?? 8, contextSize: neededContext(lengths, maxTokens, ctx.options.contextSize) };
+    }),
+    async (_runtime, slot, job) => {
+      const generation = await slot.greedy(promptTokens.get(job.id)!, { maxTokens, stopStrings, signal: ctx.options.signal });
       return { result: { output: generation.text, tokens: generation.tokens, stoppedBy: generation.stoppedBy }, tokens: generation.tokens };
     }));
 }

@@ -3,8 +3,7 @@
 import path from 'node:path';
 import { defaultDataDir, loadMmlu, mmluMathSubjects, type MmluItem } from '../data.ts';
 import { mmluContinuations, mmluPrompt } from '../prompts.ts';
-import { accuracyMetric, bothSides, groupBy, neededContext, onSequences, runItems } from '../run.ts';
-import { continuationLogLikelihoods } from '../runtime.ts';
+import { accuracyMetric, bothSides, groupBy, neededContext, onRuntime, openLlamaRuntime, runItems } from '../run.ts';
 import type { EvalResult, EvaluateOptions, Metric } from '../types.ts';
 
 export interface MmluRecord { logLikelihoods: number[]; tokenCounts: number[] }
@@ -28,17 +27,17 @@ export async function evaluateMmlu(options: EvaluateOptions, cacheDir: string): 
   const mode = options.mmluMode ?? 'letter';
   const settings = { format: 'mmlu-0shot-v1', mode };
   const prompts = new Map(items.map((i) => [i.id, mmluPrompt(i)]));
-  const sides = await bothSides<MmluRecord>(options, cacheDir, (ctx, modelPath, key) => runItems<MmluItem, MmluRecord>(ctx, key, 'mmlu', settings, items, onSequences(modelPath, options,
-    async (model, missing) => ({
-      // choice mode erases each multi-token continuation from the sequence before the next; with
-      // several sequences at once that once gave a wrong log-likelihood (-54.9 instead of -64.2 for
-      // a continuation after an erase, in a clean-clone CI run under load; not reproduced since).
-      // Until the cause is found, choice mode scores on one sequence; letter mode never erases.
-      parallel: mode === 'choice' ? 1 : options.parallel ?? 8,
-      contextSize: neededContext(missing.map((i) => model.tokenize(prompts.get(i.id)! + mmluContinuations(i, mode).reduce((a, b) => (a.length > b.length ? a : b))).length), 0, options.contextSize),
-    }),
-    async (model, sequence, item) => {
-      const r = await continuationLogLikelihoods(model, sequence, prompts.get(item.id)!, mmluContinuations(item, mode));
+  const sides = await bothSides<MmluRecord>(options, cacheDir, (ctx, modelPath, key) => runItems<MmluItem, MmluRecord>(ctx, key, 'mmlu', settings, items, onRuntime(openLlamaRuntime(modelPath, options,
+    async (runtime, missing) => ({
+      // choice mode once gave a wrong log-likelihood with several sequences (-54.9 instead of -64.2,
+      // in CI): the sampling race after a multi-sequence decode (runtime.ts,
+      // serializeFirstSampleAfterDecode), fixed; 8 sequences against 1 then differed in 0 of 12 runs
+      // (4 of 8 before the fix, by up to 22 nats).
+      parallel: options.parallel ?? 8,
+      contextSize: neededContext(missing.map((i) => runtime.tokenize(prompts.get(i.id)! + mmluContinuations(i, mode).reduce((a, b) => (a.length > b.length ? a : b))).length), 0, options.contextSize),
+    })),
+    async (_runtime, slot, item) => {
+      const r = await slot.continuationLogLikelihoods(prompts.get(item.id)!, mmluContinuations(item, mode));
       return { result: { logLikelihoods: r.logLikelihoods, tokenCounts: r.tokenCounts }, tokens: 0 };
     })));
   const score = (results: Map<string, MmluRecord>) => items.map((item) => {

@@ -3,8 +3,8 @@ import type { Token } from 'node-llama-cpp';
 import { MathneuroError } from '../../errors.ts';
 import type { Interval } from '../confidence.ts';
 import { itemId, loadText } from '../data.ts';
-import { bothSides, dataPath, meanMetric, neededContext, onSequences, runItems, screenForModels, type SideRun } from '../run.ts';
-import { EvalModel, tokenNegativeLogLikelihoods } from '../runtime.ts';
+import { bothSides, dataPath, meanMetric, neededContext, onRuntime, openLlamaRuntime, runItems, screenForModels, type SideRun } from '../run.ts';
+import { EvalModel } from '../runtime.ts';
 import type { EvalResult, EvaluateOptions, Metric } from '../types.ts';
 
 export interface PerplexityRecord { nll: number[] }
@@ -43,9 +43,9 @@ export async function evaluatePerplexity(options: EvaluateOptions, cacheDir: str
     tokenized.set(ctx.side, chunks);
     chunkCount = chunks.length;
     const jobs = chunks.map((chunk, c) => ({ id: `${c}-${itemId(chunk.join(','))}`, chunk }));
-    return runItems<typeof jobs[number], PerplexityRecord>(ctx, key, 'ppl', settings, jobs, onSequences(modelPath, options,
-      async () => ({ parallel: Math.min(options.parallel ?? 8, jobs.length), contextSize: neededContext([chunkSize], 0, options.contextSize) }),
-      async (_model, sequence, job) => ({ result: { nll: await tokenNegativeLogLikelihoods(sequence, job.chunk, first + 1) }, tokens: job.chunk.length })));
+    return runItems<typeof jobs[number], PerplexityRecord>(ctx, key, 'ppl', settings, jobs, onRuntime(openLlamaRuntime(modelPath, options,
+      async () => ({ parallel: Math.min(options.parallel ?? 8, jobs.length), contextSize: neededContext([chunkSize], 0, options.contextSize) })),
+      async (_runtime, slot, job) => ({ result: { nll: await slot.tokenNegativeLogLikelihoods(job.chunk, first + 1) }, tokens: job.chunk.length })));
   });
   if (sides.reference && tokenized.get('model')!.some((c, i) => c.join(',') !== tokenized.get('reference')![i]?.join(','))) {
     throw new MathneuroError('EUSAGE', 'the two models tokenize the text differently; perplexities are not comparable token by token');
