@@ -1,7 +1,7 @@
 // End to end: `mathneuro boost` with one math and one general calibration sample (the paper's
 // single-sample mode) on a generated model, cold statistics cache; wall time and where it goes
 // (from the pipeline's stage progress), with and without the KL check.
-//   npm run bench -- boost [--model M.gguf | --shape llama-1b --type mixed] [--repeats 3] [--requant auto|best|plain|keep-scale]
+//   npm run bench -- boost [--model M.gguf | --shape llama-1b --type mixed] [--repeats 3] [--requant auto|best|plain|keep-scale] [--skip-check]
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -14,7 +14,7 @@ import { benchDir, benchModel, machine, machineLine, median, table, writeSection
 export async function benchBoost(argv: string[]) {
   const { values } = parseArgs({ args: argv, options: {
     model: { type: 'string' }, shape: { type: 'string', default: 'llama-1b' }, type: { type: 'string', default: 'mixed' },
-    repeats: { type: 'string', default: '3' }, 'no-write': { type: 'boolean' }, requant: { type: 'string', default: 'auto' },
+    repeats: { type: 'string', default: '3' }, 'no-write': { type: 'boolean' }, requant: { type: 'string', default: 'auto' }, 'skip-check': { type: 'boolean' },
   } });
   const strategy = values.requant as RequantizeStrategy;
   if (!['auto', 'best', 'plain', 'keep-scale'].includes(strategy)) throw new Error('--requant must be auto, best, plain or keep-scale');
@@ -23,7 +23,8 @@ export async function benchBoost(argv: string[]) {
   const repeats = Number(values.repeats);
   const out = path.join(benchDir, 'bench-boosted.gguf');
   const runs: { check: boolean; totalMs: number; stages: Record<string, number> }[] = [];
-  for (const check of [false, true]) {
+  const checks = values['skip-check'] ? [false] : [false, true];
+  for (const check of checks) {
     for (let i = 0; i < repeats; i++) {
       const cacheDir = mkdtempSync(path.join(os.tmpdir(), 'mathneuro-bench-cache-'));
       const stages: Record<string, number> = {};
@@ -48,12 +49,12 @@ export async function benchBoost(argv: string[]) {
   }
   rmSync(out, { force: true });
   const stageNames = ['start', 'resolve', 'stats-math', 'stats-general', 'select', 'write', 'check-kl'];
-  const rows = [false, true].map((check) => {
+  const rows = checks.map((check) => {
     const rs = runs.filter((r) => r.check === check);
     return [check ? 'boost (default: with KL check)' : 'boost --no-check', (median(rs.map((r) => r.totalMs)) / 1000).toFixed(1),
       ...stageNames.map((s) => (median(rs.map((r) => r.stages[s] ?? 0)) / 1000).toFixed(1))];
   });
-  const cmd = `npm run bench -- boost ${values.model ? `--model ${values.model}` : `--shape ${values.shape} --type ${values.type}`} --repeats ${repeats}${strategy === 'auto' ? '' : ` --requant ${strategy}`}`;
+  const cmd = `npm run bench -- boost ${values.model ? `--model ${values.model}` : `--shape ${values.shape} --type ${values.type}`} --repeats ${repeats}${strategy === 'auto' ? '' : ` --requant ${strategy}`}${values['skip-check'] ? ' --skip-check' : ''}`;
   const md = `## End to end: boost with one math and one general sample${strategy === 'auto' ? '' : ` (--requant ${strategy})`}
 
 \`${cmd}\`
