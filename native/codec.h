@@ -35,6 +35,9 @@ struct CodeSlot { float a; float b; int qmin; int qmax; int q; };
 bool keep_scale_supported(ggml_type t);
 CodeSlot read_slot(ggml_type t, const uint8_t * block, int p);   // weight p (0 <= p < block size)
 void write_code(ggml_type t, uint8_t * block, int p, int q);
+int rescale_sub_block_size(ggml_type t);   // 0: the type has no sub-block scales to raise
+bool rescale_sub_block(ggml_type t, uint8_t * block, int sub, const float * tg);   // tg: the sub-block's targets
+bool rescale_block(ggml_type t, uint8_t * block, const float * tg);   // tg: the block's targets
 
 // ---------------------------------------------------------------------------------------------
 // Threads

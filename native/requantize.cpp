@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <algorithm>
 #include <cstring>
 #include <memory>
 
@@ -16,20 +17,33 @@ using namespace codec;
 // were. 'best' keeps the candidate closest to the target (least squared error; ties: fewer changed
 // bytes) among ggml's plain requantization, keep-scale re-rounding and an importance-weighted
 // requantization (selected weights x16); 'plain' and 'keep-scale' build only that candidate.
+// 'auto' builds the keep-scale candidate; where it cannot reach the target (a selected weight's
+// target lies more than half a code step beyond its code range: the weight sits at the largest
+// code) it also builds a rescaled candidate (Q6_K, Q4_K, Q5_K: the scale, and the min, of only the
+// sub-blocks that need it raised by the fewest steps and their 16 or 32 weights re-rounded; where a
+// sub-block scale is already at its largest, the super-block scales raised just enough and every
+// weight re-rounded), and only where that is impossible (or the type has no sub-block scales:
+// Q8_0, Q4_0, ...) ggml's two candidates; it keeps the closest as 'best' does. Types without
+// keep-scale codes get 'best'.
 
-enum Strategy { kBest = 0, kPlain = 1, kKeepScale = 2 };
-enum Candidate { kCandPlain = 0, kCandKeepScale = 1, kCandWeighted = 2, kCandExact = 3 };
+enum Strategy { kBest = 0, kPlain = 1, kKeepScale = 2, kAuto = 3 };
+enum Candidate { kCandPlain = 0, kCandKeepScale = 1, kCandWeighted = 2, kCandExact = 3, kCandRescaled = 4 };
+constexpr int kCandidates = 5;
 
 Strategy parse_strategy(const std::string & s, ggml_type t) {
-    if (s != "best" && s != "plain" && s != "keep-scale") throw CodedError("EUSAGE", "strategy must be 'best', 'plain' or 'keep-scale'");
+    if (s != "best" && s != "plain" && s != "keep-scale" && s != "auto") throw CodedError("EUSAGE", "strategy must be 'auto', 'best', 'plain' or 'keep-scale'");
     if (s == "keep-scale" && !keep_scale_supported(t)) throw CodedError("EQUANT", "keep-scale re-rounding does not support " + type_name(t));
+    if (s == "auto") return keep_scale_supported(t) ? kAuto : kBest;
     return s == "best" ? kBest : s == "plain" ? kPlain : kKeepScale;
 }
 
 struct BlockScratch {
     std::vector<uint8_t> cand, best;
     std::vector<float> deq, weights;
-    void init(int64_t bs, size_t ts) { cand.resize(ts); best.resize(ts); deq.resize((size_t) bs); weights.resize((size_t) bs); }
+    std::vector<uint8_t> sat;   // per weight: selected and out of the keep-scale code range
+    void init(int64_t bs, size_t ts) {
+        cand.resize(ts); best.resize(ts); deq.resize((size_t) bs); weights.resize((size_t) bs); sat.resize((size_t) bs);
+    }
 };
 
 // sel: mask bits, bit sel_base + j is weight j of the block. im: the block's importance (or null).
@@ -46,17 +60,20 @@ int requant_block(ggml_type t, int64_t bs, size_t ts, const uint8_t * orig, cons
         int diff = 0; for (size_t k = 0; k < ts; k++) diff += sc.cand[k] != orig[k];
         if (err < best_err || (err == best_err && diff < best_diff)) { best_err = err; best_diff = diff; best_kind = kind; sc.best = sc.cand; }
     };
-    if (strategy != kKeepScale) {
+    if (strategy != kKeepScale && strategy != kAuto) {
         ggml_quantize_chunk(t, tg, sc.cand.data(), 0, 1, bs, im);
         consider(kCandPlain);
     }
+    bool saturated = false;   // a selected weight's target beyond the code range by more than half a step
     if (strategy != kPlain && keep_scale_supported(t)) {
         memcpy(sc.cand.data(), orig, ts);
+        std::fill(sc.sat.begin(), sc.sat.end(), 0);
         for (int j = 0; j < bs; j++) {
             if (!is_sel(j)) continue;
             CodeSlot s = read_slot(t, sc.cand.data(), j);
             if (!(s.a != 0) || !std::isfinite(s.a) || !std::isfinite(s.b)) continue;
             const double qf = ((double) tg[j] - s.b) / s.a;
+            if (qf > s.qmax + 0.5 || qf < s.qmin - 0.5) { saturated = true; sc.sat[j] = 1; }
             int q0 = (int) std::lround(std::max((double) s.qmin, std::min((double) s.qmax, qf)));
             int bestq = s.q; double beste = std::fabs((double) (s.a * s.q + s.b) - tg[j]);
             for (int q = q0 - 1; q <= q0 + 1; q++) {
@@ -68,7 +85,26 @@ int requant_block(ggml_type t, int64_t bs, size_t ts, const uint8_t * orig, cons
         }
         consider(kCandKeepScale);
     }
-    if (strategy == kBest && uses_imatrix(t)) {
+    if (strategy == kAuto && saturated && rescale_sub_block_size(t) > 0) {
+        // sc.cand still holds the keep-scale candidate
+        const int n = rescale_sub_block_size(t);
+        bool ok = true;
+        for (int sub = 0; sub < bs / n; sub++) {
+            bool need = false;
+            for (int i = 0; i < n; i++) need = need || sc.sat[(size_t) (sub * n + i)];
+            if (need && !rescale_sub_block(t, sc.cand.data(), sub, tg + sub * n)) { ok = false; break; }
+        }
+        if (ok) { consider(kCandRescaled); saturated = false; }
+        else {
+            memcpy(sc.cand.data(), orig, ts);
+            if (rescale_block(t, sc.cand.data(), tg)) { consider(kCandRescaled); saturated = false; }
+        }
+    }
+    if (strategy == kAuto && saturated) {
+        ggml_quantize_chunk(t, tg, sc.cand.data(), 0, 1, bs, im);
+        consider(kCandPlain);
+    }
+    if ((strategy == kBest || (strategy == kAuto && saturated)) && uses_imatrix(t)) {
         for (int j = 0; j < bs; j++) sc.weights[j] = (im ? std::max(im[j], 1e-8f) : 1.0f) * (is_sel(j) ? 16.0f : 1.0f);
         ggml_quantize_chunk(t, tg, sc.cand.data(), 0, 1, bs, sc.weights.data());
         consider(kCandWeighted);
@@ -111,7 +147,7 @@ const float * importance_of(const Napi::Value & v, const char * what, int64_t n,
 // requantizeBlocks({ type, blocks: Uint8Array, selected: Uint8Array (one bit per element),
 //   scale: number (0 prunes), imatrix?: Float32Array (one per element), strategy: 'plain'|'best' }):
 //   Promise<{ bytes, before: Float32Array, after: Float32Array, chosen: Uint8Array (per block:
-//   0 plain, 1 keep-scale, 2 weighted, 3 exact) }>
+//   0 plain, 1 keep-scale, 2 weighted, 3 exact, 4 rescaled) }>
 // Target of every block: selected weights times scale, the others unchanged. 'best' keeps, per
 // block, the candidate closest to the target (least squared error; ties: fewer changed bytes).
 Napi::Value RequantizeBlocks(const Napi::CallbackInfo & info) {
@@ -176,8 +212,8 @@ Napi::Value RequantizeBlocks(const Napi::CallbackInfo & info) {
 //   (one value per column and matrix, nIn * matrices), strategy, threads?, histogram?: { min, max,
 //   bins }, ranges?: false, mergeGap?: bytes }): Promise<{ changed: Float64Array (merged byte
 //   ranges: offset, length, ...; empty with ranges: false), bytesChanged,
-//   blocksTouched, selectedWeights, candidates: Float64Array(4) (blocks kept per candidate kind:
-//   plain, keep-scale, weighted, exact), realized: { selected, unchanged, onTarget, ratioCount,
+//   blocksTouched, selectedWeights, candidates: Float64Array(5) (blocks kept per candidate kind:
+//   plain, keep-scale, weighted, exact, rescaled), realized: { selected, unchanged, onTarget, ratioCount,
 //   ratioSum, below, above, bins: Float64Array (the bins hit: index, count, index, count, ...),
 //   others, othersChanged, otherChangeSq, otherValueSq } }>
 // Every block holding a selected weight is requantized toward its target as requantizeBlocks does
@@ -192,13 +228,13 @@ struct Realized {
     double selected = 0, unchanged = 0, on_target = 0, ratio_count = 0, ratio_sum = 0, below = 0, above = 0;
     double others = 0, others_changed = 0, other_change_sq = 0, other_value_sq = 0;
     double blocks_touched = 0, selected_weights = 0;
-    double candidates[4] = {0, 0, 0, 0};
+    double candidates[kCandidates] = {0, 0, 0, 0, 0};
     void add(const Realized & o) {
         selected += o.selected; unchanged += o.unchanged; on_target += o.on_target; ratio_count += o.ratio_count; ratio_sum += o.ratio_sum;
         below += o.below; above += o.above; others += o.others; others_changed += o.others_changed;
         other_change_sq += o.other_change_sq; other_value_sq += o.other_value_sq;
         blocks_touched += o.blocks_touched; selected_weights += o.selected_weights;
-        for (int k = 0; k < 4; k++) candidates[k] += o.candidates[k];
+        for (int k = 0; k < kCandidates; k++) candidates[k] += o.candidates[k];
     }
 };
 
@@ -382,8 +418,8 @@ Napi::Value PatchTensor(const Napi::CallbackInfo & info) {
             r.Set("bytesChanged", out->bytes_changed);
             r.Set("blocksTouched", out->r.blocks_touched);
             r.Set("selectedWeights", out->r.selected_weights);
-            Napi::Float64Array cand = Napi::Float64Array::New(e, 4);
-            for (int k = 0; k < 4; k++) cand[k] = out->r.candidates[k];
+            Napi::Float64Array cand = Napi::Float64Array::New(e, kCandidates);
+            for (int k = 0; k < kCandidates; k++) cand[k] = out->r.candidates[k];
             r.Set("candidates", cand);
             Napi::Object z = Napi::Object::New(e);
             const patch::Realized & x = out->r;

@@ -1,7 +1,7 @@
 // The realized-scale table: for each tensor type, generate a model whose weight matrices are all of
 // that type, select 1% of the weights (MathNeuro, synthetic statistics), patch x1.1 with a plain
-// requantization, with the default (best) one and with keep-scale re-rounding, prune, and upcast, and report what the weights
-// really got. Usage:
+// requantization, with 'best', with keep-scale re-rounding and with the default ('auto'), prune, and upcast, and report what the
+// weights really got. Usage:
 //   npx tsx scripts/realized-scale.ts [--shape tiny] [--top-k 0.01] [--scale 1.1] [--json]
 import { mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
@@ -53,6 +53,7 @@ for (const type of TYPES) {
   const plain = all(await run({ strategy: 'plain' }));
   const best = all(await run({ strategy: 'best' }));
   const keep = ['q8_0', 'q6_k', 'q5_k', 'q4_k', 'q4_0'].includes(type) ? all(await run({ strategy: 'keep-scale' })) : undefined;
+  const auto = all(await run({ strategy: 'auto' }));
   const pruned = all(await run({ prune: true, scale: undefined }));
   const quantized = !['f32', 'f16', 'bf16', 'q8_0'].includes(type);
   const upcast = quantized ? await run({ upcast: 'q8_0' }) : undefined;
@@ -61,6 +62,7 @@ for (const type of TYPES) {
     plain: { mean: plain.meanRealizedScale, median: plain.medianRealizedScale, unchanged: plain.shareUnchanged, othersChanged: plain.otherShareChanged, othersRelativeRms: plain.otherRelativeRmsChange },
     best: { mean: best.meanRealizedScale, median: best.medianRealizedScale, unchanged: best.shareUnchanged, othersChanged: best.otherShareChanged, othersRelativeRms: best.otherRelativeRmsChange, candidates: best.candidates },
     keepScale: keep ? { mean: keep.meanRealizedScale, median: keep.medianRealizedScale, unchanged: keep.shareUnchanged, othersChanged: keep.otherShareChanged } : undefined,
+    auto: { mean: auto.meanRealizedScale, median: auto.medianRealizedScale, unchanged: auto.shareUnchanged, othersChanged: auto.otherShareChanged, candidates: auto.candidates },
     prune: { exactlyZero: pruned.shareOnTarget, meanResidualScale: pruned.meanRealizedScale },
     upcastQ8_0: upcast ? { mean: all(upcast).meanRealizedScale, extraBytes: upcast.upcast!.extraBytes, fileBytes: info.fileSize } : undefined,
   });
@@ -73,14 +75,18 @@ if (values.json) {
 } else {
   const f = (x: unknown, d = 3) => (typeof x === 'number' && Number.isFinite(x) ? x.toFixed(d) : '-');
   const p = (x: unknown) => (typeof x === 'number' && Number.isFinite(x) ? `${(x * 100).toFixed(1)}%` : '-');
+  const autoBlocks = (c: Record<string, number>) => {
+    const n = Object.values(c).reduce((a, x) => a + x, 0);
+    return c.exact ? '-' : `${p((c.rescaled ?? 0) / n)} / ${p(((c.plain ?? 0) + (c.weighted ?? 0)) / n)}`;
+  };
   const lines = [
     `model: synthetic ${values.shape}, every weight matrix in the given type; MathNeuro K=${topK}, scale x${scale}; "others" = unselected weights in rewritten blocks`,
     '',
-    '| type | selected | plain: mean / median scale | plain: unchanged | plain: others changed | best: mean / median scale | best: unchanged | best: others changed (rel. RMS) | keep-scale: mean / median scale | keep-scale: unchanged | keep-scale: others changed | prune: exactly 0 | upcast q8_0: mean scale (size cost) |',
-    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    '| type | selected | plain: mean / median scale | plain: unchanged | plain: others changed | best: mean / median scale | best: unchanged | best: others changed (rel. RMS) | keep-scale: mean / median scale | keep-scale: unchanged | keep-scale: others changed | auto (default): mean / median scale | auto: others changed | auto: blocks rescaled / by ggml | prune: exactly 0 | upcast q8_0: mean scale (size cost) |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
   for (const r of rows as any[]) {
-    lines.push(`| ${r.type} | ${r.selected} | ${f(r.plain.mean)} / ${f(r.plain.median)} | ${p(r.plain.unchanged)} | ${p(r.plain.othersChanged)} | ${f(r.best.mean)} / ${f(r.best.median)} | ${p(r.best.unchanged)} | ${p(r.best.othersChanged)} (${f(r.best.othersRelativeRms, 4)}) | ${r.keepScale ? `${f(r.keepScale.mean)} / ${f(r.keepScale.median)}` : '-'} | ${r.keepScale ? p(r.keepScale.unchanged) : '-'} | ${r.keepScale ? p(r.keepScale.othersChanged) : '-'} | ${p(r.prune.exactlyZero)} | ${r.upcastQ8_0 ? `${f(r.upcastQ8_0.mean)} (+${(r.upcastQ8_0.extraBytes / 1048576).toFixed(1)} MiB of ${(r.upcastQ8_0.fileBytes / 1048576).toFixed(1)})` : '-'} |`);
+    lines.push(`| ${r.type} | ${r.selected} | ${f(r.plain.mean)} / ${f(r.plain.median)} | ${p(r.plain.unchanged)} | ${p(r.plain.othersChanged)} | ${f(r.best.mean)} / ${f(r.best.median)} | ${p(r.best.unchanged)} | ${p(r.best.othersChanged)} (${f(r.best.othersRelativeRms, 4)}) | ${r.keepScale ? `${f(r.keepScale.mean)} / ${f(r.keepScale.median)}` : '-'} | ${r.keepScale ? p(r.keepScale.unchanged) : '-'} | ${r.keepScale ? p(r.keepScale.othersChanged) : '-'} | ${f(r.auto.mean)} / ${f(r.auto.median)} | ${p(r.auto.othersChanged)} | ${autoBlocks(r.auto.candidates)} | ${p(r.prune.exactlyZero)} | ${r.upcastQ8_0 ? `${f(r.upcastQ8_0.mean)} (+${(r.upcastQ8_0.extraBytes / 1048576).toFixed(1)} MiB of ${(r.upcastQ8_0.fileBytes / 1048576).toFixed(1)})` : '-'} |`);
   }
   process.stdout.write(lines.join('\n') + '\n');
 }

@@ -235,7 +235,7 @@ export interface BoostOptions extends CalibrationOptions {
   modelfile?: boolean;
   /** overwrite the output (and Modelfile) */
   force?: boolean;
-  /** requantization of quantized blocks that hold selected weights (default 'best') */
+  /** requantization of quantized blocks that hold selected weights (default 'auto') */
   strategy?: RequantizeStrategy;
   env?: NodeJS.ProcessEnv;
 }

@@ -1,6 +1,8 @@
 // Selection + patch against the I/O limit: wall time and peak RSS of `mathneuro patch` (new file)
-// versus `cp` of the same file and one read of it (`cat > /dev/null`), all from a warm page cache;
-// a K sweep (8 K from one statistics pair) versus one K.
+// versus `cp` of the same file followed by an fsync of the copy (the floor: a patched new file is
+// synced too) and one read of it (`cat > /dev/null`), all from a warm page cache; a K sweep (8 K
+// from one statistics pair) versus one K; selection in-process too (without node's start-up); on
+// quantized models, patching with each requantization strategy.
 //   npm run bench -- patch [--model M.gguf | --shape llama-1b --type mixed] [--repeats 3]
 import { spawnSync } from 'node:child_process';
 import { existsSync, rmSync, statSync } from 'node:fs';
@@ -12,7 +14,7 @@ import type { SynthShapeName, SynthTypeName } from '../../src/synth.ts';
 import { benchDir, benchModel, machine, machineLine, median, parseTimeV, repoRoot, table, writeSection } from './common.ts';
 
 /** Statistics with the model's shapes and random positive values (speed does not depend on them). */
-async function syntheticStats(model: string, seed: number): Promise<string> {
+export async function syntheticStats(model: string, seed: number): Promise<string> {
   const file = path.join(benchDir, `${path.basename(model, '.gguf')}.synthetic-${seed}.stats.gguf`);
   if (existsSync(file)) return file;
   const info = readGgufSync(model);
@@ -36,6 +38,14 @@ function timed(cmd: string[], env: NodeJS.ProcessEnv = process.env) {
 
 const cli = (...args: string[]) => [process.execPath, path.join(repoRoot, 'scripts', 'mathneuro.mjs'), ...args];
 
+/** The second of two in-process runs of a CLI command (scripts/bench/in-process.ts); peak RSS of the process. */
+function inProcess(args: string[]) {
+  const r = spawnSync('/usr/bin/time', ['-v', process.execPath, '--import', 'tsx', path.join(repoRoot, 'scripts', 'bench', 'in-process.ts'), ...args], { cwd: repoRoot, encoding: 'utf8', maxBuffer: 256 * 2 ** 20 });
+  if (r.status !== 0) throw new Error(`in-process ${args.join(' ')} failed (${r.status}): ${r.stderr.slice(-1500)}`);
+  const last = JSON.parse(r.stdout.trim().split('\n').pop()!) as { second: number };
+  return { wallSeconds: last.second, maxRssKiB: parseTimeV(r.stderr).maxRssKiB };
+}
+
 export async function benchPatch(argv: string[]) {
   const { values } = parseArgs({ args: argv, options: {
     model: { type: 'string' }, shape: { type: 'string', default: 'llama-1b' }, type: { type: 'string', default: 'mixed' },
@@ -44,6 +54,7 @@ export async function benchPatch(argv: string[]) {
   const m = machine();
   const model = values.model ?? await benchModel(values.shape as SynthShapeName, values.type as SynthTypeName);
   const size = statSync(model).size;
+  const quantized = readGgufSync(model).tensors.some((t) => t.name.startsWith('blk.') && /^(Q|IQ)/i.test(t.typeName));
   const math = await syntheticStats(model, 1);
   const general = await syntheticStats(model, 2);
   const repeats = Number(values.repeats);
@@ -60,14 +71,23 @@ export async function benchPatch(argv: string[]) {
   };
   for (let i = 0; i < repeats; i++) {
     record('read once (cat > /dev/null)', timed(['sh', '-c', `cat "${model}" > /dev/null`]));
-    record('cp', timed(['cp', model, out])); rmSync(out, { force: true });
+    record('cp + fsync of the copy', timed(['sh', '-c', `cp "${model}" "${out}" && sync "${out}"`])); rmSync(out, { force: true });
     record('node baseline (mathneuro inspect)', timed(cli('inspect', model, '--json')));
     record(`select, 1 K (${values['top-k']})`, timed(cli('select', model, '--math', math, '--general', general, '--top-k', values['top-k'], '-o', sel, '--force', '--quiet', '--json')));
+    record(`select, 1 K (${values['top-k']}), in-process (no node start-up)`, inProcess(['select', model, '--math', math, '--general', general, '--top-k', values['top-k'], '-o', sel, '--force', '--quiet', '--json']));
     record('select, 8 K', timed(cli('select', model, '--math', math, '--general', general, '--top-k', kSweep, '-o', sel, '--force', '--quiet', '--json')));
     record(`select + patch, new file (K ${values['top-k']}, x1.1)`, timed(cli('patch', model, '-o', out, '--math', math, '--general', general, '--top-k', values['top-k'], '--force', '--quiet', '--json')));
     rmSync(out, { force: true });
     record('patch from selection file, new file', timed(cli('patch', model, '-o', out, '--selection', sel, '--top-k', values['top-k'], '--force', '--quiet', '--json')));
     rmSync(out, { force: true });
+    record('patch from selection file, new file, in-process (no node start-up)', inProcess(['patch', model, '-o', out, '--selection', sel, '--top-k', values['top-k'], '--force', '--quiet', '--json']));
+    rmSync(out, { force: true });
+    if (quantized) {
+      for (const s of ['keep-scale', 'best']) {
+        record(`patch from selection file, new file, --requant ${s}`, timed(cli('patch', model, '-o', out, '--selection', sel, '--top-k', values['top-k'], '--force', '--quiet', '--json', '--requant', s)));
+        rmSync(out, { force: true });
+      }
+    }
     // thread scaling: the same on one thread
     record(`select, 1 K (${values['top-k']}), 1 thread`, timed(cli('select', model, '--math', math, '--general', general, '--top-k', values['top-k'], '-o', `${sel}.1`, '--force', '--quiet', '--json', '--threads', '1')));
     rmSync(`${sel}.1`, { force: true });
@@ -75,7 +95,7 @@ export async function benchPatch(argv: string[]) {
     rmSync(out, { force: true });
   }
   const med = Object.fromEntries(Object.entries(series).map(([k, v]) => [k, { wallSeconds: median(v.wall), maxRssMiB: median(v.rss) / 1024 }]));
-  const cp = med['cp'].wallSeconds;
+  const cp = med['cp + fsync of the copy'].wallSeconds;
   const rows = Object.entries(med).map(([k, v]) => [k, v.wallSeconds.toFixed(2), (v.wallSeconds / cp).toFixed(2), v.maxRssMiB.toFixed(0)]);
   const info = readGgufSync(model);
   const largest = info.tensors.filter((t) => t.name.startsWith('blk.')).reduce((a, t) => (t.numel > a.numel ? t : a));
@@ -84,7 +104,7 @@ export async function benchPatch(argv: string[]) {
 
 \`${cmd}\`
 
-${machineLine(m)} Model: ${path.basename(model)} (${(size / 2 ** 30).toFixed(2)} GiB); synthetic statistics (speed does not depend on values); warm page cache; median of ${repeats}; peak RSS from /usr/bin/time -v. Goal: patch <= 1.5 x cp.
+${machineLine(m)} Model: ${path.basename(model)} (${(size / 2 ** 30).toFixed(2)} GiB); synthetic statistics (speed does not depend on values); warm page cache; median of ${repeats}; peak RSS from /usr/bin/time -v. Goals: select (one K) <= 2 x read + 1 x cp; select + patch <= 3 x cp; patch from a selection file <= 1.5 x cp ("cp" is cp + fsync of the copy). Requantization: auto (the default) unless the row says otherwise.
 
 ${table(['operation', 'wall s', 'x cp', 'peak RSS MiB'], rows)}
 

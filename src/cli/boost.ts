@@ -1,4 +1,4 @@
-import type { RequantizeStrategy } from '../core/codec.ts';
+import { REQUANTIZE_STRATEGIES, type RequantizeStrategy } from '../core/codec.ts';
 import path from 'node:path';
 import { DEFAULT_ABLATE_TOP_K, DEFAULT_BOOST_SCALE, DEFAULT_BOOST_TOP_K, DEFAULT_KL_PROMPTS, DEFAULT_SAMPLES, boost, type BoostResult, type CalibrationChoice, type Intervention, type PipelineStage } from '../pipeline.ts';
 import { SELECTION_METHODS, type SelectionMethod } from '../select/select.ts';
@@ -64,10 +64,11 @@ ${isBoost ? `  --scale C         factor of the selected weights (default ${DEFAU
   --modelfile       write an Ollama Modelfile next to the output (template, parameters, system prompt kept)
   --cache-dir D     statistics cache (default $MATHNEURO_CACHE_DIR/stats or ~/.cache/mathneuro/stats)
   --no-cache        collect again and do not write the cache
-  --requant S       quantized blocks holding selected weights: best (default: the closest of
-                    ggml's plain requantization, keep-scale re-rounding and an importance-weighted
-                    requantization; as costly as requantizing them) | plain | keep-scale (only the
-                    selected weights' codes move; the fastest)
+  --requant S       quantized blocks holding selected weights: auto (default: keep-scale, and
+                    where a selected weight sits at its block's largest code the sub-block scale
+                    raised; ggml only where neither can) | best (the closest of ggml's plain and
+                    importance-weighted requantization and keep-scale; as costly as requantizing
+                    them) | plain | keep-scale (only the selected weights' codes move; the fastest)
   --force           overwrite the output
   --strict          exit 1 when the selection is empty (the patch would change nothing)
 ${modelHelp}
@@ -99,8 +100,8 @@ examples:
       if (scale !== undefined && scale <= 0) throw new UsageError('--scale must be positive (ablate zeroes weights)');
       const gsm8k = parseNumber('gsm8k', v.gsm8k as string | undefined, { integer: true, min: 0 });
       const klPrompts = parseNumber('kl-prompts', v['kl-prompts'] as string | undefined, { integer: true, min: 1 });
-      const strategy = (v.requant as string | undefined ?? 'best') as RequantizeStrategy;
-      if (!['best', 'plain', 'keep-scale'].includes(strategy)) throw new UsageError(`--requant must be best, plain or keep-scale, got "${v.requant}"`);
+      const strategy = (v.requant as string | undefined ?? 'auto') as RequantizeStrategy;
+      if (!REQUANTIZE_STRATEGIES.includes(strategy)) throw new UsageError(`--requant must be ${REQUANTIZE_STRATEGIES.join(', ')}, got "${v.requant}"`);
       const quiet = !!(v.quiet || v.json);
       const hw = parseHardware(v, io);
       const result = await runPipeline(io, quiet, {

@@ -3,7 +3,7 @@ import { MathneuroError } from '../errors.ts';
 import { openModelSync } from '../gguf/model.ts';
 import { patchModel, DEFAULT_SCALE, type PatchProgress, type PatchResult } from '../patch/patch.ts';
 import { realizedScaleMarkdown } from '../patch/realized.ts';
-import type { RequantizeStrategy } from '../core/codec.ts';
+import { REQUANTIZE_STRATEGIES, type RequantizeStrategy } from '../core/codec.ts';
 import { loadStatisticsFor } from '../select/statistics.ts';
 import { ProgressLine, bar, formatDuration, globalHelp, interruptible, modelArgument, modelOption, parse, parseNumber, UsageError, writeJson, type Command, type CommandIO } from './common.ts';
 import { emptySelectionWarning, minimumTopK, parseMethod, parseTopK } from './select.ts';
@@ -50,7 +50,9 @@ got, per tensor type: at 4 bits much of a x1.1 change rounds away (see --upcast)
   --scale C          multiply the selected weights by C (default ${DEFAULT_SCALE})
   --prune            set them to zero instead
   --upcast T         q8_0 | f16: store tensors that hold selected weights in T so the change holds (new file only)
-  --requant S        best (default: per block the closest of plain requantization, keep-scale
+  --requant S        auto (default: keep-scale re-rounding, and where a selected weight sits at
+                     its block's largest code the (sub-)block scale raised; ggml only where neither
+                     can) | best (per block the closest of plain requantization, keep-scale
                      re-rounding and importance-weighted requantization) | plain | keep-scale
   --no-imatrix       do not use the math statistics' sums of squares as importance matrix
   -t, --threads N    CPU threads (default: all; the output does not depend on it)
@@ -91,8 +93,8 @@ examples:
     if (scale !== undefined && (scale <= 0 || scale > 100)) throw new UsageError('--scale must be in (0, 100] (use --prune for zero)');
     const upcast = values.upcast?.toLowerCase();
     if (upcast !== undefined && upcast !== 'q8_0' && upcast !== 'f16') throw new UsageError(`--upcast must be q8_0 or f16, got "${values.upcast}"`);
-    const strategy = (values.requant ?? 'best') as RequantizeStrategy;
-    if (!['best', 'plain', 'keep-scale'].includes(strategy)) throw new UsageError(`--requant must be best, plain or keep-scale, got "${values.requant}"`);
+    const strategy = (values.requant ?? 'auto') as RequantizeStrategy;
+    if (!REQUANTIZE_STRATEGIES.includes(strategy)) throw new UsageError(`--requant must be ${REQUANTIZE_STRATEGIES.join(', ')}, got "${values.requant}"`);
     const seed = parseNumber('seed', values.seed, { integer: true, min: 0, max: 0xffffffff });
 
     const info = openModelSync(model);

@@ -92,7 +92,8 @@ export function selectTopK(request: TopKRequest): Promise<Uint8Array[][]> {
   return callAsync(() => loadNative().selectTopK(request));
 }
 
-export type RequantizeStrategy = 'best' | 'plain' | 'keep-scale';
+export type RequantizeStrategy = 'auto' | 'best' | 'plain' | 'keep-scale';
+export const REQUANTIZE_STRATEGIES: readonly RequantizeStrategy[] = ['auto', 'best', 'plain', 'keep-scale'];
 
 export interface RequantizeRequest {
   type: number;
@@ -104,11 +105,11 @@ export interface RequantizeRequest {
   scale: number;
   /** per weight importance (the statistics' sums of squares), for types that use or need one */
   imatrix?: Float32Array;
-  /** 'best' (default): per block the closest of plain requantization, keep-scale re-rounding and an importance-weighted requantization */
+  /** 'best' (default here; patchModel's default is 'auto'): per block the closest of plain requantization, keep-scale re-rounding and an importance-weighted requantization; 'auto': keep-scale, rescaled sub-blocks where a selected weight sits at the largest code, ggml's candidates only where neither reaches the target */
   strategy?: RequantizeStrategy;
 }
 
-export const CANDIDATE_NAMES = ['plain', 'keep-scale', 'weighted', 'exact'] as const;
+export const CANDIDATE_NAMES = ['plain', 'keep-scale', 'weighted', 'exact', 'rescaled'] as const;
 export type CandidateName = typeof CANDIDATE_NAMES[number];
 
 export interface RequantizeResult {

@@ -119,7 +119,7 @@ export async function patchModel(options: PatchOptions): Promise<PatchResult> {
   const scale = options.prune ? 0 : options.scale ?? DEFAULT_SCALE;
   if (!Number.isFinite(scale)) throw new MathneuroError('EUSAGE', `the scale must be a finite number, got ${scale}`);
   if (options.prune && options.scale !== undefined) throw new MathneuroError('EUSAGE', 'give either a scale or prune, not both');
-  const strategy = options.strategy ?? 'best';
+  const strategy = options.strategy ?? 'auto';
   if (options.inPlace && options.out && !sameFile(options.model, options.out)) throw new MathneuroError('EUSAGE', 'in-place patching writes the model itself: give no output path');
   if (options.inPlace && options.upcast) throw new MathneuroError('EUSAGE', '--upcast changes the tensor layout and needs a new file (not --in-place)');
   if (!options.inPlace) {

@@ -27,7 +27,7 @@ export interface PatchOptions {
   scale?: number;
   /** set the selected weights to zero instead */
   prune?: boolean;
-  /** requantization of touched blocks (default 'best') */
+  /** requantization of touched blocks (default 'auto') */
   strategy?: RequantizeStrategy;
   /** new-file mode: store tensors with selected weights in this type so the change holds */
   upcast?: 'q8_0' | 'f16';

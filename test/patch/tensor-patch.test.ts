@@ -83,7 +83,7 @@ for (const { type, shape } of CASES) {
     for (let i = 0; i < numel; i++) if (r() < (Math.floor(i / nIn) % 5 === 0 ? 0.08 : 0.004)) setBit(mask, i);
     const stats: ColumnStatistics = { name: 'w', nIn, nMat: matrices, normSum: new Float64Array(nIn * matrices), sum2: new Float64Array(nIn * matrices).map(() => 0.01 + r() * 3), counts: new Float64Array(matrices).fill(7) };
     const tensor = { name: `blk.0.${type}.weight`, type: info.id, typeName: info.name, shape, numel } as GgufTensorInfo;
-    const strategies: RequantizeStrategy[] = !info.isQuantized ? ['plain'] : info.keepScale ? ['best', 'plain', 'keep-scale'] : ['best', 'plain'];
+    const strategies: RequantizeStrategy[] = !info.isQuantized ? ['plain'] : info.keepScale ? ['best', 'plain', 'keep-scale', 'auto'] : ['best', 'plain', 'auto'];
     for (const strategy of strategies) {
       for (const [scale, withImportance] of [[1.1, true], [0, false]] as const) {
         const importance = withImportance ? stats : undefined;
@@ -129,4 +129,32 @@ t.test('patchTensor refuses bad input before it reaches ggml', async (t) => {
   await t.rejects(patchTensor({ ...base, type: codecTypeByName('IQ2_XXS')!.id, data: new Uint8Array(66 * 2) }), { code: 'EQUANT' }, 'IQ2_XXS without importance');
   await t.rejects(patchTensor({ ...base, nIn: 2 ** 41 }), { code: 'EUSAGE' }, 'absurd shape');
   await t.rejects(patchTensor({ ...base, histogram: { min: 1, max: 0, bins: 10 } }), { code: 'EUSAGE' }, 'empty histogram range');
+});
+
+t.test('auto: keep-scale where it reaches the target, rescaled sub-blocks where a selected weight sits at the largest code', async (t) => {
+  for (const type of ['Q8_0', 'Q6_K', 'Q5_K', 'Q4_K']) {
+    const info = codecTypeByName(type)!;
+    const r = rng(11);
+    const nIn = 256, rows = 64, numel = nIn * rows;
+    const values = new Float32Array(numel).map(() => (r() - 0.5) * (r() < 0.05 ? 2 : 0.2));
+    const source = quantize(info.id, values, nIn);
+    // 10% of the weights, the largest in magnitude (a harsh case: most sit at their block's largest code;
+    // on Q4_K the closest candidate is then often keep-scale, and best's ggml requantization realizes more)
+    const order = [...values.keys()].sort((a, b) => Math.abs(values[b]) - Math.abs(values[a]));
+    const mask = newMask(numel);
+    for (const i of order.slice(0, numel / 10)) setBit(mask, i);
+    const run = async (strategy: RequantizeStrategy) => {
+      const data = new Uint8Array(source);
+      const res = await patchTensor({ type: info.id, data, mask, nIn, rows, matrices: 1, scale: 1.1, strategy, threads: 2 });
+      return { mean: res.realized.ratioSum / res.realized.ratioCount, candidates: res.candidates, othersChanged: res.realized.othersChanged / res.realized.others };
+    };
+    const [keep, auto, best] = [await run('keep-scale'), await run('auto'), await run('best')];
+    t.comment(`${type}: mean realized scale keep-scale ${keep.mean.toFixed(4)}, auto ${auto.mean.toFixed(4)}, best ${best.mean.toFixed(4)}; auto candidates ${[...auto.candidates].join('/')}`);
+    t.ok(auto.mean > keep.mean, `${type}: auto realizes more of x1.1 than keep-scale`);
+    if (type === 'Q8_0' || type === 'Q6_K') t.ok(auto.mean >= 1.085, `${type}: auto realizes at least x1.085 (best ${best.mean.toFixed(4)})`);
+    if (type !== 'Q8_0') {
+      t.ok(auto.candidates[CANDIDATE_NAMES.indexOf('rescaled')] > 0, `${type}: rescaled blocks`);
+      t.equal(auto.candidates[CANDIDATE_NAMES.indexOf('plain')] + auto.candidates[CANDIDATE_NAMES.indexOf('weighted')], 0, `${type}: no ggml requantization needed`);
+    }
+  }
 });
