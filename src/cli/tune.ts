@@ -1,5 +1,5 @@
 import path from 'node:path';
-import type { RequantizeStrategy } from '../core/codec.ts';
+import { REQUANTIZE_STRATEGIES, type RequantizeStrategy } from '../core/codec.ts';
 import { SELECTION_METHODS, type SelectionMethod } from '../select/select.ts';
 import { tuneTaskNames } from '../tune/tasks.ts';
 import {
@@ -58,7 +58,7 @@ Scored candidates are cached beside the statistics: a repeated or interrupted ru
   --dry-run             search only, write nothing
   --samples N, --seed S, --math F, --general F, --exclude-math-subjects, --cache-dir D, --no-cache
                         the statistics, as boost has them (the task picks the calibration sets by default)
-  --requant S           best (default) | plain | keep-scale, as boost
+  --requant S           auto (default) | best | plain | keep-scale, as boost
   --force               overwrite the output
 ${modelHelp}
 ${modelCheckHelp}
@@ -94,8 +94,8 @@ examples:
     const topK = list('top-k', v['top-k'] as string | undefined, (x) => parseFraction('top-k', x));
     const scales = list('scales', v.scales as string | undefined, (x) => parseNumber('scales', x, { min: 0 }));
     if (scales?.some((s) => s <= 0)) throw new UsageError('--scales must be positive factors');
-    const strategy = (v.requant as string | undefined ?? 'best') as RequantizeStrategy;
-    if (!['best', 'plain', 'keep-scale'].includes(strategy)) throw new UsageError(`--requant must be best, plain or keep-scale, got "${v.requant}"`);
+    const strategy = (v.requant as string | undefined ?? 'auto') as RequantizeStrategy;
+    if (!REQUANTIZE_STRATEGIES.includes(strategy)) throw new UsageError(`--requant must be ${REQUANTIZE_STRATEGIES.join(', ')}, got "${v.requant}"`);
     const int = (name: string, min: number) => parseNumber(name, v[name] as string | undefined, { integer: true, min });
     const hw = parseHardware(v, io);
     const quiet = !!(v.quiet || v.json);

@@ -70,7 +70,7 @@ export interface TuneOptions extends Omit<CalibrationOptions, 'onProgress'> {
   klTokens?: number;
   /** bound of the unpatched distributions kept for KL (default 512 MiB; longer prompts are cut to fit) */
   maxReferenceBytes?: number;
-  /** requantization of touched blocks, as boost's --requant (default 'best') */
+  /** requantization of touched blocks, as boost's --requant (default 'auto') */
   strategy?: RequantizeStrategy;
   /** KV cache type of the scoring model (default f16) */
   kvType?: 'f16' | 'f32';
@@ -235,7 +235,7 @@ export async function tune(options: TuneOptions): Promise<TuneResult> {
   const general = await calibrationStats(info, 'general', generalChoice, statsOptions);
 
   const klTokens = options.klTokens ?? DEFAULT_TUNE_KL_TOKENS;
-  const strategy: RequantizeStrategy = options.strategy ?? 'best';
+  const strategy: RequantizeStrategy = options.strategy ?? 'auto';
   const fingerprint = modelFingerprint(info);
   const cacheKey = digest({
     format: CACHE_FORMAT, model: fingerprint, math: sha256File(math.path), general: sha256File(general.path),
