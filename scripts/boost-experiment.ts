@@ -18,6 +18,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { packageRoot } from '../src/native.ts';
+import { DEFAULT_BOOST_SCALE, DEFAULT_BOOST_TOP_K } from '../src/pipeline.ts';
 import { BoostExperiment, headroomDir, headroomModel, quantizedCopy, rowKey, SCALES, TOP_KS, type ExperimentRow, type RowSet } from '../test/fixture/boost-lib.ts';
 
 process.env.OMP_WAIT_POLICY ??= 'passive';
@@ -45,6 +46,8 @@ const overBudget = () => Date.now() - started > budgetMs;
 const figures = JSON.parse(readFileSync(path.join(headroomDir, 'figures.json'), 'utf8'));
 const cacheDir = path.join(packageRoot, '.cache', 'boost-experiment');
 const CONTROLS = ['random', 'wanda-matched', 'general-specific', 'norm-matched'] as const;
+/** boost's defaults (src/pipeline.ts) */
+const DEFAULT_SETTING = { topK: DEFAULT_BOOST_TOP_K, scale: DEFAULT_BOOST_SCALE } as const;
 
 const wanted = args.models!.split(',').map((s) => s.trim().toLowerCase());
 const models: { label: string; path: string; types?: Record<string, number> }[] = [];
@@ -99,6 +102,11 @@ try {
       if (e === f32) for (const samples of [1, 10]) await run(e, 'mathneuro', b.topK, b.scale, samples);
     }
   }
+  // boost's default setting (K 10%, x1.1) with its controls and calibration sizes, on every copy
+  for (const e of experiments) {
+    for (const set of ['mathneuro', ...CONTROLS] as const) await run(e, set, DEFAULT_SETTING.topK, DEFAULT_SETTING.scale);
+    if (e === f32) for (const samples of [1, 10]) await run(e, 'mathneuro', DEFAULT_SETTING.topK, DEFAULT_SETTING.scale, samples);
+  }
   if (f32) for (const k of TOP_KS) for (const c of SCALES) for (const set of CONTROLS) await run(f32, set, k, c);
   if (args['quant-grid'] === 'full') {
     for (const e of experiments) if (e !== f32) for (const set of ['mathneuro', ...CONTROLS] as const) for (const k of TOP_KS) for (const c of SCALES) await run(e, set, k, c);
@@ -140,13 +148,17 @@ for (const m of models) {
   summary.push(b);
   const bm = best(mine);
   if (!bm) continue;
-  const at = mine.filter((r) => r.topK === bm.topK && r.scale === bm.scale && r !== bm);
-  summary.push(bm, ...at.filter((r) => r.samples === 100 && r.set !== 'mathneuro'), ...at.filter((r) => r.set === 'mathneuro' && r.samples !== 100));
+  for (const setting of [{ topK: bm.topK!, scale: bm.scale! }, DEFAULT_SETTING]) {
+    const at = mine.filter((r) => r.topK === setting.topK && r.scale === setting.scale && !summary.includes(r));
+    summary.push(...at.filter((r) => r.set === 'mathneuro' && r.samples === 100), ...at.filter((r) => r.samples === 100 && r.set !== 'mathneuro'), ...at.filter((r) => r.set === 'mathneuro' && r.samples !== 100));
+  }
   const grid = mine.filter((r) => r.set === 'mathneuro' && r.samples === 100);
   const gains = grid.filter((r) => r.correct > b.correct);
   const significant = grid.filter((r) => r.correct > b.correct && (r.pValue ?? 1) < 0.05);
   const losses = grid.filter((r) => r.correct < b.correct && (r.pValue ?? 1) < 0.05);
   notes.push(`${m.label}: unpatched ${b.correct}/${b.total} (${pct(b.accuracy)}). MathNeuro boost ran at ${grid.length} of ${SCALES.length * TOP_KS.length} settings; ${gains.length} raise accuracy, ${significant.length} of them with McNemar p < 0.05${significant.length ? ` (${significant.map((r) => `K ${pct(r.topK!)} x${r.scale}: ${r.correct - b.correct >= 0 ? '+' : ''}${((100 * (r.correct - b.correct)) / r.total).toFixed(1)} pts, p ${fmtP(r.pValue)}`).join('; ')})` : ''}; ${losses.length} lower it with p < 0.05. Best: K ${pct(bm.topK!)} x${bm.scale}, ${bm.correct}/${bm.total} (${bm.correct - b.correct >= 0 ? '+' : ''}${((100 * (bm.correct - b.correct)) / bm.total).toFixed(1)} pts, p ${fmtP(bm.pValue)}).`);
+  const def = grid.find((r) => r.topK === DEFAULT_SETTING.topK && r.scale === DEFAULT_SETTING.scale);
+  if (def) notes.push(`${m.label}: boost's default (K ${pct(DEFAULT_SETTING.topK, 0)}, x${DEFAULT_SETTING.scale}) gives ${def.correct}/${def.total} (${def.correct - b.correct >= 0 ? '+' : ''}${((100 * (def.correct - b.correct)) / def.total).toFixed(1)} pts, +${def.onlyPatched}/-${def.onlyUnpatched}, p ${fmtP(def.pValue)}), text loss ${def.textLoss.toFixed(4)}.`);
   for (const set of CONTROLS) {
     const cs = mine.filter((r) => r.set === set && r.samples === 100);
     if (!cs.length) continue;
