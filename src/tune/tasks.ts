@@ -13,6 +13,7 @@ import { pairedAccuracy } from '../eval/confidence.ts';
 import { arithmeticAccuracy } from '../eval/tasks/arithmetic.ts';
 import { MathneuroError } from '../errors.ts';
 import { buildHeldOutSets, calibrationSamples } from '../fixture/data.ts';
+import { buildHeadroomHeldOutSets, headroomCalibrationSamples } from '../fixture/headroom.ts';
 import type { CalibrationChoice } from '../pipeline.ts';
 import { drawSamples, readSamples } from '../stats/data.ts';
 
@@ -108,20 +109,27 @@ export function gsm8kTask(options: { file?: string; math?: CalibrationChoice; ge
   };
 }
 
+/** The held-out sets and calibration lines of a trained fixture (src/fixture). */
+interface FixtureData {
+  name: string;
+  what: string;
+  heldOut: () => { twoDigit: { prompt: string; answer: string }[]; sentences: string[] };
+  calibration: (kind: 'math' | 'general', count: number, seed: number) => string[];
+}
+
 /**
- * The arithmetic fixture (test/fixtures/arith, src/fixture/data.ts): the objective is the answer
- * "c\n" of held-out two-digit problems "a+b=" (never trained on), the general prompts are held-out
- * sentences, the statistics come from its calibration lines (as the surgery experiment's do), and
- * --confirm is exact-match accuracy of greedy completions on later held-out problems.
+ * A trained fixture (test/fixtures/arith or test/fixtures/headroom, src/fixture): the objective is
+ * the answer "c\n" of held-out two-digit problems "a+b=" (never trained on), the general prompts are
+ * held-out sentences, the statistics come from its calibration lines (as the surgery experiment's
+ * do), and --confirm is exact-match accuracy of greedy completions on the second half of the
+ * held-out problems, which the objective never reads.
  */
-export function arithFixtureTask(options: { seed?: number; calibrationSeed?: number; sentencesPerPrompt?: number } = {}): TuneTask {
-  const seed = options.seed ?? 1;
+function fixtureTask(fixture: FixtureData, options: { calibrationSeed?: number; sentencesPerPrompt?: number }): TuneTask {
   const perPrompt = options.sentencesPerPrompt ?? 8;
-  const heldOut = () => buildHeldOutSets(seed);
   return {
-    name: 'arith-fixture',
+    name: fixture.name,
     data(sizes, cacheDir) {
-      const h = heldOut();
+      const h = fixture.heldOut();
       const need = 2 * sizes.objective;
       if (need > h.twoDigit.length / 2) throw new MathneuroError('EUSAGE', `the fixture holds out ${h.twoDigit.length} two-digit problems: at most ${Math.floor(h.twoDigit.length / 4)} objective samples (half stays for --confirm)`);
       if (2 * sizes.general * perPrompt > h.sentences.length) throw new MathneuroError('EUSAGE', `the fixture holds out ${h.sentences.length} sentences: at most ${Math.floor(h.sentences.length / perPrompt / 2)} general prompts`);
@@ -130,8 +138,8 @@ export function arithFixtureTask(options: { seed?: number; calibrationSeed?: num
       // calibration lines as data files, so the statistics go through boost's cache (calibrationStats)
       const calSeed = options.calibrationSeed ?? 11;
       const calibration = (kind: 'math' | 'general'): CalibrationChoice => {
-        const texts = calibrationSamples(kind, h, { seed: calSeed, count: sizes.samples });
-        const file = path.join(cacheDir, 'tune-data', `arith-${kind}-${digest(texts).slice(0, 16)}.jsonl`);
+        const texts = fixture.calibration(kind, sizes.samples, calSeed);
+        const file = path.join(cacheDir, 'tune-data', `${fixture.name}-${kind}-${digest(texts).slice(0, 16)}.jsonl`);
         if (!existsSync(file)) {
           mkdirSync(path.dirname(file), { recursive: true });
           writeFileSync(file, texts.map((text) => JSON.stringify({ text })).join('\n') + '\n');
@@ -142,11 +150,11 @@ export function arithFixtureTask(options: { seed?: number; calibrationSeed?: num
         objective: { search: h.twoDigit.slice(0, sizes.objective).map(toSample), heldOut: h.twoDigit.slice(sizes.objective, need).map(toSample) },
         general: { search: prompts.slice(0, sizes.general), heldOut: prompts.slice(sizes.general) },
         calibration: { math: calibration('math'), general: calibration('general') },
-        describe: `arith fixture (seed ${seed}): ${sizes.objective} held-out two-digit problems (+${sizes.objective} held out)`,
+        describe: `${fixture.what}: ${sizes.objective} held-out two-digit problems (+${sizes.objective} held out)`,
       };
     },
     async confirm(patched, source, n) {
-      const h = heldOut();
+      const h = fixture.heldOut();
       const items = h.twoDigit.slice(h.twoDigit.length / 2).slice(0, n);
       if (items.length < n) throw new MathneuroError('EUSAGE', `--confirm: the fixture has ${items.length} problems for it, not ${n}`);
       const a = await arithmeticAccuracy(patched, items, { threads: 1 });
@@ -155,6 +163,26 @@ export function arithFixtureTask(options: { seed?: number; calibrationSeed?: num
       return { items: n, source: b.accuracy, patched: a.accuracy, difference: cmp.difference, pValue: cmp.pValue, what: `exact match of greedy completions on ${n} held-out two-digit problems` };
     },
   };
+}
+
+/** The arithmetic fixture (test/fixtures/arith: 500 held-out two-digit problems, 99.8% answered). */
+export function arithFixtureTask(options: { seed?: number; calibrationSeed?: number; sentencesPerPrompt?: number } = {}): TuneTask {
+  const seed = options.seed ?? 1;
+  return fixtureTask({
+    name: 'arith-fixture', what: `arith fixture (seed ${seed})`,
+    heldOut: () => buildHeldOutSets(seed),
+    calibration: (kind, count, calSeed) => calibrationSamples(kind, buildHeldOutSets(seed), { seed: calSeed, count }),
+  }, options);
+}
+
+/** The headroom fixture (test/fixtures/headroom: 1,000 held-out two-digit problems, 68.6% answered). */
+export function headroomFixtureTask(options: { seed?: number; calibrationSeed?: number; sentencesPerPrompt?: number } = {}): TuneTask {
+  const seed = options.seed ?? 1;
+  return fixtureTask({
+    name: 'headroom-fixture', what: `headroom fixture (seed ${seed})`,
+    heldOut: () => buildHeadroomHeldOutSets(seed),
+    calibration: (kind, count, calSeed) => headroomCalibrationSamples(kind, buildHeadroomHeldOutSets(seed), { seed: calSeed, count }),
+  }, options);
 }
 
 /** An objective from a file: JSON lines {"prompt","answer"} or {"question","answer"} (the question then a newline); .gz read too. */
@@ -193,6 +221,7 @@ export function withObjectiveFile(task: TuneTask, file: string): TuneTask {
 const registry = new Map<string, (options: Record<string, unknown>) => TuneTask>([
   ['gsm8k', (o) => gsm8kTask(o as Parameters<typeof gsm8kTask>[0])],
   ['arith-fixture', (o) => arithFixtureTask(o as Parameters<typeof arithFixtureTask>[0])],
+  ['headroom-fixture', (o) => headroomFixtureTask(o as Parameters<typeof headroomFixtureTask>[0])],
 ]);
 
 /** Adds a named task (e.g. a new fixture's) to the ones `--task` accepts. */
