@@ -134,14 +134,50 @@ struct Progress {
     double elapsed_ms;
 };
 
+// A worker that runs forward passes on the model's one context. While it runs the model is busy
+// (the methods refuse a second pass); once it settles, either way, the model is free again and a
+// pending abort is spent. Finish() rejects the promise when the pass failed (error_ "aborted":
+// EABORT, otherwise EDECODE) and says whether to resolve. PlainPass() turns the statistics off and
+// clears any stop node, so every node of the graph runs and the logits can be read; EndPass()
+// turns the statistics back on.
+template <class Base>
+class ModelPassWorker : public PromiseWorker<Base> {
+public:
+    ModelPassWorker(Napi::Env env, Napi::Object model_ref, ModelHandle * h) : PromiseWorker<Base>(env), h_(h) { this->Keep(model_ref); }
+    void OnError(const Napi::Error & e) override { Release(); this->Reject(e.Value()); }
+protected:
+    bool Finish() {
+        Release();
+        if (error_.empty()) return true;
+        this->RejectCoded(error_ == "aborted" ? "EABORT" : "EDECODE", error_);
+        return false;
+    }
+    // one llama_decode; on failure error_ says why
+    bool Decode(llama_batch & batch) {
+        const int32_t rc = llama_decode(h_->ctx.get(), batch);
+        if (rc != 0) error_ = h_->abort_flag.load() ? "aborted" : "llama_decode failed with code " + std::to_string(rc);
+        return rc == 0;
+    }
+    void PlainPass() {
+        Collector & c = *h_->collector;
+        c.enabled = false;
+        c.stop_after.clear();
+        c.stopped = false;
+    }
+    void EndPass() { h_->collector->enabled = true; }
+    ModelHandle * h_;
+    std::string error_;
+private:
+    void Release() { h_->busy = false; h_->abort_flag = false; }
+};
+
 // Collect statistics for a list of texts. Runs on a libuv worker: no N-API in here.
-class CollectWorker : public PromiseWorker<Napi::AsyncProgressQueueWorker<Progress>> {
+class CollectWorker : public ModelPassWorker<Napi::AsyncProgressQueueWorker<Progress>> {
 public:
     CollectWorker(Napi::Env env, Napi::Object model_ref, ModelHandle * h, std::vector<std::string> texts,
                   Napi::Function progress, bool add_special, bool pack, bool collect_stats, bool logits_all, std::string stop_after)
-        : PromiseWorker(env), h_(h), texts_(std::move(texts)), add_special_(add_special),
+        : ModelPassWorker(env, model_ref, h), texts_(std::move(texts)), add_special_(add_special),
           pack_(pack), collect_stats_(collect_stats), logits_all_(logits_all), stop_after_(std::move(stop_after)) {
-        Keep(model_ref);
         if (!progress.IsEmpty()) progress_ = Napi::Persistent(progress);
     }
 
@@ -296,9 +332,7 @@ public:
     void OnOK() override {
         Napi::Env env = Env();
         Napi::HandleScope scope(env);
-        h_->busy = false;
-        h_->abort_flag = false;
-        if (!error_.empty()) { RejectCoded("EDECODE", error_); return; }
+        if (!Finish()) return;
         Napi::Object out = Napi::Object::New(env);
         out.Set("samples", (double) samples_);
         out.Set("tokens", (double) tokens_);
@@ -345,14 +379,7 @@ public:
         Resolve(out);
     }
 
-    void OnError(const Napi::Error & e) override {
-        h_->busy = false;
-        h_->abort_flag = false;
-        Reject(e.Value());
-    }
-
 private:
-    ModelHandle * h_;
     std::vector<std::string> texts_;
     bool add_special_;
     bool pack_;
@@ -367,24 +394,18 @@ private:
     int64_t tokens_ = 0;
     double elapsed_ms_ = 0;
     bool aborted_ = false;
-    std::string error_;
     std::vector<int64_t> truncated_;
     std::vector<int64_t> empty_;
 };
 
 // Logits of every position of one token sequence (plain forward pass, no statistics): for
 // evaluation (KL of a patched model against its source) through the same llama.cpp build.
-class LogitsWorker : public PromiseWorker<Napi::AsyncWorker> {
+class LogitsWorker : public ModelPassWorker<Napi::AsyncWorker> {
 public:
     LogitsWorker(Napi::Env env, Napi::Object model_ref, ModelHandle * h, std::vector<llama_token> tokens)
-        : PromiseWorker(env), h_(h), tokens_(std::move(tokens)) {
-        Keep(model_ref);
-    }
+        : ModelPassWorker(env, model_ref, h), tokens_(std::move(tokens)) {}
     void Execute() override {
-        Collector & c = *h_->collector;
-        c.enabled = false;
-        c.stop_after.clear();   // every node, the head included: these logits are read
-        c.stopped = false;
+        PlainPass();   // every node, the head included: these logits are read
         const int32_t n_vocab = llama_vocab_n_tokens(llama_model_get_vocab(h_->model.get()));
         n_vocab_ = n_vocab;
         llama_memory_t mem = llama_get_memory(h_->ctx.get());
@@ -394,8 +415,7 @@ public:
         for (size_t pos = 0; pos < tokens_.size() && error_.empty(); pos += h_->n_batch) {
             const int32_t n = (int32_t) std::min<size_t>(h_->n_batch, tokens_.size() - pos);
             FillSequenceBatch(batch, tokens_, pos, n, /*logits_all*/ true);
-            const int32_t rc = llama_decode(h_->ctx.get(), batch);
-            if (rc != 0) { error_ = h_->abort_flag.load() ? "aborted" : "llama_decode failed with code " + std::to_string(rc); break; }
+            if (!Decode(batch)) break;
             for (int32_t i = 0; i < n; ++i) {
                 const float * l = llama_get_logits_ith(h_->ctx.get(), i);
                 if (!l) { error_ = "no logits for position " + std::to_string(pos + i); break; }
@@ -404,63 +424,47 @@ public:
         }
         llama_batch_free(batch);
         llama_memory_clear(mem, true);
-        c.enabled = true;
+        EndPass();
     }
     void OnOK() override {
         Napi::Env env = Env();
-        h_->busy = false;
-        h_->abort_flag = false;
-        if (!error_.empty()) { RejectCoded(error_ == "aborted" ? "EABORT" : "EDECODE", error_); return; }
+        if (!Finish()) return;
         Napi::Object o = Napi::Object::New(env);
         o.Set("logits", ToJsArray<Napi::Float32Array>(env, out_));
         o.Set("nVocab", n_vocab_);
         o.Set("nTokens", (double) tokens_.size());
         Resolve(o);
     }
-    void OnError(const Napi::Error & e) override { h_->busy = false; Reject(e.Value()); }
 private:
-    ModelHandle * h_;
     std::vector<llama_token> tokens_;
     std::vector<float> out_;
     int32_t n_vocab_ = 0;
-    std::string error_;
 };
 
 // Greedy completion of one prompt (plain forward passes, no statistics): the prompt in batches of
 // n_batch with the last token's logits, then one token at a time; argmax of the raw logits (ties:
 // the lowest id). Ends at an end-of-generation token (not counted), when the text of the pieces
 // holds a stop string (cut there), or after max_new tokens.
-class GreedyWorker : public PromiseWorker<Napi::AsyncWorker> {
+class GreedyWorker : public ModelPassWorker<Napi::AsyncWorker> {
 public:
     GreedyWorker(Napi::Env env, Napi::Object model_ref, ModelHandle * h, std::vector<llama_token> tokens, int32_t max_new, std::vector<std::string> stops)
-        : PromiseWorker(env), h_(h), tokens_(std::move(tokens)), max_new_(max_new), stops_(std::move(stops)) {
-        Keep(model_ref);
-    }
+        : ModelPassWorker(env, model_ref, h), tokens_(std::move(tokens)), max_new_(max_new), stops_(std::move(stops)) {}
     void Execute() override {
-        Collector & c = *h_->collector;
-        c.enabled = false;
+        PlainPass();
         Run();
         llama_memory_clear(llama_get_memory(h_->ctx.get()), true);
-        c.enabled = true;
+        EndPass();
     }
     void OnOK() override {
         Napi::Env env = Env();
-        h_->busy = false;
-        h_->abort_flag = false;
-        if (!error_.empty()) { RejectCoded(error_ == "aborted" ? "EABORT" : "EDECODE", error_); return; }
+        if (!Finish()) return;
         Napi::Object o = Napi::Object::New(env);
         o.Set("text", text_);
         o.Set("tokens", ToJsArray<Napi::Int32Array>(env, generated_));
         o.Set("stoppedBy", stopped_by_);
         Resolve(o);
     }
-    void OnError(const Napi::Error & e) override { h_->busy = false; Reject(e.Value()); }
 private:
-    bool Decode(llama_batch & batch) {
-        const int32_t rc = llama_decode(h_->ctx.get(), batch);
-        if (rc != 0) error_ = h_->abort_flag.load() ? "aborted" : "llama_decode failed with code " + std::to_string(rc);
-        return rc == 0;
-    }
     void Run() {
         const llama_vocab * vocab = llama_model_get_vocab(h_->model.get());
         const int32_t n_vocab = llama_vocab_n_tokens(vocab);
@@ -503,14 +507,12 @@ private:
         text_ = text;
         llama_batch_free(batch);
     }
-    ModelHandle * h_;
     std::vector<llama_token> tokens_;
     int32_t max_new_;
     std::vector<std::string> stops_;
     std::vector<llama_token> generated_;
     std::string text_;
     std::string stopped_by_ = "eog";
-    std::string error_;
 };
 
 class Model : public Napi::ObjectWrap<Model> {
