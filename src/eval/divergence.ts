@@ -2,13 +2,18 @@
 // the native shim) and the exported klDivergence (dense probabilities) both sum through klOfLogRows.
 import { safeLog } from './runtime.ts';
 
-/** log-softmax of one row of logits, in float64. */
-export function logSoftmaxRow(logits: Float32Array, offset: number, n: number, out: Float64Array): void {
+/** log(sum(exp(x))) of one row of logits, in float64. */
+export function logSumExpRow(logits: Float32Array, offset: number, n: number): number {
   let max = -Infinity;
   for (let i = 0; i < n; i++) if (logits[offset + i]! > max) max = logits[offset + i]!;
   let sum = 0;
   for (let i = 0; i < n; i++) sum += Math.exp(logits[offset + i]! - max);
-  const lse = max + Math.log(sum);
+  return max + Math.log(sum);
+}
+
+/** log-softmax of one row of logits, in float64. */
+export function logSoftmaxRow(logits: Float32Array, offset: number, n: number, out: Float64Array): void {
+  const lse = logSumExpRow(logits, offset, n);
   for (let i = 0; i < n; i++) out[i] = logits[offset + i]! - lse;
 }
 

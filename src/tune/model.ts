@@ -11,7 +11,7 @@ import { deflateRawSync, inflateRawSync } from 'node:zlib';
 import type { RequantizeStrategy } from '../core/codec.ts';
 import { readExactly } from '../core/tensor-io.ts';
 import { MathneuroError, asMathneuroError } from '../errors.ts';
-import { logSoftmaxRow } from '../eval/divergence.ts';
+import { klOfLogRows, logSoftmaxRow, logSumExpRow } from '../eval/divergence.ts';
 import { checkModel, emitModelWarnings } from '../gguf/model-check.ts';
 import { openModelSync, type GgufModel } from '../gguf/model.ts';
 import { assertEncodable } from '../gguf/encodable.ts';
@@ -309,7 +309,7 @@ export class Scorer {
       if (signal?.aborted) throw new MathneuroError('EABORT', 'tune cancelled');
       const { logits } = await this.model.logits(s.tokens);
       for (let t = s.answerStart; t < s.tokens.length; t++) {
-        objNll += logSumExp(logits, (t - 1) * n, n) - logits[(t - 1) * n + s.tokens[t]!]!;
+        objNll += logSumExpRow(logits, (t - 1) * n, n) - logits[(t - 1) * n + s.tokens[t]!]!;
         objTokens++;
       }
     }
@@ -320,28 +320,13 @@ export class Scorer {
       const { logits } = await this.model.logits(ref.tokens);
       for (let i = 0; i + 1 < ref.tokens.length; i++) {
         logSoftmaxRow(logits, i * n, n, row);
-        const p = ref.logProbs.subarray(i * n, (i + 1) * n);
-        let k = 0, topP = 0, topQ = 0;
-        for (let v = 0; v < n; v++) {
-          const lp = p[v]!;
-          if (lp !== -Infinity) k += Math.exp(lp) * (lp - row[v]!);
-          if (lp > p[topP]!) topP = v;
-          if (row[v]! > row[topQ]!) topQ = v;
-        }
-        kl += Math.max(0, k);
-        if (topP === topQ) same++;
+        const r = klOfLogRows(ref.logProbs.subarray(i * n, (i + 1) * n), row, n);
+        kl += r.kl;
+        if (r.sameTop) same++;
         nll -= row[ref.tokens[i + 1]!]!;
         positions++;
       }
     }
     return { objective: objNll / objTokens, objectiveTokens: objTokens, kl: kl / positions, sameTop: same / positions, generalNll: nll / positions, generalTokens: positions };
   }
-}
-
-function logSumExp(x: Float32Array, offset: number, n: number): number {
-  let max = -Infinity;
-  for (let i = 0; i < n; i++) if (x[offset + i]! > max) max = x[offset + i]!;
-  let sum = 0;
-  for (let i = 0; i < n; i++) sum += Math.exp(x[offset + i]! - max);
-  return max + Math.log(sum);
 }
