@@ -4,7 +4,7 @@ import { DEFAULT_ABLATE_TOP_K, DEFAULT_BOOST_SCALE, DEFAULT_BOOST_TOP_K, DEFAULT
 import { SELECTION_METHODS, type SelectionMethod } from '../select/select.ts';
 import { openModelSync } from '../gguf/model.ts';
 import { emptySelectionWarning, minimumTopK } from './select.ts';
-import { ProgressLine, colors, globalHelp, hardwareHelp, hardwareOptions, interruptible, modelArgument, modelCheckHelp, modelCheckOptions, modelHelp, modelOption, parse, parseHardware, parseNumber, UsageError, writeJson, type Command, type CommandIO } from './common.ts';
+import { ProgressLine, colors, globalHelp, hardwareHelp, hardwareOptions, modelArgument, modelCheckHelp, modelCheckOptions, modelHelp, modelOption, parse, parseHardware, parseNumber, pipelineProgress, runInterruptible, UsageError, writeJson, type Command, type CommandIO } from './common.ts';
 
 /** "10%" or "0.1" -> 0.1 */
 export function parseFraction(name: string, value: string | undefined): number | undefined {
@@ -14,7 +14,7 @@ export function parseFraction(name: string, value: string | undefined): number |
   return percent ? n! / 100 : n;
 }
 
-const stageNames: Record<PipelineStage, string> = {
+export const stageNames: Record<PipelineStage, string> = {
   resolve: 'model', 'stats-math': 'math stats', 'stats-general': 'general stats', patch: 'patch', 'check-kl': 'check: KL', 'check-gsm8k': 'check: GSM8K', modelfile: 'Modelfile',
 };
 
@@ -127,24 +127,9 @@ examples:
 
 async function runPipeline(io: CommandIO, quiet: boolean, options: Parameters<typeof boost>[0]): Promise<BoostResult> {
   const progress = new ProgressLine(io, quiet);
-  const interrupt = interruptible(io, 'removing the temporary files');
-  try {
-    const result = await boost({
-      ...options, signal: interrupt.signal,
-      onProgress: (p) => {
-        if (p.stage === 'resolve') return progress.update('resolving the model');
-        progress.step(stageNames[p.stage], p.done, p.total, p.detail ?? '');
-      },
-    });
-    progress.done();
-    return result;
-  } catch (e) {
-    progress.abandon();
-    throw e;
-  } finally {
-    interrupt.dispose();
-  }
+  return runInterruptible(io, progress, 'removing the temporary files', (signal) => boost({ ...options, signal, onProgress: pipelineProgress(progress, stageNames) }));
 }
+
 
 /** Where boost's setting came from; `tune` searches it for the model. */
 function settingNote(r: BoostResult): string {

@@ -212,6 +212,32 @@ export function interruptible(io: CommandIO, cleanup = 'cleaning up'): { signal:
   return { signal: controller.signal, dispose: () => { process.removeListener('SIGINT', onSigint); } };
 }
 
+/**
+ * Runs a command's long work with Ctrl-C turned into `signal` (interruptible()) and its progress
+ * line ended either way: done when the work succeeds, cleared when it fails or is interrupted.
+ */
+export async function runInterruptible<T>(io: CommandIO, progress: ProgressLine, cleanup: string, work: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  const interrupt = interruptible(io, cleanup);
+  try {
+    const result = await work(interrupt.signal);
+    progress.done();
+    return result;
+  } catch (e) {
+    progress.abandon();
+    throw e;
+  } finally {
+    interrupt.dispose();
+  }
+}
+
+/** A pipeline's onProgress drawn on a progress line, each stage under its name. */
+export function pipelineProgress<S extends string>(progress: ProgressLine, names: Record<S, string>): (p: { stage: S; done: number; total: number; detail?: string }) => void {
+  return (p) => {
+    if (p.stage === 'resolve') return progress.update('resolving the model');
+    progress.step(names[p.stage], p.done, p.total, p.detail ?? '');
+  };
+}
+
 export function formatDuration(ms: number): string {
   if (!Number.isFinite(ms) || ms < 0) return '?';
   const s = Math.round(ms / 1000);

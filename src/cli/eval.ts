@@ -4,7 +4,7 @@ import { MathneuroError } from '../errors.ts';
 import { evaluate, evalTasks, type EvalProgress, type EvalTask, type EvaluateOptions } from '../eval/evaluate.ts';
 import { formatMarkdown } from '../report/eval-markdown.ts';
 import { checkReadable } from '../preflight.ts';
-import { bar, checkDataFileFlag, formatDuration, hardwareHelp, hardwareOptions, modelArgument, modelHelp, modelOption, parse, parseHardware, parseNumber, ProgressLine, UsageError, globalHelp, interruptible, modelCheckHelp, modelCheckOptions, writeJson, type Command, type CommandIO } from './common.ts';
+import { bar, checkDataFileFlag, formatDuration, hardwareHelp, hardwareOptions, modelArgument, modelHelp, modelOption, parse, parseHardware, parseNumber, ProgressLine, UsageError, globalHelp, runInterruptible, modelCheckHelp, modelCheckOptions, writeJson, type Command, type CommandIO } from './common.ts';
 
 const help = `usage: mathneuro eval <model.gguf> --task <task> [--vs <reference.gguf>] [options]
 
@@ -118,18 +118,7 @@ async function run(argv: string[], io: CommandIO): Promise<number> {
   // before any model is loaded: the files are there and readable
   checkReadable([model, values.vs], 'model');
   checkReadable([data, values.train]);
-  const interrupt = interruptible(io, 'stopping the evaluation; finished items stay cached');
-  evalOptions.signal = interrupt.signal;
-  let result;
-  try {
-    result = await evaluate(evalOptions);
-    progress.done();
-  } catch (e) {
-    progress.abandon();
-    throw e;
-  } finally {
-    interrupt.dispose();
-  }
+  const result = await runInterruptible(io, progress, 'stopping the evaluation; finished items stay cached', (signal) => evaluate({ ...evalOptions, signal }));
   if (values.json) {
     const { itemResults, referenceItemResults, ...rest } = result;
     writeJson(io, { ok: true, ...rest, ...(values.items ? { itemResults, referenceItemResults } : {}) });

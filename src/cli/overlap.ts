@@ -4,7 +4,7 @@ import { DEFAULT_BOOST_TOP_K, overlapStudy, type PipelineStage } from '../pipeli
 import { SELECTION_METHODS, type SelectionMethod } from '../select/select.ts';
 import { calibrationChoices, calibrationOptions, parseFraction } from './boost.ts';
 import { checkOutput } from '../preflight.ts';
-import { ProgressLine, globalHelp, hardwareHelp, interruptible, modelArgument, modelCheckHelp, modelHelp, parse, parseHardware, parseNumber, UsageError, writeJson, type Command } from './common.ts';
+import { ProgressLine, globalHelp, hardwareHelp, runInterruptible, modelArgument, modelCheckHelp, modelHelp, parse, parseHardware, parseNumber, UsageError, writeJson, type Command } from './common.ts';
 
 export const command: Command = {
   name: 'overlap',
@@ -51,16 +51,14 @@ examples:
     const hw = parseHardware(v, io);
     const progress = new ProgressLine(io, !!(v.quiet || v.json));
     const names: Partial<Record<PipelineStage, string>> = { 'stats-math': 'math stats', 'stats-general': 'general stats' };
-    const interrupt = interruptible(io, 'removing the temporary files');
-    const study = await overlapStudy({
-      model: modelSpec, signal: interrupt.signal, sizes, subsets, topK, method, ...calibrationChoices(v as never),
+    const study = await runInterruptible(io, progress, 'removing the temporary files', (signal) => overlapStudy({
+      model: modelSpec, signal, sizes, subsets, topK, method, ...calibrationChoices(v as never),
       seed: parseNumber('seed', v.seed as string | undefined, { integer: true, min: 0 }),
       cacheDir: v['cache-dir'] as string | undefined, cache: !v['no-cache'],
       skipUnencodable: !!v['skip-unencodable'], modelChecks: !v['no-model-checks'],
       nCtx: hw.nCtx, nThreads: hw.nThreads, nBatch: hw.nBatch, nGpuLayers: hw.nGpuLayers, env: io.env,
       onProgress: (p) => progress.step(names[p.stage] ?? p.stage, p.done, p.total, p.detail ?? ''),
-    }).catch((e) => { progress.abandon(); throw e; }).finally(() => interrupt.dispose());
-    progress.done();
+    }));
     if (output) writeFileSync(output, JSON.stringify(study, null, 2) + '\n');
     if (v.json) writeJson(io, { ok: true, output: output ?? null, ...study });
     else if (!v.quiet) {

@@ -7,7 +7,7 @@ import { renderReportHtml } from '../report/index.ts';
 import { SELECTION_METHODS, type SelectionMethod } from '../select/select.ts';
 import { parseFraction } from './boost.ts';
 import { checkOutput, checkReadable } from '../preflight.ts';
-import { ProgressLine, globalHelp, hardwareHelp, hardwareOptions, interruptible, modelArgument, modelHelp, modelOption, parse, parseHardware, parseNumber, UsageError, writeJson, type Command } from './common.ts';
+import { ProgressLine, globalHelp, hardwareHelp, hardwareOptions, runInterruptible, modelArgument, modelHelp, modelOption, parse, parseHardware, parseNumber, UsageError, writeJson, type Command } from './common.ts';
 
 export const command: Command = {
   name: 'report',
@@ -47,6 +47,7 @@ examples:
     });
     const modelSpec = modelArgument(values, positionals, 'one model (a .gguf path or ollama:name[:tag])');
     if (!values.math || !values.general) throw new UsageError('--math and --general statistics files are required');
+    const { math, general } = values;
     const method = (values.method ?? 'mathneuro') as SelectionMethod;
     if (!SELECTION_METHODS.includes(method)) throw new UsageError(`--method must be one of ${SELECTION_METHODS.join(', ')}`);
     const topK = parseFraction('top-k', values['top-k']);
@@ -64,13 +65,11 @@ examples:
       if (!overlap || !Array.isArray(overlap.points)) throw new MathneuroError('EDATA', `${values.overlap}: no "points" (expected the output of mathneuro overlap)`);
     }
     const progress = new ProgressLine(io, !!(values.quiet || values.json));
-    const interrupt = interruptible(io, 'removing the temporary copy');
-    const data = await buildReport({
-      model: modelSpec, threads: hw.nThreads, signal: interrupt.signal, math: values.math, general: values.general, topK, method,
+    const data = await runInterruptible(io, progress, 'removing the temporary copy', (signal) => buildReport({
+      model: modelSpec, threads: hw.nThreads, signal, math, general, topK, method,
       realizedScale: values['no-realized'] ? false : values.prune ? 0 : scale, overlap, env: io.env,
       onProgress: (p) => progress.step(p.stage === 'select' ? 'selection' : 'realized scale', p.done, p.total),
-    }).catch((e) => { progress.abandon(); throw e; }).finally(() => interrupt.dispose());
-    progress.done();
+    }));
     if (output) writeFileSync(output, renderReportHtml(data));
     if (values.json) writeJson(io, { ok: true, output: output ?? null, ...data });
     else if (!values.quiet) io.stdout.write(`wrote ${output}: ${data.selection.layers.length} layers x ${data.selection.kinds.length} matrix kinds, ${data.selection.selectedTotal} weights selected${data.realizedScale ? ', realized-scale table' : ''}${data.overlap ? ', overlap figure' : ''}\n`);

@@ -6,12 +6,11 @@ import {
   DEFAULT_GENERAL_PROMPTS, DEFAULT_KL_BUDGET, DEFAULT_NLL_MARGIN, DEFAULT_OBJECTIVE_SAMPLES, DEFAULT_REFINE_ROUNDS, DEFAULT_TUNE_KL_TOKENS,
   TUNE_SCALES, TUNE_TOP_K, tune, type ScoredCandidate, type TuneProgress, type TuneResult,
 } from '../tune/tune.ts';
-import { calibrationChoices, calibrationOptions, parseFraction } from './boost.ts';
-import { ProgressLine, colors, globalHelp, hardwareHelp, interruptible, modelArgument, modelCheckHelp, modelHelp, parse, parseHardware, parseNumber, UsageError, writeJson, type Command, type CommandIO } from './common.ts';
+import { calibrationChoices, calibrationOptions, parseFraction, stageNames } from './boost.ts';
+import { ProgressLine, colors, globalHelp, hardwareHelp, modelArgument, modelCheckHelp, modelHelp, parse, parseHardware, parseNumber, pipelineProgress, runInterruptible, UsageError, writeJson, type Command, type CommandIO } from './common.ts';
 
-const stageNames: Record<TuneProgress['stage'], string> = {
-  resolve: 'model', 'stats-math': 'math stats', 'stats-general': 'general stats', 'tune-load': 'load', 'tune-heldout': 'held-out check',
-  patch: 'patch', 'check-kl': 'check: KL', 'check-gsm8k': 'check: GSM8K', 'check-confirm': 'confirm', modelfile: 'Modelfile',
+const tuneStageNames: Record<TuneProgress['stage'], string> = {
+  ...stageNames, 'tune-load': 'load', 'tune-heldout': 'held-out check', 'check-confirm': 'confirm',
 };
 
 const pct = (k: number) => `${+(k * 100).toPrecision(4)}%`;
@@ -100,11 +99,8 @@ examples:
     const hw = parseHardware(v, io);
     const quiet = !!(v.quiet || v.json);
     const progress = new ProgressLine(io, quiet);
-    const interrupt = interruptible(io, 'stopping after the current candidate (scored ones stay cached)');
     const c = colors(io.stderr, io.env);
-    let result: TuneResult;
-    try {
-      result = await tune({
+    const result: TuneResult = await runInterruptible(io, progress, 'stopping after the current candidate (scored ones stay cached)', (signal) => tune({
         model: modelSpec, out: v.output as string | undefined, task, objectiveFile: v['objective-data'] as string | undefined, method,
         klBudget, nllMargin, topK, scales, refine: int('refine', 0), objectiveSamples: int('objective-samples', 1), generalPrompts: int('general-prompts', 1),
         klTokens: int('kl-tokens', 2), confirm: int('confirm', 1), write: !v['dry-run'], force: !!v.force, strategy,
@@ -112,24 +108,14 @@ examples:
         ...(v.math || v.general ? calibrationChoices(v as never) : {}),
         cacheDir: v['cache-dir'] as string | undefined, cache: !v['no-cache'],
         skipUnencodable: !!v['skip-unencodable'], modelChecks: !v['no-model-checks'],
-        nCtx: hw.nCtx, nThreads: hw.nThreads, nBatch: hw.nBatch, nGpuLayers: hw.nGpuLayers, env: io.env, signal: interrupt.signal,
-        onProgress: (p) => {
-          if (p.stage === 'resolve') return progress.update('resolving the model');
-          progress.step(stageNames[p.stage], p.done, p.total, p.detail ?? '');
-        },
+        nCtx: hw.nCtx, nThreads: hw.nThreads, nBatch: hw.nBatch, nGpuLayers: hw.nGpuLayers, env: io.env, signal,
+        onProgress: pipelineProgress(progress, tuneStageNames),
         // one line per candidate on stderr (the progress line is redrawn under it on a terminal)
         onCandidate: (x, i, total) => {
           if (quiet) return;
           io.stderr.write(`${io.stderr.isTTY ? '\r\x1b[2K' : ''}${candidateLine(x, i, total, c)}\n`);
         },
-      });
-      progress.done();
-    } catch (e) {
-      progress.abandon();
-      throw e;
-    } finally {
-      interrupt.dispose();
-    }
+      }));
     if (v.json) writeJson(io, { ok: !!result.chosen, ...result });
     else if (!v.quiet) printSummary(io, result);
     if (!result.chosen && !v.json) io.stderr.write(`mathneuro tune: nothing written: ${result.reason}\n`);
