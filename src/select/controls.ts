@@ -18,7 +18,7 @@ import { readTensorBytes, sha256File } from '../core/tensor-io.ts';
 import type { GgufInfo, GgufTensorInfo } from '../gguf/reader.ts';
 import { andNot, countBits, forEachBit, getBit, newMask, setBit } from './bits.ts';
 import { SelectionFileWriter } from './file.ts';
-import { markRandom, SelectionSummaryBuilder, type SelectionMethod, type StatisticsSource, type TensorPlan, type TensorSelection } from './select.ts';
+import { markRandom, SelectionSummaryBuilder, tensorSelection, topKCount, type SelectionMethod, type StatisticsSource, type TensorPlan, type TensorSelection } from './select.ts';
 
 export const CONTROL_SETS = ['mathneuro', 'random', 'wanda-matched', 'general-specific'] as const;
 export type ControlSet = typeof CONTROL_SETS[number];
@@ -38,11 +38,6 @@ export interface ControlSelection {
   sets: Record<ControlSet, TensorSelection>;
 }
 
-function selection(tensor: GgufTensorInfo, matrices: number, masks: Uint8Array[]): TensorSelection {
-  const perMatrix = tensor.numel / matrices;
-  const countsPerMatrix = masks.map((mask) => Array.from({ length: matrices }, (_, m) => countBits(mask, m * perMatrix, (m + 1) * perMatrix)));
-  return { tensor, matrices, masks, counts: countsPerMatrix.map((c) => c.reduce((a, b) => a + b, 0)), countsPerMatrix };
-}
 
 /** MathNeuro's set and the three same-count control sets of every scored tensor, for every K. */
 export async function* selectControlSets(model: GgufInfo, plan: TensorPlan, options: ControlSetOptions): AsyncGenerator<ControlSelection> {
@@ -57,7 +52,7 @@ export async function* selectControlSets(model: GgufInfo, plan: TensorPlan, opti
       const perMatrix = nIn * rows;
       const bytes = readTensorBytes(fd, tensor);
       const request = { type: tensor.type, data: bytes, nIn, rows, matrices, groupBy: 'matrix' as const, threads: options.threads };
-      const counts = options.topK.map((k) => Math.floor(Number((perMatrix * k).toPrecision(12))));
+      const counts = options.topK.map((k) => topKCount(perMatrix, k));
       const [mathTop, generalTop] = await selectTopK({ ...request, colWeights: [scored.stats.normSum, general.normSum], counts });
       const mathneuro = mathTop.map((m, q) => andNot(m, generalTop[q]));
       const generalSpecific = generalTop.map((g, q) => andNot(g, mathTop[q]));
@@ -83,10 +78,10 @@ export async function* selectControlSets(model: GgufInfo, plan: TensorPlan, opti
       yield {
         tensor, matrices,
         sets: {
-          mathneuro: selection(tensor, matrices, mathneuro),
-          random: selection(tensor, matrices, random),
-          'wanda-matched': selection(tensor, matrices, wandaMatched),
-          'general-specific': selection(tensor, matrices, generalSpecific),
+          mathneuro: tensorSelection(tensor, matrices, mathneuro),
+          random: tensorSelection(tensor, matrices, random),
+          'wanda-matched': tensorSelection(tensor, matrices, wandaMatched),
+          'general-specific': tensorSelection(tensor, matrices, generalSpecific),
         },
       };
     }
@@ -99,7 +94,7 @@ export async function* selectControlSets(model: GgufInfo, plan: TensorPlan, opti
 export function allWeightsSelection(tensor: GgufTensorInfo, matrices: number, kCount = 1): TensorSelection {
   const mask = newMask(tensor.numel).fill(0xff);
   if (tensor.numel % 8) mask[mask.length - 1] = (1 << (tensor.numel % 8)) - 1;
-  return selection(tensor, matrices, Array.from({ length: kCount }, () => mask));
+  return tensorSelection(tensor, matrices, Array.from({ length: kCount }, () => mask));
 }
 
 /**

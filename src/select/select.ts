@@ -212,6 +212,12 @@ export async function selectTensor(scored: ScoredTensor, bytes: Uint8Array, opti
       });
     }
   }
+  return tensorSelection(tensor, matrices, masks);
+}
+
+/** A tensor's selection from its masks (one per K): the selected weights per K and per matrix counted. */
+export function tensorSelection(tensor: GgufTensorInfo, matrices: number, masks: Uint8Array[]): TensorSelection {
+  const perMatrix = tensor.numel / matrices;
   const countsPerMatrix = masks.map((mask) => Array.from({ length: matrices }, (_, m) => countBits(mask, m * perMatrix, (m + 1) * perMatrix)));
   return { tensor, matrices, masks, counts: countsPerMatrix.map((c) => c.reduce((a, b) => a + b, 0)), countsPerMatrix };
 }
