@@ -1,6 +1,7 @@
 // kl: mean KL(reference || model) of next-token distributions over general (non-math) prompts, like
 // llama-perplexity --kl-divergence. Both models are open at once in the native shim (NativeModelPair:
 // full-vocabulary logits at every position), one runtime for runItems, cached under the pair's key.
+// Each prompt's rows are compared in the shim (klRows, native/divergence.cpp), not copied through JS.
 import os from 'node:os';
 import path from 'node:path';
 import { MathneuroError } from '../../errors.ts';
