@@ -17,7 +17,8 @@
         "native/requantize.cpp",
         "native/gguf_io.cpp",
         "native/train.cpp",
-        "native/train_eval.cpp"
+        "native/train_eval.cpp",
+        "native/divergence.cpp"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",

@@ -10,6 +10,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
     RegisterGgufIo(env, exports);
     RegisterTrain(env, exports);
     RegisterTrainEval(env, exports);
+    RegisterDivergence(env, exports);
     return exports;
 }
 

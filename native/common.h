@@ -11,6 +11,7 @@ void RegisterRequantize(Napi::Env env, Napi::Object exports);
 void RegisterGgufIo(Napi::Env env, Napi::Object exports);
 void RegisterTrain(Napi::Env env, Napi::Object exports);
 void RegisterTrainEval(Napi::Env env, Napi::Object exports);
+void RegisterDivergence(Napi::Env env, Napi::Object exports);
 
 // True once init() has loaded the ggml backends; every entry point that touches a model checks it.
 bool BackendReady();

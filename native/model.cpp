@@ -430,7 +430,11 @@ public:
         Napi::Env env = Env();
         if (!Finish()) return;
         Napi::Object o = Napi::Object::New(env);
-        o.Set("logits", ToJsArray<Napi::Float32Array>(env, out_));
+        // the worker's buffer itself, not a copy (128 positions x a 128k vocabulary are 66 MB): JS frees it
+        auto * rows = new std::vector<float>(std::move(out_));
+        Napi::ArrayBuffer buf = Napi::ArrayBuffer::New(env, rows->data(), rows->size() * sizeof(float),
+            [](Napi::Env, void *, std::vector<float> * v) { delete v; }, rows);
+        o.Set("logits", Napi::Float32Array::New(env, rows->size(), buf, 0));
         o.Set("nVocab", n_vocab_);
         o.Set("nTokens", (double) tokens_.size());
         Resolve(o);

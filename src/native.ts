@@ -114,6 +114,13 @@ export interface NativeBinding {
   writeF32Gguf(path: string, metadata: readonly NativeF32Metadata[], tensors: readonly FixtureTensor[]): void;
   /** out = metadataFrom's keys and tensor order with tensorsFrom's tensor data. */
   copyWithMetadataOf(metadataFrom: string, tensorsFrom: string, out: string): void;
+  // divergence.cpp
+  /**
+   * Per row of nVocab logits, on a worker thread: KL(softmax(p) || softmax(q)) in nats (double sums)
+   * and whether the rows' top tokens (first of equal maxima) agree (1) or not (0). p and q hold the same
+   * number of whole rows and must not change until the promise settles.
+   */
+  klRows(p: Float32Array, q: Float32Array, nVocab: number, threads?: number): Promise<{ kl: Float64Array; sameTop: Uint8Array }>;
 }
 
 let cached: { binding: NativeBinding; kind: BuildKind; path: string } | undefined;

@@ -144,19 +144,23 @@ export interface PairLogits { tokens: Int32Array; model: Float32Array; reference
 export class NativeModelPair {
   private constructor(private readonly model: NativeRuntime, private readonly reference: NativeRuntime) {}
 
-  /** Open both (the same vocabulary size, or EUSAGE); nothing stays open when one fails. */
+  /**
+   * Open both (the same vocabulary size, or EUSAGE); nothing stays open when one fails. The two loads
+   * run at once: each is mostly one thread (reading, repacking weights for the CPU), so on two cores
+   * opening the pair costs about what opening one does.
+   */
   static async open(modelPath: string, referencePath: string, options: NativeRuntimeOptions): Promise<NativeModelPair> {
-    const model = await NativeRuntime.open(modelPath, options);
-    let reference: NativeRuntime | undefined;
+    const [model, reference] = await Promise.allSettled([NativeRuntime.open(modelPath, options), NativeRuntime.open(referencePath, options)]);
     try {
-      reference = await NativeRuntime.open(referencePath, options);
-      if (model.nVocab !== reference.nVocab) throw new MathneuroError('EUSAGE', 'the two models have different vocabularies; kl needs the same one');
+      if (model.status === 'rejected') throw model.reason;
+      if (reference.status === 'rejected') throw reference.reason;
+      if (model.value.nVocab !== reference.value.nVocab) throw new MathneuroError('EUSAGE', 'the two models have different vocabularies; kl needs the same one');
     } catch (e) {
-      await reference?.close();
-      await model.close();
+      if (reference.status === 'fulfilled') await reference.value.close();
+      if (model.status === 'fulfilled') await model.value.close();
       throw e;
     }
-    return new NativeModelPair(model, reference);
+    return new NativeModelPair(model.value, reference.value);
   }
 
   /** The first `maxTokens` tokens of `text` (the same on both, or EUSAGE) and, from two of them on, both models' logits. */

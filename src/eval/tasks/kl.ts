@@ -1,12 +1,14 @@
 // kl: mean KL(reference || model) of next-token distributions over general (non-math) prompts, like
 // llama-perplexity --kl-divergence. Both models are open at once in the native shim (NativeModelPair:
 // full-vocabulary logits at every position), one runtime for runItems, cached under the pair's key.
+// Each prompt's rows are compared in the shim (klRows, native/divergence.cpp), not copied through JS.
+import os from 'node:os';
 import path from 'node:path';
 import { MathneuroError } from '../../errors.ts';
 import type { NamedText } from '../../gguf/encodable.ts';
 import { settingsHash } from '../cache.ts';
 import { defaultDataDir, itemId, loadMmlu, loadText, mmluMathSubjects, sampleIndices } from '../data.ts';
-import { klOfLogRows, logSoftmaxRow } from '../divergence.ts';
+import { loadNative } from '../../native.ts';
 import { NativeModelPair, type PairLogits } from '../native-runtime.ts';
 import { accuracyMetric, defaultSeed, hashModel, meanMetric, runItems, screenForModels, type ItemRuntime, type RunContext } from '../run.ts';
 import type { EvalResult, EvaluateOptions } from '../types.ts';
@@ -43,10 +45,12 @@ async function openPair(options: EvaluateOptions & { vs: string }, klTokens: num
     nCtx: Math.ceil((klTokens + 1) / 256) * 256, nSeqMax: 1, nThreads: options.threads, nBatch: options.batchSize,
     nGpuLayers: options.gpuLayers ?? (options.gpu === 'auto' ? -1 : 0), modelChecks: options.modelChecks,
   });
+  // the KL arithmetic runs between forward passes, when their threads are idle
+  const threads = Math.max(1, Math.min(64, options.threads ?? os.availableParallelism()));
   let queue: Promise<void> = Promise.resolve();
   return {
     withSlot: (use) => {
-      const turn = queue.then(() => use(async (job) => klOfPrompt(await pair.logits(job.text, klTokens))));
+      const turn = queue.then(() => use(async (job) => klOfPrompt(await pair.logits(job.text, klTokens), threads)));
       queue = turn.catch(() => {});
       return turn;
     },
@@ -54,19 +58,19 @@ async function openPair(options: EvaluateOptions & { vs: string }, klTokens: num
   };
 }
 
-/** Per-position KL(reference || model) and top-token agreement of one prompt. */
-function klOfPrompt({ tokens, model, reference, nVocab: n }: PairLogits): { result: KlRecord; tokens: number } {
+/**
+ * Per-position KL(reference || model) and top-token agreement of one prompt, in the shim (divergence.cpp:
+ * double sums, off the JS thread; divergence.ts's logSoftmaxRow + klOfLogRows compute the same in JS and
+ * are the tests' reference).
+ */
+async function klOfPrompt({ tokens, model, reference, nVocab: n }: PairLogits, threads: number): Promise<{ result: KlRecord; tokens: number }> {
   const record: KlRecord = { kl: [], sameTop: [] };
   if (tokens.length >= 2) {
-    const logP = new Float64Array(n), logQ = new Float64Array(n);
     // positions 0..len-2 predict a token of the prompt, as the reference's next-token distributions
-    for (let i = 0; i < tokens.length - 1; i++) {
-      logSoftmaxRow(reference, i * n, n, logP);
-      logSoftmaxRow(model, i * n, n, logQ);
-      const r = klOfLogRows(logP, logQ);
-      record.kl.push(r.kl);
-      record.sameTop.push(r.sameTop);
-    }
+    const rows = (tokens.length - 1) * n;
+    const r = await loadNative().klRows(reference.subarray(0, rows), model.subarray(0, rows), n, threads);
+    record.kl = Array.from(r.kl);
+    record.sameTop = Array.from(r.sameTop, (x) => x === 1);
   }
   return { result: record, tokens: tokens.length };
 }
