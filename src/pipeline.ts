@@ -20,7 +20,7 @@ import { DEFAULT_SCALE, patchModel, type PatchProgress, type PatchResult } from 
 import { overlapPoint, selectionOverlap, type OverlapSubset } from './report/overlap.ts';
 import type { OverlapPoint } from './report/types.ts';
 import type { SelectionMethod } from './select/select.ts';
-import { collectStats, drawSamples, loadStats, modelIdentity, readSamples, saveStats, MMLU_MATH_SUBJECTS, type LoadedStats } from './stats/index.ts';
+import { collectStats, drawSamples, loadStats, modelIdentity, readSamples, saveStats, StatsModel, MMLU_MATH_SUBJECTS, type LoadedStats, type ModelOptions } from './stats/index.ts';
 
 /** Per-matrix K of boost: the paper's single-sample setting (10%); the math-specific set is then ~1-2% of the weights. */
 export const DEFAULT_BOOST_TOP_K = 0.1;
@@ -77,6 +77,45 @@ export interface CalibrationOptions extends StatsCacheOptions {
   skipUnencodable?: boolean;
   /** false: skip the semantic model checks (the GGUF validator still runs): you take the risk of an abort */
   modelChecks?: boolean;
+  /** the model opened once for every set that misses the cache (boost, tune and the overlap study collect several); default: each set opens it */
+  statsModel?: SharedStatsModel;
+}
+
+/**
+ * The model opened for statistics on the first set that misses the cache and kept for the sets
+ * after it: loading (with llama.cpp's weight repacking for the CPU) costs about what a short set's
+ * forward passes do, and boost collects two sets. Every pass starts from an empty KV cache, so a
+ * set's statistics do not depend on what ran before it (test/pipeline/shared-stats-model.test.ts).
+ */
+export class SharedStatsModel {
+  private opening?: Promise<StatsModel>;
+  constructor(readonly path: string, private readonly options: ModelOptions = {}) {}
+
+  get(): Promise<StatsModel> {
+    if (!this.opening) {
+      this.opening = StatsModel.open(this.path, this.options);
+      this.opening.catch(() => { this.opening = undefined; });   // a failed open is tried again by the next set, and reported by this one
+    }
+    return this.opening;
+  }
+
+  /** Frees the model if it was opened. */
+  async dispose(): Promise<void> {
+    const opening = this.opening;
+    this.opening = undefined;
+    const model = await opening?.catch(() => undefined);
+    model?.dispose();
+  }
+}
+
+/** Runs `use` with a SharedStatsModel of these options, freed afterwards. */
+export async function withSharedStatsModel<T>(modelPath: string, options: CalibrationOptions, use: (shared: SharedStatsModel) => Promise<T>): Promise<T> {
+  const shared = new SharedStatsModel(modelPath, { nCtx: options.nCtx, nThreads: options.nThreads, nBatch: options.nBatch, nGpuLayers: options.nGpuLayers, modelChecks: options.modelChecks });
+  try {
+    return await use(shared);
+  } finally {
+    await shared.dispose();
+  }
 }
 
 export interface CalibratedStats {
@@ -172,10 +211,13 @@ export async function calibrationStats(model: GgufInfo, which: 'math' | 'general
       rmSync(file, { force: true }); // a damaged cache entry is collected again
     }
   }
-  const r = await collectStats(model.path, texts, {
+  const collectOptions = {
     dataset, nCtx: options.nCtx, nThreads: options.nThreads, nBatch: options.nBatch, nGpuLayers: options.nGpuLayers, signal: options.signal, modelChecks: options.modelChecks,
-    onProgress: (p) => options.onProgress?.({ stage, done: p.samplesDone, total: p.samplesTotal, detail: `${p.tokensPerSecond.toFixed(0)} tok/s` }),
-  });
+    onProgress: (p: { samplesDone: number; samplesTotal: number; tokensPerSecond: number }) => options.onProgress?.({ stage, done: p.samplesDone, total: p.samplesTotal, detail: `${p.tokensPerSecond.toFixed(0)} tok/s` }),
+  };
+  const shared = options.statsModel;
+  if (shared && path.resolve(shared.path) !== path.resolve(model.path)) throw new MathneuroError('EUSAGE', `the shared statistics model is ${shared.path}, not ${model.path}`);
+  const r = shared ? await (await shared.get()).collect(texts, collectOptions) : await collectStats(model.path, texts, collectOptions);
   // always use the statistics as saved (F32), so a cache hit selects exactly what a miss did
   const target = useCache ? file : path.join(mkdtempSync(path.join(os.tmpdir(), 'mathneuro-stats-')), `${which}.stats.gguf`);
   mkdirSync(path.dirname(target), { recursive: true });
@@ -351,8 +393,11 @@ export async function boost(options: BoostOptions): Promise<BoostResult> {
   screenCalibration(info, 'math', options.math ?? { builtin: 'math' }, options);
   screenCalibration(info, 'general', options.general ?? { builtin: 'general' }, options);
   if (options.check !== false && options.check?.kl !== false) klCheckPrompts(info, options.check ?? {}, options);
-  const math = await calibrationStats(info, 'math', options.math ?? { builtin: 'math' }, statsOptions);
-  const general = await calibrationStats(info, 'general', options.general ?? { builtin: 'general' }, statsOptions);
+  // one load of the model for both sets (freed before the patch)
+  const { math, general } = await withSharedStatsModel(model.path, statsOptions, async (statsModel) => ({
+    math: await calibrationStats(info, 'math', options.math ?? { builtin: 'math' }, { ...statsOptions, statsModel }),
+    general: await calibrationStats(info, 'general', options.general ?? { builtin: 'general' }, { ...statsOptions, statsModel }),
+  }));
   const patch = await patchModel({
     model: model.path, out, prune: intervention === 'prune', scale: intervention === 'scale' ? scale : undefined,
     method: options.method ?? 'mathneuro', topK, math: { ...math.stats, path: math.path }, general: { ...general.stats, path: general.path },
@@ -425,16 +470,19 @@ export async function overlapStudy(options: OverlapStudyOptions): Promise<Overla
   const points: OverlapPoint[] = [];
   let offset = 0, collected = 0;
   for (const n of sizes) {
+    // one load of the model for every subset of this size (freed before their selections)
     const parts: OverlapSubset[] = [];
-    for (let i = 0; i < subsets; i++) {
-      // every (size, subset) has its own range: no sample is shared between any two subsets
-      const start = offset;
-      offset += n;
-      const math = await calibrationStats(info, 'math', { ...(options.math ?? { builtin: 'math' }), start }, { ...statsOptions, samples: n });
-      const general = await calibrationStats(info, 'general', { ...(options.general ?? { builtin: 'general' }), start }, { ...statsOptions, samples: n });
-      collected += (math.cached ? 0 : math.samples) + (general.cached ? 0 : general.samples);
-      parts.push({ label: `${n}@${start}`, math: math.stats, general: general.stats });
-    }
+    await withSharedStatsModel(model.path, statsOptions, async (statsModel) => {
+      for (let i = 0; i < subsets; i++) {
+        // every (size, subset) has its own range: no sample is shared between any two subsets
+        const start = offset;
+        offset += n;
+        const math = await calibrationStats(info, 'math', { ...(options.math ?? { builtin: 'math' }), start }, { ...statsOptions, samples: n, statsModel });
+        const general = await calibrationStats(info, 'general', { ...(options.general ?? { builtin: 'general' }), start }, { ...statsOptions, samples: n, statsModel });
+        collected += (math.cached ? 0 : math.samples) + (general.cached ? 0 : general.samples);
+        parts.push({ label: `${n}@${start}`, math: math.stats, general: general.stats });
+      }
+    });
     const pairs = await selectionOverlap(model.path, parts, { method, topK, signal: options.signal });
     points.push(overlapPoint(n, subsets, pairs));
   }

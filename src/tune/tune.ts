@@ -13,7 +13,7 @@ import { MathneuroError } from '../errors.ts';
 import { openModelSync } from '../gguf/model.ts';
 import { patchModel, type PatchResult } from '../patch/patch.ts';
 import {
-  calibrationStats, modelFingerprint, resolveModel, screenCalibration, statsCacheDir,
+  calibrationStats, withSharedStatsModel, modelFingerprint, resolveModel, screenCalibration, statsCacheDir,
   type CalibratedStats, type CalibrationChoice, type CalibrationOptions, type PipelineProgress,
 } from '../pipeline.ts';
 import { checkOutput, checkPatchInput, checkReadable } from '../preflight.ts';
@@ -231,8 +231,10 @@ export async function tune(options: TuneOptions): Promise<TuneResult> {
   const statsOptions = { ...options, cacheDir };
   screenCalibration(info, 'math', mathChoice, options);
   screenCalibration(info, 'general', generalChoice, options);
-  const math = await calibrationStats(info, 'math', mathChoice, statsOptions);
-  const general = await calibrationStats(info, 'general', generalChoice, statsOptions);
+  const { math, general } = await withSharedStatsModel(model.path, statsOptions, async (statsModel) => ({
+    math: await calibrationStats(info, 'math', mathChoice, { ...statsOptions, statsModel }),
+    general: await calibrationStats(info, 'general', generalChoice, { ...statsOptions, statsModel }),
+  }));
 
   const klTokens = options.klTokens ?? DEFAULT_TUNE_KL_TOKENS;
   const strategy: RequantizeStrategy = options.strategy ?? 'auto';
