@@ -91,8 +91,8 @@ export async function evaluateKl(options: EvaluateOptions, cacheDir: string): Pr
   if (!Number.isInteger(klTokens) || klTokens < 2) throw new MathneuroError('EUSAGE', 'kl tokens per prompt must be an integer >= 2');
   const settings = { format: 'kl-v2', klTokens };
   const ctxModel: RunContext = { options, cacheDir, side: 'model' };
-  const modelSha = await hashModel(ctxModel, options.model);
-  const referenceSha = await hashModel({ ...ctxModel, side: 'reference' }, vs);
+  // both hashes at once (each on its own worker thread)
+  const [modelSha, referenceSha] = await Promise.all([hashModel(ctxModel, options.model), hashModel({ ...ctxModel, side: 'reference' }, vs)]);
   const pairKey = settingsHash({ modelSha, referenceSha }) + settingsHash({ referenceSha, modelSha });
   const jobs: KlJob[] = prompts.map((text) => ({ id: itemId(text), text }));
   const run = await runItems<KlJob, KlRecord>(ctxModel, pairKey, 'kl', settings, jobs, () => openPair({ ...options, vs }, klTokens));
