@@ -2,6 +2,7 @@
 // matrix or a row), as bit masks, found by a radix select on the scores' bits on all cores.
 #include "codec.h"
 
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <functional>
@@ -9,6 +10,9 @@
 #include <memory>
 #if defined(__SSE2__)
 #include <emmintrin.h>
+#endif
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
 #endif
 
 namespace {
@@ -370,7 +374,10 @@ struct WindowHits {
 struct FusedWorkspace {
     std::vector<WindowHits> hits;        // [thread][set][K]
     std::vector<int64_t> zeros;          // [thread][set]
-    std::vector<uint64_t> sample, ranked;
+    std::vector<uint64_t> sample;
+    std::vector<double> sample_abs;
+    std::vector<int64_t> sample_place, sample_column;   // for groups of sample_len weights, rows of sample_n_in
+    int64_t sample_len = -1, sample_n_in = -1;
 };
 
 inline void clear_bits(uint8_t * m, int64_t a, int64_t b) {
@@ -389,10 +396,77 @@ constexpr struct BitsSet {
 
 inline double key_value(uint64_t k) { double d; memcpy(&d, &k, 8); return d; }
 
-void select_matrix_fused(const float * w, const std::vector<const double *> & cols, int64_t n_in, int64_t base, int64_t len,
+// IEEE half to float, exactly (subnormals, infinities, NaN), without a call into ggml per value.
+inline float half_to_float(uint16_t h) {
+    const uint32_t sign = (uint32_t) (h & 0x8000) << 16, exp = (h >> 10) & 0x1f, frac = h & 0x3ff;
+    uint32_t u;
+    if (exp == 0x1f) u = sign | 0x7f800000u | (frac << 13);
+    else if (exp != 0) u = sign | ((exp + 112) << 23) | (frac << 13);
+    else if (frac == 0) u = sign;
+    else { float f = (float) frac * 5.9604644775390625e-8f; memcpy(&u, &f, 4); u |= sign; }   // frac * 2^-24
+    float f; memcpy(&f, &u, 4);
+    return f;
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+// |half| to double 8 at a time with the F16C conversion (checked at run time: the baseline build
+// cannot assume it); the tail by half_to_float.
+__attribute__((target("avx,f16c"))) void half_abs_to_double_f16c(const uint8_t * src, int64_t n, double * out) {
+    const __m256d sign = _mm256_set1_pd(-0.0);
+    int64_t x = 0;
+    for (; x + 8 <= n; x += 8) {
+        const __m256 f = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) (src + 2 * x)));
+        _mm256_storeu_pd(out + x, _mm256_andnot_pd(sign, _mm256_cvtps_pd(_mm256_castps256_ps128(f))));
+        _mm256_storeu_pd(out + x + 4, _mm256_andnot_pd(sign, _mm256_cvtps_pd(_mm256_extractf128_ps(f, 1))));
+    }
+    for (; x < n; x++) { uint16_t h; memcpy(&h, src + 2 * x, 2); out[x] = std::fabs((double) half_to_float(h)); }
+}
+const bool kHasF16C = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
+#endif
+
+// The weights of one matrix as the fused pass reads them. F32, F16 and BF16 are converted chunk by
+// chunk from the stored bytes (no full float copy of the matrix is written and read back); other
+// types are dequantized whole by ggml first (their blocks do not start at every chunk). The
+// histogram fallback needs the whole float matrix: dequantized() gives it, made on first use.
+struct MatrixSource {
+    ggml_type type;
+    const uint8_t * raw;     // the matrix's stored bytes (F32, F16, BF16), else null
+    const float * f32;       // the dequantized matrix (other types), else null until dequantized() runs
+    std::function<const float *()> dequantize;
+    const float * dequantized() { if (!f32) f32 = dequantize(); return f32; }
+    float at(int64_t i) const {
+        if (f32) return f32[i];
+        if (type == GGML_TYPE_F16) { uint16_t h; memcpy(&h, raw + 2 * i, 2); return half_to_float(h); }
+        if (type == GGML_TYPE_BF16) { uint16_t h; memcpy(&h, raw + 2 * i, 2); const uint32_t u = (uint32_t) h << 16; float f; memcpy(&f, &u, 4); return f; }
+        float f; memcpy(&f, raw + 4 * i, 4); return f;
+    }
+    void prefetch(int64_t i) const {
+        if (f32) __builtin_prefetch(f32 + i);
+        else __builtin_prefetch(raw + (type == GGML_TYPE_F32 ? 4 : 2) * i);
+    }
+    // out[x] = |w[off + x]| for x < n (n <= kChunk)
+    void load_abs(int64_t off, int64_t n, double * out) const {
+#if defined(__x86_64__) && defined(__GNUC__)
+        if (!f32 && type == GGML_TYPE_F16 && kHasF16C) { half_abs_to_double_f16c(raw + 2 * off, n, out); return; }
+#endif
+        alignas(64) float tmp[kChunk];
+        const float * f;
+        if (f32) f = f32 + off;
+        else if (type == GGML_TYPE_F16) { ggml_fp16_to_fp32_row((const ggml_fp16_t *) (raw + 2 * off), tmp, n); f = tmp; }
+        else if (type == GGML_TYPE_BF16) { ggml_bf16_to_fp32_row((const ggml_bf16_t *) (raw + 2 * off), tmp, n); f = tmp; }
+        else { memcpy(tmp, raw + 4 * off, (size_t) n * 4); f = tmp; }
+        for (int64_t x = 0; x < n; x++) out[x] = std::fabs((double) f[x]);
+    }
+};
+
+double g_prof[5];
+inline double prof_now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+struct ProfPrint { ~ProfPrint() { if (getenv("MN_PROF")) fprintf(stderr, "sample %.3f (read %.3f) pass %.3f resolve %.3f dequant %.3f\n", g_prof[0], g_prof[4], g_prof[1], g_prof[2], g_prof[3]); } } g_prof_print;
+void select_matrix_fused(MatrixSource & w, const std::vector<const double *> & cols, int64_t n_in, int64_t base, int64_t len,
                          const std::vector<int64_t> & ks, const std::vector<Masks> & masks,
                          int n_threads, int64_t collect_limit, bool tight, FusedWorkspace & ws) {
     const int64_t ns = (int64_t) cols.size(), nk = (int64_t) ks.size();
+    double prof_t = prof_now();
     const int64_t s = std::min<int64_t>(65536, len / 16);
     // The sample: the same places for every set (one score from each of s equal strata, at a
     // pseudo-random place inside it: a fixed stride would see only some columns when it divides
@@ -400,16 +474,40 @@ void select_matrix_fused(const float * w, const std::vector<const double *> & co
     // nth_element rank after rank (ascending ranks, each search right of the previous one).
     struct Window { double lo = 0, hi = 0; bool active = false; };
     std::vector<Window> win((size_t) (ns * nk));
-    ws.sample.resize((size_t) s);
-    for (int64_t si = 0; si < ns; si++) {
-        const double * col = cols[(size_t) si];
-        for (int64_t x = 0; x < s; x++) {
-            const int64_t lo = (x * len) / s, hi = ((x + 1) * len) / s;
-            const int64_t i = lo + (int64_t) (((uint64_t) (x + 1) * 0x9E3779B97F4A7C15ull) >> 33) % std::max<int64_t>(1, hi - lo);
-            const double sc = std::fabs((double) w[i]) * col[i % n_in];
-            uint64_t k = 0; if (sc > 0) memcpy(&k, &sc, 8);
-            ws.sample[(size_t) x] = k;
+    // |w| and the column of every sampled place first (one read of the matrix for every set)
+    ws.sample.resize((size_t) (s * ns));
+    {
+        // the places depend on the shape only: computed once per shape (four divisions a place
+        // cost more than the reads)
+        if (ws.sample_len != len || ws.sample_n_in != n_in) {
+            ws.sample_place.resize((size_t) s); ws.sample_column.resize((size_t) s);
+            for (int64_t x = 0; x < s; x++) {
+                const int64_t lo = (x * len) / s, hi = ((x + 1) * len) / s;
+                const int64_t i = lo + (int64_t) (((uint64_t) (x + 1) * 0x9E3779B97F4A7C15ull) >> 33) % std::max<int64_t>(1, hi - lo);
+                ws.sample_place[(size_t) x] = i;
+                ws.sample_column[(size_t) x] = i % n_in;
+            }
+            ws.sample_len = len; ws.sample_n_in = n_in;
         }
+        std::vector<double> & aw = ws.sample_abs;
+        const std::vector<int64_t> & column = ws.sample_column;
+        aw.resize((size_t) s);
+        const int64_t * place = ws.sample_place.data();
+        // the places are far apart (a cache line each): fetched well ahead
+        for (int64_t x = 0; x < s; x++) {
+            if (x + 32 < s) w.prefetch(place[x + 32]);
+            aw[(size_t) x] = std::fabs((double) w.at(place[x]));
+        }
+        for (int64_t si = 0; si < ns; si++)
+            for (int64_t x = 0; x < s; x++) {
+                const double sc = aw[(size_t) x] * cols[(size_t) si][column[(size_t) x]];
+                uint64_t k = 0; if (sc > 0) memcpy(&k, &sc, 8);
+                ws.sample[(size_t) (si * s + x)] = k;
+            }
+    }
+    g_prof[4] += prof_now() - prof_t;
+    for (int64_t si = 0; si < ns; si++) {
+        const auto sample = ws.sample.begin() + si * s, sample_end = sample + s;
         struct Need { int64_t rank; int64_t q; bool upper; };
         std::vector<Need> need;
         for (int64_t q = 0; q < nk; q++) {
@@ -429,10 +527,10 @@ void select_matrix_fused(const float * w, const std::vector<const double *> & co
         int64_t from = 0;
         for (const Need & n : need) {
             if (n.rank >= from) {
-                std::nth_element(ws.sample.begin() + from, ws.sample.begin() + n.rank, ws.sample.end(), std::greater<uint64_t>());
+                std::nth_element(sample + from, sample + n.rank, sample_end, std::greater<uint64_t>());
                 from = n.rank + 1;
             }
-            const uint64_t v = ws.sample[(size_t) n.rank];
+            const uint64_t v = sample[n.rank];
             Window & wq = win[(size_t) (si * nk + n.q)];
             if (n.upper) wq.hi = key_value(v);
             else wq.lo = v ? key_value(v) : std::numeric_limits<double>::denorm_min();
@@ -440,6 +538,7 @@ void select_matrix_fused(const float * w, const std::vector<const double *> & co
         for (int64_t q = 0; q < nk; q++) { Window & wq = win[(size_t) (si * nk + q)]; wq.active = wq.active && wq.lo <= wq.hi; }
     }
 
+    g_prof[0] += prof_now() - prof_t; prof_t = prof_now();
     // the pass
     const int nt = (int) std::max<int64_t>(1, std::min<int64_t>(n_threads, len / kFusedMinPerThread));
     const int64_t cap = std::max<int64_t>(collect_limit, len / 16) / nt + 1;
@@ -459,10 +558,9 @@ void select_matrix_fused(const float * w, const std::vector<const double *> & co
         std::vector<int64_t> live;
         std::vector<int64_t> up((size_t) nk);
         int64_t j_first = (a - base) % n_in;
-        const float * wp = w + (a - base);
         for (int64_t first = a; first < b; first += kChunk) {
             const int64_t count = std::min<int64_t>(kChunk, b - first);
-            for (int64_t x = 0; x < count; x++) aw[x] = std::fabs((double) wp[first - a + x]);
+            w.load_abs(first - base, count, aw);
             int64_t j_next = j_first;
             for (int64_t si = 0; si < ns; si++) {
                 // scores of this set, rows in straight runs (no division); not positive (zero, NaN) -> 0
@@ -544,6 +642,7 @@ void select_matrix_fused(const float * w, const std::vector<const double *> & co
         }
     });
 
+    g_prof[1] += prof_now() - prof_t; prof_t = prof_now();
     // each (set, K): the threshold inside its window, or the fallback
     std::vector<std::vector<int64_t>> missed((size_t) ns);
     std::vector<int64_t> items;
@@ -586,7 +685,7 @@ void select_matrix_fused(const float * w, const std::vector<const double *> & co
             }
         }
     });
-    if (getenv("MN_DEBUG_FUSED")) { size_t mi = 0; for (auto & v : missed) mi += v.size(); fprintf(stderr, "fused len=%lld nt=%d items=%zu missed=%zu\n", (long long) len, nt, items.size(), mi); }
+    g_prof[2] += prof_now() - prof_t; prof_t = prof_now();
     for (int64_t si = 0; si < ns; si++) {
         if (missed[(size_t) si].empty()) continue;
         std::vector<Threshold> th((size_t) nk);
@@ -596,7 +695,7 @@ void select_matrix_fused(const float * w, const std::vector<const double *> & co
             clear_bits(masks[(size_t) si][(size_t) q], base, base + len);
             th[(size_t) q].mode = 0; resolved[(size_t) q] = 0;
         }
-        ScoreGroup g{w, cols[(size_t) si], n_in, base, len};
+        ScoreGroup g{w.dequantized(), cols[(size_t) si], n_in, base, len};
         const int hnt = (int) std::max<int64_t>(1, std::min<int64_t>(n_threads, len / kMinPerThread));
         histogram_thresholds(g, ks, th, resolved, hnt, collect_limit);
         mark_with_thresholds(g, th, masks[(size_t) si], hnt);
@@ -664,29 +763,36 @@ Napi::Value SelectTopK(const Napi::CallbackInfo & info) {
             const bool direct = t == GGML_TYPE_F32 && ((uintptr_t) bytes % alignof(float)) == 0;
             // reused across calls on this worker thread: a fresh buffer per matrix costs page faults
             // (a thread_local named inside the lambdas below would be each thread's own: use the pointer)
+            // (sized on first use: F32, F16 and BF16 matrices of the fused pass need it only for a fallback)
             static thread_local std::vector<float> dequant_buffer;
-            if (!direct && dequant_buffer.size() < (size_t) per_matrix) dequant_buffer.resize((size_t) per_matrix);
-            float * const dequant = dequant_buffer.data();
+            std::vector<float> * const buffer = &dequant_buffer;
             struct Release { ~Release() { if (dequant_buffer.capacity() * sizeof(float) > ((size_t) 512 << 20)) std::vector<float>().swap(dequant_buffer); } } release;   // not held past the call when huge
             std::vector<std::vector<uint64_t>> scratch((size_t) n_threads);
             FusedWorkspace workspace;
             // one matrix at a time: dequantized on all threads (whole rows), then scored per column set
+            const bool fused = group >= per_matrix && per_matrix >= radix_min && sampling != 0 && per_matrix / 16 >= 1024;
+            const bool chunked = t == GGML_TYPE_F32 || t == GGML_TYPE_F16 || t == GGML_TYPE_BF16;   // converted chunk by chunk
             for (int64_t m = 0; m < mats; m++) {
                 const int64_t mbase = m * per_matrix;
-                const float * wf;
-                if (direct) wf = (const float *) bytes + mbase;
-                else {
+                auto dequantize = [&]() -> const float * {
+                    if (direct) return (const float *) bytes + mbase;
+                    if (buffer->size() < (size_t) per_matrix) buffer->resize((size_t) per_matrix);
+                    float * const dequant = buffer->data();
+                    double t0 = prof_now();
+                    struct P { double t0; ~P() { g_prof[3] += prof_now() - t0; } } pp{t0};
                     parallel_ranges(n_threads, 0, rows, 1, std::max<int64_t>(1, kMinPerThread / n_in), [&](int, int64_t r0, int64_t r1) {
                         dequantize_into(t, bytes + (size_t) (m * rows + r0) * row_bytes, dequant + r0 * n_in, (r1 - r0) * n_in);
                     });
-                    wf = dequant;
-                }
-                if (group >= per_matrix && per_matrix >= radix_min && sampling != 0 && per_matrix / 16 >= 1024) {
+                    return dequant;
+                };
+                if (fused) {
                     std::vector<const double *> mcols;
                     for (const double * c : cols) mcols.push_back(c + m * n_in);
-                    select_matrix_fused(wf, mcols, n_in, mbase, per_matrix, ks, result->masks, n_threads, collect_limit, sampling == 2, workspace);
+                    MatrixSource src{t, chunked ? bytes + (size_t) (m * rows) * row_bytes : nullptr, chunked ? nullptr : dequantize(), dequantize};
+                    select_matrix_fused(src, mcols, n_in, mbase, per_matrix, ks, result->masks, n_threads, collect_limit, sampling == 2, workspace);
                     continue;
                 }
+                const float * wf = dequantize();
                 for (size_t s = 0; s < cols.size(); s++) {
                     const Masks & masks = result->masks[s];
                     const double * col = cols[s] + m * n_in;

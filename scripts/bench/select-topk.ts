@@ -4,7 +4,7 @@
 // Prints the seconds of each repeat and a sha256 over every mask, so that two builds can be
 // compared in one process, interleaved (--addon path/to/other/mathneuro.node, repeatable; "current"
 // is the build src/native.ts picks).
-//   npx tsx scripts/bench/select-topk.ts model.gguf --math m.stats.gguf --general g.stats.gguf --top-k 0.1 [--threads N] [--repeats 3] [--addon base.node]
+//   npx tsx scripts/bench/select-topk.ts model.gguf --math m.stats.gguf --general g.stats.gguf --top-k 0.1 [--threads N[,N...]] [--repeats 3] [--addon base.node]
 import { createHash } from 'node:crypto';
 import { closeSync, openSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -29,7 +29,7 @@ const method = values.row ? 'wanda-row' : 'mathneuro';
 const math = (await loadStatisticsFor(values.math!, 'math', model, method)).stats;
 const general = values.general ? (await loadStatisticsFor(values.general, 'general', model, method)).stats : undefined;
 const topK = (values['top-k'] ?? '0.1').split(',').map(Number);
-const threads = values.threads ? Number(values.threads) : undefined;
+const threadCounts = values.threads ? values.threads.split(',').map(Number) : [undefined];
 const repeats = Number(values.repeats ?? 3);
 const radixMinGroup = values['radix-min-group'] ? Number(values['radix-min-group']) : undefined;
 const plan = planTensors(model, math);
@@ -38,10 +38,12 @@ const tensors = plan.scored.map((s) => ({ s, bytes: readTensorBytes(fd, s.tensor
 closeSync(fd);
 
 const require = createRequire(import.meta.url);
-const addons: { name: string; binding: NativeBinding }[] = [{ name: 'current', binding: loadNative() }];
-for (const a of values.addon ?? []) addons.push({ name: path.basename(a), binding: require(path.resolve(a)) as NativeBinding });
+const builds: { name: string; binding: NativeBinding }[] = [{ name: 'current', binding: loadNative() }];
+for (const a of values.addon ?? []) builds.push({ name: path.basename(a), binding: require(path.resolve(a)) as NativeBinding });
+// every build at every thread count, interleaved
+const addons = builds.flatMap((b) => threadCounts.map((threads) => ({ ...b, name: threads === undefined ? b.name : `${b.name} t=${threads}`, threads })));
 
-async function once(binding: NativeBinding): Promise<{ seconds: number; sha256: string }> {
+async function once(binding: NativeBinding, threads: number | undefined): Promise<{ seconds: number; sha256: string }> {
   const hash = createHash('sha256');
   const t0 = performance.now();
   const results: Uint8Array[][][] = [];
@@ -61,10 +63,10 @@ async function once(binding: NativeBinding): Promise<{ seconds: number; sha256: 
 
 const times = new Map<string, number[]>();
 const hashes = new Map<string, Set<string>>();
-for (const a of addons) await once(a.binding);   // warm-up: page faults of the buffers, code
+for (const a of addons) await once(a.binding, a.threads);   // warm-up: page faults of the buffers, code
 for (let r = 0; r < repeats; r++) {
   for (const a of addons) {
-    const { seconds, sha256 } = await once(a.binding);
+    const { seconds, sha256 } = await once(a.binding, a.threads);
     times.set(a.name, [...(times.get(a.name) ?? []), seconds]);
     hashes.set(a.name, (hashes.get(a.name) ?? new Set()).add(sha256));
   }
