@@ -1,8 +1,9 @@
 // The exact top-K selector: for one tensor, the K largest scores |w| * colWeight of each group (a
-// matrix or a row), as bit masks, found by a radix select on the scores' bits on all cores.
+// matrix or a row), as bit masks, found on all cores: per matrix, in one pass for every column set
+// and K around thresholds estimated from a sample (select_matrix_fused), else (rows, small
+// matrices, a missed estimate) by a radix select on the scores' bits or nth_element.
 #include "codec.h"
 
-#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <functional>
@@ -459,14 +460,10 @@ struct MatrixSource {
     }
 };
 
-double g_prof[5];
-inline double prof_now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
-struct ProfPrint { ~ProfPrint() { if (getenv("MN_PROF")) fprintf(stderr, "sample %.3f (read %.3f) pass %.3f resolve %.3f dequant %.3f\n", g_prof[0], g_prof[4], g_prof[1], g_prof[2], g_prof[3]); } } g_prof_print;
 void select_matrix_fused(MatrixSource & w, const std::vector<const double *> & cols, int64_t n_in, int64_t base, int64_t len,
                          const std::vector<int64_t> & ks, const std::vector<Masks> & masks,
                          int n_threads, int64_t collect_limit, bool tight, FusedWorkspace & ws) {
     const int64_t ns = (int64_t) cols.size(), nk = (int64_t) ks.size();
-    double prof_t = prof_now();
     const int64_t s = std::min<int64_t>(65536, len / 16);
     // The sample: the same places for every set (one score from each of s equal strata, at a
     // pseudo-random place inside it: a fixed stride would see only some columns when it divides
@@ -489,56 +486,56 @@ void select_matrix_fused(MatrixSource & w, const std::vector<const double *> & c
             }
             ws.sample_len = len; ws.sample_n_in = n_in;
         }
-        std::vector<double> & aw = ws.sample_abs;
-        const std::vector<int64_t> & column = ws.sample_column;
-        aw.resize((size_t) s);
         const int64_t * place = ws.sample_place.data();
-        // the places are far apart (a cache line each): fetched well ahead
-        for (int64_t x = 0; x < s; x++) {
-            if (x + 32 < s) w.prefetch(place[x + 32]);
-            aw[(size_t) x] = std::fabs((double) w.at(place[x]));
-        }
-        for (int64_t si = 0; si < ns; si++)
-            for (int64_t x = 0; x < s; x++) {
-                const double sc = aw[(size_t) x] * cols[(size_t) si][column[(size_t) x]];
-                uint64_t k = 0; if (sc > 0) memcpy(&k, &sc, 8);
-                ws.sample[(size_t) (si * s + x)] = k;
+        const int64_t * column = ws.sample_column.data();
+        uint64_t * keys = ws.sample.data();
+        // split over threads: the places are far apart (a cache line each), the reads wait on memory
+        parallel_ranges(n_threads, 0, s, 1, 8192, [&](int, int64_t x0, int64_t x1) {
+            for (int64_t x = x0; x < x1; x++) {
+                if (x + 32 < x1) w.prefetch(place[x + 32]);
+                const double aw = std::fabs((double) w.at(place[x]));
+                for (int64_t si = 0; si < ns; si++) {
+                    const double sc = aw * cols[(size_t) si][column[x]];
+                    uint64_t k = 0; if (sc > 0) memcpy(&k, &sc, 8);
+                    keys[si * s + x] = k;
+                }
             }
+        });
     }
-    g_prof[4] += prof_now() - prof_t;
-    for (int64_t si = 0; si < ns; si++) {
-        const auto sample = ws.sample.begin() + si * s, sample_end = sample + s;
-        struct Need { int64_t rank; int64_t q; bool upper; };
-        std::vector<Need> need;
-        for (int64_t q = 0; q < nk; q++) {
-            const int64_t k = ks[(size_t) q];
-            if (k <= 0) continue;
-            const double p = std::min(1.0, (double) k / (double) len), r = p * (double) s;
-            const double m = tight ? 0.0 : 4.0 * std::sqrt((double) s * p * (1 - p)) + 4.0;
-            const int64_t a = std::min<int64_t>(s - 1, (int64_t) std::floor(r - m)), b = (int64_t) std::ceil(r + m);
-            Window & wq = win[(size_t) (si * nk + q)];
-            wq.active = true;
-            // hi: +inf when the window reaches the top; lo: the smallest positive double when it reaches the bottom
-            wq.hi = HUGE_VAL; wq.lo = std::numeric_limits<double>::denorm_min();
-            if (a >= 0) need.push_back({a, q, true});
-            if (b < s) need.push_back({b, q, false});
-        }
-        std::sort(need.begin(), need.end(), [](const Need & x, const Need & y) { return x.rank < y.rank; });
-        int64_t from = 0;
-        for (const Need & n : need) {
-            if (n.rank >= from) {
-                std::nth_element(sample + from, sample + n.rank, sample_end, std::greater<uint64_t>());
-                from = n.rank + 1;
+    // the sets' windows side by side
+    parallel_ranges(std::min<int>(n_threads, (int) ns), 0, ns, 1, 1, [&](int, int64_t s0, int64_t s1) {
+        for (int64_t si = s0; si < s1; si++) {
+            const auto sample = ws.sample.begin() + si * s, sample_end = sample + s;
+            struct Need { int64_t rank; int64_t q; bool upper; };
+            std::vector<Need> need;
+            for (int64_t q = 0; q < nk; q++) {
+                const int64_t k = ks[(size_t) q];
+                if (k <= 0) continue;
+                const double p = std::min(1.0, (double) k / (double) len), r = p * (double) s;
+                const double m = tight ? 0.0 : 4.0 * std::sqrt((double) s * p * (1 - p)) + 4.0;
+                const int64_t a = std::min<int64_t>(s - 1, (int64_t) std::floor(r - m)), b = (int64_t) std::ceil(r + m);
+                Window & wq = win[(size_t) (si * nk + q)];
+                wq.active = true;
+                // hi: +inf when the window reaches the top; lo: the smallest positive double when it reaches the bottom
+                wq.hi = HUGE_VAL; wq.lo = std::numeric_limits<double>::denorm_min();
+                if (a >= 0) need.push_back({a, q, true});
+                if (b < s) need.push_back({b, q, false});
             }
-            const uint64_t v = sample[n.rank];
-            Window & wq = win[(size_t) (si * nk + n.q)];
-            if (n.upper) wq.hi = key_value(v);
-            else wq.lo = v ? key_value(v) : std::numeric_limits<double>::denorm_min();
-        }
-        for (int64_t q = 0; q < nk; q++) { Window & wq = win[(size_t) (si * nk + q)]; wq.active = wq.active && wq.lo <= wq.hi; }
-    }
+            std::sort(need.begin(), need.end(), [](const Need & x, const Need & y) { return x.rank < y.rank; });
+            int64_t from = 0;
+            for (const Need & n : need) {
+                if (n.rank >= from) {
+                    std::nth_element(sample + from, sample + n.rank, sample_end, std::greater<uint64_t>());
+                    from = n.rank + 1;
+                }
+                const uint64_t v = sample[n.rank];
+                Window & wq = win[(size_t) (si * nk + n.q)];
+                if (n.upper) wq.hi = key_value(v);
+                else wq.lo = v ? key_value(v) : std::numeric_limits<double>::denorm_min();
+            }
+            for (int64_t q = 0; q < nk; q++) { Window & wq = win[(size_t) (si * nk + q)]; wq.active = wq.active && wq.lo <= wq.hi; }
+        }     });
 
-    g_prof[0] += prof_now() - prof_t; prof_t = prof_now();
     // the pass
     const int nt = (int) std::max<int64_t>(1, std::min<int64_t>(n_threads, len / kFusedMinPerThread));
     const int64_t cap = std::max<int64_t>(collect_limit, len / 16) / nt + 1;
@@ -642,7 +639,6 @@ void select_matrix_fused(MatrixSource & w, const std::vector<const double *> & c
         }
     });
 
-    g_prof[1] += prof_now() - prof_t; prof_t = prof_now();
     // each (set, K): the threshold inside its window, or the fallback
     std::vector<std::vector<int64_t>> missed((size_t) ns);
     std::vector<int64_t> items;
@@ -685,7 +681,6 @@ void select_matrix_fused(MatrixSource & w, const std::vector<const double *> & c
             }
         }
     });
-    g_prof[2] += prof_now() - prof_t; prof_t = prof_now();
     for (int64_t si = 0; si < ns; si++) {
         if (missed[(size_t) si].empty()) continue;
         std::vector<Threshold> th((size_t) nk);
@@ -778,8 +773,6 @@ Napi::Value SelectTopK(const Napi::CallbackInfo & info) {
                     if (direct) return (const float *) bytes + mbase;
                     if (buffer->size() < (size_t) per_matrix) buffer->resize((size_t) per_matrix);
                     float * const dequant = buffer->data();
-                    double t0 = prof_now();
-                    struct P { double t0; ~P() { g_prof[3] += prof_now() - t0; } } pp{t0};
                     parallel_ranges(n_threads, 0, rows, 1, std::max<int64_t>(1, kMinPerThread / n_in), [&](int, int64_t r0, int64_t r1) {
                         dequantize_into(t, bytes + (size_t) (m * rows + r0) * row_bytes, dequant + r0 * n_in, (r1 - r0) * n_in);
                     });
