@@ -422,7 +422,11 @@ __attribute__((target("avx,f16c"))) void half_abs_to_double_f16c(const uint8_t *
     }
     for (; x < n; x++) { uint16_t h; memcpy(&h, src + 2 * x, 2); out[x] = std::fabs((double) half_to_float(h)); }
 }
-const bool kHasF16C = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
+// (__builtin_cpu_init first: this may run before libgcc's own initializer has)
+bool has_f16c() {
+    static const bool yes = (__builtin_cpu_init(), __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx"));
+    return yes;
+}
 #endif
 
 // The weights of one matrix as the fused pass reads them. F32, F16 and BF16 are converted chunk by
@@ -448,7 +452,7 @@ struct MatrixSource {
     // out[x] = |w[off + x]| for x < n (n <= kChunk)
     void load_abs(int64_t off, int64_t n, double * out) const {
 #if defined(__x86_64__) && defined(__GNUC__)
-        if (!f32 && type == GGML_TYPE_F16 && kHasF16C) { half_abs_to_double_f16c(raw + 2 * off, n, out); return; }
+        if (!f32 && type == GGML_TYPE_F16 && has_f16c()) { half_abs_to_double_f16c(raw + 2 * off, n, out); return; }
 #endif
         alignas(64) float tmp[kChunk];
         const float * f;
