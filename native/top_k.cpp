@@ -1,11 +1,20 @@
 // The exact top-K selector: for one tensor, the K largest scores |w| * colWeight of each group (a
-// matrix or a row), as bit masks, found by a radix select on the scores' bits on all cores.
+// matrix or a row), as bit masks, found on all cores: per matrix, in one pass for every column set
+// and K around thresholds estimated from a sample (select_matrix_fused), else (rows, small
+// matrices, a missed estimate) by a radix select on the scores' bits or nth_element.
 #include "codec.h"
 
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <limits>
 #include <memory>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
 
 namespace {
 
@@ -61,6 +70,9 @@ struct ScoreGroup {
     }
 };
 
+// One mask per K (of one column set): bit i of byte i >> 3 is flat index i.
+using Masks = std::vector<uint8_t *>;
+
 inline void set_mask_bit(uint8_t * m, int64_t i) { m[i >> 3] |= (uint8_t) (1u << (i & 7)); }
 
 constexpr int64_t kMinPerThread = 1 << 16;
@@ -83,12 +95,12 @@ Threshold rth_largest(std::vector<uint64_t> & keys, int64_t r) {
 
 // Marks [a, b) for every K; keys equal to a threshold are passed to tie(q, i) instead.
 template <typename Tie>
-void mark_range(const ScoreGroup & g, int64_t a, int64_t b, const std::vector<Threshold> & th, std::vector<std::vector<uint8_t>> & masks, Tie && tie) {
+void mark_range(const ScoreGroup & g, int64_t a, int64_t b, const std::vector<Threshold> & th, const Masks & masks, Tie && tie) {
     g.chunks(a, b, [&](int64_t first, const uint64_t * keys, int64_t count) {
         for (size_t q = 0; q < th.size(); q++) {
             const Threshold t = th[q];
             if (t.mode == -2) continue;
-            uint8_t * m = masks[q].data();
+            uint8_t * m = masks[q];
             // every eligible key (mode -1) is "above" T = 0; there are no ties then (a key equal to 0 is not eligible)
             const uint64_t T = t.mode == -1 ? 0 : t.T;
             const bool ties = t.mode != -1;
@@ -115,7 +127,7 @@ void mark_range(const ScoreGroup & g, int64_t a, int64_t b, const std::vector<Th
 // Marks every K's threshold over the group, the pass split over nt threads: keys above the
 // threshold in parallel; keys equal to it are noted per thread and the first `take` of them
 // (lowest flat index) are marked afterwards.
-void mark_with_thresholds(const ScoreGroup & g, const std::vector<Threshold> & th, std::vector<std::vector<uint8_t>> & masks, int nt) {
+void mark_with_thresholds(const ScoreGroup & g, const std::vector<Threshold> & th, const Masks & masks, int nt) {
     const int64_t begin = g.base, end = g.base + g.len;
     const size_t nk = th.size();
     std::vector<std::vector<int64_t>> ties((size_t) nt * nk);
@@ -125,12 +137,12 @@ void mark_with_thresholds(const ScoreGroup & g, const std::vector<Threshold> & t
     for (size_t q = 0; q < nk; q++) {
         int64_t left = th[q].take;
         for (int t = 0; t < nt && left > 0; t++)
-            for (int64_t i : ties[(size_t) t * nk + q]) { if (left-- <= 0) break; set_mask_bit(masks[q].data(), i); }
+            for (int64_t i : ties[(size_t) t * nk + q]) { if (left-- <= 0) break; set_mask_bit(masks[q], i); }
     }
 }
 
 // Small groups: the eligible keys are copied and nth_element finds each threshold.
-void mark_top_small(const ScoreGroup & g, const std::vector<int64_t> & ks, std::vector<std::vector<uint8_t>> & masks, std::vector<uint64_t> & scratch) {
+void mark_top_small(const ScoreGroup & g, const std::vector<int64_t> & ks, const Masks & masks, std::vector<uint64_t> & scratch) {
     scratch.clear();
     g.chunks(g.base, g.base + g.len, [&](int64_t, const uint64_t * keys, int64_t count) {
         for (int64_t x = 0; x < count; x++) if (keys[x]) scratch.push_back(keys[x]);
@@ -324,7 +336,7 @@ void histogram_thresholds(const ScoreGroup & g, const std::vector<int64_t> & ks,
     }
 }
 
-void mark_top_radix(const ScoreGroup & g, const std::vector<int64_t> & ks, std::vector<std::vector<uint8_t>> & masks, int n_threads, int64_t collect_limit, int sampling) {
+void mark_top_radix(const ScoreGroup & g, const std::vector<int64_t> & ks, const Masks & masks, int n_threads, int64_t collect_limit, int sampling) {
     const size_t nk = ks.size();
     int nt = (int) std::max<int64_t>(1, std::min<int64_t>(n_threads, g.len / kMinPerThread));
     std::vector<Threshold> th(nk);
@@ -334,6 +346,359 @@ void mark_top_radix(const ScoreGroup & g, const std::vector<int64_t> & ks, std::
     for (char r : resolved) all_resolved &= r != 0;
     if (!all_resolved) histogram_thresholds(g, ks, th, resolved, nt, collect_limit);
     mark_with_thresholds(g, th, masks, nt);
+}
+
+// One matrix, every column set and every K in one pass over its weights (groups of radixMinGroup
+// weights and more, by default). A sample of the scores gives each (set, K) a window [lo, hi]
+// around its threshold (as in sample_thresholds); then a single pass, split over threads, computes
+// |w| once and the scores of every set, marks the scores above hi straight into the mask, counts
+// them, and collects the scores inside the window with their flat indices. The exact threshold is
+// then the (k - above)-th largest of the window, and the window's scores above it, plus the first
+// `take` equal to it (each thread's list is in index order and the threads follow each other), are
+// marked. The second pass over the weights (mark_with_thresholds) is gone. When the window misses
+// (the threshold is not inside it, or it holds too many scores), that K's bits of the group are
+// cleared and it goes the histogram way (rare; sampling == 2 makes it common, for the tests).
+// Scores are compared as doubles: they are non-negative, so the order is the order of their bits
+// (the keys above), and a double compare vectorizes where a 64-bit unsigned one does not. NaN,
+// zero and negative scores fall outside every window and below every hi, as key 0 does.
+constexpr int64_t kFusedMinPerThread = 1 << 15;
+
+struct WindowHits {
+    std::vector<uint64_t> keys;
+    std::vector<int64_t> index;
+    int64_t above = 0;
+    bool overflow = false;
+    void reset() { keys.clear(); index.clear(); above = 0; overflow = false; }
+};
+
+// Reused across the matrices of one call (capacity kept: growing them anew per matrix was memmove).
+struct FusedWorkspace {
+    std::vector<WindowHits> hits;        // [thread][set][K]
+    std::vector<int64_t> zeros;          // [thread][set]
+    std::vector<uint64_t> sample;
+    std::vector<double> sample_abs;
+    std::vector<int64_t> sample_place, sample_column;   // for groups of sample_len weights, rows of sample_n_in
+    int64_t sample_len = -1, sample_n_in = -1;
+};
+
+inline void clear_bits(uint8_t * m, int64_t a, int64_t b) {
+    for (; a < b && (a & 7); a++) m[a >> 3] &= (uint8_t) ~(1u << (a & 7));
+    const int64_t whole = b & ~(int64_t) 7;
+    if (a < whole) { memset(m + (a >> 3), 0, (size_t) ((whole - a) >> 3)); a = whole; }
+    for (; a < b; a++) m[a >> 3] &= (uint8_t) ~(1u << (a & 7));
+}
+
+// set bits of a byte (no popcount instruction in a baseline x86-64 build)
+constexpr struct BitsSet {
+    uint8_t n[256];
+    constexpr BitsSet() : n() { for (int i = 1; i < 256; i++) n[i] = (uint8_t) ((i & 1) + n[i >> 1]); }
+    constexpr uint8_t operator[](unsigned i) const { return n[i]; }
+} kBitsSet;
+
+inline double key_value(uint64_t k) { double d; memcpy(&d, &k, 8); return d; }
+
+// IEEE half to float, exactly (subnormals, infinities, NaN), without a call into ggml per value.
+inline float half_to_float(uint16_t h) {
+    const uint32_t sign = (uint32_t) (h & 0x8000) << 16, exp = (h >> 10) & 0x1f, frac = h & 0x3ff;
+    uint32_t u;
+    if (exp == 0x1f) u = sign | 0x7f800000u | (frac << 13);
+    else if (exp != 0) u = sign | ((exp + 112) << 23) | (frac << 13);
+    else if (frac == 0) u = sign;
+    else { float f = (float) frac * 5.9604644775390625e-8f; memcpy(&u, &f, 4); u |= sign; }   // frac * 2^-24
+    float f; memcpy(&f, &u, 4);
+    return f;
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+// |half| to double 8 at a time with the F16C conversion (checked at run time: the baseline build
+// cannot assume it); the tail by half_to_float.
+__attribute__((target("avx,f16c"))) void half_abs_to_double_f16c(const uint8_t * src, int64_t n, double * out) {
+    const __m256d sign = _mm256_set1_pd(-0.0);
+    int64_t x = 0;
+    for (; x + 8 <= n; x += 8) {
+        const __m256 f = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *) (src + 2 * x)));
+        _mm256_storeu_pd(out + x, _mm256_andnot_pd(sign, _mm256_cvtps_pd(_mm256_castps256_ps128(f))));
+        _mm256_storeu_pd(out + x + 4, _mm256_andnot_pd(sign, _mm256_cvtps_pd(_mm256_extractf128_ps(f, 1))));
+    }
+    for (; x < n; x++) { uint16_t h; memcpy(&h, src + 2 * x, 2); out[x] = std::fabs((double) half_to_float(h)); }
+}
+// (__builtin_cpu_init first: this may run before libgcc's own initializer has)
+bool has_f16c() {
+    static const bool yes = (__builtin_cpu_init(), __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx"));
+    return yes;
+}
+#endif
+
+// The weights of one matrix as the fused pass reads them. F32, F16 and BF16 are converted chunk by
+// chunk from the stored bytes (no full float copy of the matrix is written and read back); other
+// types are dequantized whole by ggml first (their blocks do not start at every chunk). The
+// histogram fallback needs the whole float matrix: dequantized() gives it, made on first use.
+struct MatrixSource {
+    ggml_type type;
+    const uint8_t * raw;     // the matrix's stored bytes (F32, F16, BF16), else null
+    const float * f32;       // the dequantized matrix (other types), else null until dequantized() runs
+    std::function<const float *()> dequantize;
+    const float * dequantized() { if (!f32) f32 = dequantize(); return f32; }
+    float at(int64_t i) const {
+        if (f32) return f32[i];
+        if (type == GGML_TYPE_F16) { uint16_t h; memcpy(&h, raw + 2 * i, 2); return half_to_float(h); }
+        if (type == GGML_TYPE_BF16) { uint16_t h; memcpy(&h, raw + 2 * i, 2); const uint32_t u = (uint32_t) h << 16; float f; memcpy(&f, &u, 4); return f; }
+        float f; memcpy(&f, raw + 4 * i, 4); return f;
+    }
+    void prefetch(int64_t i) const {
+        if (f32) __builtin_prefetch(f32 + i);
+        else __builtin_prefetch(raw + (type == GGML_TYPE_F32 ? 4 : 2) * i);
+    }
+    // out[x] = |w[off + x]| for x < n (n <= kChunk)
+    void load_abs(int64_t off, int64_t n, double * out) const {
+#if defined(__x86_64__) && defined(__GNUC__)
+        if (!f32 && type == GGML_TYPE_F16 && has_f16c()) { half_abs_to_double_f16c(raw + 2 * off, n, out); return; }
+#endif
+        alignas(64) float tmp[kChunk];
+        const float * f;
+        if (f32) f = f32 + off;
+        else if (type == GGML_TYPE_F16) { ggml_fp16_to_fp32_row((const ggml_fp16_t *) (raw + 2 * off), tmp, n); f = tmp; }
+        else if (type == GGML_TYPE_BF16) { ggml_bf16_to_fp32_row((const ggml_bf16_t *) (raw + 2 * off), tmp, n); f = tmp; }
+        else { memcpy(tmp, raw + 4 * off, (size_t) n * 4); f = tmp; }
+        for (int64_t x = 0; x < n; x++) out[x] = std::fabs((double) f[x]);
+    }
+};
+
+void select_matrix_fused(MatrixSource & w, const std::vector<const double *> & cols, int64_t n_in, int64_t base, int64_t len,
+                         const std::vector<int64_t> & ks, const std::vector<Masks> & masks,
+                         int n_threads, int64_t collect_limit, bool tight, FusedWorkspace & ws) {
+    const int64_t ns = (int64_t) cols.size(), nk = (int64_t) ks.size();
+    const int64_t s = std::min<int64_t>(65536, len / 16);
+    // The sample: the same places for every set (one score from each of s equal strata, at a
+    // pseudo-random place inside it: a fixed stride would see only some columns when it divides
+    // the row width). Each window's bounds are the sample's scores at two ranks, found by
+    // nth_element rank after rank (ascending ranks, each search right of the previous one).
+    struct Window { double lo = 0, hi = 0; bool active = false; };
+    std::vector<Window> win((size_t) (ns * nk));
+    // |w| and the column of every sampled place first (one read of the matrix for every set)
+    ws.sample.resize((size_t) (s * ns));
+    {
+        // the places depend on the shape only: computed once per shape (four divisions a place
+        // cost more than the reads)
+        if (ws.sample_len != len || ws.sample_n_in != n_in) {
+            ws.sample_place.resize((size_t) s); ws.sample_column.resize((size_t) s);
+            for (int64_t x = 0; x < s; x++) {
+                const int64_t lo = (x * len) / s, hi = ((x + 1) * len) / s;
+                const int64_t i = lo + (int64_t) (((uint64_t) (x + 1) * 0x9E3779B97F4A7C15ull) >> 33) % std::max<int64_t>(1, hi - lo);
+                ws.sample_place[(size_t) x] = i;
+                ws.sample_column[(size_t) x] = i % n_in;
+            }
+            ws.sample_len = len; ws.sample_n_in = n_in;
+        }
+        const int64_t * place = ws.sample_place.data();
+        const int64_t * column = ws.sample_column.data();
+        uint64_t * keys = ws.sample.data();
+        // split over threads: the places are far apart (a cache line each), the reads wait on memory
+        parallel_ranges(n_threads, 0, s, 1, 8192, [&](int, int64_t x0, int64_t x1) {
+            for (int64_t x = x0; x < x1; x++) {
+                if (x + 32 < x1) w.prefetch(place[x + 32]);
+                const double aw = std::fabs((double) w.at(place[x]));
+                for (int64_t si = 0; si < ns; si++) {
+                    const double sc = aw * cols[(size_t) si][column[x]];
+                    uint64_t k = 0; if (sc > 0) memcpy(&k, &sc, 8);
+                    keys[si * s + x] = k;
+                }
+            }
+        });
+    }
+    // the sets' windows side by side
+    parallel_ranges(std::min<int>(n_threads, (int) ns), 0, ns, 1, 1, [&](int, int64_t s0, int64_t s1) {
+        for (int64_t si = s0; si < s1; si++) {
+            const auto sample = ws.sample.begin() + si * s, sample_end = sample + s;
+            struct Need { int64_t rank; int64_t q; bool upper; };
+            std::vector<Need> need;
+            for (int64_t q = 0; q < nk; q++) {
+                const int64_t k = ks[(size_t) q];
+                if (k <= 0) continue;
+                const double p = std::min(1.0, (double) k / (double) len), r = p * (double) s;
+                const double m = tight ? 0.0 : 4.0 * std::sqrt((double) s * p * (1 - p)) + 4.0;
+                const int64_t a = std::min<int64_t>(s - 1, (int64_t) std::floor(r - m)), b = (int64_t) std::ceil(r + m);
+                Window & wq = win[(size_t) (si * nk + q)];
+                wq.active = true;
+                // hi: +inf when the window reaches the top; lo: the smallest positive double when it reaches the bottom
+                wq.hi = HUGE_VAL; wq.lo = std::numeric_limits<double>::denorm_min();
+                if (a >= 0) need.push_back({a, q, true});
+                if (b < s) need.push_back({b, q, false});
+            }
+            std::sort(need.begin(), need.end(), [](const Need & x, const Need & y) { return x.rank < y.rank; });
+            int64_t from = 0;
+            for (const Need & n : need) {
+                if (n.rank >= from) {
+                    std::nth_element(sample + from, sample + n.rank, sample_end, std::greater<uint64_t>());
+                    from = n.rank + 1;
+                }
+                const uint64_t v = sample[n.rank];
+                Window & wq = win[(size_t) (si * nk + n.q)];
+                if (n.upper) wq.hi = key_value(v);
+                else wq.lo = v ? key_value(v) : std::numeric_limits<double>::denorm_min();
+            }
+            for (int64_t q = 0; q < nk; q++) { Window & wq = win[(size_t) (si * nk + q)]; wq.active = wq.active && wq.lo <= wq.hi; }
+        }     });
+
+    // the pass
+    const int nt = (int) std::max<int64_t>(1, std::min<int64_t>(n_threads, len / kFusedMinPerThread));
+    const int64_t cap = std::max<int64_t>(collect_limit, len / 16) / nt + 1;
+    ws.hits.resize((size_t) (nt * ns * nk));
+    for (auto & h : ws.hits) h.reset();
+    ws.zeros.assign((size_t) (nt * ns), 0);
+    // per set, its active K by lo ascending: a group of 8 scores whose largest is below lo needs
+    // nothing from that K nor from any later one (most scores are below every window)
+    std::vector<std::vector<int64_t>> order((size_t) ns);
+    for (int64_t si = 0; si < ns; si++) {
+        for (int64_t q = 0; q < nk; q++) if (win[(size_t) (si * nk + q)].active) order[(size_t) si].push_back(q);
+        std::sort(order[(size_t) si].begin(), order[(size_t) si].end(), [&](int64_t x, int64_t y) { return win[(size_t) (si * nk + x)].lo < win[(size_t) (si * nk + y)].lo; });
+    }
+    parallel_ranges(nt, base, base + len, 64, kFusedMinPerThread, [&](int t, int64_t a, int64_t b) {
+        alignas(64) double aw[kChunk];
+        alignas(64) double sc[kChunk];
+        std::vector<int64_t> live;
+        std::vector<int64_t> up((size_t) nk);
+        int64_t j_first = (a - base) % n_in;
+        for (int64_t first = a; first < b; first += kChunk) {
+            const int64_t count = std::min<int64_t>(kChunk, b - first);
+            w.load_abs(first - base, count, aw);
+            int64_t j_next = j_first;
+            for (int64_t si = 0; si < ns; si++) {
+                // scores of this set, rows in straight runs (no division); not positive (zero, NaN) -> 0
+                const double * col = cols[(size_t) si];
+                int64_t j = j_first;
+                for (int64_t x = 0; x < count;) {
+                    const int64_t run = std::min<int64_t>(count - x, n_in - j);
+                    const double * c = col + j;
+                    for (int64_t y = 0; y < run; y++) { const double v = aw[x + y] * c[y]; sc[x + y] = v > 0 ? v : 0.0; }
+                    x += run; j += run;
+                    if (j == n_in) j = 0;
+                }
+                j_next = j;
+                int64_t z = 0;
+                for (int64_t x = 0; x < count; x++) z += sc[x] == 0;
+                ws.zeros[(size_t) (t * ns + si)] += z;
+                WindowHits * hits = &ws.hits[(size_t) (t * ns + si) * (size_t) nk];
+                uint8_t * const * m = masks[(size_t) si].data();
+                const Window * wn = &win[(size_t) (si * nk)];
+                live.clear();
+                for (int64_t q : order[(size_t) si]) if (!hits[q].overflow) live.push_back(q);
+                if (live.empty()) continue;
+                std::fill(up.begin(), up.end(), 0);
+                const double lo_min = wn[live[0]].lo;
+                // one score, every K (the unaligned ends)
+                auto one = [&](int64_t x) {
+                    const double v = sc[x];
+                    for (int64_t q : live) {
+                        if (wn[q].lo > v) break;
+                        if (v > wn[q].hi) { set_mask_bit(m[q], first + x); up[(size_t) q]++; }
+                        else { uint64_t k; memcpy(&k, &v, 8); hits[q].keys.push_back(k); hits[q].index.push_back(first + x); }
+                    }
+                };
+                int64_t x = 0;
+                for (; x < count && ((first + x) & 7); x++) one(x);
+                // whole mask bytes: 8 scores make one byte of each K
+                for (; x + 8 <= count; x += 8) {
+                    const double * v = sc + x;
+#if defined(__SSE2__)
+                    const __m128d v0 = _mm_loadu_pd(v), v1 = _mm_loadu_pd(v + 2), v2 = _mm_loadu_pd(v + 4), v3 = _mm_loadu_pd(v + 6);
+                    const __m128d mm = _mm_max_pd(_mm_max_pd(v0, v1), _mm_max_pd(v2, v3));
+                    const double mx = _mm_cvtsd_f64(_mm_max_pd(mm, _mm_unpackhi_pd(mm, mm)));
+#else
+                    double mx = v[0];
+                    for (int y = 1; y < 8; y++) mx = v[y] > mx ? v[y] : mx;
+#endif
+                    if (mx < lo_min) continue;
+                    const int64_t byte_at = (first + x) >> 3;
+                    for (int64_t q : live) {
+                        const Window wq = wn[q];
+                        if (wq.lo > mx) break;
+#if defined(__SSE2__)
+                        const __m128d hi = _mm_set1_pd(wq.hi), lo = _mm_set1_pd(wq.lo);
+                        const unsigned above = (unsigned) _mm_movemask_pd(_mm_cmpgt_pd(v0, hi)) | (unsigned) _mm_movemask_pd(_mm_cmpgt_pd(v1, hi)) << 2 |
+                                               (unsigned) _mm_movemask_pd(_mm_cmpgt_pd(v2, hi)) << 4 | (unsigned) _mm_movemask_pd(_mm_cmpgt_pd(v3, hi)) << 6;
+                        const unsigned atleast = (unsigned) _mm_movemask_pd(_mm_cmpge_pd(v0, lo)) | (unsigned) _mm_movemask_pd(_mm_cmpge_pd(v1, lo)) << 2 |
+                                                 (unsigned) _mm_movemask_pd(_mm_cmpge_pd(v2, lo)) << 4 | (unsigned) _mm_movemask_pd(_mm_cmpge_pd(v3, lo)) << 6;
+#else
+                        unsigned above = 0, atleast = 0;
+                        for (int y = 0; y < 8; y++) { above |= (unsigned) (v[y] > wq.hi) << y; atleast |= (unsigned) (v[y] >= wq.lo) << y; }
+#endif
+                        if (above) { m[q][byte_at] |= (uint8_t) above; up[(size_t) q] += kBitsSet[above]; }
+                        unsigned in = atleast & ~above;
+                        while (in) {
+                            const int y = __builtin_ctz(in);
+                            uint64_t k; memcpy(&k, v + y, 8);
+                            hits[q].keys.push_back(k); hits[q].index.push_back(first + x + y);
+                            in &= in - 1;
+                        }
+                    }
+                }
+                for (; x < count; x++) one(x);
+                for (int64_t q : live) {
+                    hits[q].above += up[(size_t) q];
+                    if ((int64_t) hits[q].keys.size() > cap) hits[q].overflow = true;
+                }
+            }
+            j_first = j_next;
+        }
+    });
+
+    // each (set, K): the threshold inside its window, or the fallback
+    std::vector<std::vector<int64_t>> missed((size_t) ns);
+    std::vector<int64_t> items;
+    for (int64_t si = 0; si < ns; si++) {
+        int64_t eligible = len;
+        for (int t = 0; t < nt; t++) eligible -= ws.zeros[(size_t) (t * ns + si)];
+        for (int64_t q = 0; q < nk; q++) {
+            const int64_t k = ks[(size_t) q];
+            if (k <= 0) continue;
+            if (!win[(size_t) (si * nk + q)].active) { missed[(size_t) si].push_back(q); continue; }
+            int64_t up = 0, n = 0; bool over = false;
+            for (int t = 0; t < nt; t++) {
+                const WindowHits & h = ws.hits[(size_t) ((t * ns + si) * nk + q)];
+                up += h.above; n += (int64_t) h.keys.size(); over |= h.overflow;
+            }
+            if (over || !(up < k && k <= up + n)) { missed[(size_t) si].push_back(q); continue; }
+            items.push_back(si * nk + q);
+        }
+    }
+    // items write to distinct masks: split over threads
+    parallel_ranges(std::min<int>(n_threads, (int) items.size()), 0, (int64_t) items.size(), 1, 1, [&](int, int64_t i0, int64_t i1) {
+        std::vector<uint64_t> keys;
+        for (int64_t i = i0; i < i1; i++) {
+            const int64_t si = items[(size_t) i] / nk, q = items[(size_t) i] % nk;
+            int64_t up = 0;
+            keys.clear();
+            for (int t = 0; t < nt; t++) {
+                const WindowHits & h = ws.hits[(size_t) ((t * ns + si) * nk + q)];
+                up += h.above; keys.insert(keys.end(), h.keys.begin(), h.keys.end());
+            }
+            const Threshold th = rth_largest(keys, ks[(size_t) q] - up);
+            uint8_t * m = masks[(size_t) si][(size_t) q];
+            int64_t take = th.take;
+            for (int t = 0; t < nt; t++) {
+                const WindowHits & h = ws.hits[(size_t) ((t * ns + si) * nk + q)];
+                for (size_t e = 0; e < h.keys.size(); e++) {
+                    if (h.keys[e] > th.T) set_mask_bit(m, h.index[e]);
+                    else if (h.keys[e] == th.T && take > 0) { set_mask_bit(m, h.index[e]); take--; }
+                }
+            }
+        }
+    });
+    for (int64_t si = 0; si < ns; si++) {
+        if (missed[(size_t) si].empty()) continue;
+        std::vector<Threshold> th((size_t) nk);
+        std::vector<char> resolved((size_t) nk, 1);
+        for (int64_t q = 0; q < nk; q++) th[(size_t) q].mode = -2;   // marked above (or nothing to mark): left alone
+        for (int64_t q : missed[(size_t) si]) {
+            clear_bits(masks[(size_t) si][(size_t) q], base, base + len);
+            th[(size_t) q].mode = 0; resolved[(size_t) q] = 0;
+        }
+        ScoreGroup g{w.dequantized(), cols[(size_t) si], n_in, base, len};
+        const int hnt = (int) std::max<int64_t>(1, std::min<int64_t>(n_threads, len / kMinPerThread));
+        histogram_thresholds(g, ks, th, resolved, hnt, collect_limit);
+        mark_with_thresholds(g, th, masks[(size_t) si], hnt);
+    }
 }
 
 // selectTopK({ type, data, nIn, rows, matrices, colWeights: Float64Array[], groupBy: 'matrix'|'row',
@@ -372,41 +737,61 @@ Napi::Value SelectTopK(const Napi::CallbackInfo & info) {
         if (!(d >= 0) || d != std::floor(d) || d > (double) group) throw CodedError("EUSAGE", "counts must be integers in [0, group size]");
         ks.push_back((int64_t) d);
     }
-    const int64_t radix_min = OptionalInteger(o, "radixMinGroup", 1 << 20, 1);
+    const int64_t radix_min = OptionalInteger(o, "radixMinGroup", 1 << 16, 1);
 
     const int n_threads = get_threads(o);
     const int64_t collect_limit = OptionalInteger(o, "radixBucketLimit", kCollectLimitDefault, 1);
     // 1: thresholds first estimated from a sample (default); 0: histogram only; 2: sample with no margin (tests the fallback)
     const int sampling = (int) std::min<int64_t>(OptionalInteger(o, "radixSampling", 1, 0), 2);
 
-    auto result = std::make_shared<std::vector<std::vector<std::vector<uint8_t>>>>();
+    // The masks: zeroed allocations handed to JS as they are (external ArrayBuffers, freed by their
+    // finalizer): copying each into a fresh JS buffer was a memmove and a page fault per 4 KiB.
+    struct Result {
+        std::vector<Masks> masks;   // [set][K]
+        ~Result() { for (auto & set : masks) for (uint8_t * p : set) free(p); }
+    };
+    auto result = std::make_shared<Result>();
+    const size_t mask_bytes = (size_t) ((numel + 7) / 8);
     const uint8_t * bytes = data.Data();
     auto * w = new TaskWorker(env,
         [=]() {
-            result->assign(cols.size(), std::vector<std::vector<uint8_t>>(ks.size(), std::vector<uint8_t>((size_t) ((numel + 7) / 8), 0)));
+            result->masks.assign(cols.size(), Masks(ks.size(), nullptr));
+            for (auto & set : result->masks) for (uint8_t *& p : set) if (!(p = (uint8_t *) calloc(mask_bytes, 1))) throw std::bad_alloc();
             const int64_t per_matrix = n_in * rows;
             const size_t row_bytes = bytes_for(t, n_in);
             const bool direct = t == GGML_TYPE_F32 && ((uintptr_t) bytes % alignof(float)) == 0;
             // reused across calls on this worker thread: a fresh buffer per matrix costs page faults
             // (a thread_local named inside the lambdas below would be each thread's own: use the pointer)
+            // (sized on first use: F32, F16 and BF16 matrices of the fused pass need it only for a fallback)
             static thread_local std::vector<float> dequant_buffer;
-            if (!direct && dequant_buffer.size() < (size_t) per_matrix) dequant_buffer.resize((size_t) per_matrix);
-            float * const dequant = dequant_buffer.data();
+            std::vector<float> * const buffer = &dequant_buffer;
             struct Release { ~Release() { if (dequant_buffer.capacity() * sizeof(float) > ((size_t) 512 << 20)) std::vector<float>().swap(dequant_buffer); } } release;   // not held past the call when huge
             std::vector<std::vector<uint64_t>> scratch((size_t) n_threads);
+            FusedWorkspace workspace;
             // one matrix at a time: dequantized on all threads (whole rows), then scored per column set
+            const bool fused = group >= per_matrix && per_matrix >= radix_min && sampling != 0 && per_matrix / 16 >= 1024;
+            const bool chunked = t == GGML_TYPE_F32 || t == GGML_TYPE_F16 || t == GGML_TYPE_BF16;   // converted chunk by chunk
             for (int64_t m = 0; m < mats; m++) {
                 const int64_t mbase = m * per_matrix;
-                const float * wf;
-                if (direct) wf = (const float *) bytes + mbase;
-                else {
+                auto dequantize = [&]() -> const float * {
+                    if (direct) return (const float *) bytes + mbase;
+                    if (buffer->size() < (size_t) per_matrix) buffer->resize((size_t) per_matrix);
+                    float * const dequant = buffer->data();
                     parallel_ranges(n_threads, 0, rows, 1, std::max<int64_t>(1, kMinPerThread / n_in), [&](int, int64_t r0, int64_t r1) {
                         dequantize_into(t, bytes + (size_t) (m * rows + r0) * row_bytes, dequant + r0 * n_in, (r1 - r0) * n_in);
                     });
-                    wf = dequant;
+                    return dequant;
+                };
+                if (fused) {
+                    std::vector<const double *> mcols;
+                    for (const double * c : cols) mcols.push_back(c + m * n_in);
+                    MatrixSource src{t, chunked ? bytes + (size_t) (m * rows) * row_bytes : nullptr, chunked ? nullptr : dequantize(), dequantize};
+                    select_matrix_fused(src, mcols, n_in, mbase, per_matrix, ks, result->masks, n_threads, collect_limit, sampling == 2, workspace);
+                    continue;
                 }
+                const float * wf = dequantize();
                 for (size_t s = 0; s < cols.size(); s++) {
-                    auto & masks = (*result)[s];
+                    const Masks & masks = result->masks[s];
                     const double * col = cols[s] + m * n_in;
                     if (group >= per_matrix) {
                         ScoreGroup g{wf, col, n_in, mbase, per_matrix};
@@ -425,11 +810,16 @@ Napi::Value SelectTopK(const Napi::CallbackInfo & info) {
                 }
             }
         },
-        [result](Napi::Env e) -> Napi::Value {
-            Napi::Array out = Napi::Array::New(e, result->size());
-            for (size_t s = 0; s < result->size(); s++) {
-                Napi::Array per = Napi::Array::New(e, (*result)[s].size());
-                for (size_t q = 0; q < (*result)[s].size(); q++) per.Set((uint32_t) q, ToJsArray<Napi::Uint8Array>(e, (*result)[s][q]));
+        [result, mask_bytes](Napi::Env e) -> Napi::Value {
+            Napi::Array out = Napi::Array::New(e, result->masks.size());
+            for (size_t s = 0; s < result->masks.size(); s++) {
+                Napi::Array per = Napi::Array::New(e, result->masks[s].size());
+                for (size_t q = 0; q < result->masks[s].size(); q++) {
+                    uint8_t *& p = result->masks[s][q];
+                    Napi::ArrayBuffer buffer = Napi::ArrayBuffer::New(e, p, mask_bytes, [](Napi::Env, void * d) { free(d); });
+                    p = nullptr;   // the ArrayBuffer owns it now
+                    per.Set((uint32_t) q, Napi::Uint8Array::New(e, mask_bytes, buffer, 0));
+                }
                 out.Set((uint32_t) s, per);
             }
             return out;

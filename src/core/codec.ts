@@ -73,7 +73,7 @@ export interface TopKRequest {
   groupBy: 'matrix' | 'row';
   /** how many weights to take per group, one entry per K */
   counts: number[];
-  /** groups of at least this many weights use the radix select, smaller ones nth_element (default 2^20) */
+  /** groups of at least this many weights use the sampled one-pass select (matrices) or the radix select (rows), smaller ones nth_element (default 2^16) */
   radixMinGroup?: number;
   /** a threshold bucket of the radix select holding more scores than this is refined by another pass (default 2^20; tests lower it) */
   radixBucketLimit?: number;

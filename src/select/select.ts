@@ -99,7 +99,7 @@ export interface SelectOptions {
   includeOutput?: boolean;
   /** seed of the random baseline (default 0) */
   seed?: number;
-  /** groups of at least this many weights use the radix select (default 2^20; tests lower it) */
+  /** groups of at least this many weights use the sampled one-pass select (default 2^16; tests lower it) */
   radixMinGroup?: number;
   /** threads for scoring (default: all cores); the selection does not depend on it */
   threads?: number;

@@ -174,6 +174,52 @@ t.test('large groups: every thread count and radix refinement give the brute-for
   }
 });
 
+t.test('fused pass: two column sets, chunked and dequantized types, window misses; masks independent of threads and sampling', async (t) => {
+  // groups of 16384 weights and more take the one-pass path (radixMinGroup 1 lets the smaller ones
+  // in); F32, F16 and BF16 are converted chunk by chunk there, the others dequantized whole. Cases:
+  // a width that splits mask bytes, matrices split over threads (>= 2 x 32768 weights), a set whose
+  // scores are mostly zero (K = 0.5 then takes every positive score: the window misses), scores
+  // with a handful of values (ties fill the window: it overflows), and radixSampling 2 (no margin:
+  // most windows miss and the histogram path redoes those K after clearing their bits).
+  const cases = [
+    { type: 'F16', shape: [128, 160, 2] }, { type: 'F32', shape: [129, 200, 1] }, { type: 'BF16', shape: [264, 500, 1] },
+    { type: 'Q4_K', shape: [256, 80, 1] }, { type: 'Q8_0', shape: [96, 200, 2] }, { type: 'F16', shape: [256, 300, 1], fewValues: true },
+    { type: 'F16', shape: [256, 96, 1], sparse: true },
+  ];
+  const ks = [0.0001, 0.01, 0.1, 0.3, 0.5];
+  let seed = 1300;
+  for (const { type, shape, fewValues, sparse } of cases) {
+    const r = rng(seed++);
+    const [nIn, rows, matrices] = shape, perMatrix = nIn * rows, numel = perMatrix * matrices;
+    const weights = fewValues ? new Float32Array(numel).map(() => [0, 0.25, -0.25, 0.5, -0.5][Math.floor(r() * 5)]) : randomWeights(numel, r);
+    const bytes = quantize(TYPES[type].id, weights, nIn);
+    const values = decodeReference(type, bytes, numel);
+    const cols = [0, 1].map((set) => {
+      const c = fewValues ? new Float64Array(nIn * matrices).map(() => 1 + Math.floor(r() * 2)) : randomColumns(nIn * matrices, r);
+      if (sparse && set === 1) for (let i = 0; i < c.length; i++) if (r() < 0.7) c[i] = 0;
+      return c;
+    });
+    const counts = ks.map((k) => topKCount(perMatrix, k));
+    const expected = cols.map((col) => counts.map((c) => {
+      const set = new Set<number>();
+      for (let m = 0; m < matrices; m++) for (const i of referenceTop(values, (i) => col[m * nIn + (i % nIn)], m * perMatrix, perMatrix, c)) set.add(i);
+      return set;
+    }));
+    let first: Uint8Array[][] | undefined;
+    for (const threads of [1, 2, 3]) {
+      for (const radixSampling of [1, 2, 0]) {
+        const masks = await selectTopK({ type: TYPES[type].id, data: bytes, nIn, rows, matrices, colWeights: cols, groupBy: 'matrix', counts, threads, radixMinGroup: 1, radixSampling });
+        const label = `${type} ${shape.join('x')}${fewValues ? ' few values' : ''}${sparse ? ' sparse' : ''} threads=${threads} sampling=${radixSampling}`;
+        let ok = true;
+        masks.forEach((perK, set) => perK.forEach((mask, q) => { if (!sameSet(maskToSet(mask, numel), expected[set][q])) { ok = false; t.fail(`${label} set ${set} K=${ks[q]}`); } }));
+        if (ok) t.pass(label);
+        if (!first) first = masks;
+        else t.ok(masks.every((perK, set) => perK.every((mask, q) => Buffer.from(mask).equals(Buffer.from(first![set][q])))), `${label}: bitwise the masks of threads=1 sampling=1`);
+      }
+    }
+  }
+});
+
 t.test('random: MathNeuro counts per matrix, reproducible by seed', async (t) => {
   const r = rng(5);
   const [nIn, rows, matrices] = [64, 40, 3], numel = nIn * rows * matrices;
