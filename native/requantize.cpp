@@ -6,8 +6,12 @@
 #include <cmath>
 #include <cstdlib>
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <memory>
+#ifndef _WIN32
+#include <unistd.h>
+#endif
 
 namespace {
 
@@ -210,7 +214,8 @@ Napi::Value RequantizeBlocks(const Napi::CallbackInfo & info) {
 // patchTensor({ type, data: Uint8Array (the whole tensor as stored; rewritten in place), mask:
 //   Uint8Array (one bit per weight), nIn, rows, matrices, scale (0 prunes), importance?: Float32Array
 //   (one value per column and matrix, nIn * matrices), strategy, threads?, histogram?: { min, max,
-//   bins }, ranges?: false, mergeGap?: bytes }): Promise<{ changed: Float64Array (merged byte
+//   bins }, ranges?: false, mergeGap?: bytes, read?: { fd, offset }, write?: { fd, offset } }):
+//   Promise<{ changed: Float64Array (merged byte
 //   ranges: offset, length, ...; empty with ranges: false), bytesChanged,
 //   blocksTouched, selectedWeights, candidates: Float64Array(5) (blocks kept per candidate kind:
 //   plain, keep-scale, weighted, exact, rescaled), realized: { selected, unchanged, onTarget, ratioCount,
@@ -219,7 +224,8 @@ Napi::Value RequantizeBlocks(const Napi::CallbackInfo & info) {
 // Every block holding a selected weight is requantized toward its target as requantizeBlocks does
 // (float types: each selected element converted on its own), on all threads; the realized-scale
 // figures are accumulated per chunk of blocks and summed in block order, so the result does not
-// depend on the number of threads.
+// depend on the number of threads. With `read`, data is first filled from that file at that offset,
+// with `write`, the patched tensor is then written there, both on the worker thread (POSIX only).
 namespace patch {
 
 constexpr int64_t kBlocksPerChunk = 1024;
@@ -239,6 +245,54 @@ struct Realized {
 };
 
 struct Histogram { double min = -1, max = 3; int64_t bins = 0; };
+
+// The `read` / `write` options: the tensor's bytes are read from (written to) a file at an offset
+// on the worker thread, so that a new-file patch needs no read or write on the JS thread.
+struct FileAt { int fd = -1; int64_t offset = 0; };
+
+FileAt file_at(const Napi::Object & o, const char * key) {
+    FileAt f;
+    if (!IsSet(o, key) || o.Get(key).IsNull()) return f;
+    if (!o.Get(key).IsObject()) throw CodedError("EUSAGE", std::string(key) + " must be { fd, offset }");
+    Napi::Object x = o.Get(key).As<Napi::Object>();
+    const int64_t fd = RequireInteger(x, "fd", 0), offset = RequireInteger(x, "offset", 0);
+    if (fd > 2147483647 || offset > ((int64_t) 1 << 53)) throw CodedError("EUSAGE", std::string(key) + ": not a file descriptor and offset");
+#ifdef _WIN32
+    throw CodedError("EUSAGE", std::string(key) + " is not supported on this platform");
+#endif
+    f.fd = (int) fd; f.offset = offset;
+    return f;
+}
+
+const char * errno_code(int e) {
+    return e == ENOSPC ? "ENOSPC" : e == EFBIG ? "EFBIG" : e == EDQUOT ? "EDQUOT" : "EIO";
+}
+
+#ifndef _WIN32
+void read_fully(const FileAt & f, uint8_t * p, size_t n) {
+    size_t done = 0;
+    while (done < n) {
+        const ssize_t r = pread(f.fd, p + done, std::min<size_t>(n - done, (size_t) 1 << 30), (off_t) (f.offset + (int64_t) done));
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) throw CodedError("EIO", std::string("reading the source: ") + strerror(errno));
+        if (r == 0) throw CodedError("EIO", "source model: unexpected end of file at byte " + std::to_string(f.offset + (int64_t) done));
+        done += (size_t) r;
+    }
+}
+
+void write_fully(const FileAt & f, const uint8_t * p, size_t n) {
+    size_t done = 0;
+    while (done < n) {
+        const ssize_t r = pwrite(f.fd, p + done, std::min<size_t>(n - done, (size_t) 1 << 30), (off_t) (f.offset + (int64_t) done));
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) { const int e = errno; throw CodedError(errno_code(e), std::string("write: ") + strerror(e)); }
+        done += (size_t) r;
+    }
+}
+#else
+void read_fully(const FileAt &, uint8_t *, size_t) { throw CodedError("EUSAGE", "read is not supported on this platform"); }
+void write_fully(const FileAt &, const uint8_t *, size_t) { throw CodedError("EUSAGE", "write is not supported on this platform"); }
+#endif
 
 // One element of a float type, with ggml's own conversions (those ggml_quantize_chunk uses).
 inline float load_float(ggml_type t, const uint8_t * p) {
@@ -320,15 +374,25 @@ Napi::Value PatchTensor(const Napi::CallbackInfo & info) {
         if (!(hist.max > hist.min) || hist.bins > (1 << 24)) throw CodedError("EUSAGE", "histogram needs min < max and at most 2^24 bins");
     }
 
+    const patch::FileAt read_at = patch::file_at(o, "read"), write_at = patch::file_at(o, "write");
+
     struct Out { std::vector<double> changed; double bytes_changed = 0; patch::Realized r; std::vector<double> bins; };
     auto out = std::make_shared<Out>();
     uint8_t * bytes = data.Data(); const uint8_t * sel = mask.Data();
+    const size_t nbytes = data.ByteLength();
     auto * w = new TaskWorker(env,
         [=]() {
+            if (read_at.fd >= 0) patch::read_fully(read_at, bytes, nbytes);
             const int64_t nblocks = numel / bs;
             const int64_t nchunks = (nblocks + patch::kBlocksPerChunk - 1) / patch::kBlocksPerChunk;
             std::vector<patch::Realized> partial((size_t) nchunks);
-            std::vector<std::vector<int64_t>> changed_blocks((size_t) nchunks);
+            // the changed blocks of each chunk, listed only when the ranges are wanted (else counted)
+            std::vector<std::vector<int64_t>> changed_blocks(want_ranges ? (size_t) nchunks : 0);
+            std::vector<int64_t> changed_count((size_t) nchunks, 0);
+            auto note_changed = [&](int64_t c, int64_t b) {
+                changed_count[(size_t) c]++;
+                if (want_ranges) changed_blocks[(size_t) c].push_back(b);
+            };
             const int nt = (int) std::max<int64_t>(1, std::min<int64_t>(n_threads, nchunks));
             std::vector<std::unique_ptr<patch::SparseBins>> bins;
             for (int x = 0; x < nt; x++) bins.emplace_back(new patch::SparseBins(hist.bins));
@@ -354,7 +418,7 @@ Napi::Value PatchTensor(const Napi::CallbackInfo & info) {
                                 uint8_t nb[4];
                                 patch::store_float(t, target, nb);
                                 r.blocks_touched++; r.selected_weights++; r.candidates[kCandExact]++;
-                                if (ts == 2 ? (nb[0] != p[0] || nb[1] != p[1]) : memcmp(nb, p, ts) != 0) { memcpy(p, nb, ts); changed_blocks[(size_t) c].push_back(i); }
+                                if (ts == 2 ? (nb[0] != p[0] || nb[1] != p[1]) : memcmp(nb, p, ts) != 0) { memcpy(p, nb, ts); note_changed(c, i); }
                                 patch::account(r, *bins[(size_t) th], hist, true, before, patch::load_float(t, p), scale);
                             }
                         }
@@ -379,7 +443,7 @@ Napi::Value PatchTensor(const Napi::CallbackInfo & info) {
                         const float * im = importance ? importance + m * n_in + (i0 % n_in) : nullptr;
                         const int kind = requant_block(t, bs, ts, blk, target.data(), im, sel, i0, strategy, sc, next.data());
                         r.candidates[kind]++;
-                        if (memcmp(next.data(), blk, ts) != 0) { memcpy(blk, next.data(), ts); changed_blocks[(size_t) c].push_back(b); }
+                        if (memcmp(next.data(), blk, ts) != 0) { memcpy(blk, next.data(), ts); note_changed(c, b); }
                         dequantize_into(t, blk, after.data(), bs);
                         for (int64_t j = 0; j < bs; j++) {
                             const bool s = (sel[(i0 + j) >> 3] >> ((i0 + j) & 7)) & 1;
@@ -400,17 +464,16 @@ Napi::Value PatchTensor(const Napi::CallbackInfo & info) {
                 for (const auto & bv : bins) n += bv->counts[i];
                 out->bins.push_back((double) i); out->bins.push_back((double) n);
             }
+            for (int64_t n : changed_count) out->bytes_changed += (double) n * (double) ts;
             for (auto & cb : changed_blocks) {
-                out->bytes_changed += (double) cb.size() * (double) ts;
-                if (want_ranges) {
-                    for (int64_t b : cb) {
-                        const double off = (double) b * (double) ts;
-                        if (!out->changed.empty() && off - (out->changed[out->changed.size() - 2] + out->changed.back()) <= (double) merge_gap) out->changed.back() = off + (double) ts - out->changed[out->changed.size() - 2];
-                        else { out->changed.push_back(off); out->changed.push_back((double) ts); }
-                    }
+                for (int64_t b : cb) {
+                    const double off = (double) b * (double) ts;
+                    if (!out->changed.empty() && off - (out->changed[out->changed.size() - 2] + out->changed.back()) <= (double) merge_gap) out->changed.back() = off + (double) ts - out->changed[out->changed.size() - 2];
+                    else { out->changed.push_back(off); out->changed.push_back((double) ts); }
                 }
                 std::vector<int64_t>().swap(cb);
             }
+            if (write_at.fd >= 0) patch::write_fully(write_at, bytes, nbytes);
         },
         [out](Napi::Env e) -> Napi::Value {
             Napi::Object r = Napi::Object::New(e);
