@@ -43,26 +43,43 @@ Strategy parse_strategy(const std::string & s, ggml_type t) {
 
 struct BlockScratch {
     std::vector<uint8_t> cand, best;
-    std::vector<float> deq, weights;
+    std::vector<float> deq, best_deq, weights;
     std::vector<uint8_t> sat;   // per weight: selected and out of the keep-scale code range
     void init(int64_t bs, size_t ts) {
-        cand.resize(ts); best.resize(ts); deq.resize((size_t) bs); weights.resize((size_t) bs); sat.resize((size_t) bs);
+        cand.resize(ts); best.resize(ts); deq.resize((size_t) bs); best_deq.resize((size_t) bs); weights.resize((size_t) bs); sat.resize((size_t) bs);
     }
 };
 
 // sel: mask bits, bit sel_base + j is weight j of the block. im: the block's importance (or null).
-// Writes the kept candidate to `out` (ts bytes) and returns its kind.
+// Writes the kept candidate to `out` (ts bytes) and returns its kind; with `after`, its values too
+// (as dequantize_into gives them).
 int requant_block(ggml_type t, int64_t bs, size_t ts, const uint8_t * orig, const float * tg, const float * im,
-                  const uint8_t * sel, int64_t sel_base, Strategy strategy, BlockScratch & sc, uint8_t * out) {
+                  const uint8_t * sel, int64_t sel_base, Strategy strategy, BlockScratch & sc, uint8_t * out, float * after = nullptr) {
     auto is_sel = [&](int64_t j) { const int64_t i = sel_base + j; return (sel[i >> 3] >> (i & 7)) & 1; };
     double best_err = INFINITY; int best_diff = 1 << 30; int best_kind = -1;
+    // The only candidate (keep-scale, or auto's keep-scale where no weight saturates): kept when its
+    // error is finite, that is when every value and target is (a sum of at most 256 squares of
+    // float differences cannot overflow a double); its error and changed bytes decide nothing.
+    bool after_done = false;   // `after` already holds the kept candidate's values
+    auto consider_only = [&](int kind) {
+        float * deq = after ? after : sc.deq.data();
+        dequantize_into(t, sc.cand.data(), deq, bs);
+        bool finite = true;
+        for (int64_t j = 0; j < bs; j++) finite &= std::isfinite(deq[j]) & std::isfinite(tg[j]);
+        if (!finite) return;
+        best_kind = kind; memcpy(sc.best.data(), sc.cand.data(), ts);
+        after_done = after != nullptr;
+    };
     auto consider = [&](int kind) {
         dequantize_into(t, sc.cand.data(), sc.deq.data(), bs);
         double err = 0;
         for (int64_t j = 0; j < bs; j++) { double d = (double) sc.deq[j] - (double) tg[j]; err += d * d; }
         if (!std::isfinite(err)) return;
         int diff = 0; for (size_t k = 0; k < ts; k++) diff += sc.cand[k] != orig[k];
-        if (err < best_err || (err == best_err && diff < best_diff)) { best_err = err; best_diff = diff; best_kind = kind; sc.best = sc.cand; }
+        if (err < best_err || (err == best_err && diff < best_diff)) {
+            best_err = err; best_diff = diff; best_kind = kind; sc.best = sc.cand;
+            if (after) memcpy(sc.best_deq.data(), sc.deq.data(), (size_t) bs * sizeof(float));
+        }
     };
     if (strategy != kKeepScale && strategy != kAuto) {
         ggml_quantize_chunk(t, tg, sc.cand.data(), 0, 1, bs, im);
@@ -78,7 +95,7 @@ int requant_block(ggml_type t, int64_t bs, size_t ts, const uint8_t * orig, cons
             if (!(s.a != 0) || !std::isfinite(s.a) || !std::isfinite(s.b)) continue;
             const double qf = ((double) tg[j] - s.b) / s.a;
             if (qf > s.qmax + 0.5 || qf < s.qmin - 0.5) { saturated = true; sc.sat[j] = 1; }
-            int q0 = (int) std::lround(std::max((double) s.qmin, std::min((double) s.qmax, qf)));
+            int q0 = (int) round_half_away(std::max((double) s.qmin, std::min((double) s.qmax, qf)));
             int bestq = s.q; double beste = std::fabs((double) (s.a * s.q + s.b) - tg[j]);
             for (int q = q0 - 1; q <= q0 + 1; q++) {
                 if (q < s.qmin || q > s.qmax) continue;
@@ -87,7 +104,9 @@ int requant_block(ggml_type t, int64_t bs, size_t ts, const uint8_t * orig, cons
             }
             if (bestq != s.q) write_code(t, sc.cand.data(), j, bestq);
         }
-        consider(kCandKeepScale);
+        // no other candidate follows (best_kind < 0: none came before)
+        if (best_kind < 0 && (strategy == kKeepScale || (strategy == kAuto && !saturated))) consider_only(kCandKeepScale);
+        else consider(kCandKeepScale);
     }
     if (strategy == kAuto && saturated && rescale_sub_block_size(t) > 0) {
         // sc.cand still holds the keep-scale candidate
@@ -113,8 +132,13 @@ int requant_block(ggml_type t, int64_t bs, size_t ts, const uint8_t * orig, cons
         ggml_quantize_chunk(t, tg, sc.cand.data(), 0, 1, bs, sc.weights.data());
         consider(kCandWeighted);
     }
-    if (best_kind < 0) { memcpy(out, orig, ts); return kCandPlain; }
+    if (best_kind < 0) {
+        memcpy(out, orig, ts);
+        if (after) dequantize_into(t, orig, after, bs);
+        return kCandPlain;
+    }
     memcpy(out, sc.best.data(), ts);
+    if (after && !after_done) memcpy(after, sc.best_deq.data(), (size_t) bs * sizeof(float));
     return best_kind;
 }
 
@@ -295,15 +319,16 @@ void write_fully(const FileAt &, const uint8_t *, size_t) { throw CodedError("EU
 #endif
 
 // One element of a float type, with ggml's own conversions (those ggml_quantize_chunk uses).
+// (codec.h's inline copies of them)
 inline float load_float(ggml_type t, const uint8_t * p) {
     if (t == GGML_TYPE_F32) { float f; memcpy(&f, p, 4); return f; }
-    if (t == GGML_TYPE_F16) { ggml_fp16_t h; memcpy(&h, p, 2); return ggml_fp16_to_fp32(h); }
-    ggml_bf16_t h; memcpy(&h, p, 2); return ggml_bf16_to_fp32(h);
+    uint16_t h; memcpy(&h, p, 2);
+    return t == GGML_TYPE_F16 ? fp16_to_fp32(h) : bf16_to_fp32(h);
 }
 inline void store_float(ggml_type t, float f, uint8_t * p) {
     if (t == GGML_TYPE_F32) { memcpy(p, &f, 4); return; }
-    if (t == GGML_TYPE_F16) { ggml_fp16_t h = ggml_fp32_to_fp16(f); memcpy(p, &h, 2); return; }
-    ggml_bf16_t h = ggml_fp32_to_bf16(f); memcpy(p, &h, 2);
+    const uint16_t h = t == GGML_TYPE_F16 ? fp32_to_fp16(f) : fp32_to_bf16(f);
+    memcpy(p, &h, 2);
 }
 
 // One weight's before/after into the figures (the same arithmetic as src/patch/realized.ts).
@@ -429,7 +454,8 @@ Napi::Value PatchTensor(const Napi::CallbackInfo & info) {
                         const int64_t i0 = b * bs;
                         // any selected weight in this block?
                         int64_t nsel = 0;
-                        if (bs % 8 == 0) { for (int64_t x = i0 >> 3; x < (i0 + bs) >> 3; x++) nsel += __builtin_popcount(sel[x]); }
+                        if (bs % 64 == 0) { for (int64_t x = i0 >> 3; x < (i0 + bs) >> 3; x += 8) { uint64_t v; memcpy(&v, sel + x, 8); nsel += popcount64(v); } }
+                        else if (bs % 8 == 0) { for (int64_t x = i0 >> 3; x < (i0 + bs) >> 3; x++) nsel += popcount64(sel[x]); }
                         else for (int64_t j = 0; j < bs; j++) nsel += (sel[(i0 + j) >> 3] >> ((i0 + j) & 7)) & 1;
                         if (nsel == 0) continue;
                         r.blocks_touched++; r.selected_weights += (double) nsel;
@@ -441,13 +467,24 @@ Napi::Value PatchTensor(const Napi::CallbackInfo & info) {
                         }
                         const int64_t m = i0 / per_matrix;
                         const float * im = importance ? importance + m * n_in + (i0 % n_in) : nullptr;
-                        const int kind = requant_block(t, bs, ts, blk, target.data(), im, sel, i0, strategy, sc, next.data());
+                        // after: the values of the kept candidate (the block's new bytes)
+                        const int kind = requant_block(t, bs, ts, blk, target.data(), im, sel, i0, strategy, sc, next.data(), after.data());
                         r.candidates[kind]++;
                         if (memcmp(next.data(), blk, ts) != 0) { memcpy(blk, next.data(), ts); note_changed(c, b); }
-                        dequantize_into(t, blk, after.data(), bs);
+                        // the other weights' sums first, in locals and a loop without calls (kept in
+                        // registers, not stored and reloaded per weight), then the selected weights';
+                        // each sum gets its terms in the same order as patch::account adds them
+                        double others = r.others, others_changed = r.others_changed, other_change_sq = r.other_change_sq, other_value_sq = r.other_value_sq;
                         for (int64_t j = 0; j < bs; j++) {
-                            const bool s = (sel[(i0 + j) >> 3] >> ((i0 + j) & 7)) & 1;
-                            patch::account(r, *bins[(size_t) th], hist, s, before[j], after[j], scale);
+                            if ((sel[(i0 + j) >> 3] >> ((i0 + j) & 7)) & 1) continue;
+                            const double bv = before[j], av = after[j];
+                            others++;
+                            if (av != bv) { others_changed++; other_change_sq += (av - bv) * (av - bv); }
+                            other_value_sq += bv * bv;
+                        }
+                        r.others = others; r.others_changed = others_changed; r.other_change_sq = other_change_sq; r.other_value_sq = other_value_sq;
+                        for (int64_t j = 0; j < bs; j++) {
+                            if ((sel[(i0 + j) >> 3] >> ((i0 + j) & 7)) & 1) patch::account(r, *bins[(size_t) th], hist, true, before[j], after[j], scale);
                         }
                     }
                     partial[(size_t) c] = r;
