@@ -181,8 +181,9 @@ async function writePatched(w: ShardWrite): Promise<number> {
       });
       run.catch(() => { /* awaited by settle, or on the way out */ });
       // the previous tensor (its buffer is this one's successor's) is finished while this one runs
-      await settle();
-      pending = { t, run, bytes, at };
+      const current = { t, run, bytes, at };
+      try { await settle(); } catch (e) { pending = current; throw e; }
+      pending = current;
       cursor = t.absoluteOffset + t.byteSize;
     }
     await settle();
