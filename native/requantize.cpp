@@ -404,10 +404,8 @@ Napi::Value PatchTensor(const Napi::CallbackInfo & info) {
     struct Out { std::vector<double> changed; double bytes_changed = 0; patch::Realized r; std::vector<double> bins; };
     auto out = std::make_shared<Out>();
     uint8_t * bytes = data.Data(); const uint8_t * sel = mask.Data();
-    const size_t nbytes = data.ByteLength();
     auto * w = new TaskWorker(env,
         [=]() {
-            if (read_at.fd >= 0) patch::read_fully(read_at, bytes, nbytes);
             const int64_t nblocks = numel / bs;
             const int64_t nchunks = (nblocks + patch::kBlocksPerChunk - 1) / patch::kBlocksPerChunk;
             std::vector<patch::Realized> partial((size_t) nchunks);
@@ -422,7 +420,7 @@ Napi::Value PatchTensor(const Napi::CallbackInfo & info) {
             std::vector<std::unique_ptr<patch::SparseBins>> bins;
             for (int x = 0; x < nt; x++) bins.emplace_back(new patch::SparseBins(hist.bins));
             const bool quantized = ggml_is_quantized(t);
-            parallel_ranges(nt, 0, nchunks, 1, 1, [&](int th, int64_t c0, int64_t c1) {
+            auto patch_chunks = [&](int th, int64_t c0, int64_t c1) {
                 BlockScratch sc; sc.init(bs, ts);
                 std::vector<float> before((size_t) bs), target((size_t) bs), after((size_t) bs);
                 std::vector<uint8_t> next(ts);
@@ -489,6 +487,14 @@ Napi::Value PatchTensor(const Napi::CallbackInfo & info) {
                     }
                     partial[(size_t) c] = r;
                 }
+            };
+            // each thread reads its own part of the tensor, patches it and writes it (with read /
+            // write), so the copies run on every thread and overlap the other threads' patching
+            parallel_ranges(nt, 0, nchunks, 1, 1, [&](int th, int64_t c0, int64_t c1) {
+                const size_t b0 = (size_t) (c0 * patch::kBlocksPerChunk) * ts, b1 = (size_t) std::min(nblocks, c1 * patch::kBlocksPerChunk) * ts;
+                if (read_at.fd >= 0) patch::read_fully({read_at.fd, read_at.offset + (int64_t) b0}, bytes + b0, b1 - b0);
+                patch_chunks(th, c0, c1);
+                if (write_at.fd >= 0) patch::write_fully({write_at.fd, write_at.offset + (int64_t) b0}, bytes + b0, b1 - b0);
             });
             for (const auto & p : partial) out->r.add(p);
             // the bins hit, as (index, count) pairs in increasing index
@@ -510,7 +516,6 @@ Napi::Value PatchTensor(const Napi::CallbackInfo & info) {
                 }
                 std::vector<int64_t>().swap(cb);
             }
-            if (write_at.fd >= 0) patch::write_fully(write_at, bytes, nbytes);
         },
         [out](Napi::Env e) -> Napi::Value {
             Napi::Object r = Napi::Object::New(e);
