@@ -67,6 +67,27 @@ void dequantize_into(ggml_type t, const uint8_t * src, float * dst, int64_t n) {
     ggml_get_type_traits(t)->to_float(src, dst, n);
 }
 
+bool g_fp16_inline = false;
+
+bool fp16_check() {
+    for (uint32_t h = 0; h < 65536; h++) {
+        if (bits_f32(fp16_to_fp32_inline((uint16_t) h)) != bits_f32(ggml_fp16_to_fp32((ggml_fp16_t) h))) return false;
+    }
+    auto same = [](uint32_t w) { const float f = f32_bits(w); return fp32_to_fp16_inline(f) == ggml_fp32_to_fp16(f); };
+    // fp32 values at, between and around every fp16 value (rounding ties and their neighbours),
+    // the fp16 range's edges, infinities and NaNs with assorted payloads, and a stride through all
+    for (uint32_t h = 0; h < 65536; h++) {
+        const uint32_t w = bits_f32(ggml_fp16_to_fp32((ggml_fp16_t) h));
+        for (int64_t d = -2; d <= 2; d++) if (!same((uint32_t) ((int64_t) w + d))) return false;
+        const uint32_t mid = w + (1u << 12);   // halfway to the next fp16 value, for normal values
+        for (int64_t d = -1; d <= 1; d++) if (!same((uint32_t) ((int64_t) mid + d))) return false;
+    }
+    for (uint64_t w = 0; w < ((uint64_t) 1 << 32); w += 4099) if (!same((uint32_t) w)) return false;
+    for (uint32_t w : {0x7f800000u, 0xff800000u, 0x7fc00000u, 0xffc00000u, 0x7f800001u, 0x7fbfffffu, 0xffffffffu, 0x477fefffu, 0x477ff000u, 0x477fffffu, 0x33000000u, 0x33000001u, 0x387fc000u, 0x38800000u})
+        if (!same(w)) return false;
+    return true;
+}
+
 // The `threads` option (default: every core).
 int get_threads(const Napi::Object & o) {
     if (IsSet(o, "threads")) return (int) std::min<int64_t>(RequireInteger(o, "threads", 1), 1024);
@@ -143,6 +164,7 @@ Napi::Value Quantize(const Napi::CallbackInfo & info) {
 }  // namespace
 
 void RegisterCodec(Napi::Env env, Napi::Object exports) {
+    codec::g_fp16_inline = codec::fp16_check();
     exports.Set("codecTypeInfo", Napi::Function::New(env, Export<TypeInfo>));
     exports.Set("dequantize", Napi::Function::New(env, Export<Dequantize>));
     exports.Set("quantize", Napi::Function::New(env, Export<Quantize>));

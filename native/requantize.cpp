@@ -6,8 +6,12 @@
 #include <cmath>
 #include <cstdlib>
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <memory>
+#ifndef _WIN32
+#include <unistd.h>
+#endif
 
 namespace {
 
@@ -39,26 +43,43 @@ Strategy parse_strategy(const std::string & s, ggml_type t) {
 
 struct BlockScratch {
     std::vector<uint8_t> cand, best;
-    std::vector<float> deq, weights;
+    std::vector<float> deq, best_deq, weights;
     std::vector<uint8_t> sat;   // per weight: selected and out of the keep-scale code range
     void init(int64_t bs, size_t ts) {
-        cand.resize(ts); best.resize(ts); deq.resize((size_t) bs); weights.resize((size_t) bs); sat.resize((size_t) bs);
+        cand.resize(ts); best.resize(ts); deq.resize((size_t) bs); best_deq.resize((size_t) bs); weights.resize((size_t) bs); sat.resize((size_t) bs);
     }
 };
 
 // sel: mask bits, bit sel_base + j is weight j of the block. im: the block's importance (or null).
-// Writes the kept candidate to `out` (ts bytes) and returns its kind.
+// Writes the kept candidate to `out` (ts bytes) and returns its kind; with `after`, its values too
+// (as dequantize_into gives them).
 int requant_block(ggml_type t, int64_t bs, size_t ts, const uint8_t * orig, const float * tg, const float * im,
-                  const uint8_t * sel, int64_t sel_base, Strategy strategy, BlockScratch & sc, uint8_t * out) {
+                  const uint8_t * sel, int64_t sel_base, Strategy strategy, BlockScratch & sc, uint8_t * out, float * after = nullptr) {
     auto is_sel = [&](int64_t j) { const int64_t i = sel_base + j; return (sel[i >> 3] >> (i & 7)) & 1; };
     double best_err = INFINITY; int best_diff = 1 << 30; int best_kind = -1;
+    // The only candidate (keep-scale, or auto's keep-scale where no weight saturates): kept when its
+    // error is finite, that is when every value and target is (a sum of at most 256 squares of
+    // float differences cannot overflow a double); its error and changed bytes decide nothing.
+    bool after_done = false;   // `after` already holds the kept candidate's values
+    auto consider_only = [&](int kind) {
+        float * deq = after ? after : sc.deq.data();
+        dequantize_into(t, sc.cand.data(), deq, bs);
+        bool finite = true;
+        for (int64_t j = 0; j < bs; j++) finite &= std::isfinite(deq[j]) & std::isfinite(tg[j]);
+        if (!finite) return;
+        best_kind = kind; memcpy(sc.best.data(), sc.cand.data(), ts);
+        after_done = after != nullptr;
+    };
     auto consider = [&](int kind) {
         dequantize_into(t, sc.cand.data(), sc.deq.data(), bs);
         double err = 0;
         for (int64_t j = 0; j < bs; j++) { double d = (double) sc.deq[j] - (double) tg[j]; err += d * d; }
         if (!std::isfinite(err)) return;
         int diff = 0; for (size_t k = 0; k < ts; k++) diff += sc.cand[k] != orig[k];
-        if (err < best_err || (err == best_err && diff < best_diff)) { best_err = err; best_diff = diff; best_kind = kind; sc.best = sc.cand; }
+        if (err < best_err || (err == best_err && diff < best_diff)) {
+            best_err = err; best_diff = diff; best_kind = kind; sc.best = sc.cand;
+            if (after) memcpy(sc.best_deq.data(), sc.deq.data(), (size_t) bs * sizeof(float));
+        }
     };
     if (strategy != kKeepScale && strategy != kAuto) {
         ggml_quantize_chunk(t, tg, sc.cand.data(), 0, 1, bs, im);
@@ -74,7 +95,7 @@ int requant_block(ggml_type t, int64_t bs, size_t ts, const uint8_t * orig, cons
             if (!(s.a != 0) || !std::isfinite(s.a) || !std::isfinite(s.b)) continue;
             const double qf = ((double) tg[j] - s.b) / s.a;
             if (qf > s.qmax + 0.5 || qf < s.qmin - 0.5) { saturated = true; sc.sat[j] = 1; }
-            int q0 = (int) std::lround(std::max((double) s.qmin, std::min((double) s.qmax, qf)));
+            int q0 = (int) round_half_away(std::max((double) s.qmin, std::min((double) s.qmax, qf)));
             int bestq = s.q; double beste = std::fabs((double) (s.a * s.q + s.b) - tg[j]);
             for (int q = q0 - 1; q <= q0 + 1; q++) {
                 if (q < s.qmin || q > s.qmax) continue;
@@ -83,7 +104,9 @@ int requant_block(ggml_type t, int64_t bs, size_t ts, const uint8_t * orig, cons
             }
             if (bestq != s.q) write_code(t, sc.cand.data(), j, bestq);
         }
-        consider(kCandKeepScale);
+        // no other candidate follows (best_kind < 0: none came before)
+        if (best_kind < 0 && (strategy == kKeepScale || (strategy == kAuto && !saturated))) consider_only(kCandKeepScale);
+        else consider(kCandKeepScale);
     }
     if (strategy == kAuto && saturated && rescale_sub_block_size(t) > 0) {
         // sc.cand still holds the keep-scale candidate
@@ -109,8 +132,13 @@ int requant_block(ggml_type t, int64_t bs, size_t ts, const uint8_t * orig, cons
         ggml_quantize_chunk(t, tg, sc.cand.data(), 0, 1, bs, sc.weights.data());
         consider(kCandWeighted);
     }
-    if (best_kind < 0) { memcpy(out, orig, ts); return kCandPlain; }
+    if (best_kind < 0) {
+        memcpy(out, orig, ts);
+        if (after) dequantize_into(t, orig, after, bs);
+        return kCandPlain;
+    }
     memcpy(out, sc.best.data(), ts);
+    if (after && !after_done) memcpy(after, sc.best_deq.data(), (size_t) bs * sizeof(float));
     return best_kind;
 }
 
@@ -210,7 +238,8 @@ Napi::Value RequantizeBlocks(const Napi::CallbackInfo & info) {
 // patchTensor({ type, data: Uint8Array (the whole tensor as stored; rewritten in place), mask:
 //   Uint8Array (one bit per weight), nIn, rows, matrices, scale (0 prunes), importance?: Float32Array
 //   (one value per column and matrix, nIn * matrices), strategy, threads?, histogram?: { min, max,
-//   bins }, ranges?: false, mergeGap?: bytes }): Promise<{ changed: Float64Array (merged byte
+//   bins }, ranges?: false, mergeGap?: bytes, read?: { fd, offset }, write?: { fd, offset } }):
+//   Promise<{ changed: Float64Array (merged byte
 //   ranges: offset, length, ...; empty with ranges: false), bytesChanged,
 //   blocksTouched, selectedWeights, candidates: Float64Array(5) (blocks kept per candidate kind:
 //   plain, keep-scale, weighted, exact, rescaled), realized: { selected, unchanged, onTarget, ratioCount,
@@ -219,7 +248,8 @@ Napi::Value RequantizeBlocks(const Napi::CallbackInfo & info) {
 // Every block holding a selected weight is requantized toward its target as requantizeBlocks does
 // (float types: each selected element converted on its own), on all threads; the realized-scale
 // figures are accumulated per chunk of blocks and summed in block order, so the result does not
-// depend on the number of threads.
+// depend on the number of threads. With `read`, data is first filled from that file at that offset,
+// with `write`, the patched tensor is then written there, both on the worker thread (POSIX only).
 namespace patch {
 
 constexpr int64_t kBlocksPerChunk = 1024;
@@ -240,16 +270,65 @@ struct Realized {
 
 struct Histogram { double min = -1, max = 3; int64_t bins = 0; };
 
+// The `read` / `write` options: the tensor's bytes are read from (written to) a file at an offset
+// on the worker thread, so that a new-file patch needs no read or write on the JS thread.
+struct FileAt { int fd = -1; int64_t offset = 0; };
+
+FileAt file_at(const Napi::Object & o, const char * key) {
+    FileAt f;
+    if (!IsSet(o, key) || o.Get(key).IsNull()) return f;
+    if (!o.Get(key).IsObject()) throw CodedError("EUSAGE", std::string(key) + " must be { fd, offset }");
+    Napi::Object x = o.Get(key).As<Napi::Object>();
+    const int64_t fd = RequireInteger(x, "fd", 0), offset = RequireInteger(x, "offset", 0);
+    if (fd > 2147483647 || offset > ((int64_t) 1 << 53)) throw CodedError("EUSAGE", std::string(key) + ": not a file descriptor and offset");
+#ifdef _WIN32
+    throw CodedError("EUSAGE", std::string(key) + " is not supported on this platform");
+#endif
+    f.fd = (int) fd; f.offset = offset;
+    return f;
+}
+
+const char * errno_code(int e) {
+    return e == ENOSPC ? "ENOSPC" : e == EFBIG ? "EFBIG" : e == EDQUOT ? "EDQUOT" : "EIO";
+}
+
+#ifndef _WIN32
+void read_fully(const FileAt & f, uint8_t * p, size_t n) {
+    size_t done = 0;
+    while (done < n) {
+        const ssize_t r = pread(f.fd, p + done, std::min<size_t>(n - done, (size_t) 1 << 30), (off_t) (f.offset + (int64_t) done));
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) throw CodedError("EIO", std::string("reading the source: ") + strerror(errno));
+        if (r == 0) throw CodedError("EIO", "source model: unexpected end of file at byte " + std::to_string(f.offset + (int64_t) done));
+        done += (size_t) r;
+    }
+}
+
+void write_fully(const FileAt & f, const uint8_t * p, size_t n) {
+    size_t done = 0;
+    while (done < n) {
+        const ssize_t r = pwrite(f.fd, p + done, std::min<size_t>(n - done, (size_t) 1 << 30), (off_t) (f.offset + (int64_t) done));
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) { const int e = errno; throw CodedError(errno_code(e), std::string("write: ") + strerror(e)); }
+        done += (size_t) r;
+    }
+}
+#else
+void read_fully(const FileAt &, uint8_t *, size_t) { throw CodedError("EUSAGE", "read is not supported on this platform"); }
+void write_fully(const FileAt &, const uint8_t *, size_t) { throw CodedError("EUSAGE", "write is not supported on this platform"); }
+#endif
+
 // One element of a float type, with ggml's own conversions (those ggml_quantize_chunk uses).
+// (codec.h's inline copies of them)
 inline float load_float(ggml_type t, const uint8_t * p) {
     if (t == GGML_TYPE_F32) { float f; memcpy(&f, p, 4); return f; }
-    if (t == GGML_TYPE_F16) { ggml_fp16_t h; memcpy(&h, p, 2); return ggml_fp16_to_fp32(h); }
-    ggml_bf16_t h; memcpy(&h, p, 2); return ggml_bf16_to_fp32(h);
+    uint16_t h; memcpy(&h, p, 2);
+    return t == GGML_TYPE_F16 ? fp16_to_fp32(h) : bf16_to_fp32(h);
 }
 inline void store_float(ggml_type t, float f, uint8_t * p) {
     if (t == GGML_TYPE_F32) { memcpy(p, &f, 4); return; }
-    if (t == GGML_TYPE_F16) { ggml_fp16_t h = ggml_fp32_to_fp16(f); memcpy(p, &h, 2); return; }
-    ggml_bf16_t h = ggml_fp32_to_bf16(f); memcpy(p, &h, 2);
+    const uint16_t h = t == GGML_TYPE_F16 ? fp32_to_fp16(f) : fp32_to_bf16(f);
+    memcpy(p, &h, 2);
 }
 
 // One weight's before/after into the figures (the same arithmetic as src/patch/realized.ts).
@@ -320,6 +399,8 @@ Napi::Value PatchTensor(const Napi::CallbackInfo & info) {
         if (!(hist.max > hist.min) || hist.bins > (1 << 24)) throw CodedError("EUSAGE", "histogram needs min < max and at most 2^24 bins");
     }
 
+    const patch::FileAt read_at = patch::file_at(o, "read"), write_at = patch::file_at(o, "write");
+
     struct Out { std::vector<double> changed; double bytes_changed = 0; patch::Realized r; std::vector<double> bins; };
     auto out = std::make_shared<Out>();
     uint8_t * bytes = data.Data(); const uint8_t * sel = mask.Data();
@@ -328,12 +409,18 @@ Napi::Value PatchTensor(const Napi::CallbackInfo & info) {
             const int64_t nblocks = numel / bs;
             const int64_t nchunks = (nblocks + patch::kBlocksPerChunk - 1) / patch::kBlocksPerChunk;
             std::vector<patch::Realized> partial((size_t) nchunks);
-            std::vector<std::vector<int64_t>> changed_blocks((size_t) nchunks);
+            // the changed blocks of each chunk, listed only when the ranges are wanted (else counted)
+            std::vector<std::vector<int64_t>> changed_blocks(want_ranges ? (size_t) nchunks : 0);
+            std::vector<int64_t> changed_count((size_t) nchunks, 0);
+            auto note_changed = [&](int64_t c, int64_t b) {
+                changed_count[(size_t) c]++;
+                if (want_ranges) changed_blocks[(size_t) c].push_back(b);
+            };
             const int nt = (int) std::max<int64_t>(1, std::min<int64_t>(n_threads, nchunks));
             std::vector<std::unique_ptr<patch::SparseBins>> bins;
             for (int x = 0; x < nt; x++) bins.emplace_back(new patch::SparseBins(hist.bins));
             const bool quantized = ggml_is_quantized(t);
-            parallel_ranges(nt, 0, nchunks, 1, 1, [&](int th, int64_t c0, int64_t c1) {
+            auto patch_chunks = [&](int th, int64_t c0, int64_t c1) {
                 BlockScratch sc; sc.init(bs, ts);
                 std::vector<float> before((size_t) bs), target((size_t) bs), after((size_t) bs);
                 std::vector<uint8_t> next(ts);
@@ -354,7 +441,7 @@ Napi::Value PatchTensor(const Napi::CallbackInfo & info) {
                                 uint8_t nb[4];
                                 patch::store_float(t, target, nb);
                                 r.blocks_touched++; r.selected_weights++; r.candidates[kCandExact]++;
-                                if (ts == 2 ? (nb[0] != p[0] || nb[1] != p[1]) : memcmp(nb, p, ts) != 0) { memcpy(p, nb, ts); changed_blocks[(size_t) c].push_back(i); }
+                                if (ts == 2 ? (nb[0] != p[0] || nb[1] != p[1]) : memcmp(nb, p, ts) != 0) { memcpy(p, nb, ts); note_changed(c, i); }
                                 patch::account(r, *bins[(size_t) th], hist, true, before, patch::load_float(t, p), scale);
                             }
                         }
@@ -365,7 +452,8 @@ Napi::Value PatchTensor(const Napi::CallbackInfo & info) {
                         const int64_t i0 = b * bs;
                         // any selected weight in this block?
                         int64_t nsel = 0;
-                        if (bs % 8 == 0) { for (int64_t x = i0 >> 3; x < (i0 + bs) >> 3; x++) nsel += __builtin_popcount(sel[x]); }
+                        if (bs % 64 == 0) { for (int64_t x = i0 >> 3; x < (i0 + bs) >> 3; x += 8) { uint64_t v; memcpy(&v, sel + x, 8); nsel += popcount64(v); } }
+                        else if (bs % 8 == 0) { for (int64_t x = i0 >> 3; x < (i0 + bs) >> 3; x++) nsel += popcount64(sel[x]); }
                         else for (int64_t j = 0; j < bs; j++) nsel += (sel[(i0 + j) >> 3] >> ((i0 + j) & 7)) & 1;
                         if (nsel == 0) continue;
                         r.blocks_touched++; r.selected_weights += (double) nsel;
@@ -377,17 +465,36 @@ Napi::Value PatchTensor(const Napi::CallbackInfo & info) {
                         }
                         const int64_t m = i0 / per_matrix;
                         const float * im = importance ? importance + m * n_in + (i0 % n_in) : nullptr;
-                        const int kind = requant_block(t, bs, ts, blk, target.data(), im, sel, i0, strategy, sc, next.data());
+                        // after: the values of the kept candidate (the block's new bytes)
+                        const int kind = requant_block(t, bs, ts, blk, target.data(), im, sel, i0, strategy, sc, next.data(), after.data());
                         r.candidates[kind]++;
-                        if (memcmp(next.data(), blk, ts) != 0) { memcpy(blk, next.data(), ts); changed_blocks[(size_t) c].push_back(b); }
-                        dequantize_into(t, blk, after.data(), bs);
+                        if (memcmp(next.data(), blk, ts) != 0) { memcpy(blk, next.data(), ts); note_changed(c, b); }
+                        // the other weights' sums first, in locals and a loop without calls (kept in
+                        // registers, not stored and reloaded per weight), then the selected weights';
+                        // each sum gets its terms in the same order as patch::account adds them
+                        double others = r.others, others_changed = r.others_changed, other_change_sq = r.other_change_sq, other_value_sq = r.other_value_sq;
                         for (int64_t j = 0; j < bs; j++) {
-                            const bool s = (sel[(i0 + j) >> 3] >> ((i0 + j) & 7)) & 1;
-                            patch::account(r, *bins[(size_t) th], hist, s, before[j], after[j], scale);
+                            if ((sel[(i0 + j) >> 3] >> ((i0 + j) & 7)) & 1) continue;
+                            const double bv = before[j], av = after[j];
+                            others++;
+                            if (av != bv) { others_changed++; other_change_sq += (av - bv) * (av - bv); }
+                            other_value_sq += bv * bv;
+                        }
+                        r.others = others; r.others_changed = others_changed; r.other_change_sq = other_change_sq; r.other_value_sq = other_value_sq;
+                        for (int64_t j = 0; j < bs; j++) {
+                            if ((sel[(i0 + j) >> 3] >> ((i0 + j) & 7)) & 1) patch::account(r, *bins[(size_t) th], hist, true, before[j], after[j], scale);
                         }
                     }
                     partial[(size_t) c] = r;
                 }
+            };
+            // each thread reads its own part of the tensor, patches it and writes it (with read /
+            // write), so the copies run on every thread and overlap the other threads' patching
+            parallel_ranges(nt, 0, nchunks, 1, 1, [&](int th, int64_t c0, int64_t c1) {
+                const size_t b0 = (size_t) (c0 * patch::kBlocksPerChunk) * ts, b1 = (size_t) std::min(nblocks, c1 * patch::kBlocksPerChunk) * ts;
+                if (read_at.fd >= 0) patch::read_fully({read_at.fd, read_at.offset + (int64_t) b0}, bytes + b0, b1 - b0);
+                patch_chunks(th, c0, c1);
+                if (write_at.fd >= 0) patch::write_fully({write_at.fd, write_at.offset + (int64_t) b0}, bytes + b0, b1 - b0);
             });
             for (const auto & p : partial) out->r.add(p);
             // the bins hit, as (index, count) pairs in increasing index
@@ -400,14 +507,12 @@ Napi::Value PatchTensor(const Napi::CallbackInfo & info) {
                 for (const auto & bv : bins) n += bv->counts[i];
                 out->bins.push_back((double) i); out->bins.push_back((double) n);
             }
+            for (int64_t n : changed_count) out->bytes_changed += (double) n * (double) ts;
             for (auto & cb : changed_blocks) {
-                out->bytes_changed += (double) cb.size() * (double) ts;
-                if (want_ranges) {
-                    for (int64_t b : cb) {
-                        const double off = (double) b * (double) ts;
-                        if (!out->changed.empty() && off - (out->changed[out->changed.size() - 2] + out->changed.back()) <= (double) merge_gap) out->changed.back() = off + (double) ts - out->changed[out->changed.size() - 2];
-                        else { out->changed.push_back(off); out->changed.push_back((double) ts); }
-                    }
+                for (int64_t b : cb) {
+                    const double off = (double) b * (double) ts;
+                    if (!out->changed.empty() && off - (out->changed[out->changed.size() - 2] + out->changed.back()) <= (double) merge_gap) out->changed.back() = off + (double) ts - out->changed[out->changed.size() - 2];
+                    else { out->changed.push_back(off); out->changed.push_back((double) ts); }
                 }
                 std::vector<int64_t>().swap(cb);
             }

@@ -147,6 +147,10 @@ export interface PatchTensorRequest {
   ranges?: boolean;
   /** merge changed ranges separated by at most this many unchanged bytes (default 0) */
   mergeGap?: number;
+  /** fill data from this file at this offset first, on the worker thread (POSIX only) */
+  read?: { fd: number; offset: number };
+  /** write the patched data to this file at this offset, on the worker thread (POSIX only) */
+  write?: { fd: number; offset: number };
 }
 
 /** What the selected weights and their blocks' other weights became (summed over the tensor). */

@@ -1,6 +1,7 @@
 // New-file mode: every shard of the source is written to a temporary file beside its output and
-// renamed into place at the end. One function per way of writing a shard: the kernel copy patched
-// where it lies (Linux), the streamed copy, and the upcast (a new layout).
+// renamed into place at the end. One function per way of writing a shard: the source's layout
+// (unchanged bytes copied inside the kernel, patched tensors read, patched and written), and the
+// upcast (a new layout).
 import { closeSync, existsSync, fsyncSync, openSync, renameSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { fsyncDirectory, removeStaleTemporaries, temporaryPath, writeFailure } from '../core/atomic-file.ts';
@@ -11,7 +12,7 @@ import type { GgufInfo, GgufMetadataEntry, GgufTensorInfo } from '../gguf/reader
 import { splitPath, splitPrefix, type GgufModel } from '../gguf/model.ts';
 import { loadNative } from '../native.ts';
 import { checkAbort, patchedTensor, tensorPatchOptions, writeAll, type PatchJob } from './job.ts';
-import { patchTensorInPlace, upcastTensor } from './tensor-patch.ts';
+import { startTensorPatch, upcastTensor, type TensorPatchResult } from './tensor-patch.ts';
 
 export interface NewFileJob extends PatchJob {
   /** the output files, one per source shard */
@@ -116,12 +117,7 @@ async function writePatchedShard(job: NewFileJob, info: GgufInfo, out: string, e
       job, shard: info, src, dst, dataOffset: header.header.length, layout: new Map(header.tensors.map((t) => [t.name, t])),
       ordered: [...info.tensors].sort((a, b) => a.offset - b.offset), chunk: Buffer.allocUnsafe(8 << 20),
     };
-    // Fast path (Linux): the whole data section is copied inside the kernel, as cp does, and each
-    // patched tensor is then mapped from the copy and patched where it lies, so only the blocks
-    // that change are written. Elsewhere, or when the kernel cannot, the data is streamed.
-    const end = job.upcastType !== undefined ? await writeUpcast(w)
-      : !job.options.streamCopy && typeof loadNative().mapFileRange === 'function' && kernelCopyRange(src, dst, info.dataOffset, w.dataOffset, info.fileSize - info.dataOffset) ? await patchKernelCopy(w)
-        : await writeStreamed(w);
+    const end = job.upcastType !== undefined ? await writeUpcast(w) : await writePatched(w);
     await beforeCommit?.(dst, header.header);
     fsyncSync(dst);
     closeSync(dst);
@@ -136,72 +132,74 @@ async function writePatchedShard(job: NewFileJob, info: GgufInfo, out: string, e
   }
 }
 
-/** The data section is already copied (kernelCopyRange): each patched tensor is patched where it lies in the copy. */
-async function patchKernelCopy(w: ShardWrite): Promise<number> {
-  const { job, shard, src, dst, dataOffset } = w;
-  const native = loadNative();
+/**
+ * The data section in the source's layout: the bytes between patched tensors (unchanged tensors,
+ * padding) are copied inside the kernel as cp does (streamCopy, or where the kernel cannot: through
+ * a buffer); each patched tensor is read into one of two buffers, patched and written (POSIX: all
+ * three on a worker thread, so the kernel copies and the next mask's inflate on this thread, and
+ * the next tensor, overlap with it). Two tensors are in flight at most; their results are recorded
+ * in file order.
+ */
+async function writePatched(w: ShardWrite): Promise<number> {
+  const { job, shard, src, dst, dataOffset, chunk } = w;
   const totalBytes = shard.fileSize - shard.dataOffset;
-  for (const t of w.ordered) {
-    if (!job.source.names.has(t.name)) continue;
-    checkAbort(job.options.signal);
-    job.options.onProgress?.({ phase: 'patch', done: t.offset, total: totalBytes, item: t.name });
-    const mask = job.source.mask(t.name);
-    const at = dataOffset + t.offset;
-    const settings = { ...tensorPatchOptions(job, t.name), ranges: false };
-    const mapped = native.mapFileRange!(dst, at, t.byteSize);
-    let r: Awaited<ReturnType<typeof patchTensorInPlace>>;
-    if (mapped) {
-      try { r = await patchTensorInPlace(t, new Uint8Array(mapped), mask, settings); } finally { native.unmapFileRange!(mapped); }
-    } else {
-      r = await patchTensorInPlace(t, readTensorBytes(src, t), mask, settings);
-      writeAll(dst, r.bytes, at);
+  const kernel = !job.options.streamCopy;
+  const nativeIo = process.platform !== 'win32';
+  const copy = (from: number, length: number) => copyRange(src, dst, from, dataOffset + (from - shard.dataOffset), length, chunk, kernel);
+  // two buffers of the largest patched tensor, used in turn, so the kernel does not map and zero
+  // fresh memory for every tensor
+  const largest = w.ordered.reduce((m, t) => (job.source.names.has(t.name) ? Math.max(m, t.byteSize) : m), 0);
+  const buffers = largest > 0 ? [new Uint8Array(largest), new Uint8Array(largest)] : [];
+  let turn = 0;
+  let pending: { t: GgufTensorInfo; run: Promise<{ result: TensorPatchResult; record: () => void }>; bytes: Uint8Array; at: number } | undefined;
+  const settle = async () => {
+    if (!pending) return;
+    const p = pending;
+    pending = undefined;
+    const { result, record } = await p.run;
+    if (!nativeIo) writeAll(dst, p.bytes, p.at);
+    record();
+    job.tensors.push(patchedTensor(p.t, result));
+  };
+  try {
+    let cursor = shard.dataOffset;   // next source byte not yet written
+    for (const t of w.ordered) {
+      if (!job.source.names.has(t.name)) continue;
+      checkAbort(job.options.signal);
+      // everything since the last patched tensor (unchanged tensors, padding) in one copy
+      job.options.onProgress?.({ phase: 'copy', done: cursor - shard.dataOffset, total: totalBytes, item: t.name });
+      copy(cursor, t.absoluteOffset - cursor);
+      job.options.onProgress?.({ phase: 'patch', done: t.offset, total: totalBytes, item: t.name });
+      const at = dataOffset + w.layout.get(t.name)!.offset;
+      const mask = job.source.mask(t.name);
+      const bytes = buffers[turn].subarray(0, t.byteSize);
+      turn ^= 1;
+      if (!nativeIo) readExactly(src, bytes, t.absoluteOffset, `tensor ${t.name}`);
+      const run = startTensorPatch(t, bytes, mask, {
+        ...tensorPatchOptions(job, t.name), ranges: false,
+        ...(nativeIo ? { read: { fd: src, offset: t.absoluteOffset }, write: { fd: dst, offset: at } } : {}),
+      });
+      run.catch(() => { /* awaited by settle, or on the way out */ });
+      // the previous tensor (its buffer is this one's successor's) is finished while this one runs
+      const current = { t, run, bytes, at };
+      try { await settle(); } catch (e) { pending = current; throw e; }
+      pending = current;
+      cursor = t.absoluteOffset + t.byteSize;
     }
-    job.tensors.push(patchedTensor(t, r));
+    await settle();
+    copy(cursor, shard.fileSize - cursor);
+  } catch (e) {
+    // a tensor still in flight reads and writes these descriptors: let it end before they are closed
+    if (pending) await pending.run.catch(() => undefined);
+    throw ioError(e);
   }
   return dataOffset + totalBytes;
 }
 
-/** Streams the data section through buffers, in the source's layout, patching the selected tensors on the way. */
-async function writeStreamed(w: ShardWrite): Promise<number> {
-  const { job, shard, src, dst, dataOffset, chunk } = w;
-  const totalBytes = shard.fileSize - shard.dataOffset;
-  // two buffers of the largest patched tensor, used in turn (one is being written while the
-  // other is patched), so the kernel does not map and zero fresh memory for every tensor
-  const largest = w.ordered.reduce((m, t) => (job.source.names.has(t.name) ? Math.max(m, t.byteSize) : m), 0);
-  const buffers = largest > 0 ? [new Uint8Array(largest), new Uint8Array(largest)] : [];
-  let turn = 0;
-  let pending: { bytes: Uint8Array; at: number } | undefined;
-  const flush = () => { if (pending) { writeAll(dst, pending.bytes, pending.at); pending = undefined; } };
-  let sourceCursor = shard.dataOffset;   // next source byte not yet accounted for
-  for (const t of w.ordered) {
-    checkAbort(job.options.signal);
-    const at = dataOffset + w.layout.get(t.name)!.offset;
-    // the bytes between tensors (padding) are copied as they are
-    copyRange(src, dst, sourceCursor, dataOffset + (sourceCursor - shard.dataOffset), t.absoluteOffset - sourceCursor, chunk);
-    if (job.source.names.has(t.name)) {
-      job.options.onProgress?.({ phase: 'patch', done: t.offset, total: totalBytes, item: t.name });
-      let bytes: Uint8Array;
-      if (buffers.length) {
-        bytes = buffers[turn].subarray(0, t.byteSize);
-        turn ^= 1;
-        readExactly(src, bytes, t.absoluteOffset, `tensor ${t.name}`);
-      } else bytes = readTensorBytes(src, t);
-      const mask = job.source.mask(t.name);
-      // the previous tensor is written while the native threads patch this one
-      const patching = patchTensorInPlace(t, bytes, mask, { ...tensorPatchOptions(job, t.name), ranges: false });
-      flush();
-      const r = await patching;
-      pending = { bytes: r.bytes, at };
-      job.tensors.push(patchedTensor(t, r));
-    } else {
-      job.options.onProgress?.({ phase: 'copy', done: t.offset, total: totalBytes, item: t.name });
-      copyRange(src, dst, t.absoluteOffset, at, t.byteSize, chunk);
-    }
-    sourceCursor = t.absoluteOffset + t.byteSize;
-  }
-  flush();
-  copyRange(src, dst, sourceCursor, dataOffset + (sourceCursor - shard.dataOffset), shard.fileSize - sourceCursor, chunk);
-  return dataOffset + totalBytes;
+/** A write error of a native call (disk full, file too large): its own Error, for writeFailure's message. */
+function ioError(e: unknown): unknown {
+  if (e instanceof MathneuroError && ['ENOSPC', 'EFBIG', 'EDQUOT'].includes(e.code) && e.cause) return e.cause;
+  return e;
 }
 
 /** Upcast: the tensors with selected weights are stored in another type, so every tensor goes where the new header puts it. */
@@ -224,7 +222,7 @@ async function writeUpcast(w: ShardWrite): Promise<number> {
       end = at + up.bytes.length;
     } else {
       job.options.onProgress?.({ phase: 'copy', done: t.offset, total: totalBytes, item: t.name });
-      copyRange(src, dst, t.absoluteOffset, at, t.byteSize, chunk);
+      copyRange(src, dst, t.absoluteOffset, at, t.byteSize, chunk, !job.options.streamCopy);
       end = at + t.byteSize;
     }
   }
@@ -253,8 +251,9 @@ function kernelCopyRange(src: number, dst: number, from: number, to: number, len
  * Copies [from, from + length) of src to dst at `to`: inside the kernel (copy_file_range, as cp
  * does) where the platform and file systems allow, else through an 8 MiB buffer.
  */
-function copyRange(src: number, dst: number, from: number, to: number, length: number, chunk: Buffer) {
-  if (kernelCopyRange(src, dst, from, to, length)) return;
+function copyRange(src: number, dst: number, from: number, to: number, length: number, chunk: Buffer, kernel = true) {
+  if (length <= 0) return;
+  if (kernel && kernelCopyRange(src, dst, from, to, length)) return;
   let done = 0;
   while (done < length) {
     const n = Math.min(chunk.length, length - done);

@@ -21,6 +21,10 @@ export interface TensorPatchOptions {
   /** the changed ranges are wanted (default true), merged across gaps of up to mergeGap bytes */
   ranges?: boolean;
   mergeGap?: number;
+  /** bytes is first filled from this file at this offset (on the worker thread; POSIX only) */
+  read?: { fd: number; offset: number };
+  /** the patched bytes are then written to this file at this offset (on the worker thread; POSIX only) */
+  write?: { fd: number; offset: number };
 }
 
 /** A byte range of the tensor that changed: offset relative to the tensor's first byte. */
@@ -54,6 +58,17 @@ export function mergeRanges(pairs: Float64Array, gap = 0): ChangedRange[] {
  * requantized natively on all threads (native/codec.cpp patchTensor).
  */
 export async function patchTensorInPlace(tensor: GgufTensorInfo, bytes: Uint8Array, mask: Uint8Array, options: TensorPatchOptions): Promise<TensorPatchResult> {
+  const { result, record } = await startTensorPatch(tensor, bytes, mask, options);
+  record();
+  return result;
+}
+
+/**
+ * patchTensorInPlace, where the realized-scale figures are added to options.realized only when
+ * `record` is called: several tensors may be patched at once and still be recorded in file order
+ * (the sums, in floating point, then do not depend on which finished first).
+ */
+export async function startTensorPatch(tensor: GgufTensorInfo, bytes: Uint8Array, mask: Uint8Array, options: TensorPatchOptions): Promise<{ result: TensorPatchResult; record: () => void }> {
   const info = codecTypeInfo(tensor.type);
   if (!info || !info.canDequantize || !info.canQuantize) throw new MathneuroError('EQUANT', `${tensor.name}: ggml cannot requantize ${tensor.typeName}; use --upcast f16 or q8_0`);
   if (info.requiresImatrix && !options.importance) throw new MathneuroError('EQUANT', `${tensor.name} is ${info.name}, which ggml only quantizes with an importance matrix: pass the math statistics (--math) so their sums of squares serve as one`);
@@ -62,12 +77,14 @@ export async function patchTensorInPlace(tensor: GgufTensorInfo, bytes: Uint8Arr
     type: tensor.type, data: bytes, mask, nIn: tensor.shape[0], rows: tensor.shape[1] ?? 1, matrices: tensor.shape[2] ?? 1,
     scale: options.scale, importance: useImportance ? Float32Array.from(meanSquares(options.importance!)) : undefined,
     strategy: info.isQuantized ? options.strategy : 'plain', threads: options.threads, histogram: RATIO_HISTOGRAM,
-    ranges: options.ranges, mergeGap: options.mergeGap,
+    ranges: options.ranges, mergeGap: options.mergeGap, read: options.read, write: options.write,
   });
   const candidates: Record<string, number> = {};
   r.candidates.forEach((n, k) => { if (n > 0) candidates[CANDIDATE_NAMES[k]] = n; });
-  options.realized?.addNative(info.name, r.realized, r.blocksTouched, candidates);
-  return { bytes, changed: r.changed, bytesChanged: r.bytesChanged, blocksTouched: r.blocksTouched, selectedWeights: r.selectedWeights };
+  return {
+    result: { bytes, changed: r.changed, bytesChanged: r.bytesChanged, blocksTouched: r.blocksTouched, selectedWeights: r.selectedWeights },
+    record: () => options.realized?.addNative(info.name, r.realized, r.blocksTouched, candidates),
+  };
 }
 
 /**

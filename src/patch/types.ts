@@ -38,8 +38,8 @@ export interface PatchOptions {
   /** threads for selecting and requantizing (default: all cores); the output does not depend on it */
   threads?: number;
   /**
-   * new-file mode: stream every byte through buffers instead of copying the file inside the kernel
-   * and patching the copy's tensors where they lie (default false; the output is the same)
+   * new-file mode: copy the unchanged bytes through a buffer instead of inside the kernel
+   * (copy_file_range, as cp does) (default false; the output is the same)
    */
   streamCopy?: boolean;
   onProgress?: (p: PatchProgress) => void;

@@ -103,7 +103,7 @@ t.test('new-file patch changes only the blocks of selected weights', async (t) =
   t.ok(existsSync(out));
 });
 
-t.test('the kernel-copy + mapped path and the streaming path write the same file', async (t) => {
+t.test('the kernel-copy path and the streaming path write the same file', async (t) => {
   const model = await fixtureModel({ shape: 'tiny', type: 'cycle', seed: 1 });
   const dir = path.join(workDir, 'newfile');
   const { patchModel } = await import('../../src/patch/patch.ts');
@@ -111,7 +111,7 @@ t.test('the kernel-copy + mapped path and the streaming path write the same file
   for (const [topK, prune] of [[0.05, false], [0.2, true]] as const) {
     const outs: string[] = [];
     for (const streamCopy of [false, true]) {
-      const out = path.join(dir, `io-${streamCopy ? 'stream' : 'mapped'}-${topK}.gguf`);
+      const out = path.join(dir, `io-${streamCopy ? 'stream' : 'kernel'}-${topK}.gguf`);
       const r = await patchModel({ model, out, math, general, topK, prune, force: true, streamCopy });
       t.ok(r.selectedWeights > 0);
       outs.push(out);
