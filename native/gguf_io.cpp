@@ -9,13 +9,10 @@
 #include <cstring>
 #include <memory>
 #ifdef __linux__
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #endif
 #include <string>
-#include <mutex>
-#include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
@@ -240,60 +237,6 @@ Napi::Value CopyFileRange(const Napi::CallbackInfo & info) {
     }
     return Napi::Number::New(env, (double) done);
 }
-
-// mapFileRange(fd, offset, length): an ArrayBuffer over [offset, offset + length) of the file,
-// mapped shared and writable, so that a tensor of a freshly copied file is patched where it lies
-// (only the bytes that change are written; nothing goes through a read buffer). The caller must
-// call unmapFileRange on it when done; that detaches it (every view becomes empty) before the
-// memory is unmapped, so no JS access can reach unmapped memory. Returns null where mapping fails.
-struct Mapping { void * base = nullptr; size_t size = 0; bool mapped = false; };
-std::mutex g_mappings_mutex;
-std::unordered_map<const void *, Mapping *> g_mappings;   // by the buffer's data pointer
-
-Napi::Value MapFileRange(const Napi::CallbackInfo & info) {
-    Napi::Env env = info.Env();
-    for (size_t i = 0; i < 3; i++) if (info.Length() <= i || !info[i].IsNumber()) ThrowCoded(env, "EUSAGE", "mapFileRange(fd, offset, length)");
-    const double fdd = info[0].As<Napi::Number>().DoubleValue(), offd = info[1].As<Napi::Number>().DoubleValue(), lend = info[2].As<Napi::Number>().DoubleValue();
-    if (!(fdd >= 0) || fdd > 2147483647.0 || fdd != (double) (int64_t) fdd) ThrowCoded(env, "EUSAGE", "mapFileRange: not a file descriptor");
-    if (!(offd >= 0) || !(lend > 0) || offd != (double) (int64_t) offd || lend != (double) (int64_t) lend || offd + lend > 9007199254740991.0) ThrowCoded(env, "EUSAGE", "mapFileRange: offset and length must be integers, length > 0");
-    const int fd = (int) fdd;
-    const int64_t off = (int64_t) offd, len = (int64_t) lend;
-    struct stat st;
-    if (fstat(fd, &st) != 0 || off + len > (int64_t) st.st_size) ThrowCoded(env, "EUSAGE", "mapFileRange: the range lies beyond the end of the file");
-    const int64_t page = sysconf(_SC_PAGESIZE);
-    const int64_t start = off - off % page, delta = off - start;
-    void * p = mmap(nullptr, (size_t) (len + delta), PROT_READ | PROT_WRITE, MAP_SHARED, fd, (off_t) start);
-    if (p == MAP_FAILED) return env.Null();
-    auto * m = new Mapping{p, (size_t) (len + delta), true};
-    uint8_t * data = (uint8_t *) p + delta;
-    { std::lock_guard<std::mutex> lock(g_mappings_mutex); g_mappings[data] = m; }
-    return Napi::ArrayBuffer::New(env, data, (size_t) len, [](Napi::Env, void * d, Mapping * m) {
-        std::lock_guard<std::mutex> lock(g_mappings_mutex);
-        if (m->mapped) munmap(m->base, m->size);
-        auto it = g_mappings.find(d);
-        if (it != g_mappings.end() && it->second == m) g_mappings.erase(it);   // the address may be another mapping's by now
-        delete m;
-    }, m);
-}
-
-// unmapFileRange(buffer): unmaps a buffer from mapFileRange and detaches it.
-Napi::Value UnmapFileRange(const Napi::CallbackInfo & info) {
-    Napi::Env env = info.Env();
-    if (info.Length() < 1 || !info[0].IsArrayBuffer()) ThrowCoded(env, "EUSAGE", "unmapFileRange(buffer)");
-    Napi::ArrayBuffer ab = info[0].As<Napi::ArrayBuffer>();
-    if (ab.IsDetached()) return env.Undefined();
-    {
-        std::lock_guard<std::mutex> lock(g_mappings_mutex);
-        auto it = g_mappings.find(ab.Data());
-        if (it == g_mappings.end()) ThrowCoded(env, "EUSAGE", "unmapFileRange: not a buffer from mapFileRange");
-        Mapping * m = it->second;
-        if (m->mapped) { munmap(m->base, m->size); m->mapped = false; }
-        g_mappings.erase(it);   // the finalizer (at detach or later) then only frees m
-    }
-    // no JS ran since the unmap; after this every view of the buffer is empty
-    ab.Detach();
-    return env.Undefined();
-}
 #endif
 
 void RegisterGgufIo(Napi::Env env, Napi::Object exports) {
@@ -302,7 +245,5 @@ void RegisterGgufIo(Napi::Env env, Napi::Object exports) {
     exports.Set("ggufQuantizeRows", Napi::Function::New(env, QuantizeRows));
 #ifdef __linux__
     exports.Set("copyFileRange", Napi::Function::New(env, CopyFileRange));
-    exports.Set("mapFileRange", Napi::Function::New(env, MapFileRange));
-    exports.Set("unmapFileRange", Napi::Function::New(env, UnmapFileRange));
 #endif
 }

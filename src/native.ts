@@ -105,9 +105,6 @@ export interface NativeBinding {
   // Linux only (absent elsewhere):
   /** Bytes copied inside the kernel (copy_file_range), or -1 where the kernel or file systems cannot. */
   copyFileRange?(srcFd: number, dstFd: number, srcOffset: number, dstOffset: number, length: number): number;
-  /** A shared writable mapping of [offset, offset + length) of the file; null where mapping fails. */
-  mapFileRange?(fd: number, offset: number, length: number): ArrayBuffer | null;
-  unmapFileRange?(buffer: ArrayBuffer): void;
   // train.cpp; tokenizeWithModel: train_eval.cpp
   trainModel(options: Omit<TrainOptions, 'onProgress'>, onProgress?: (p: TrainProgress) => void): Promise<TrainResult>;
   tokenizeWithModel(modelPath: string, text: string, addSpecial?: boolean): Int32Array;

@@ -125,33 +125,6 @@ t.test('the kernel-copy path and the streaming path write the same file', async 
   }
 });
 
-t.test('mapFileRange / unmapFileRange', async (t) => {
-  const native = (await import('../../src/native.ts')).loadNative();
-  if (!native.mapFileRange || !native.unmapFileRange) { t.pass('not on this platform'); return; }
-  const { openSync, closeSync, writeFileSync } = await import('node:fs');
-  const file = path.join(workDir, 'map.bin');
-  writeFileSync(file, Buffer.alloc(100_000, 1));
-  const fd = openSync(file, 'r+');
-  try {
-    // unmapped addresses are reused by later mappings: many rounds must keep each buffer's own mapping
-    let attached = 0;
-    for (let i = 0; i < 300; i++) {
-      const ab = native.mapFileRange(fd, 4096 * (i % 20) + (i % 7), 5000)!;
-      const v = new Uint8Array(ab);
-      v[0] = i & 0xff;
-      native.unmapFileRange(ab);
-      if (v.length !== 0) attached++;
-      if (i % 50 === 0) await new Promise((r) => setImmediate(r));
-    }
-    t.equal(attached, 0, 'every view is empty (detached) after unmapping');
-    t.equal(readFileSync(file)[4096 * (299 % 20) + (299 % 7)], 299 & 0xff, 'writes reach the file');
-    t.throws(() => native.mapFileRange!(fd, 99_000, 5000), { code: 'EUSAGE' }, 'past the end');
-    t.throws(() => native.mapFileRange!(fd, 0, 0), { code: 'EUSAGE' }, 'empty');
-    t.throws(() => native.mapFileRange!(-1, 0, 10), { code: 'EUSAGE' }, 'bad fd');
-    t.throws(() => native.unmapFileRange!(new ArrayBuffer(8)), { code: 'EUSAGE' }, 'not a mapping');
-  } finally { closeSync(fd); }
-});
-
 t.test('prune, upcast and errors', async (t) => {
   const model = await fixtureModel({ shape: 'tiny', type: 'cycle', seed: 1 });
   const dir = path.join(workDir, 'newfile');
