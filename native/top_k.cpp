@@ -743,6 +743,11 @@ Napi::Value SelectTopK(const Napi::CallbackInfo & info) {
     const int64_t collect_limit = OptionalInteger(o, "radixBucketLimit", kCollectLimitDefault, 1);
     // 1: thresholds first estimated from a sample (default); 0: histogram only; 2: sample with no margin (tests the fallback)
     const int sampling = (int) std::min<int64_t>(OptionalInteger(o, "radixSampling", 1, 0), 2);
+    // subtract: the first set's masks less the second's (bit by bit, on the worker), one set returned
+    Napi::Value sv = o.Get("subtract");
+    if (!sv.IsUndefined() && !sv.IsBoolean()) throw CodedError("EUSAGE", "subtract must be a boolean");
+    const bool subtract = sv.IsBoolean() && sv.As<Napi::Boolean>().Value();
+    if (subtract && cols.size() != 2) throw CodedError("EUSAGE", "subtract needs exactly two colWeights sets");
 
     // The masks: zeroed allocations handed to JS as they are (external ArrayBuffers, freed by their
     // finalizer): copying each into a fresh JS buffer was a memmove and a page fault per 4 KiB.
@@ -808,6 +813,23 @@ Napi::Value SelectTopK(const Napi::CallbackInfo & info) {
                         });
                     }
                 }
+            }
+            if (subtract) {
+                // masks[0][q] &= ~masks[1][q], 8 bytes at a time (calloc'd: 16-byte aligned), then the
+                // second set is freed: done here, the JS thread neither allocates nor loops per byte
+                Masks & a = result->masks[0];
+                Masks & b = result->masks[1];
+                const int64_t words = (int64_t) (mask_bytes / 8);
+                for (size_t q = 0; q < a.size(); q++) {
+                    uint64_t * aw = (uint64_t *) a[q];
+                    const uint64_t * bw = (const uint64_t *) b[q];
+                    parallel_ranges(n_threads, 0, words, 8, 1 << 16, [&](int, int64_t i0, int64_t i1) {
+                        for (int64_t i = i0; i < i1; i++) aw[i] &= ~bw[i];
+                    });
+                    for (size_t i = (size_t) words * 8; i < mask_bytes; i++) a[q][i] &= (uint8_t) ~b[q][i];
+                    free(b[q]); b[q] = nullptr;
+                }
+                result->masks.pop_back();
             }
         },
         [result, mask_bytes](Napi::Env e) -> Napi::Value {

@@ -81,6 +81,11 @@ export interface TopKRequest {
   radixSampling?: number;
   /** threads for dequantizing and scoring (default: all cores); the masks do not depend on it */
   threads?: number;
+  /**
+   * With exactly two colWeights sets: return one set, the first set's masks AND NOT the second's
+   * (MathNeuro's math-specific weights), computed on the worker thread.
+   */
+  subtract?: boolean;
 }
 
 /**

@@ -7,7 +7,7 @@ import { MathneuroError } from '../errors.ts';
 import { mulberry32 } from '../core/random.ts';
 import type { WeightStats } from '../stats/types.ts';
 import type { GgufInfo, GgufTensorInfo } from '../gguf/reader.ts';
-import { andNot, countBits, getBit, newMask, setBit } from './bits.ts';
+import { countBits, getBit, newMask, setBit } from './bits.ts';
 import { requireDequantizable, selectTopK } from '../core/codec.ts';
 import { readExactly, readTensorBytes } from '../core/tensor-io.ts';
 
@@ -199,8 +199,8 @@ export async function selectTensor(scored: ScoredTensor, bytes: Uint8Array, opti
   } else {
     const counts = options.topK.map((k) => topKCount(perMatrix, k));
     const colWeights = needsGeneral ? [scored.stats.normSum, general!.normSum] : [scored.stats.normSum];
-    const result = await selectTopK({ ...request, colWeights, groupBy: 'matrix', counts });
-    masks = needsGeneral ? result[0].map((mathTopK, q) => andNot(mathTopK, result[1][q])) : result[0];
+    // math top-K less general top-K, on the worker (the JS AND NOT cost 0.4 s per K on llama-1b)
+    masks = (await selectTopK({ ...request, colWeights, groupBy: 'matrix', counts, subtract: needsGeneral }))[0];
     if (method === 'random') {
       masks = masks.map((mathSpecificMask, q) => {
         const randomMask = newMask(tensor.numel);

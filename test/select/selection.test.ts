@@ -215,6 +215,10 @@ t.test('fused pass: two column sets, chunked and dequantized types, window misse
         if (ok) t.pass(label);
         if (!first) first = masks;
         else t.ok(masks.every((perK, set) => perK.every((mask, q) => Buffer.from(mask).equals(Buffer.from(first![set][q])))), `${label}: bitwise the masks of threads=1 sampling=1`);
+        // subtract: one set, the first's brute-force set less the second's
+        const [diff, ...rest] = await selectTopK({ type: TYPES[type].id, data: bytes, nIn, rows, matrices, colWeights: cols, groupBy: 'matrix', counts, threads, radixMinGroup: 1, radixSampling, subtract: true });
+        t.equal(rest.length, 0, `${label} subtract: one set`);
+        t.ok(diff.every((mask, q) => sameSet(maskToSet(mask, numel), new Set([...expected[0][q]].filter((i) => !expected[1][q].has(i))))), `${label} subtract: math set less general set`);
       }
     }
   }
@@ -247,6 +251,8 @@ t.test('native argument validation', async (t) => {
   await t.rejects(selectTopK({ ...base, type: 4 }), { code: 'EQUANT' }, 'removed type id');
   await t.rejects(selectTopK({ ...base, colWeights: [new Float64Array(10)] }), { code: 'EUSAGE' });
   await t.rejects(selectTopK({ ...base, counts: [257] }), { code: 'EUSAGE' });
+  await t.rejects(selectTopK({ ...base, subtract: true }), { code: 'EUSAGE' }, 'subtract with one set');
+  await t.rejects(selectTopK({ ...base, subtract: 1 as unknown as boolean }), { code: 'EUSAGE' }, 'subtract not a boolean');
   t.throws(() => quantize(19, new Float32Array(256), 256), { code: 'EQUANT' }, 'IQ1_S needs an imatrix');
   t.throws(() => quantize(12, new Float32Array(100), 100), { code: 'EUSAGE' });
 });
