@@ -338,7 +338,7 @@ export async function checkPatched(source: string, patched: string, check: Check
       const { prompts, keep } = klCheckPrompts(readGgufSync(source), check, options);
       const data = checkFile(dir, 'general.jsonl', keep.map((i) => ({ text: prompts[i].text })));
       const r = await evaluate({
-        task: 'kl', model: patched, vs: source, data, limit: keep.length, klTokens: DEFAULT_KL_TOKENS, cache: false, signal: options.signal, modelChecks: options.modelChecks,
+        task: 'kl', model: patched, vs: source, data, limit: keep.length, klTokens: DEFAULT_KL_TOKENS, cache: false, identify: false, signal: options.signal, modelChecks: options.modelChecks,
         threads: options.nThreads, batchSize: options.nBatch, gpuLayers: options.nGpuLayers,
         onProgress: (p) => options.onProgress?.({ stage: 'check-kl', done: p.done, total: p.total }),
       });
@@ -353,7 +353,7 @@ export async function checkPatched(source: string, patched: string, check: Check
       const data = check.gsm8kData ?? checkFile(dir, 'test.jsonl', builtinSamples('math', { count: check.gsm8k, seed }).map(toRow));
       const train = checkFile(dir, 'train.jsonl', builtinSamples('math', { count: 64, seed: seed + 1 }).map(toRow));
       const r = await evaluate({
-        task: 'gsm8k', model: patched, vs: source, data, train, limit: check.gsm8k, cache: false, signal: options.signal, modelChecks: options.modelChecks,
+        task: 'gsm8k', model: patched, vs: source, data, train, limit: check.gsm8k, cache: false, identify: false, signal: options.signal, modelChecks: options.modelChecks,
         threads: options.nThreads, batchSize: options.nBatch, gpuLayers: options.nGpuLayers,
         onProgress: (p) => options.onProgress?.({ stage: 'check-gsm8k', done: p.done, total: p.total, detail: p.side }),
       });

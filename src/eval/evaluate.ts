@@ -27,6 +27,7 @@ export async function evaluate(options: EvaluateOptions): Promise<EvalResult> {
   for (const file of [options.model, options.vs]) {
     if (file !== undefined && !existsSync(file)) throw new MathneuroError('ENOENT', `model not found: ${file}`);
   }
+  if (options.identify === false && options.cache !== false) throw new MathneuroError('EUSAGE', 'identify: false needs cache: false (cached results are keyed by the models\' sha256)');
   const cacheDir = resolveCacheDir(options.cacheDir);
   switch (options.task) {
     case 'gsm8k': return evaluateGsm8k(options, cacheDir);

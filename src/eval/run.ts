@@ -173,6 +173,7 @@ export function limitItems<T>(items: T[], limit: number | undefined): T[] {
 
 /** The model's sha256 (the cache key), memoised in the cache directory unless caching is off. */
 export async function hashModel(ctx: RunContext, modelPath: string): Promise<string> {
+  if (ctx.options.identify === false) return '';   // not hashed (cache: false; evaluate() checks)
   ctx.options.onProgress?.({ side: ctx.side, phase: 'hash', done: 0, total: 0, cached: 0, elapsedMs: 0, etaMs: NaN, tokensPerSecond: 0 });
   return fileSha256(modelPath, ctx.options.cache === false ? undefined : ctx.cacheDir);
 }

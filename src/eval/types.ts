@@ -57,6 +57,12 @@ export interface EvaluateOptions extends RuntimeOptions {
   cacheDir?: string;
   /** false: evaluate everything again and write nothing. Default true. */
   cache?: boolean;
+  /**
+   * false (only with cache: false): the model files are not hashed and the results' sha256 fields are
+   * empty. For callers that compare files they have just written and report no digests (boost's
+   * check): hashing two multi-GB files is seconds of work that nothing reads. Default true.
+   */
+  identify?: boolean;
   onProgress?: (progress: EvalProgress) => void;
   signal?: AbortSignal;
   /** kl and ppl: leave out prompts (ppl: lines) with characters the vocabulary cannot encode instead of failing before the first forward pass */

@@ -43,6 +43,13 @@ t.test('kl: self is 0, pruned > 0', async (t) => {
   const kl = damaged.metrics.find((m) => m.name.startsWith('mean KL'))!;
   t.ok(kl.value > 1e-4, `pruned KL ${kl.value}`);
   t.ok(kl.ci95.low > 0, 'interval above 0');
+  t.match(damaged.model.sha256, /^[0-9a-f]{64}$/, 'hashed by default');
+  // identify: false (boost's check): same figures, nothing hashed
+  const unhashed = await evaluate({ ...common, model: pruned, vs: model, identify: false });
+  t.equal(unhashed.metrics.find((m) => m.name.startsWith('mean KL'))!.value, kl.value, 'identify: false gives the same KL');
+  t.equal(unhashed.model.sha256, '', 'model not hashed');
+  t.equal(unhashed.reference!.sha256, '', 'reference not hashed');
+  await t.rejects(evaluate({ ...common, model: pruned, vs: model, identify: false, cache: true }), { code: 'EUSAGE' }, 'identify: false needs cache: false');
   await t.rejects(evaluate({ ...common, model }), /needs --vs/);
 });
 
