@@ -753,7 +753,8 @@ Napi::Value SelectTopK(const Napi::CallbackInfo & info) {
     // finalizer): copying each into a fresh JS buffer was a memmove and a page fault per 4 KiB.
     struct Result {
         std::vector<Masks> masks;   // [set][K]
-        ~Result() { for (auto & set : masks) for (uint8_t * p : set) free(p); }
+        bool second_borrowed = false;   // subtract: set 1 lives in the worker thread's scratch, not ours to free
+        ~Result() { for (size_t s = 0; s < masks.size(); s++) if (!(s == 1 && second_borrowed)) for (uint8_t * p : masks[s]) free(p); }
     };
     auto result = std::make_shared<Result>();
     const size_t mask_bytes = (size_t) ((numel + 7) / 8);
@@ -761,7 +762,23 @@ Napi::Value SelectTopK(const Napi::CallbackInfo & info) {
     auto * w = new TaskWorker(env,
         [=]() {
             result->masks.assign(cols.size(), Masks(ks.size(), nullptr));
-            for (auto & set : result->masks) for (uint8_t *& p : set) if (!(p = (uint8_t *) calloc(mask_bytes, 1))) throw std::bad_alloc();
+            // subtract: the second set's masks never reach JS; they are this thread's reused scratch,
+            // cleared here (a fresh calloc per call and K cost a page fault and a kernel clear per 4 KiB:
+            // ~20% of an 8-K sweep). Kept between calls up to 64 MiB.
+            static thread_local std::vector<std::vector<uint8_t>> scratch_masks;
+            struct ReleaseScratch { size_t bytes; ~ReleaseScratch() { if (bytes > ((size_t) 64 << 20)) std::vector<std::vector<uint8_t>>().swap(scratch_masks); } } release_scratch{subtract ? mask_bytes * ks.size() : 0};
+            for (size_t s = 0; s < result->masks.size(); s++) {
+                for (size_t q = 0; q < ks.size(); q++) {
+                    uint8_t *& p = result->masks[s][q];
+                    if (s == 1 && subtract) {
+                        if (scratch_masks.size() < ks.size()) scratch_masks.resize(ks.size());
+                        std::vector<uint8_t> & b = scratch_masks[q];
+                        if (b.size() < mask_bytes) { b.clear(); b.resize(mask_bytes, 0); } else memset(b.data(), 0, mask_bytes);
+                        p = b.data();
+                        result->second_borrowed = true;
+                    } else if (!(p = (uint8_t *) calloc(mask_bytes, 1))) throw std::bad_alloc();
+                }
+            }
             const int64_t per_matrix = n_in * rows;
             const size_t row_bytes = bytes_for(t, n_in);
             const bool direct = t == GGML_TYPE_F32 && ((uintptr_t) bytes % alignof(float)) == 0;
@@ -827,7 +844,7 @@ Napi::Value SelectTopK(const Napi::CallbackInfo & info) {
                         for (int64_t i = i0; i < i1; i++) aw[i] &= ~bw[i];
                     });
                     for (size_t i = (size_t) words * 8; i < mask_bytes; i++) a[q][i] &= (uint8_t) ~b[q][i];
-                    free(b[q]); b[q] = nullptr;
+                    b[q] = nullptr;   // the thread's scratch (above)
                 }
                 result->masks.pop_back();
             }
