@@ -402,8 +402,12 @@ private:
 // evaluation (KL of a patched model against its source) through the same llama.cpp build.
 class LogitsWorker : public ModelPassWorker<Napi::AsyncWorker> {
 public:
-    LogitsWorker(Napi::Env env, Napi::Object model_ref, ModelHandle * h, std::vector<llama_token> tokens)
-        : ModelPassWorker(env, model_ref, h), tokens_(std::move(tokens)) {}
+    // out: a caller's Float32Array of at least tokens x n_vocab values, written in place (reused across
+    // calls: a fresh 66 MB buffer per prompt cost a page fault and a clear per 4 KiB); empty: our own
+    LogitsWorker(Napi::Env env, Napi::Object model_ref, ModelHandle * h, std::vector<llama_token> tokens, Napi::Float32Array out)
+        : ModelPassWorker(env, model_ref, h), tokens_(std::move(tokens)) {
+        if (!out.IsEmpty()) { Keep(out); out_ref_ = Napi::Persistent(out); dst_ = out.Data(); }
+    }
     void Execute() override {
         PlainPass();   // every node, the head included: these logits are read
         const int32_t n_vocab = llama_vocab_n_tokens(llama_model_get_vocab(h_->model.get()));
@@ -411,7 +415,7 @@ public:
         llama_memory_t mem = llama_get_memory(h_->ctx.get());
         llama_memory_clear(mem, true);
         llama_batch batch = llama_batch_init(h_->n_batch, 0, 1);
-        out_.resize(tokens_.size() * (size_t) n_vocab);
+        if (!dst_) { out_.resize(tokens_.size() * (size_t) n_vocab); dst_ = out_.data(); }
         for (size_t pos = 0; pos < tokens_.size() && error_.empty(); pos += h_->n_batch) {
             const int32_t n = (int32_t) std::min<size_t>(h_->n_batch, tokens_.size() - pos);
             FillSequenceBatch(batch, tokens_, pos, n, /*logits_all*/ true);
@@ -419,7 +423,7 @@ public:
             for (int32_t i = 0; i < n; ++i) {
                 const float * l = llama_get_logits_ith(h_->ctx.get(), i);
                 if (!l) { error_ = "no logits for position " + std::to_string(pos + i); break; }
-                memcpy(out_.data() + (pos + i) * (size_t) n_vocab, l, sizeof(float) * n_vocab);
+                memcpy(dst_ + (pos + i) * (size_t) n_vocab, l, sizeof(float) * n_vocab);
             }
         }
         llama_batch_free(batch);
@@ -430,11 +434,18 @@ public:
         Napi::Env env = Env();
         if (!Finish()) return;
         Napi::Object o = Napi::Object::New(env);
-        // the worker's buffer itself, not a copy (128 positions x a 128k vocabulary are 66 MB): JS frees it
-        auto * rows = new std::vector<float>(std::move(out_));
-        Napi::ArrayBuffer buf = Napi::ArrayBuffer::New(env, rows->data(), rows->size() * sizeof(float),
-            [](Napi::Env, void *, std::vector<float> * v) { delete v; }, rows);
-        o.Set("logits", Napi::Float32Array::New(env, rows->size(), buf, 0));
+        const size_t n_values = tokens_.size() * (size_t) n_vocab_;
+        if (!out_ref_.IsEmpty()) {
+            // a view of the caller's buffer: its first tokens x n_vocab values
+            Napi::Float32Array given = out_ref_.Value().As<Napi::Float32Array>();
+            o.Set("logits", Napi::Float32Array::New(env, n_values, given.ArrayBuffer(), given.ByteOffset()));
+        } else {
+            // the worker's buffer itself, not a copy (128 positions x a 128k vocabulary are 66 MB): JS frees it
+            auto * rows = new std::vector<float>(std::move(out_));
+            Napi::ArrayBuffer buf = Napi::ArrayBuffer::New(env, rows->data(), rows->size() * sizeof(float),
+                [](Napi::Env, void *, std::vector<float> * v) { delete v; }, rows);
+            o.Set("logits", Napi::Float32Array::New(env, rows->size(), buf, 0));
+        }
         o.Set("nVocab", n_vocab_);
         o.Set("nTokens", (double) tokens_.size());
         Resolve(o);
@@ -442,6 +453,8 @@ public:
 private:
     std::vector<llama_token> tokens_;
     std::vector<float> out_;
+    Napi::Reference<Napi::Float32Array> out_ref_;
+    float * dst_ = nullptr;
     int32_t n_vocab_ = 0;
 };
 
@@ -597,7 +610,9 @@ private:
         return w->Start();
     }
 
-    // logits(tokens: Int32Array): Promise<{ logits: Float32Array (nTokens x nVocab), nVocab, nTokens }>
+    // logits(tokens: Int32Array, out?: Float32Array): Promise<{ logits: Float32Array (nTokens x nVocab), nVocab, nTokens }>
+    // With out (at least nTokens x nVocab values; left alone until the promise settles), the logits are
+    // written into it and `logits` is a view of its start.
     Napi::Value Logits(const Napi::CallbackInfo & info) {
         Napi::Env env = info.Env();
         ModelHandle * h = handle(env);
@@ -608,8 +623,14 @@ private:
         if ((int64_t) arr.ElementLength() > h->n_ctx) ThrowCoded(env, "EUSAGE", "logits(): " + std::to_string(arr.ElementLength()) + " tokens exceed the context of " + std::to_string(h->n_ctx));
         std::vector<llama_token> tokens(arr.Data(), arr.Data() + arr.ElementLength());
         for (llama_token t : tokens) if (t < 0 || t >= n_vocab) ThrowCoded(env, "EUSAGE", "logits(): token id " + std::to_string(t) + " is outside the vocabulary");
+        Napi::Float32Array out;
+        if (info.Length() > 1 && !info[1].IsUndefined()) {
+            if (!info[1].IsTypedArray() || info[1].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) ThrowCoded(env, "EUSAGE", "logits(): out must be a Float32Array");
+            out = info[1].As<Napi::Float32Array>();
+            if (out.ElementLength() / (size_t) n_vocab < tokens.size()) ThrowCoded(env, "EUSAGE", "logits(): out holds " + std::to_string(out.ElementLength()) + " values, fewer than " + std::to_string(tokens.size()) + " tokens x " + std::to_string(n_vocab));
+        }
         if (h->busy.exchange(true)) ThrowCoded(env, "EBUSY", "the model is busy");
-        auto * w = new LogitsWorker(env, Value(), h, std::move(tokens));
+        auto * w = new LogitsWorker(env, Value(), h, std::move(tokens), out);
         return w->Start();
     }
 

@@ -79,10 +79,11 @@ export class NativeRuntime implements EvalRuntime {
     this.native.dispose();
   }
 
-  async logits(tokens: readonly TokenId[]): Promise<LogitRows> {
+  /** Every position's logits; into `out` when given (reused across calls: at least tokens x nVocab values). */
+  async logits(tokens: readonly TokenId[], out?: Float32Array): Promise<LogitRows> {
     if (tokens.length > this.contextSize) throw new MathneuroError('EEVAL', `a text of ${tokens.length} tokens does not fit the context of ${this.contextSize} tokens`);
     try {
-      const r = await this.native.logits(Int32Array.from(tokens));
+      const r = await this.native.logits(Int32Array.from(tokens), out);
       return { logits: r.logits, nVocab: r.nVocab };
     } catch (e) { throw asMathneuroError(e, 'EDECODE'); }
   }
@@ -137,11 +138,16 @@ export class NativeRuntime implements EvalRuntime {
   }
 }
 
-/** Logits of every position of a prompt, on both models of a pair (row i predicts token i + 1). */
+/**
+ * Logits of every position of a prompt, on both models of a pair (row i predicts token i + 1). model and
+ * reference are views of the pair's reused buffers: read them before the next logits() call.
+ */
 export interface PairLogits { tokens: Int32Array; model: Float32Array; reference: Float32Array; nVocab: number }
 
 /** A model and its reference open together in the shim, one prompt at a time (kl). */
 export class NativeModelPair {
+  /** each side's logits land here, prompt after prompt (a fresh 66 MB array per prompt and side cost page faults) */
+  private buffers: [Float32Array, Float32Array] | undefined;
   private constructor(private readonly model: NativeRuntime, private readonly reference: NativeRuntime) {}
 
   /**
@@ -169,8 +175,12 @@ export class NativeModelPair {
     const referenceTokens = this.reference.tokenize(text).slice(0, maxTokens);
     if (tokens.join(',') !== referenceTokens.join(',')) throw new MathneuroError('EUSAGE', 'the two models tokenize differently; kl needs the same vocabulary');
     if (tokens.length < 2) return { tokens: Int32Array.from(tokens), model: new Float32Array(0), reference: new Float32Array(0), nVocab: 0 };
-    const q = await this.model.withSlot((slot) => slot.logits(tokens));
-    const p = await this.reference.withSlot((slot) => slot.logits(tokens));
+    // the returned rows are views of the pair's buffers: valid until the next logits() call
+    const need = tokens.length * this.reference.nVocab;
+    if (!this.buffers || this.buffers[0].length < need) this.buffers = [new Float32Array(Math.max(need, maxTokens * this.reference.nVocab)), new Float32Array(Math.max(need, maxTokens * this.reference.nVocab))];
+    const [modelRows, referenceRows] = this.buffers;
+    const q = await this.model.withSlot(() => this.model.logits(tokens, modelRows));
+    const p = await this.reference.withSlot(() => this.reference.logits(tokens, referenceRows));
     return { tokens: Int32Array.from(tokens), model: q.logits, reference: p.logits, nVocab: p.nVocab };
   }
 

@@ -108,7 +108,8 @@ export interface NativeModel {
     weights: WeightStats[]; matmuls?: SeenMatmul[]; decodes: number; stopped: number; observeMs: number;
   }>;
   abort(): void;
-  logits(tokens: Int32Array): Promise<{ logits: Float32Array; nVocab: number; nTokens: number }>;
+  /** out: written in place (at least nTokens x nVocab values, left alone until the promise settles); logits is then a view of it */
+  logits(tokens: Int32Array, out?: Float32Array): Promise<{ logits: Float32Array; nVocab: number; nTokens: number }>;
   /** Greedy completion of one prompt (native/model.cpp GreedyWorker); the text is cut at the first stop string. */
   greedy(tokens: Int32Array, maxNewTokens: number, stops: string[]): Promise<{ text: string; tokens: Int32Array; stoppedBy: 'stop-string' | 'eog' | 'max-tokens' }>;
   info(): { nCtx: number; nBatch: number; nSeqMax: number; nCtxTrain: number; nEmbd: number; nLayer: number; nVocab: number; addBos: boolean; bos: number; nParams: number; description: string };

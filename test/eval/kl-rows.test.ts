@@ -110,6 +110,28 @@ t.test('klRows equals the float64 JS reference on real logits rows', async (t) =
   t.ok(far.got.sameTop.some((x) => x === 0), 'another model: some top tokens differ');
 });
 
+t.test('logits into a caller\'s buffer: the same values as a fresh one, reused; a short or wrong buffer is refused', async (t) => {
+  const rt = await NativeRuntime.open(await evalTestModel(), { nCtx: 256, nThreads: 1 });
+  try {
+    const tokens = rt.tokenize(text);
+    const fresh = await rt.logits(tokens);
+    const n = fresh.nVocab;
+    const buffer = new Float32Array((tokens.length + 3) * n).fill(Number.NaN);
+    const into = await rt.logits(tokens, buffer);
+    t.equal(into.logits.buffer, buffer.buffer, 'a view of the given buffer');
+    t.equal(into.logits.length, tokens.length * n, 'tokens x nVocab values');
+    t.ok(Buffer.from(into.logits.buffer, into.logits.byteOffset, into.logits.byteLength).equals(Buffer.from(fresh.logits.buffer, fresh.logits.byteOffset, fresh.logits.byteLength)), 'bitwise the fresh logits');
+    t.ok(Number.isNaN(buffer[tokens.length * n]!), 'nothing written past tokens x nVocab');
+    // reused for a shorter prompt: its rows are that prompt's
+    const shorter = tokens.slice(0, 5);
+    const again = await rt.logits(shorter, buffer);
+    const alone = await rt.logits(shorter);
+    t.same(Array.from(again.logits), Array.from(alone.logits), 'a second prompt in the same buffer');
+    await t.rejects(rt.logits(tokens, new Float32Array(tokens.length * n - 1)), { code: 'EUSAGE' }, 'one value short');
+    await t.rejects(rt.logits(tokens, new Float64Array(tokens.length * n) as unknown as Float32Array), { code: 'EUSAGE' }, 'not a Float32Array');
+  } finally { await rt.close(); }
+});
+
 t.test('klRows: edge rows and usage', async (t) => {
   const klRows = loadNative().klRows;
   // -Infinity in p adds nothing; in q where p has mass, KL is +Infinity; ties pick the first maximum
