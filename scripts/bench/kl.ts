@@ -80,7 +80,7 @@ export async function benchKl(argv: string[]) {
     const r = await checkPatched(modelPath, modelPath, { kl: true }, {
       nThreads: threads,
       // the last event with no item done is the run's start, right after the pair is open (before it:
-      // each side's hash, then the load)
+      // the two loads)
       onProgress: (p) => { if (p.stage === 'check-kl' && p.done === 0) runStart = performance.now(); },
     });
     const openMs = runStart - t0;
@@ -98,7 +98,7 @@ export async function benchKl(argv: string[]) {
       meanKlBefore: bb!.meanKl, afterMs: aa!.ms, afterOpenMs: aa!.openMs, meanKlAfter: aa!.meanKl,
     };
     rounds.push(r);
-    process.stderr.write(`round ${round}: forward ${(r.forwardMs / 1000).toFixed(1)} s (${r.tokens} tokens); before ${(r.beforeMs / 1000).toFixed(1)} s (open ${(r.beforeOpenMs / 1000).toFixed(1)}, JS KL ${(r.beforeKlMs / 1000).toFixed(1)}) x${(r.beforeMs / r.forwardMs).toFixed(2)}; after ${(r.afterMs / 1000).toFixed(1)} s (hash + open ${(r.afterOpenMs / 1000).toFixed(1)}) x${(r.afterMs / r.forwardMs).toFixed(2)}; mean KL ${r.meanKlBefore} / ${r.meanKlAfter}\n`);
+    process.stderr.write(`round ${round}: forward ${(r.forwardMs / 1000).toFixed(1)} s (${r.tokens} tokens); before ${(r.beforeMs / 1000).toFixed(1)} s (open ${(r.beforeOpenMs / 1000).toFixed(1)}, JS KL ${(r.beforeKlMs / 1000).toFixed(1)}) x${(r.beforeMs / r.forwardMs).toFixed(2)}; after ${(r.afterMs / 1000).toFixed(1)} s (open ${(r.afterOpenMs / 1000).toFixed(1)}) x${(r.afterMs / r.forwardMs).toFixed(2)}; mean KL ${r.meanKlBefore} / ${r.meanKlAfter}\n`);
   }
   const s = (ms: number) => (ms / 1000).toFixed(1);
   const rows = rounds.map((r, i) => [String(i + 1), s(r.forwardMs), s(r.beforeMs), s(r.beforeOpenMs), s(r.beforeKlMs), (r.beforeMs / r.forwardMs).toFixed(2), s(r.afterMs), s(r.afterOpenMs), (r.afterMs / r.forwardMs).toFixed(2)]);
@@ -109,9 +109,9 @@ export async function benchKl(argv: string[]) {
 
 \`${cmd}\`
 
-${machineLine(m)} Model: ${path.basename(modelPath)}, checked against itself (costs what patched vs source costs); ${DEFAULT_KL_PROMPTS} built-in general prompts x ${DEFAULT_KL_TOKENS} tokens (${rounds[0]?.tokens} tokens through both models), ${threads} threads; one round runs every configuration once, in alternating order. "forward" is the floor: the same tokens through two models with every position's logits computed (plain passes of the shim, models already open). "before" is the check as main ran it, reproduced in scripts/bench/kl.ts (both files' sha256, the models opened one after the other, each prompt's logits log-softmaxed and KL'd in float64 JS); "after" is \`checkPatched\` (what boost's check-kl runs: the same hashes, both models opened at once, per-row KL and top-token agreement in the shim, native/divergence.cpp). Seconds; "open" is opening both models (after: hashing + opening, to the first item). Goal: check <= 1.2 x forward.
+${machineLine(m)} Model: ${path.basename(modelPath)}, checked against itself (costs what patched vs source costs); ${DEFAULT_KL_PROMPTS} built-in general prompts x ${DEFAULT_KL_TOKENS} tokens (${rounds[0]?.tokens} tokens through both models), ${threads} threads; one round runs every configuration once, in alternating order. "forward" is the floor: the same tokens through two models with every position's logits computed (plain passes of the shim, models already open). "before" is the check as main ran it, reproduced in scripts/bench/kl.ts (both files' sha256, the models opened one after the other, each prompt's logits log-softmaxed and KL'd in float64 JS); "after" is \`checkPatched\` (what boost's check-kl runs: no hashing (the digests were never read: evaluate's identify: false), both models opened at once, each side's logits written into one reused buffer, per-row KL and top-token agreement in the shim, native/divergence.cpp). Seconds; "open" is opening both models (after: to the first item). Goal: check <= 1.2 x forward.
 
-${table(['round', 'forward s', 'before s', 'before: open s', 'before: JS KL s', 'before / forward', 'after s', 'after: hash + open s', 'after / forward (goal <= 1.2)'], rows)}
+${table(['round', 'forward s', 'before s', 'before: open s', 'before: JS KL s', 'before / forward', 'after s', 'after: open s', 'after / forward (goal <= 1.2)'], rows)}
 
 Mean KL (self, so 0): before ${rounds.map((r) => r.meanKlBefore).join(', ')}; after ${rounds.map((r) => r.meanKlAfter).join(', ')}.`;
   if (!values['no-write']) writeSection(`kl-${path.basename(modelPath, '.gguf')}`, md, { machine: m, model: path.basename(modelPath), repeats, rounds });
