@@ -14,6 +14,7 @@
         "native/codec.cpp",
         "native/keep_scale.cpp",
         "native/top_k.cpp",
+        "native/mask_codec.cpp",
         "native/requantize.cpp",
         "native/gguf_io.cpp",
         "native/train.cpp",

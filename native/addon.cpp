@@ -6,6 +6,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
     RegisterCollector(env, exports);
     RegisterCodec(env, exports);
     RegisterTopK(env, exports);
+    RegisterMaskCodec(env, exports);
     RegisterRequantize(env, exports);
     RegisterGgufIo(env, exports);
     RegisterTrain(env, exports);

@@ -7,6 +7,7 @@ void RegisterBackend(Napi::Env env, Napi::Object exports);
 void RegisterCollector(Napi::Env env, Napi::Object exports);
 void RegisterCodec(Napi::Env env, Napi::Object exports);
 void RegisterTopK(Napi::Env env, Napi::Object exports);
+void RegisterMaskCodec(Napi::Env env, Napi::Object exports);
 void RegisterRequantize(Napi::Env env, Napi::Object exports);
 void RegisterGgufIo(Napi::Env env, Napi::Object exports);
 void RegisterTrain(Napi::Env env, Napi::Object exports);

@@ -118,6 +118,9 @@ export interface NativeBinding {
    * number of whole rows and must not change until the promise settles.
    */
   klRows(p: Float32Array, q: Float32Array, nVocab: number, threads?: number): Promise<{ kl: Float64Array; sameTop: Uint8Array }>;
+  // mask_codec.cpp (wrappers: src/core/mask-codec.ts)
+  encodeMask(mask: Uint8Array, nBits: number): Promise<Uint8Array>;
+  decodeMask(encoded: Uint8Array, nBits: number, count: number): Uint8Array;
 }
 
 let cached: { binding: NativeBinding; kind: BuildKind; path: string } | undefined;

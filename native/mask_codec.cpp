@@ -1,0 +1,321 @@
+// The bit masks' codec: Golomb-Rice codes of the gaps between set bits. Pure computation: which
+// codec a file or an in-memory store uses, and when a mask is kept raw instead, is decided in TS
+// (src/core/mask-codec.ts, src/select/file.ts).
+//
+// An encoded mask of nBits bits (bit i of a mask is bit i & 7 of byte i >> 3):
+//   byte 0    header: bits 0-5 the Rice parameter k (0..56); bit 6 zero; bit 7 set when the stream
+//             codes the clear bits instead of the set ones (the encoder does so when more than
+//             half of the bits are set).
+//   bytes 1.. the stream, LSB first (stream bit j is bit j & 7 of byte 1 + (j >> 3); the same as
+//             little-endian 64-bit words): for each coded position p in increasing order, the gap
+//             g = p - previous - 1 (previous = -1 at the start) as (g >> k) zero bits, a one bit,
+//             then the k low bits of g, least significant first. The stream ends with the last
+//             code, zero-padded to a whole byte; nothing follows it.
+// The number of coded positions is not stored: the decoder is told the mask's count of set bits.
+//
+// k comes from the density p of the coded bits: the smallest k with (1-p)^(2^k) <= (sqrt 5 - 1)/2,
+// the optimal Rice parameter for geometric gaps (Kiely 2004), computed by squaring in doubles only
+// (no libm: the same k everywhere). A code longer than the mask plus its header (possible only for
+// clustered masks) is redone with k = 0, whose stream is at most nBits bits: an encoded mask is
+// never longer than ceil(nBits / 8) + 1 bytes.
+#include "common.h"
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace {
+
+constexpr unsigned kMaxK = 56;            // k bits fit the writer's window beside 7 pending bits
+constexpr uint64_t kMaxBits = (1ull << 53) - 1;
+
+inline uint64_t load_le64(const uint8_t * p) {
+    uint64_t v;
+    memcpy(&v, p, 8);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    v = __builtin_bswap64(v);
+#endif
+    return v;
+}
+
+inline void store_le64(uint8_t * p, uint64_t v) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    v = __builtin_bswap64(v);
+#endif
+    memcpy(p, &v, 8);
+}
+
+inline unsigned ctz64(uint64_t x) { return (unsigned) __builtin_ctzll(x); }   // x != 0
+
+// The mask as 64-bit words, bits at and past nBits cleared (and every bit inverted when `invert`).
+struct MaskWords {
+    const uint8_t * bytes;
+    uint64_t n_bits;
+    size_t n_bytes;    // ceil(n_bits / 8)
+    size_t n_words;    // ceil(n_bits / 64)
+    uint64_t last_mask;
+    MaskWords(const uint8_t * b, uint64_t n) : bytes(b), n_bits(n), n_bytes((size_t) ((n + 7) / 8)), n_words((size_t) ((n + 63) / 64)),
+        last_mask(n % 64 ? (1ull << (n % 64)) - 1 : ~0ull) {}
+    uint64_t word(size_t i, bool invert) const {
+        uint64_t w;
+        if ((i + 1) * 8 <= n_bytes) w = load_le64(bytes + i * 8);
+        else { w = 0; for (size_t b = i * 8; b < n_bytes; b++) w |= (uint64_t) bytes[b] << (8 * (b - i * 8)); }
+        if (invert) w = ~w;
+        return i + 1 == n_words ? w & last_mask : w;
+    }
+};
+
+uint64_t popcount_generic(const MaskWords & m) {
+    uint64_t n = 0;
+    for (size_t i = 0; i < m.n_words; i++) {
+        uint64_t x = m.word(i, false);
+        x = x - ((x >> 1) & 0x5555555555555555ull);
+        x = (x & 0x3333333333333333ull) + ((x >> 2) & 0x3333333333333333ull);
+        x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0Full;
+        n += (x * 0x0101010101010101ull) >> 56;
+    }
+    return n;
+}
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__POPCNT__)
+__attribute__((target("popcnt"))) uint64_t popcount_hw(const MaskWords & m) {
+    uint64_t n = 0;
+    for (size_t i = 0; i < m.n_words; i++) n += (uint64_t) __builtin_popcountll(m.word(i, false));
+    return n;
+}
+uint64_t popcount_mask(const MaskWords & m) {
+    static const bool hw = __builtin_cpu_supports("popcnt");
+    return hw ? popcount_hw(m) : popcount_generic(m);
+}
+#elif defined(__GNUC__) && defined(__POPCNT__)
+uint64_t popcount_mask(const MaskWords & m) {
+    uint64_t n = 0;
+    for (size_t i = 0; i < m.n_words; i++) n += (uint64_t) __builtin_popcountll(m.word(i, false));
+    return n;
+}
+#else
+uint64_t popcount_mask(const MaskWords & m) { return popcount_generic(m); }
+#endif
+
+// The Rice parameter for `coded` positions among n_bits (see the top of the file).
+unsigned rice_parameter(uint64_t coded, uint64_t n_bits) {
+    if (coded == 0 || n_bits == 0) return 0;
+    double x = 1.0 - (double) coded / (double) n_bits;
+    unsigned k = 0;
+    while (k < kMaxK && x + x * x > 1.0) { x *= x; k++; }
+    return k;
+}
+
+// Room past `limit` in the output buffer: the fast codes of one input word (at most 64, each
+// advancing at most 7 bytes) run between two checks of the length, each ending in an 8-byte store.
+constexpr size_t kSlack = 512;
+
+// Encodes into out (limit + kSlack bytes); the length, or 0 when the code would pass `limit`.
+// The stream is written through a 64-bit window: each code is OR-ed in above the nacc (< 8)
+// pending bits, the window is stored whole and the output advances by its complete bytes (no
+// branch per code; a code of up to 56 bits fits the window).
+size_t encode_with(const MaskWords & m, bool invert, unsigned k, uint8_t * out, size_t limit) {
+    out[0] = (uint8_t) (k | (invert ? 0x80u : 0u));
+    size_t pos = 1;      // the byte the window starts at
+    uint64_t acc = 0;    // the window: pending bits from bit 0
+    unsigned nacc = 0;   // how many (< 8 between codes)
+    const uint64_t low_mask = (1ull << k) - 1;
+    const unsigned nb = k + 1;
+    uint64_t next = 0;   // the previous coded position + 1
+    // `bits` (< 2^n) as the next n <= 56 stream bits
+    auto put = [&](uint64_t bits, unsigned n) {
+        acc |= bits << nacc;
+        nacc += n;
+        store_le64(out + pos, acc);
+        pos += nacc >> 3;
+        acc >>= nacc & 56;
+        nacc &= 7;
+    };
+    for (size_t i = 0; i < m.n_words; i++) {
+        uint64_t x = m.word(i, invert);
+        if (!x) continue;
+        if (pos > limit) return 0;
+        const uint64_t base = (uint64_t) i * 64;
+        do {
+            const uint64_t p = base + ctz64(x);
+            x &= x - 1;
+            const uint64_t g = p - next;
+            next = p + 1;
+            const uint64_t q = g >> k;
+            const uint64_t code = 1 | ((g & low_mask) << 1);
+            if (q + nb <= 56) {
+                put(code << q, (unsigned) (q + nb));
+            } else {
+                // a long run of zeros: whole zero bytes after the pending bits, then the code
+                const uint64_t bits = nacc + q;
+                if (pos + bits / 8 > limit) return 0;
+                store_le64(out + pos, acc);
+                for (size_t z = 8; z < bits / 8 + 8; z += 8) store_le64(out + pos + z, 0);
+                pos += bits / 8;
+                acc = 0;
+                nacc = (unsigned) (bits % 8);
+                if (nb > 56) { put(1, 1); put(code >> 1, k); }
+                else put(code, nb);
+            }
+        } while (x);
+    }
+    const size_t tail = (nacc + 7) / 8;
+    if (pos + tail > limit) return 0;
+    store_le64(out + pos, acc);
+    return pos + tail;
+}
+
+struct Encoded { uint8_t * data = nullptr; size_t size = 0; ~Encoded() { free(data); } };
+
+void encode_mask(const uint8_t * bytes, uint64_t n_bits, Encoded & result) {
+    const MaskWords m(bytes, n_bits);
+    const uint64_t ones = popcount_mask(m);
+    const bool invert = ones > n_bits - ones;
+    const uint64_t coded = invert ? n_bits - ones : ones;
+    const size_t limit = m.n_bytes + 1;
+    result.data = (uint8_t *) malloc(limit + kSlack);
+    if (!result.data) throw std::bad_alloc();
+    const unsigned k = rice_parameter(coded, n_bits);
+    size_t size = encode_with(m, invert, k, result.data, limit);
+    if (size == 0 && k > 0) size = encode_with(m, invert, 0, result.data, limit);
+    if (size == 0) throw CodedError("EIO", "encodeMask: the k = 0 code passed its bound");   // cannot happen (see the top)
+    if (uint8_t * shrunk = (uint8_t *) realloc(result.data, size)) result.data = shrunk;
+    result.size = size;
+}
+
+[[noreturn]] void corrupt(const std::string & why) { throw CodedError("EDATA", "corrupt mask code: " + why); }
+
+struct CodeHeader { unsigned k; bool invert; uint64_t coded; };
+
+// The checks that need no decoding: the header, the count, and a stream long enough for its codes.
+CodeHeader check_code(const uint8_t * enc, size_t len, uint64_t n_bits, uint64_t count) {
+    if (len < 1) corrupt("no header");
+    const unsigned header = enc[0];
+    const unsigned k = header & 63;
+    if ((header & 0x40) || k > kMaxK) corrupt("header byte " + std::to_string(header));
+    if (count > n_bits) corrupt(std::to_string(count) + " set bits in a mask of " + std::to_string(n_bits));
+    const bool invert = (header & 0x80) != 0;
+    const uint64_t coded = invert ? n_bits - count : count;
+    if (coded > (uint64_t) (len - 1) * 8 / (k + 1)) corrupt("truncated");   // each code takes at least k + 1 bits
+    return CodeHeader{k, invert, coded};
+}
+
+// Decodes into out (ceil(n_bits / 8) zeroed bytes).
+void decode_mask(const uint8_t * enc, size_t len, uint64_t n_bits, uint64_t count, uint8_t * out) {
+    const CodeHeader h = check_code(enc, len, n_bits, count);
+    const unsigned k = h.k;
+    const bool invert = h.invert;
+    const uint64_t coded = h.coded;
+    const size_t slen = len - 1;
+    const uint64_t total_bits = (uint64_t) slen * 8;
+    const size_t n_bytes = (size_t) ((n_bits + 7) / 8);
+    if (invert && n_bytes) {
+        memset(out, 0xff, n_bytes);
+        if (n_bits % 8) out[n_bytes - 1] = (uint8_t) ((1u << (n_bits % 8)) - 1);
+    }
+    // the stream with 16 zero bytes after it: a 64-bit read at any byte up to slen stays inside
+    std::vector<uint8_t> buf(slen + 16, 0);
+    if (slen) memcpy(buf.data(), enc + 1, slen);
+    const uint8_t * s = buf.data();
+    auto peek = [s](uint64_t bit) { return load_le64(s + (bit >> 3)) >> (bit & 7); };   // >= 57 valid bits
+    const uint64_t low_mask = (1ull << k) - 1;
+    uint64_t bit = 0;
+    uint64_t next = 0;   // the lowest position the next code may name (previous + 1)
+    const unsigned nb = k + 1;
+    for (uint64_t c = 0; c < coded; c++) {
+        uint64_t q, low;
+        const uint64_t v = peek(bit);
+        const unsigned t = v ? ctz64(v) : 64;
+        if (t + nb <= 57) {
+            // the whole code inside the window
+            q = t;
+            low = (v >> (t + 1)) & low_mask;
+            bit += t + nb;
+        } else {
+            // a long run of zeros, or a code across the window's end
+            q = 0;
+            for (;;) {
+                const uint64_t w = peek(bit);
+                if (w) { const unsigned z = ctz64(w); q += z; bit += z + 1; break; }
+                const unsigned skip = 64 - (unsigned) (bit & 7);
+                q += skip; bit += skip;
+                if (bit > total_bits) corrupt("truncated");
+            }
+            if (bit + k > total_bits) corrupt("truncated");
+            low = peek(bit) & low_mask;
+            bit += k;
+            if (q > ((n_bits - next) >> k)) corrupt("a position past the end of the mask");
+        }
+        if (bit > total_bits) corrupt("truncated");
+        const uint64_t g = (q << k) | low;
+        if (g >= n_bits - next) corrupt("a position past the end of the mask");   // positions left: next..n_bits-1
+        const uint64_t p = next + g;
+        if (invert) out[p >> 3] &= (uint8_t) ~(1u << (p & 7));
+        else out[p >> 3] |= (uint8_t) (1u << (p & 7));
+        next = p + 1;
+    }
+    if ((bit + 7) / 8 != slen) corrupt("bytes after the last code");
+    if ((bit & 7) && (s[bit >> 3] >> (bit & 7)) != 0) corrupt("nonzero padding");
+}
+
+// A positional argument: an integer in [0, 2^53 - 1].
+uint64_t RequireCountArgument(const Napi::Value & v, const char * what) {
+    if (!v.IsNumber()) throw CodedError("EUSAGE", std::string(what) + " must be a number");
+    const double d = v.As<Napi::Number>().DoubleValue();
+    if (!std::isfinite(d) || d != std::floor(d) || d < 0 || d > (double) kMaxBits)
+        throw CodedError("EUSAGE", std::string(what) + " must be an integer in [0, 2^53 - 1]");
+    return (uint64_t) d;
+}
+
+Napi::Uint8Array ExternalBytes(Napi::Env env, uint8_t *& data, size_t size) {
+    if (size == 0) return Napi::Uint8Array::New(env, 0);
+    Napi::ArrayBuffer buffer = Napi::ArrayBuffer::New(env, data, size, [](Napi::Env, void * d) { free(d); });
+    data = nullptr;   // the ArrayBuffer owns it now
+    return Napi::Uint8Array::New(env, size, buffer, 0);
+}
+
+// encodeMask(mask: Uint8Array, nBits): Promise<Uint8Array>, on a libuv thread. The mask must not
+// change until the promise settles.
+Napi::Value EncodeMask(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 2) throw CodedError("EUSAGE", "encodeMask(mask, nBits)");
+    auto mask = RequireTypedArray<uint8_t>(info[0], "mask");
+    const uint64_t n_bits = RequireCountArgument(info[1], "nBits");
+    if ((uint64_t) mask.ByteLength() != (n_bits + 7) / 8)
+        throw CodedError("EUSAGE", "encodeMask: a mask of " + std::to_string(n_bits) + " bits has " + std::to_string((n_bits + 7) / 8) + " bytes, not " + std::to_string(mask.ByteLength()));
+    const uint8_t * bytes = mask.Data();
+    auto result = std::make_shared<Encoded>();
+    auto * w = new TaskWorker(env,
+        [=]() { encode_mask(bytes, n_bits, *result); },
+        [result](Napi::Env e) -> Napi::Value { return ExternalBytes(e, result->data, result->size); });
+    w->Keep(info[0]);
+    return w->Start();
+}
+
+// decodeMask(encoded: Uint8Array, nBits, count): Uint8Array. EDATA for a corrupt code.
+Napi::Value DecodeMask(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 3) throw CodedError("EUSAGE", "decodeMask(encoded, nBits, count)");
+    auto enc = RequireTypedArray<uint8_t>(info[0], "encoded");
+    const uint64_t n_bits = RequireCountArgument(info[1], "nBits");
+    const uint64_t count = RequireCountArgument(info[2], "count");
+    const size_t n_bytes = (size_t) ((n_bits + 7) / 8);
+    check_code(enc.Data(), enc.ByteLength(), n_bits, count);   // a hostile header or count fails before the mask is allocated
+    struct Buffer { uint8_t * data = nullptr; ~Buffer() { free(data); } } out;
+    if (n_bytes) {
+        out.data = (uint8_t *) calloc(n_bytes, 1);
+        if (!out.data) throw CodedError("EIO", "out of memory for a mask of " + std::to_string(n_bits) + " bits");
+    }
+    decode_mask(enc.Data(), enc.ByteLength(), n_bits, count, out.data);
+    return ExternalBytes(env, out.data, n_bytes);
+}
+
+}  // namespace
+
+void RegisterMaskCodec(Napi::Env env, Napi::Object exports) {
+    exports.Set("encodeMask", Napi::Function::New(env, Export<EncodeMask>));
+    exports.Set("decodeMask", Napi::Function::New(env, Export<DecodeMask>));
+}
