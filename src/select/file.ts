@@ -1,12 +1,15 @@
 // The selection file: a compact, versioned record of which weights a selection chose, so that
 // patching can replay it without the statistics. Layout (little-endian):
-//   "MNSEL\0\0\0" | blobs (one deflated bit mask per tensor and K) | index (UTF-8 JSON) |
+//   "MNSEL\0\0\0" | blobs (one bit mask per tensor and K) | index (UTF-8 JSON) |
 //   footer: u64 index offset, u64 index length, u32 crc32(index), "MNSELEND"
-// The index is written last so that tensors stream to disk as they are selected.
+// The index is written last so that tensors stream to disk as they are selected. Each blob's
+// index entry holds its offset, length, the crc32 of the mask itself and, from version 2, its
+// codec: "rice" (the Golomb-Rice code of src/core/mask-codec.ts) or "raw" (the mask's bytes, where
+// they are smaller). Version 1 files (still read) hold raw-deflated masks and no codec.
 import { closeSync, fsyncSync, openSync, readSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
-import { constants as zlibConstants, deflateRaw as deflateRawCallback, inflateRawSync, type ZlibOptions } from 'node:zlib';
-import { promisify } from 'node:util';
+import { inflateRawSync } from 'node:zlib';
 import { MathneuroError } from '../errors.ts';
+import { packMask, unpackMask, type MaskCodec } from '../core/mask-codec.ts';
 import { maskBytes } from './bits.ts';
 import { crc32 } from '../core/crc32.ts';
 import { readExactly } from '../core/tensor-io.ts';
@@ -14,12 +17,16 @@ import { removeStaleTemporaries, temporaryPath } from '../core/atomic-file.ts';
 import type { SelectionMethod, SelectionSummary, TensorSelection } from './select.ts';
 
 export const SELECTION_FORMAT = 'mathneuro-selection';
-export const SELECTION_VERSION = 1;
+/** The version written; SELECTION_VERSIONS_READ are those read. */
+export const SELECTION_VERSION = 2;
+export const SELECTION_VERSIONS_READ: readonly number[] = [1, 2];
 const MAGIC = Buffer.from('MNSEL\0\0\0', 'latin1');
 const END_MAGIC = Buffer.from('MNSELEND', 'latin1');
 const FOOTER_BYTES = 8 + 8 + 4 + 8;
 
-export interface SelectionBlob { offset: number; length: number; crc32: number }
+/** One stored mask: where it lies, the crc32 of the mask (not of the stored bytes), and how it is stored (absent in version 1: deflate). */
+export interface SelectionBlob { offset: number; length: number; crc32: number; codec?: MaskCodec }
+const CODECS: readonly string[] = ['rice', 'raw'] satisfies MaskCodec[];
 
 export interface SelectionFileTensor {
   name: string;
@@ -28,7 +35,7 @@ export interface SelectionFileTensor {
   numel: number;
   /** selected weights, one per K */
   counts: number[];
-  /** the deflated mask of each K */
+  /** the stored mask of each K */
   blobs: SelectionBlob[];
 }
 
@@ -49,13 +56,6 @@ export interface SelectionFileIndex {
 }
 
 /** Streams tensor selections into a temporary file beside `target`, renamed into place by finish(). */
-const deflateRaw = promisify(deflateRawCallback) as (data: Uint8Array, options: ZlibOptions) => Promise<Buffer>;
-/**
- * How masks are deflated: run-length matching only. On bit masks of 0.05% to 15% density it is
- * smaller than level 6 and 2-10x faster than level 1 (a 4.4 M-weight mask at 5.8%: 6.7 ms, 36%).
- */
-export const MASK_DEFLATE: ZlibOptions = { level: 1, strategy: zlibConstants.Z_RLE };
-
 export class SelectionFileWriter {
   private readonly fd: number;
   private readonly tempPath: string;
@@ -82,22 +82,23 @@ export class SelectionFileWriter {
   private readonly drained: (() => void)[] = [];
 
   /**
-   * Adds one tensor's masks. They are deflated on the thread pool while the next tensor is
+   * Adds one tensor's masks. They are encoded on the thread pool while the next tensor is
    * selected and written in order; the promise resolves once fewer than 4 tensors wait (await it to
-   * bound memory). Errors surface in finish().
+   * bound memory). Errors surface in finish(). The masks must not change until then.
    */
   add(selection: TensorSelection): Promise<void> {
     const t = selection.tensor;
     const entry: SelectionFileTensor = { name: t.name, type: t.typeName, shape: t.shape, numel: t.numel, counts: selection.counts, blobs: [] };
     this.tensors.push(entry);
-    const deflating = selection.masks.map((mask) => ({ crc: crc32(mask), deflated: deflateRaw(mask, MASK_DEFLATE) }));
+    const encoding = selection.masks.map((mask) => ({ crc: crc32(mask), packed: packMask(mask, t.numel) }));
+    for (const e of encoding) e.packed.catch(() => {});   // (awaited in order below; not unhandled meanwhile)
     this.pending++;
     this.chain = this.chain.then(async () => {
       try {
-        for (const d of deflating) {
-          const deflated = await d.deflated;
-          entry.blobs.push({ offset: this.position, length: deflated.length, crc32: d.crc });
-          this.write(deflated);
+        for (const e of encoding) {
+          const packed = await e.packed;
+          entry.blobs.push({ offset: this.position, length: packed.bytes.length, crc32: e.crc, codec: packed.codec });
+          this.write(packed.bytes);
         }
       } finally {
         this.pending--;
@@ -164,11 +165,19 @@ export class SelectionFile {
       let index: SelectionFileIndex;
       try { index = JSON.parse(json.toString('utf8')); } catch { return bad('index is not JSON'); }
       if (index.format !== SELECTION_FORMAT) bad(`format "${String(index.format)}"`);
-      if (index.version !== SELECTION_VERSION) throw new MathneuroError('ESELECTION', `${file}: selection file version ${index.version}; this mathneuro reads version ${SELECTION_VERSION}`);
+      if (!SELECTION_VERSIONS_READ.includes(index.version)) throw new MathneuroError('ESELECTION', `${file}: selection file version ${String(index.version)}; this mathneuro reads versions ${SELECTION_VERSIONS_READ.join(' and ')}`);
       const byName = new Map<string, SelectionFileTensor>();
       for (const t of index.tensors) {
         if (t.blobs.length !== index.topK.length) bad(`tensor ${t.name} has ${t.blobs.length} masks for ${index.topK.length} K`);
-        for (const b of t.blobs) if (b.offset < MAGIC.length || b.offset + b.length > offset) bad(`mask of ${t.name} out of range`);
+        if (!Number.isSafeInteger(t.numel) || t.numel < 0) bad(`tensor ${t.name} has ${String(t.numel)} weights`);
+        if (!Array.isArray(t.counts) || t.counts.length !== index.topK.length || !t.counts.every((c) => Number.isSafeInteger(c) && c >= 0 && c <= t.numel)) bad(`tensor ${t.name} has counts out of range`);
+        for (const b of t.blobs) {
+          if (b.offset < MAGIC.length || b.offset + b.length > offset) bad(`mask of ${t.name} out of range`);
+          if (index.version === 1 ? b.codec !== undefined : !CODECS.includes(b.codec as string)) {
+            throw new MathneuroError('ESELECTION', `${file}: the mask of ${t.name} is stored as "${String(b.codec)}"; this mathneuro reads ${index.version === 1 ? 'version 1 masks deflated, with no codec named' : `version ${index.version} masks stored as ${CODECS.join(' or ')}`}`);
+          }
+          if (b.codec === 'raw' && b.length !== maskBytes(t.numel)) bad(`raw mask of ${t.name} is ${b.length} bytes, not ${maskBytes(t.numel)}`);
+        }
         byName.set(t.name, t);
       }
       return new SelectionFile(file, index, byName);
@@ -198,10 +207,15 @@ export class SelectionFile {
     const blob = t.blobs[q];
     const fd = openSync(this.path, 'r');
     try {
-      const deflated = Buffer.alloc(blob.length);
-      readExactly(fd, deflated, blob.offset, this.path);
+      const stored = Buffer.allocUnsafe(blob.length);
+      readExactly(fd, stored, blob.offset, this.path);
       let mask: Uint8Array;
-      try { mask = inflateRawSync(deflated); } catch { throw new MathneuroError('ESELECTION', `${this.path}: mask of ${name} is corrupt`); }
+      try {
+        mask = blob.codec === undefined ? inflateRawSync(stored) : unpackMask({ codec: blob.codec, bytes: stored }, t.numel, t.counts[q]);
+      } catch (e) {
+        if (e instanceof MathneuroError && e.code !== 'EDATA') throw e;   // (out of memory is no corruption)
+        throw new MathneuroError('ESELECTION', `${this.path}: mask of ${name} is corrupt`, { cause: e });
+      }
       if (mask.length !== maskBytes(t.numel) || crc32(mask) !== blob.crc32) throw new MathneuroError('ESELECTION', `${this.path}: mask of ${name} fails its checksum`);
       return mask;
     } finally {
