@@ -7,16 +7,16 @@
 //   appended to an undo journal and synced first; `unpatchModel` restores the original bit-exactly.
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { deflateRawSync, inflateRawSync } from 'node:zlib';
 import { codecTypeByName, codecTypeInfo, type RequantizeStrategy } from '../core/codec.ts';
 import { sha256InBackground } from '../core/background-hash.ts';
+import { packMask, unpackMask, type PackedMask } from '../core/mask-codec.ts';
 import { sha256File, sha256Files } from '../core/tensor-io.ts';
 import { MathneuroError } from '../errors.ts';
 import { readGgufSync, type GgufInfo, type GgufMetadataEntry } from '../gguf/reader.ts';
 import { modelFiles, openModelSync } from '../gguf/model.ts';
 import { GGUF_VALUE } from '../gguf/types.ts';
 import { realPath, sameFile } from '../paths.ts';
-import { MASK_DEFLATE, SelectionFile } from '../select/file.ts';
+import { SelectionFile } from '../select/file.ts';
 import { planTensors, selectTensors } from '../select/select.ts';
 import { checkAbort, importanceOf, writeAll, type MaskSource } from './job.ts';
 import { journalPathFor, readJournal } from './journal.ts';
@@ -69,14 +69,23 @@ async function maskSource(info: GgufInfo, options: PatchOptions): Promise<MaskSo
   if (options.topK === undefined) throw new MathneuroError('EUSAGE', 'patching from statistics needs K (--top-k)');
   const method = options.method ?? 'mathneuro';
   const plan = planTensors(info, options.math, { includeOutput: options.includeOutput });
-  const masks = new Map<string, { deflated: Buffer; count: number }>();
+  // the masks kept Rice-coded (or raw where that is smaller), coded on the thread pool meanwhile
+  const masks = new Map<string, { packed?: PackedMask; numel: number; count: number }>();
+  const packing: Promise<void>[] = [];
   for await (const selection of selectTensors(info, plan, {
     method, topK: [options.topK], math: options.math, general: options.general, seed: options.seed, includeOutput: options.includeOutput,
     threads: options.threads, signal: options.signal,
     onProgress: (p) => options.onProgress?.({ phase: 'select', done: p.done, total: p.total, item: p.tensor }),
   })) {
-    if (selection.counts[0] > 0) masks.set(selection.tensor.name, { deflated: deflateRawSync(selection.masks[0], MASK_DEFLATE), count: selection.counts[0] });
+    if (selection.counts[0] > 0) {
+      const entry: { packed?: PackedMask; numel: number; count: number } = { numel: selection.tensor.numel, count: selection.counts[0] };
+      masks.set(selection.tensor.name, entry);
+      const p = packMask(selection.masks[0], entry.numel).then((packed) => { entry.packed = packed; });
+      p.catch(() => {});   // (awaited below, unless the selection fails first)
+      packing.push(p);
+    }
   }
+  await Promise.all(packing);
   const statsLabel = (s: { path?: string }, fallback: string) => (s.path ? sourceLabel(s.path, sha256File(s.path)) : fallback);
   return {
     method, topK: options.topK, seed: options.seed,
@@ -84,7 +93,7 @@ async function maskSource(info: GgufInfo, options: PatchOptions): Promise<MaskSo
       ...(options.general ? [str('mathneuro.statistics.general', statsLabel(options.general, 'in-memory'))] : [])],
     names: new Set(masks.keys()),
     count: (name) => masks.get(name)?.count ?? 0,
-    mask: (name) => new Uint8Array(inflateRawSync(masks.get(name)!.deflated)),
+    mask: (name) => { const m = masks.get(name)!; return unpackMask(m.packed!, m.numel, m.count); },
   };
 }
 

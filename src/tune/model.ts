@@ -7,8 +7,8 @@
 // divergence and the NLL on general prompts.
 import os from 'node:os';
 import { closeSync, openSync } from 'node:fs';
-import { deflateRawSync, inflateRawSync } from 'node:zlib';
 import type { RequantizeStrategy } from '../core/codec.ts';
+import { packMask, unpackMask, type PackedMask } from '../core/mask-codec.ts';
 import { readExactly } from '../core/tensor-io.ts';
 import { MathneuroError, asMathneuroError } from '../errors.ts';
 import { klOfLogRows, logSoftmaxRow, logSumExpRow } from '../eval/divergence.ts';
@@ -18,7 +18,6 @@ import { assertEncodable } from '../gguf/encodable.ts';
 import type { GgufTensorInfo } from '../gguf/reader.ts';
 import { loadNative, type NativeWeightAccess } from '../native.ts';
 import { patchTensorInPlace } from '../patch/tensor-patch.ts';
-import { MASK_DEFLATE } from '../select/file.ts';
 import { planTensors, selectTensors, type ColumnStatistics, type SelectionMethod, type StatisticsSource, type TensorPlan } from '../select/select.ts';
 import type { NativeModel } from '../stats/collect.ts';
 import type { ObjectiveSample } from './tasks.ts';
@@ -102,17 +101,17 @@ export interface PatcherOptions {
 const key = (k: number) => k.toPrecision(12);
 /** Tensors patched at once by apply (their native requantization overlaps). */
 const APPLY_LANES = 4;
-/** Masks of one K are kept as they are up to this many bytes (deflated beyond, as selection files store them). */
+/** Masks of one K are kept as they are up to this many bytes (Rice-coded beyond, as selection files store them). */
 const RAW_MASK_BYTES = 256 * 2 ** 20;
 
 /**
  * The scored tensors of one model, their masks per K and their patched bytes per (K, scale), set
- * into a loaded TuneModel. Masks are kept deflated (as selection files store them).
+ * into a loaded TuneModel. Masks are kept as they are, or Rice-coded when large (as selection files store them).
  */
 export class InMemoryPatcher {
   readonly plan: TensorPlan;
   private readonly originals = new Map<string, Uint8Array>();
-  private readonly masks = new Map<string, Map<string, { raw?: Uint8Array; deflated?: Buffer; count: number }>>();
+  private readonly masks = new Map<string, Map<string, { raw?: Uint8Array; packed?: PackedMask; count: number }>>();
   private readonly scratch: Uint8Array[] = [];
   /** tensors whose loaded bytes are not the original ones now */
   private readonly dirty = new Set<string>();
@@ -147,14 +146,27 @@ export class InMemoryPatcher {
     const keep = this.resident && this.originals.size === 0;
     const raw = this.plan.scored.reduce((a, x) => a + Math.ceil(x.tensor.numel / 8), 0) <= RAW_MASK_BYTES;
     for (const k of fresh) this.masks.set(key(k), new Map());
-    for await (const sel of selectTensors(this.gguf, this.plan, {
-      method: this.options.method, topK: fresh, math: this.options.math, general: this.options.general, seed: this.options.seed,
-      threads: this.options.threads, signal: this.options.signal, keepBytes: keep,
-    })) {
-      if (keep && sel.bytes) this.originals.set(sel.tensor.name, sel.bytes);
-      fresh.forEach((k, q) => {
-        if (sel.counts[q] > 0) this.masks.get(key(k))!.set(sel.tensor.name, raw ? { raw: sel.masks[q].slice(), count: sel.counts[q] } : { deflated: deflateRawSync(sel.masks[q], MASK_DEFLATE), count: sel.counts[q] });
-      });
+    try {
+      const packing: Promise<void>[] = [];
+      for await (const sel of selectTensors(this.gguf, this.plan, {
+        method: this.options.method, topK: fresh, math: this.options.math, general: this.options.general, seed: this.options.seed,
+        threads: this.options.threads, signal: this.options.signal, keepBytes: keep,
+      })) {
+        if (keep && sel.bytes) this.originals.set(sel.tensor.name, sel.bytes);
+        fresh.forEach((k, q) => {
+          if (sel.counts[q] <= 0) return;
+          if (raw) { this.masks.get(key(k))!.set(sel.tensor.name, { raw: sel.masks[q].slice(), count: sel.counts[q] }); return; }
+          const entry: { packed?: PackedMask; count: number } = { count: sel.counts[q] };
+          this.masks.get(key(k))!.set(sel.tensor.name, entry);
+          const p = packMask(sel.masks[q], sel.tensor.numel).then((packed) => { entry.packed = packed; });
+          p.catch(() => {});   // (awaited below, unless the selection fails first)
+          packing.push(p);
+        });
+      }
+      await Promise.all(packing);
+    } catch (e) {
+      for (const k of fresh) this.masks.delete(key(k));   // not prepared: a later call selects them again
+      throw e;
     }
   }
 
@@ -173,7 +185,7 @@ export class InMemoryPatcher {
     const original = this.original(t);
     if (!m) return { bytes: original, patched: false };
     const bytes = original.slice();
-    await patchTensorInPlace(t, bytes, m.raw ?? new Uint8Array(inflateRawSync(m.deflated!)), {
+    await patchTensorInPlace(t, bytes, m.raw ?? unpackMask(m.packed!, t.numel, m.count), {
       scale, strategy: this.options.strategy, importance: this.importance(t.name), threads: this.options.threads, ranges: false,
     });
     return { bytes, patched: true };
@@ -203,7 +215,7 @@ export class InMemoryPatcher {
         if (!m) { model.setWeight(s.tensor.name, original); this.dirty.delete(s.tensor.name); continue; }
         const bytes = this.scratch[l]!.subarray(0, s.tensor.byteSize);
         bytes.set(original);
-        await patchTensorInPlace(s.tensor, bytes, m.raw ?? new Uint8Array(inflateRawSync(m.deflated!)), {
+        await patchTensorInPlace(s.tensor, bytes, m.raw ?? unpackMask(m.packed!, s.tensor.numel, m.count), {
           scale, strategy: this.options.strategy, importance: this.importance(s.tensor.name), threads: this.options.threads, ranges: false,
         });
         model.setWeight(s.tensor.name, bytes);
