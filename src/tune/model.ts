@@ -95,13 +95,15 @@ export interface PatcherOptions {
   seed?: number;
   /** the scored tensors' original bytes stay in memory up to this many bytes (default 4 GiB); beyond, they are read from the file when needed */
   maxResidentBytes?: number;
+  /** the masks of one K are kept as they are up to this many bytes (default 256 MiB); beyond, Rice-coded */
+  rawMaskBytes?: number;
   signal?: AbortSignal;
 }
 
 const key = (k: number) => k.toPrecision(12);
 /** Tensors patched at once by apply (their native requantization overlaps). */
 const APPLY_LANES = 4;
-/** Masks of one K are kept as they are up to this many bytes (Rice-coded beyond, as selection files store them). */
+/** Masks of one K are kept as they are up to this many bytes by default (Rice-coded beyond, as selection files store them). */
 const RAW_MASK_BYTES = 256 * 2 ** 20;
 
 /**
@@ -144,7 +146,7 @@ export class InMemoryPatcher {
     const fresh = [...new Set(topKs.map(key))].filter((k) => !this.masks.has(k)).map(Number);
     if (fresh.length === 0) return;
     const keep = this.resident && this.originals.size === 0;
-    const raw = this.plan.scored.reduce((a, x) => a + Math.ceil(x.tensor.numel / 8), 0) <= RAW_MASK_BYTES;
+    const raw = this.plan.scored.reduce((a, x) => a + Math.ceil(x.tensor.numel / 8), 0) <= (this.options.rawMaskBytes ?? RAW_MASK_BYTES);
     for (const k of fresh) this.masks.set(key(k), new Map());
     try {
       const packing: Promise<void>[] = [];

@@ -62,6 +62,13 @@ t.test('in-memory patch = the patched file, bytes and logits; restore = unpatche
         if (!sameBytes(bytes, fileTensorBytes(out, s.tensor.name))) t.fail(`${label} ${s.tensor.name}: in-memory bytes differ from the patched file's`);
       }
       t.ok(changed > 10, `${label}: ${changed} tensors patched, every scored tensor byte-identical to the file`);
+      // the same with the masks kept Rice-coded between prepare and patch (as for models with large masks)
+      const coded = new InMemoryPatcher(info, undefined, { method: 'mathneuro', math: math.stats, general: general.stats, strategy: 'best', threads: 1, rawMaskBytes: 0 });
+      await coded.prepare([topK]);
+      for (const s of coded.plan.scored) {
+        if (!sameBytes((await coded.patchedBytes(s.tensor, topK, scale)).bytes, fileTensorBytes(out, s.tensor.name))) t.fail(`${label} ${s.tensor.name}: bytes patched from Rice-coded masks differ from the patched file's`);
+      }
+      t.pass(`${label}: patched from Rice-coded masks, byte-identical too`);
 
       const texts = ['37+45=82\n12+9=21\n', 'The small cat sees the red ball.\nMy sister likes reading on Monday.\n'];
       const tokens = texts.map((x) => m.tokenize(x));
