@@ -33,7 +33,7 @@ export {
   type SelectionMethod, type SelectOptions, type TensorSelection, type TensorPlan, type ScoredTensor, type SkippedTensor,
   type ColumnStatistics, type StatisticsSource, type SelectionSummary, type SelectionSummaryTensor,
 } from './select/select.ts';
-export { SelectionFile, SelectionFileWriter, isSelectionFile, SELECTION_FORMAT, SELECTION_VERSION, type SelectionFileIndex, type SelectionFileTensor, type SelectionSource } from './select/file.ts';
+export { SelectionFile, SelectionFileWriter, isSelectionFile, SELECTION_FORMAT, SELECTION_VERSION, SELECTION_VERSIONS_READ, type SelectionFileIndex, type SelectionFileTensor, type SelectionSource } from './select/file.ts';
 export { countBits, getBit, andNot } from './select/bits.ts';
 
 // stage 3: patch
