@@ -124,7 +124,7 @@ constexpr size_t kBlockWords = 64;
 // The stream is written through a 64-bit window: each code is OR-ed in above the nacc (< 8)
 // pending bits, the window is stored whole and the output advances by its complete bytes (no
 // branch per code; a code of up to 56 bits fits the window).
-template <bool Invert, int Steps>
+template <bool Invert, int Steps, int Group>
 size_t encode_with(const MaskWords & m, unsigned k, uint8_t * out, size_t limit) {
     out[0] = (uint8_t) (k | (Invert ? 0x80u : 0u));
     size_t pos = 1;      // the byte the window starts at
@@ -154,28 +154,53 @@ size_t encode_with(const MaskWords & m, unsigned k, uint8_t * out, size_t limit)
         while (x) { found[n++] = base + ctz64(x); x &= x - 1; }
         return n;
     };
+    // one code, of any length
+    auto code_one = [&](uint64_t g) -> bool {
+        const uint64_t q = g >> k;
+        const uint64_t c = 1 | ((g & low_mask) << 1);
+        if (q + nb <= 56) {
+            put(c << q, (unsigned) (q + nb));
+        } else {
+            // a long run of zeros: whole zero bytes after the pending bits, then the code
+            const uint64_t bits = nacc + q;
+            if (pos + bits / 8 > limit) return false;
+            store_le64(out + pos, acc);
+            for (size_t z = 8; z < bits / 8 + 8; z += 8) store_le64(out + pos + z, 0);
+            pos += bits / 8;
+            acc = 0;
+            nacc = (unsigned) (bits % 8);
+            if (nb > 56) { put(1, 1); put(c >> 1, k); }
+            else put(c, nb);
+        }
+        return true;
+    };
+    // the codes of found[0..n) (positions from block_start): Group at a time in one write when
+    // they fit 56 bits together (the window's state is a chain through every write)
     auto code = [&](uint64_t block_start, size_t n) -> bool {
-        for (size_t j = 0; j < n; j++) {
+        size_t j = 0;
+        for (; j + Group <= n; j += Group) {
+            if (pos > limit) return false;
+            uint64_t g[Group], len[Group];
+            uint64_t p = block_start + found[j];
+            g[0] = p - next;
+            for (int u = 1; u < Group; u++) { const uint64_t pu = block_start + found[j + u]; g[u] = pu - p - 1; p = pu; }
+            uint64_t total = 0;
+            for (int u = 0; u < Group; u++) { len[u] = (g[u] >> k) + nb; total += len[u]; }
+            if (total <= 56) {
+                uint64_t bits = 0;
+                unsigned at = 0;
+                for (int u = 0; u < Group; u++) { bits |= ((1 | ((g[u] & low_mask) << 1)) << (g[u] >> k)) << at; at += (unsigned) len[u]; }
+                put(bits, at);
+            } else {
+                for (int u = 0; u < Group; u++) { if (pos > limit || !code_one(g[u])) return false; }
+            }
+            next = p + 1;
+        }
+        for (; j < n; j++) {
             if (pos > limit) return false;
             const uint64_t p = block_start + found[j];
-            const uint64_t g = p - next;
+            if (!code_one(p - next)) return false;
             next = p + 1;
-            const uint64_t q = g >> k;
-            const uint64_t c = 1 | ((g & low_mask) << 1);
-            if (q + nb <= 56) {
-                put(c << q, (unsigned) (q + nb));
-            } else {
-                // a long run of zeros: whole zero bytes after the pending bits, then the code
-                const uint64_t bits = nacc + q;
-                if (pos + bits / 8 > limit) return false;
-                store_le64(out + pos, acc);
-                for (size_t z = 8; z < bits / 8 + 8; z += 8) store_le64(out + pos + z, 0);
-                pos += bits / 8;
-                acc = 0;
-                nacc = (unsigned) (bits % 8);
-                if (nb > 56) { put(1, 1); put(c >> 1, k); }
-                else put(c, nb);
-            }
         }
         return true;
     };
@@ -200,12 +225,20 @@ size_t encode_with(const MaskWords & m, unsigned k, uint8_t * out, size_t limit)
 
 // Encodes with the gathering that suits the density of coded bits (see kBlockWords): the fewest
 // steps that cover a word's coded bits 19 times in 20 were they spread at random (Poisson), up to
-// 8 (16 was no faster on llama-1b's masks of 8% density).
+// 8 (16 was no faster on llama-1b's masks of 8% density); and codes written 4, 2 or 1 at a time
+// so that a group's mean length (k + 1 + about 1.6 for the unary part) stays near 42 bits.
+template <bool Invert, int Steps>
+size_t encode_grouped(const MaskWords & m, unsigned k, uint8_t * out, size_t limit) {
+    if (k <= 8) return encode_with<Invert, Steps, 4>(m, k, out, limit);
+    if (k <= 19) return encode_with<Invert, Steps, 2>(m, k, out, limit);
+    return encode_with<Invert, Steps, 1>(m, k, out, limit);
+}
+
 size_t encode_with(const MaskWords & m, bool invert, uint64_t coded, unsigned k, uint8_t * out, size_t limit) {
     const double per_word = m.n_words ? (double) coded / (double) m.n_words : 0;
     using Encoder = size_t (*)(const MaskWords &, unsigned, uint8_t *, size_t);
-    static constexpr Encoder plain[] = {encode_with<false, 1>, encode_with<false, 2>, encode_with<false, 4>, encode_with<false, 8>};
-    static constexpr Encoder inverted[] = {encode_with<true, 1>, encode_with<true, 2>, encode_with<true, 4>, encode_with<true, 8>};
+    static constexpr Encoder plain[] = {encode_grouped<false, 1>, encode_grouped<false, 2>, encode_grouped<false, 4>, encode_grouped<false, 8>};
+    static constexpr Encoder inverted[] = {encode_grouped<true, 1>, encode_grouped<true, 2>, encode_grouped<true, 4>, encode_grouped<true, 8>};
     const int s = per_word < 0.355 ? 0 : per_word < 0.82 ? 1 : per_word < 1.97 ? 2 : 3;
     return (invert ? inverted : plain)[s](m, k, out, limit);
 }
