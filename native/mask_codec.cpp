@@ -88,7 +88,7 @@ __attribute__((target("popcnt"))) uint64_t popcount_hw(const MaskWords & m) {
     return n + (uint64_t) __builtin_popcountll(m.tail);
 }
 uint64_t popcount_mask(const MaskWords & m) {
-    static const bool hw = __builtin_cpu_supports("popcnt");
+    static const bool hw = (__builtin_cpu_init(), __builtin_cpu_supports("popcnt"));   // (init: as top_k.cpp)
     return hw ? popcount_hw(m) : popcount_generic(m);
 }
 #elif defined(__GNUC__) && defined(__POPCNT__)
