@@ -406,7 +406,7 @@ public:
     // calls: a fresh 66 MB buffer per prompt cost a page fault and a clear per 4 KiB); empty: our own
     LogitsWorker(Napi::Env env, Napi::Object model_ref, ModelHandle * h, std::vector<llama_token> tokens, Napi::Float32Array out)
         : ModelPassWorker(env, model_ref, h), tokens_(std::move(tokens)) {
-        if (!out.IsEmpty()) { Keep(out); out_ref_ = Napi::Persistent(out); dst_ = out.Data(); }
+        if (!out.IsEmpty()) { out_ref_ = Napi::Persistent(out); dst_ = out.Data(); }   // the reference keeps it alive
     }
     void Execute() override {
         PlainPass();   // every node, the head included: these logits are read

@@ -832,8 +832,9 @@ Napi::Value SelectTopK(const Napi::CallbackInfo & info) {
                 }
             }
             if (subtract) {
-                // masks[0][q] &= ~masks[1][q], 8 bytes at a time (calloc'd: 16-byte aligned), then the
-                // second set is freed: done here, the JS thread neither allocates nor loops per byte
+                // masks[0][q] &= ~masks[1][q], 8 bytes at a time (calloc'd and vector storage: 16-byte
+                // aligned), then the second set (the scratch above) is dropped from the result: done here,
+                // the JS thread neither allocates nor loops per byte
                 Masks & a = result->masks[0];
                 Masks & b = result->masks[1];
                 const int64_t words = (int64_t) (mask_bytes / 8);

@@ -177,7 +177,10 @@ export class NativeModelPair {
     if (tokens.length < 2) return { tokens: Int32Array.from(tokens), model: new Float32Array(0), reference: new Float32Array(0), nVocab: 0 };
     // the returned rows are views of the pair's buffers: valid until the next logits() call
     const need = tokens.length * this.reference.nVocab;
-    if (!this.buffers || this.buffers[0].length < need) this.buffers = [new Float32Array(Math.max(need, maxTokens * this.reference.nVocab)), new Float32Array(Math.max(need, maxTokens * this.reference.nVocab))];
+    if (!this.buffers || this.buffers[0].length < need) {
+      const size = Math.max(need, maxTokens * this.reference.nVocab);
+      this.buffers = [new Float32Array(size), new Float32Array(size)];
+    }
     const [modelRows, referenceRows] = this.buffers;
     const q = await this.model.withSlot(() => this.model.logits(tokens, modelRows));
     const p = await this.reference.withSlot(() => this.reference.logits(tokens, referenceRows));
