@@ -13,6 +13,7 @@
 #include "napi_util.h"
 
 #include <cmath>
+#include <cstring>
 #include <algorithm>
 #include <cstdint>
 #include <memory>
@@ -20,25 +21,112 @@
 #include <thread>
 #include <vector>
 
+// GCC: comparisons may be turned into selects (no FP trap is ever enabled in a node process) and a*b+c
+// is never fused, so the vectorized loops give the same bits in every build and on every CPU. On
+// x86-64 Linux the row loop is also built for AVX2 and AVX-512 and the loader picks the widest this
+// CPU runs (the same arithmetic, hence the same results).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC optimize("no-trapping-math", "fp-contract=off")
+#endif
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && defined(__GLIBC__)
+#define MATHNEURO_KL_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define MATHNEURO_KL_CLONES
+#endif
+
 namespace {
 
 struct RowResult { double kl; bool same_top; };
 
-RowResult kl_row(const float * p, const float * q, int64_t n) {
-    // pass 1: maxima and top tokens (the first of equal maxima, as klOfLogRows picks it)
-    int64_t top_p = 0, top_q = 0;
-    for (int64_t i = 1; i < n; ++i) {
-        if (p[i] > p[top_p]) top_p = i;
-        if (q[i] > q[top_q]) top_q = i;
+// e^x in double for x <= 0 (what the sums need: x = logit - max), within 2 ulp of exp() where that is
+// a normal number (the kl-rows test checks rows against the float64 JS reference), rounded into the
+// denormals below e^-708 as exp() is, 0 below e^-746; NaN stays NaN. exp() itself takes a slow path
+// for every term that underflows, and a model's logits can spread that far (21 ns per vocabulary
+// entry on the synthetic benchmark model, against under 4 here): this is plain arithmetic, so the
+// compiler vectorizes the loop that calls it. Range reduction x = k ln2 + r, |r| <= ln2/2 (ln2 in two
+// parts, Cody-Waite), e^r by its Taylor series to r^13/13! (the next term is < 5e-18), times 2^k as
+// two powers of two built in the exponent bits (each a normal number down to k = -1076); k comes from
+// the bits of x log2(e) + 1.5 * 2^52 (rounded to nearest; no conversion a NaN would make undefined).
+inline double exp_nonpositive(double x) {
+    const double shifter = 0x1.8p52;
+    const double xc = x < -746.0 ? -746.0 : x;
+    const double t = xc * 0x1.71547652b82fep0 + shifter;
+    const double k = t - shifter;
+    double r = xc - k * 0x1.62e42fefa3800p-1;
+    r = r - k * 0x1.ef35793c76730p-45;
+    double s = 1.0 / 6227020800.0;
+    s = s * r + 1.0 / 479001600.0;
+    s = s * r + 1.0 / 39916800.0;
+    s = s * r + 1.0 / 3628800.0;
+    s = s * r + 1.0 / 362880.0;
+    s = s * r + 1.0 / 40320.0;
+    s = s * r + 1.0 / 5040.0;
+    s = s * r + 1.0 / 720.0;
+    s = s * r + 1.0 / 120.0;
+    s = s * r + 1.0 / 24.0;
+    s = s * r + 1.0 / 6.0;
+    s = s * r + 0.5;
+    s = s * r + 1.0;
+    s = s * r + 1.0;
+    uint64_t tb;
+    std::memcpy(&tb, &t, sizeof tb);
+    // k + 2048 >= 0 here: halve it unsigned, 2^k = 2^k1 * 2^k2 with k1 = floor(k / 2), k2 = k - k1
+    const uint64_t k_biased = tb - 0x4338000000000000ULL + 2048;
+    const uint64_t k1_biased = (k_biased >> 1) - 1024 + 1023, k2_biased = k_biased - (k_biased >> 1) - 1024 + 1023;
+    const uint64_t bits1 = k1_biased << 52, bits2 = k2_biased << 52;
+    double scale1, scale2;
+    std::memcpy(&scale1, &bits1, sizeof scale1);
+    std::memcpy(&scale2, &bits2, sizeof scale2);
+    const double v = (s * scale1) * scale2;
+    return x < -746.0 ? 0.0 : v;
+}
+
+// Lanes of independent sums and maxima: the loops over a row are vectorized as written, with no
+// reassociation the compiler would need -ffast-math for, so every build sums in the same order.
+constexpr int kLanes = 16;
+
+MATHNEURO_KL_CLONES RowResult kl_row(const float * p, const float * q, int64_t n) {
+    const int64_t body = n / kLanes * kLanes;
+    // pass 1: maxima (a NaN never wins a comparison, as in a scan) and the top tokens (the first of
+    // equal maxima, as klOfLogRows picks it)
+    float mpl[kLanes], mql[kLanes];
+    for (int j = 0; j < kLanes; ++j) { mpl[j] = p[0]; mql[j] = q[0]; }
+    for (int64_t i = 0; i < body; i += kLanes) {
+        for (int j = 0; j < kLanes; ++j) {
+            const float a = p[i + j], b = q[i + j];
+            mpl[j] = a > mpl[j] ? a : mpl[j];
+            mql[j] = b > mql[j] ? b : mql[j];
+        }
     }
-    const double mp = p[top_p], mq = q[top_q];
-    // pass 2: the three sums
+    float fp = mpl[0], fq = mql[0];
+    for (int j = 1; j < kLanes; ++j) { if (mpl[j] > fp) fp = mpl[j]; if (mql[j] > fq) fq = mql[j]; }
+    for (int64_t i = body; i < n; ++i) { if (p[i] > fp) fp = p[i]; if (q[i] > fq) fq = q[i]; }
+    int64_t top_p = 0, top_q = 0;
+    if (!std::isnan(fp)) while (p[top_p] != fp) ++top_p;
+    if (!std::isnan(fq)) while (q[top_q] != fq) ++top_q;
+    const double mp = fp, mq = fq;
+    // pass 2: the three sums; a token p gives no mass adds nothing to Sp and Sd
+    const double ninf = -std::numeric_limits<double>::infinity();
+    double spl[kLanes] = {}, sql[kLanes] = {}, sdl[kLanes] = {};
+    for (int64_t i = 0; i < body; i += kLanes) {
+        double ep[kLanes], eq[kLanes], d[kLanes];
+        for (int j = 0; j < kLanes; ++j) eq[j] = exp_nonpositive((double) q[i + j] - mq);
+        for (int j = 0; j < kLanes; ++j) ep[j] = exp_nonpositive((double) p[i + j] - mp);
+        for (int j = 0; j < kLanes; ++j) {
+            const double pi = p[i + j];
+            const bool none = pi == ninf;
+            d[j] = none ? 0.0 : pi - (double) q[i + j];
+            ep[j] = none ? 0.0 : ep[j];
+        }
+        for (int j = 0; j < kLanes; ++j) { sql[j] += eq[j]; spl[j] += ep[j]; sdl[j] += ep[j] * d[j]; }
+    }
     double sp = 0, sq = 0, sd = 0;
-    for (int64_t i = 0; i < n; ++i) {
+    for (int j = 0; j < kLanes; ++j) { sp += spl[j]; sq += sql[j]; sd += sdl[j]; }
+    for (int64_t i = body; i < n; ++i) {
         const double pi = p[i], qi = q[i];
-        sq += std::exp(qi - mq);
-        if (pi == -std::numeric_limits<double>::infinity()) continue;
-        const double e = std::exp(pi - mp);
+        sq += exp_nonpositive(qi - mq);
+        if (pi == ninf) continue;
+        const double e = exp_nonpositive(pi - mp);
         sp += e;
         sd += e * (pi - qi);
     }

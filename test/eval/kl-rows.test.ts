@@ -44,7 +44,8 @@ function tolerance(p: Float32Array, q: Float32Array, off: number, n: number): nu
     return m + Math.log(s);
   };
   let d = 0;
-  for (let i = 0; i < n; i++) d = Math.max(d, Math.abs(p[off + i]! - q[off + i]!));
+  // a token p gives no mass adds nothing to either side's KL
+  for (let i = 0; i < n; i++) if (p[off + i] !== -Infinity) d = Math.max(d, Math.abs(p[off + i]! - q[off + i]!));
   d += Math.abs(lse(p) - lse(q));
   return 8 * n * 2 ** -53 * (1 + d);
 }
@@ -145,6 +146,30 @@ t.test('klRows: edge rows and usage', async (t) => {
   t.equal(want.kl[1], Infinity);
   t.equal(got.kl[2], 0);
   t.same(Array.from(got.sameTop, (x) => x === 1), want.sameTop);
+  // rows long enough for the shim's lane loops (16 at a time) plus a tail, spread past where exp()
+  // leaves the normal numbers (below max - 708) and underflows to 0 (below max - 745), with -inf in p
+  // and q inside the lanes (rows 2 and 3 have one token far above the rest): the float64 reference within its bound
+  {
+    const m = 16 * 7 + 5, rowsN = 6;
+    const wp = new Float32Array(m * rowsN), wq = new Float32Array(m * rowsN);
+    for (let r = 0; r < rowsN; r++) {
+      for (let i = 0; i < m; i++) {
+        const x = i === 40 + r && (r === 2 || r === 3) ? 1000 : Math.sin(i * 1.7 + r) * (r < 3 ? 900 : 12);
+        wp[r * m + i] = x;
+        wq[r * m + i] = x + Math.cos(i * 0.9 + r) * (r % 2 ? 0.5 : 0.01);
+      }
+    }
+    wp[5] = -Infinity; wq[5] = -Infinity; // no mass on either side
+    wp[m + 17] = -Infinity; // no mass in p only
+    const wide = await compare(t, wp, wq, m, 'wide rows in lanes and tail');
+    t.ok([0, 1, 4, 5].every((r) => wide.want.kl[r]! > 1e-6), `rows without one far top token have a KL to get right: ${wide.want.kl.map((x) => x.toExponential(1)).join(', ')}`);
+    // q gives no mass where p has its top, or a denormal e^(280 - 1000): +Infinity, as in the reference
+    const top = Float32Array.from(wq); top[2 * m + 42] = -Infinity;
+    const denormal = Float32Array.from(wp); denormal[3 * m + 20] = 280; const dq = Float32Array.from(wq); dq[3 * m + 20] = -Infinity;
+    t.equal((await klRows(wp, top, m)).kl[2], Infinity, 'no mass in q at p\'s top: +Infinity');
+    t.equal(reference(denormal.subarray(3 * m, 4 * m), dq.subarray(3 * m, 4 * m), m).kl[0], Infinity, 'the reference: a denormal mass against none is +Infinity');
+    t.equal((await klRows(denormal, dq, m)).kl[3], Infinity, 'no mass in q where p has e^-720 of its top: +Infinity');
+  }
   // several threads give the same numbers
   const big = Float32Array.from({ length: 64 * 50 }, (_, i) => Math.sin(i * 0.37) * 4);
   const big2 = Float32Array.from({ length: 64 * 50 }, (_, i) => Math.sin(i * 0.37 + 0.01) * 4);
