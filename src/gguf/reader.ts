@@ -161,6 +161,46 @@ function readScalar(c: Cursor, type: number, what: string): GgufScalar {
  */
 export interface ReadGgufOptions {}
 
+/**
+ * Parsed headers the process still holds, by path: a pipeline reads one model's header many times
+ * (boost: resolve, screen, patch, and the check's two runtimes and screens), and parsing a 128k-token
+ * vocabulary takes ~0.3 s a time. A parse is a function of the path, the file's size and its header
+ * bytes alone, so a held one is returned only when the file (same device and inode) has the same size
+ * and its header bytes, read again, equal those parsed (timestamps are too coarse to tell a rewrite).
+ * Weak: an info nobody holds any more is collected as before. Callers treat a GgufInfo as read-only.
+ */
+const parsedByPath = new Map<string, WeakRef<GgufInfo>>();
+const headerOf = new WeakMap<GgufInfo, { dev: bigint; ino: bigint; bytes: Buffer }>();
+
+function readAt(fd: number, length: number): Buffer {
+  const b = Buffer.allocUnsafe(length);
+  let done = 0;
+  while (done < length) {
+    const n = readSync(fd, b, done, length - done, done);
+    if (n === 0) break;
+    done += n;
+  }
+  return done === length ? b : b.subarray(0, done);
+}
+
+function heldParse(path: string, fd: number, size: number): GgufInfo | undefined {
+  const held = parsedByPath.get(path)?.deref();
+  if (!held) { parsedByPath.delete(path); return undefined; }
+  const header = headerOf.get(held);
+  if (!header || held.fileSize !== size) return undefined;
+  const st = fstatSync(fd, { bigint: true });
+  if (st.dev !== header.dev || st.ino !== header.ino) return undefined;
+  return readAt(fd, header.bytes.length).equals(header.bytes) ? held : undefined;
+}
+
+function holdParse(info: GgufInfo, fd: number): GgufInfo {
+  const st = fstatSync(fd, { bigint: true });
+  headerOf.set(info, { dev: st.dev, ino: st.ino, bytes: readAt(fd, info.headerBytes) });
+  parsedByPath.set(info.path, new WeakRef(info));
+  if (parsedByPath.size > 256) for (const [k, ref] of parsedByPath) if (!ref.deref()) parsedByPath.delete(k);
+  return info;
+}
+
 /** Parse and validate a GGUF header. Throws MathneuroError EBADGGUF (or ENOENT) with a one-line reason. */
 export function readGgufSync(path: string, _options: ReadGgufOptions = {}): GgufInfo {
   let fd: number;
@@ -175,6 +215,8 @@ export function readGgufSync(path: string, _options: ReadGgufOptions = {}): Gguf
   try {
     const st = fstatSync(fd);
     if (!st.isFile()) throw new MathneuroError('EBADGGUF', `${path} is not a regular file`);
+    const held = heldParse(path, fd, st.size);
+    if (held) return held;
     const c: Cursor = new Cursor(fd, st.size, path);
     if (st.size < 24) c.fail(`file is too small to be a GGUF (${st.size} bytes)`);
     const magic = c.bytes(4).toString('latin1');
@@ -287,7 +329,7 @@ export function readGgufSync(path: string, _options: ReadGgufOptions = {}): Gguf
         c.fail(`tensors "${prev.name}" and "${sorted[i].name}" overlap`);
       }
     }
-    return { path, fileSize: st.size, version, alignment, headerBytes, dataOffset, metadata, metadataEntries, tensors, tensorByName };
+    return holdParse({ path, fileSize: st.size, version, alignment, headerBytes, dataOffset, metadata, metadataEntries, tensors, tensorByName }, fd);
   } finally {
     closeSync(fd);
   }

@@ -2,7 +2,7 @@
 // reason, never another exception. The files come from encodeGguf (test/helpers/gguf-fuzz.ts), a writer
 // independent of the reader, with its own map of where each header field is.
 import t, { type Test } from 'tap';
-import { writeFileSync } from 'node:fs';
+import { closeSync, copyFileSync, openSync, renameSync, writeFileSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { MathneuroError } from '../../src/errors.ts';
 import { encodeGguf, fuzzBaseModel, GgufMutator, type FuzzModel, type GgufField } from '../helpers/gguf-fuzz.ts';
@@ -39,6 +39,46 @@ t.test('the base model is valid and reads back as written', async (t) => {
   t.same(info.metadata.get('tokenizer.ggml.tokens'), base.metadata.find((e) => e.key === 'tokenizer.ggml.tokens')!.value);
   const data = fields.filter((f) => f.kind === 'data');
   t.same(info.tensors.map((x) => [x.absoluteOffset, x.byteSize]), data.map((f) => [f.offset, f.size]), 'tensor ranges as the writer placed them');
+});
+
+t.test('a header read again is the same parse only while the file and its header bytes are unchanged', async (t) => {
+  const dir = t.testdir();
+  const file = path.join(dir, 'm.gguf');
+  writeFileSync(file, bytes);
+  const first = readGgufSync(file);
+  t.equal(first.version, 3);
+  t.equal(readGgufSync(file), first, 'read again: the parse held');
+  const version = field('version');
+  const fd = openSync(file, 'r+');
+  // a tensor's data changed in place (not the header): the same parse
+  const data = field('data');
+  writeSync(fd, Buffer.from([bytes[data.offset]! ^ 0xff]), 0, 1, data.offset);
+  t.equal(readGgufSync(file), first, 'tensor data changed: the same header, the same parse');
+  // one header byte changed in place: the same size and inode, likely the same timestamps
+  writeSync(fd, Buffer.from([2]), 0, 1, version.offset);
+  closeSync(fd);
+  const v2 = readGgufSync(file);
+  t.not(v2, first, 'a header byte changed: parsed again');
+  t.equal(v2.version, 2, 'the new value read');
+  writeFileSync(file, bytes);
+  const v3 = readGgufSync(file);
+  t.not(v3, v2, 'rewritten: parsed again');
+  t.equal(v3.version, 3);
+  // the same bytes as a new file renamed over it (another inode): parsed again, equal
+  copyFileSync(file, path.join(dir, 'copy.gguf'));
+  renameSync(path.join(dir, 'copy.gguf'), file);
+  const renamed = readGgufSync(file);
+  t.not(renamed, v3, 'another inode: parsed again');
+  t.same(renamed.tensors, v3.tensors);
+  // a broken header is never held: the error each time; fixed, the file reads again
+  writeFileSync(file, withU32(version, 9));
+  t.throws(() => readGgufSync(file), { code: 'EBADGGUF' });
+  t.throws(() => readGgufSync(file), { code: 'EBADGGUF' });
+  writeFileSync(file, bytes);
+  t.equal(readGgufSync(file).version, 3);
+  // the same file under another path string is its own parse (info.path is the path given)
+  const dotted = `${dir}${path.sep}.${path.sep}m.gguf`;
+  t.equal(readGgufSync(dotted).path, dotted);
 });
 
 t.test('header classes: magic, version, counts, lengths, types, dims, offsets, alignment', async (t) => {
