@@ -30,7 +30,11 @@ export async function syntheticStats(model: string, seed: number): Promise<strin
   return file;
 }
 
-function timed(cmd: string[], env: NodeJS.ProcessEnv = process.env) {
+// The CLI as the installed package runs it: the compiled dist/ under plain node (MATHNEURO_DIST=1), not
+// the checkout's TypeScript through tsx, whose start alone cost ~0.9 s more per command here.
+const cliEnv = { ...process.env, MATHNEURO_DIST: '1' };
+
+function timed(cmd: string[], env: NodeJS.ProcessEnv = cliEnv) {
   const r = spawnSync('/usr/bin/time', ['-v', ...cmd], { cwd: repoRoot, encoding: 'utf8', env, maxBuffer: 256 * 2 ** 20 });
   if (r.status !== 0) throw new Error(`${cmd.join(' ')} failed (${r.status}): ${r.stderr.slice(-1500)}`);
   return parseTimeV(r.stderr);
@@ -62,6 +66,9 @@ export async function benchPatch(argv: string[]) {
   const sel = path.join(benchDir, 'bench.mnsel');
   const kSweep = '0.0001,0.001,0.005,0.01,0.025,0.05,0.1,0.15';
   timed(['sh', '-c', `cat "${model}" > /dev/null`]); // warm the page cache
+  // dist/ from the sources as they are now (npm run build:dist)
+  const built = spawnSync(process.execPath, [path.join(repoRoot, 'scripts', 'build-dist.mjs')], { cwd: repoRoot, encoding: 'utf8' });
+  if (built.status !== 0) throw new Error(`npm run build:dist failed: ${built.stderr.slice(-1500)}`);
 
   const series: Record<string, { wall: number[]; rss: number[] }> = {};
   const record = (label: string, t: { wallSeconds: number; maxRssKiB: number }) => {
@@ -104,7 +111,7 @@ export async function benchPatch(argv: string[]) {
 
 \`${cmd}\`
 
-${machineLine(m)} Model: ${path.basename(model)} (${(size / 2 ** 30).toFixed(2)} GiB); synthetic statistics (speed does not depend on values); warm page cache; median of ${repeats}; peak RSS from /usr/bin/time -v. Goals: select (one K) <= 2 x read + 1 x cp; select + patch <= 3 x cp; patch from a selection file <= 1.5 x cp ("cp" is cp + fsync of the copy). Requantization: auto (the default) unless the row says otherwise.
+${machineLine(m)} Model: ${path.basename(model)} (${(size / 2 ** 30).toFixed(2)} GiB); synthetic statistics (speed does not depend on values); warm page cache; median of ${repeats}; peak RSS from /usr/bin/time -v; the CLI as the package runs it (compiled dist/, built by the bench; MATHNEURO_DIST=1). Goals: select (one K) <= 2 x read + 1 x cp; select + patch <= 3 x cp; patch from a selection file <= 1.5 x cp ("cp" is cp + fsync of the copy). Requantization: auto (the default) unless the row says otherwise.
 
 ${table(['operation', 'wall s', 'x cp', 'peak RSS MiB'], rows)}
 
