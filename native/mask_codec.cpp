@@ -101,6 +101,38 @@ uint64_t popcount_mask(const MaskWords & m) {
 uint64_t popcount_mask(const MaskWords & m) { return popcount_generic(m); }
 #endif
 
+// Set bits in [begin, end) of a mask: bytes one at a time up to a byte boundary, 8 bytes at a time,
+// then the rest.
+template <bool Hw> uint64_t count_range(const uint8_t * bytes, uint64_t begin, uint64_t end) {
+    auto pop = [](uint64_t x) -> uint64_t {
+        if (Hw) return (uint64_t) __builtin_popcountll(x);
+        x = x - ((x >> 1) & 0x5555555555555555ull);
+        x = (x & 0x3333333333333333ull) + ((x >> 2) & 0x3333333333333333ull);
+        x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0Full;
+        return (x * 0x0101010101010101ull) >> 56;
+    };
+    uint64_t n = 0, i = begin;
+    for (; i < end && (i & 7); i++) n += (bytes[i >> 3] >> (i & 7)) & 1;
+    uint64_t b = i >> 3;
+    const uint64_t whole_end = end >> 3;   // bytes whose 8 bits all lie before end
+    for (; b + 8 <= whole_end; b += 8) n += pop(load_le64(bytes + b));
+    for (; b < whole_end; b++) n += pop(bytes[b]);
+    for (i = std::max(i, whole_end << 3); i < end; i++) n += (bytes[i >> 3] >> (i & 7)) & 1;
+    return n;
+}
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__POPCNT__)
+__attribute__((target("popcnt"))) uint64_t count_range_hw(const uint8_t * bytes, uint64_t begin, uint64_t end) { return count_range<true>(bytes, begin, end); }
+uint64_t count_bits_in(const uint8_t * bytes, uint64_t begin, uint64_t end) {
+    static const bool hw = (__builtin_cpu_init(), __builtin_cpu_supports("popcnt"));
+    return hw ? count_range_hw(bytes, begin, end) : count_range<false>(bytes, begin, end);
+}
+#elif defined(__GNUC__)
+uint64_t count_bits_in(const uint8_t * bytes, uint64_t begin, uint64_t end) { return count_range<true>(bytes, begin, end); }
+#else
+uint64_t count_bits_in(const uint8_t * bytes, uint64_t begin, uint64_t end) { return count_range<false>(bytes, begin, end); }
+#endif
+
 // The Rice parameter for `coded` positions among n_bits (see the top of the file).
 unsigned rice_parameter(uint64_t coded, uint64_t n_bits) {
     if (coded == 0 || n_bits == 0) return 0;
@@ -394,7 +426,26 @@ Napi::Value DecodeMask(const Napi::CallbackInfo & info) {
 
 }  // namespace
 
+// countMaskBits(mask, nBits, partBits): Float64Array, the set bits of each part [i partBits, (i + 1)
+// partBits) of a mask of nBits bits (a tensor's matrices: select's per-matrix counts), on the calling
+// thread (a pass at memory speed: ~10 ms for 120 MB of mask).
+Napi::Value CountMaskBits(const Napi::CallbackInfo & info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 3) throw CodedError("EUSAGE", "countMaskBits(mask, nBits, partBits)");
+    auto mask = RequireTypedArray<uint8_t>(info[0], "mask");
+    const uint64_t n_bits = RequireCountArgument(info[1], "nBits");
+    const uint64_t part = RequireCountArgument(info[2], "partBits");
+    if ((uint64_t) mask.ByteLength() != (n_bits + 7) / 8)
+        throw CodedError("EUSAGE", "countMaskBits: a mask of " + std::to_string(n_bits) + " bits has " + std::to_string((n_bits + 7) / 8) + " bytes, not " + std::to_string(mask.ByteLength()));
+    if (part == 0 || n_bits % part != 0) throw CodedError("EUSAGE", "countMaskBits: partBits must be positive and divide nBits");
+    const uint64_t parts = n_bits / part;
+    Napi::Float64Array out = Napi::Float64Array::New(env, (size_t) parts);
+    for (uint64_t i = 0; i < parts; i++) out[(size_t) i] = (double) count_bits_in(mask.Data(), i * part, (i + 1) * part);
+    return out;
+}
+
 void RegisterMaskCodec(Napi::Env env, Napi::Object exports) {
     exports.Set("encodeMask", Napi::Function::New(env, Export<EncodeMask>));
     exports.Set("decodeMask", Napi::Function::New(env, Export<DecodeMask>));
+    exports.Set("countMaskBits", Napi::Function::New(env, Export<CountMaskBits>));
 }

@@ -121,6 +121,8 @@ export interface NativeBinding {
   // mask_codec.cpp (wrappers: src/core/mask-codec.ts)
   encodeMask(mask: Uint8Array, nBits: number): Promise<Uint8Array>;
   decodeMask(encoded: Uint8Array, nBits: number, count: number): Uint8Array;
+  /** Set bits of each part [i partBits, (i + 1) partBits) of a mask of nBits bits (partBits divides nBits), on the calling thread. */
+  countMaskBits(mask: Uint8Array, nBits: number, partBits: number): Float64Array;
 }
 
 let cached: { binding: NativeBinding; kind: BuildKind; path: string } | undefined;

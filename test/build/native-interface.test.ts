@@ -12,7 +12,7 @@ const typed = {
   codecTypeInfo: true, dequantize: true, quantize: true, selectTopK: true, requantizeBlocks: true, patchTensor: true,
   ggufBuildHeader: true, ggufRewriteHeader: true, ggufQuantizeRows: true, copyFileRange: true,
   trainModel: true, tokenizeWithModel: true, writeF32Gguf: true, copyWithMetadataOf: true,
-  klRows: true, encodeMask: true, decodeMask: true,
+  klRows: true, encodeMask: true, decodeMask: true, countMaskBits: true,
 } satisfies Record<keyof NativeBinding, true>;
 
 t.test('the sources export exactly the typed names', async (t) => {

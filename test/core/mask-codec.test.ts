@@ -276,3 +276,23 @@ t.test('a large mask: many in flight at once on the thread pool', async (t) => {
   codes.forEach((c, i) => { if (!same(decodeMask(c, 1 << 21, countOnes(masks[i], 1 << 21)), masks[i])) t.fail(`mask ${i}`); });
   t.pass('all decoded');
 });
+
+t.test('countMaskBits: the set bits of each part equal a bit-by-bit count, at any part size and offset', async (t) => {
+  const { loadNative } = await import('../../src/native.ts');
+  const count = loadNative().countMaskBits;
+  let seed = 7;
+  const rnd = () => { seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0; return seed / 2 ** 32; };
+  for (const [nBits, part, density] of [[0, 1, 0], [1, 1, 1], [64, 64, 0.5], [200, 8, 0.3], [4096 * 3, 4096, 0.1], [5 * 4100, 4100, 0.02], [7 * 1000 + 0, 1000, 0.97], [96 * 33, 33, 0.5], [1 << 20, 1 << 18, 0.15]] as const) {
+    const buffer = new Uint8Array(Math.ceil(nBits / 8) + 3);
+    const mask = buffer.subarray(3); // a view at an odd offset
+    for (let i = 0; i < nBits; i++) if (rnd() < density) mask[i >> 3]! |= 1 << (i & 7);
+    if (nBits % 8) mask[mask.length - 1]! |= 0xff << (nBits % 8) & 0xff; // bits past nBits: not counted
+    const want: number[] = [];
+    for (let p = 0; p < nBits / part; p++) { let n = 0; for (let i = p * part; i < (p + 1) * part; i++) n += (mask[i >> 3]! >> (i & 7)) & 1; want.push(n); }
+    t.same(Array.from(count(mask, nBits, part)), want, `${nBits} bits in parts of ${part}, density ${density}`);
+  }
+  t.throws(() => count(new Uint8Array(2), 17, 1), { code: 'EUSAGE' }, 'a mask of the wrong size');
+  t.throws(() => count(new Uint8Array(2), 16, 3), { code: 'EUSAGE' }, 'parts that do not divide the mask');
+  t.throws(() => count(new Uint8Array(2), 16, 0), { code: 'EUSAGE' }, 'parts of 0 bits');
+  t.throws(() => count(new Uint8Array(2), -1, 1), { code: 'EUSAGE' });
+});
