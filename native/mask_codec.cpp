@@ -102,21 +102,27 @@ uint64_t popcount_mask(const MaskWords & m) { return popcount_generic(m); }
 #endif
 
 // Set bits in [begin, end) of a mask: bytes one at a time up to a byte boundary, 8 bytes at a time,
-// then the rest.
-template <bool Hw> uint64_t count_range(const uint8_t * bytes, uint64_t begin, uint64_t end) {
-    auto pop = [](uint64_t x) -> uint64_t {
-        if (Hw) return (uint64_t) __builtin_popcountll(x);
-        x = x - ((x >> 1) & 0x5555555555555555ull);
-        x = (x & 0x3333333333333333ull) + ((x >> 2) & 0x3333333333333333ull);
-        x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0Full;
-        return (x * 0x0101010101010101ull) >> 56;
-    };
+// then the rest. Inlined into its callers, so that the popcnt-target one counts with the instruction.
+inline uint64_t pop_swar(uint64_t x) {
+    x = x - ((x >> 1) & 0x5555555555555555ull);
+    x = (x & 0x3333333333333333ull) + ((x >> 2) & 0x3333333333333333ull);
+    x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0Full;
+    return (x * 0x0101010101010101ull) >> 56;
+}
+#if defined(__GNUC__)
+#define MATHNEURO_INLINE inline __attribute__((always_inline))
+#define MATHNEURO_POP(hw, x) ((hw) ? (uint64_t) __builtin_popcountll(x) : pop_swar(x))
+#else
+#define MATHNEURO_INLINE inline
+#define MATHNEURO_POP(hw, x) pop_swar(x)
+#endif
+template <bool Hw> MATHNEURO_INLINE uint64_t count_range(const uint8_t * bytes, uint64_t begin, uint64_t end) {
     uint64_t n = 0, i = begin;
     for (; i < end && (i & 7); i++) n += (bytes[i >> 3] >> (i & 7)) & 1;
     uint64_t b = i >> 3;
     const uint64_t whole_end = end >> 3;   // bytes whose 8 bits all lie before end
-    for (; b + 8 <= whole_end; b += 8) n += pop(load_le64(bytes + b));
-    for (; b < whole_end; b++) n += pop(bytes[b]);
+    for (; b + 8 <= whole_end; b += 8) n += MATHNEURO_POP(Hw, load_le64(bytes + b));
+    for (; b < whole_end; b++) n += MATHNEURO_POP(Hw, (uint64_t) bytes[b]);
     for (i = std::max(i, whole_end << 3); i < end; i++) n += (bytes[i >> 3] >> (i & 7)) & 1;
     return n;
 }
