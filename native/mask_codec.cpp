@@ -387,6 +387,12 @@ uint64_t RequireCountArgument(const Napi::Value & v, const char * what) {
     return (uint64_t) d;
 }
 
+// A mask of n_bits bits is ceil(n_bits / 8) bytes, no more, no fewer.
+void require_mask_bytes(const Napi::Uint8Array & mask, uint64_t n_bits, const char * fn) {
+    if ((uint64_t) mask.ByteLength() != (n_bits + 7) / 8)
+        throw CodedError("EUSAGE", std::string(fn) + ": a mask of " + std::to_string(n_bits) + " bits has " + std::to_string((n_bits + 7) / 8) + " bytes, not " + std::to_string(mask.ByteLength()));
+}
+
 Napi::Uint8Array ExternalBytes(Napi::Env env, uint8_t *& data, size_t size) {
     if (size == 0) return Napi::Uint8Array::New(env, 0);
     Napi::ArrayBuffer buffer = Napi::ArrayBuffer::New(env, data, size, [](Napi::Env, void * d) { free(d); });
@@ -401,8 +407,7 @@ Napi::Value EncodeMask(const Napi::CallbackInfo & info) {
     if (info.Length() < 2) throw CodedError("EUSAGE", "encodeMask(mask, nBits)");
     auto mask = RequireTypedArray<uint8_t>(info[0], "mask");
     const uint64_t n_bits = RequireCountArgument(info[1], "nBits");
-    if ((uint64_t) mask.ByteLength() != (n_bits + 7) / 8)
-        throw CodedError("EUSAGE", "encodeMask: a mask of " + std::to_string(n_bits) + " bits has " + std::to_string((n_bits + 7) / 8) + " bytes, not " + std::to_string(mask.ByteLength()));
+    require_mask_bytes(mask, n_bits, "encodeMask");
     const uint8_t * bytes = mask.Data();
     auto result = std::make_shared<Encoded>();
     auto * w = new TaskWorker(env,
@@ -430,8 +435,6 @@ Napi::Value DecodeMask(const Napi::CallbackInfo & info) {
     return ExternalBytes(env, out.data, n_bytes);
 }
 
-}  // namespace
-
 // countMaskBits(mask, nBits, partBits): Float64Array, the set bits of each part [i partBits, (i + 1)
 // partBits) of a mask of nBits bits (a tensor's matrices: select's per-matrix counts), on the calling
 // thread (a pass at memory speed: ~10 ms for 120 MB of mask).
@@ -441,14 +444,15 @@ Napi::Value CountMaskBits(const Napi::CallbackInfo & info) {
     auto mask = RequireTypedArray<uint8_t>(info[0], "mask");
     const uint64_t n_bits = RequireCountArgument(info[1], "nBits");
     const uint64_t part = RequireCountArgument(info[2], "partBits");
-    if ((uint64_t) mask.ByteLength() != (n_bits + 7) / 8)
-        throw CodedError("EUSAGE", "countMaskBits: a mask of " + std::to_string(n_bits) + " bits has " + std::to_string((n_bits + 7) / 8) + " bytes, not " + std::to_string(mask.ByteLength()));
+    require_mask_bytes(mask, n_bits, "countMaskBits");
     if (part == 0 || n_bits % part != 0) throw CodedError("EUSAGE", "countMaskBits: partBits must be positive and divide nBits");
     const uint64_t parts = n_bits / part;
     Napi::Float64Array out = Napi::Float64Array::New(env, (size_t) parts);
     for (uint64_t i = 0; i < parts; i++) out[(size_t) i] = (double) count_bits_in(mask.Data(), i * part, (i + 1) * part);
     return out;
 }
+
+}  // namespace
 
 void RegisterMaskCodec(Napi::Env env, Napi::Object exports) {
     exports.Set("encodeMask", Napi::Function::New(env, Export<EncodeMask>));
