@@ -1,5 +1,5 @@
 // `npm run bench -- <name> [options]`: runs one benchmark (or all) and writes its section of
-// BENCHMARKS.md and BENCHMARKS.json. Names: collect, patch, boost, eval, imatrix, tune, kl, all.
+// BENCHMARKS.md and BENCHMARKS.json. Names: collect, patch, boost, eval, imatrix, tune, kl, kernels, all.
 const [name = 'all', ...rest] = process.argv.slice(2);
 const benches: Record<string, () => Promise<void>> = {
   collect: async () => (await import('./collect.ts')).benchCollect(rest),
@@ -8,6 +8,7 @@ const benches: Record<string, () => Promise<void>> = {
   imatrix: async () => (await import('./imatrix.ts')).benchImatrix(rest),
   tune: async () => (await import('./tune.ts')).benchTune(rest),
   kl: async () => (await import('./kl.ts')).benchKl(rest),
+  kernels: async () => (await import('./kernels.ts')).benchKernels(rest),
 };
 async function main() {
   const names = name === 'all' ? Object.keys(benches) : [name];

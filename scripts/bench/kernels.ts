@@ -1,0 +1,89 @@
+// Two of the shim's kernels alone, on their real inputs, in one process:
+//   npm run bench -- kernels [--model M.gguf | --shape llama-1b --type mixed] [--repeats 3]
+// - klRows (native/divergence.cpp), what boost's KL check sums: the model's own logits for the
+//   check's first built-in prompt, every position, against themselves (the cost does not depend on
+//   how far the rows differ, only on their spread), at 1 and 2 threads, beside divergence.ts's float64
+//   JS (the tests' reference);
+// - countMaskBits (native/mask_codec.cpp), select's per-matrix counts, beside bits.ts's JS countBits,
+//   on a mask the size of llama-1b's 121.6 MB of block-weight bits at 10% density, 16 parts.
+// A build without countMaskBits (one from before it) skips that row, so the same script times an older
+// build: check the older commit out in a worktree, copy this file in, `npm run build` there and run it.
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { builtinSamples } from '../../src/calibration/index.ts';
+import { klOfLogRows, logSoftmaxRow } from '../../src/eval/divergence.ts';
+import { NativeRuntime } from '../../src/eval/native-runtime.ts';
+import { loadNative } from '../../src/native.ts';
+import { DEFAULT_KL_TOKENS } from '../../src/pipeline.ts';
+import { countBits } from '../../src/select/bits.ts';
+import type { SynthShapeName, SynthTypeName } from '../../src/synth.ts';
+import { benchModel, machine, machineLine, median, table, writeSection } from './common.ts';
+
+export async function benchKernels(argv: string[]) {
+  const { values } = parseArgs({ args: argv, options: {
+    model: { type: 'string' }, shape: { type: 'string', default: 'llama-1b' }, type: { type: 'string', default: 'mixed' },
+    repeats: { type: 'string', default: '3' }, 'no-write': { type: 'boolean' },
+  } });
+  const m = machine();
+  const modelPath = values.model ?? await benchModel(values.shape as SynthShapeName, values.type as SynthTypeName);
+  const repeats = Number(values.repeats);
+  const native = loadNative() as ReturnType<typeof loadNative> & { countMaskBits?: (mask: Uint8Array, nBits: number, part: number) => Float64Array };
+
+  // the rows: the check's first prompt (pipeline.ts klCheckPrompts, seed 0), every position
+  const text = builtinSamples('general', { count: 1, seed: 1_000_000 })[0]!.text;
+  const rt = await NativeRuntime.open(modelPath, { nCtx: Math.ceil((DEFAULT_KL_TOKENS + 1) / 256) * 256, nSeqMax: 1, nGpuLayers: 0 });
+  let logits: Float32Array, nVocab: number;
+  try {
+    const r = await rt.logits(rt.tokenize(text).slice(0, DEFAULT_KL_TOKENS));
+    logits = r.logits; nVocab = r.nVocab;
+  } finally { await rt.close(); }
+  const rowCount = logits.length / nVocab;
+  const entries = logits.length;
+  let spread = 0;
+  for (let r = 0; r < rowCount; r++) {
+    let lo = Infinity, hi = -Infinity;
+    for (let i = r * nVocab; i < (r + 1) * nVocab; i++) { lo = Math.min(lo, logits[i]!); hi = Math.max(hi, logits[i]!); }
+    spread = Math.max(spread, hi - lo);
+  }
+
+  const series: Record<string, number[]> = {};
+  const time = async (label: string, f: () => unknown) => {
+    const t0 = performance.now();
+    await f();
+    (series[label] ??= []).push(performance.now() - t0);
+  };
+  const nBits = Math.round(121.6e6 * 8 / 16) * 16, part = nBits / 16;
+  const mask = new Uint8Array(nBits / 8);
+  let s = 1;
+  for (let i = 0; i < nBits; i++) { s = (Math.imul(s, 1664525) + 1013904223) >>> 0; if (s < 0.1 * 2 ** 32) mask[i >> 3]! |= 1 << (i & 7); }
+  const jsRows = Math.min(rowCount, 16);
+  for (let i = 0; i < repeats + 1; i++) { // the first round warms up and is dropped
+    await time('klRows, 1 thread', () => native.klRows(logits, logits, nVocab, 1));
+    await time('klRows, 2 threads', () => native.klRows(logits, logits, nVocab, 2));
+    await time(`float64 JS reference (divergence.ts), first ${jsRows} rows`, () => {
+      const lp = new Float64Array(nVocab), lq = new Float64Array(nVocab);
+      for (let r = 0; r < jsRows; r++) { logSoftmaxRow(logits, r * nVocab, nVocab, lp); logSoftmaxRow(logits, r * nVocab, nVocab, lq); klOfLogRows(lp, lq); }
+    });
+    await time('JS countBits, 16 parts', () => { for (let p = 0; p < 16; p++) countBits(mask, p * part, (p + 1) * part); });
+    if (native.countMaskBits) await time('countMaskBits, 16 parts', () => native.countMaskBits!(mask, nBits, part));
+  }
+  const med = (label: string) => median(series[label]!.slice(1));
+  const perEntry = (label: string, n: number) => (med(label) * 1e6 / n).toFixed(1);
+  const rows: string[][] = [
+    ['klRows, 1 thread', med('klRows, 1 thread').toFixed(0), `${perEntry('klRows, 1 thread', entries)} ns per entry`],
+    ['klRows, 2 threads', med('klRows, 2 threads').toFixed(0), `${perEntry('klRows, 2 threads', entries)} ns per entry`],
+    [`float64 JS reference, ${jsRows} rows`, med(`float64 JS reference (divergence.ts), first ${jsRows} rows`).toFixed(0), `${perEntry(`float64 JS reference (divergence.ts), first ${jsRows} rows`, jsRows * nVocab)} ns per entry`],
+    ['JS countBits, 16 parts', med('JS countBits, 16 parts').toFixed(1), ''],
+  ];
+  if (series['countMaskBits, 16 parts']) rows.push(['countMaskBits, 16 parts', med('countMaskBits, 16 parts').toFixed(1), '']);
+  const cmd = `npm run bench -- kernels ${values.model ? `--model ${values.model}` : `--shape ${values.shape} --type ${values.type}`} --repeats ${repeats}`;
+  const md = `## Shim kernels: the KL check's rows and select's mask counts
+
+\`${cmd}\`
+
+${machineLine(m)} klRows: ${path.basename(modelPath)}'s logits for the KL check's first built-in prompt, ${rowCount} rows of ${nVocab} (the widest row spans ${spread.toFixed(0)} nats), against themselves (the cost does not depend on the values' differences). Mask: ${(nBits / 8 / 1e6).toFixed(1)} MB of bits at 10% density (llama-1b's block weights), counted in 16 equal parts. Milliseconds, median of ${repeats} after a warm-up round.
+
+${table(['kernel', 'ms', 'per entry'], rows)}`;
+  if (!values['no-write']) writeSection(`kernels-${path.basename(modelPath, '.gguf')}`, md, { machine: m, model: path.basename(modelPath), repeats, rowCount, nVocab, spread, series });
+  process.stdout.write(md + '\n');
+}
