@@ -69,38 +69,6 @@ struct MaskWords {
     uint64_t tail_mask() const { return n_bits % 64 ? (1ull << (n_bits % 64)) - 1 : ~0ull; }
 };
 
-uint64_t popcount_generic(const MaskWords & m) {
-    uint64_t n = 0;
-    auto count = [](uint64_t x) {
-        x = x - ((x >> 1) & 0x5555555555555555ull);
-        x = (x & 0x3333333333333333ull) + ((x >> 2) & 0x3333333333333333ull);
-        x = (x + (x >> 4)) & 0x0F0F0F0F0F0F0F0Full;
-        return (x * 0x0101010101010101ull) >> 56;
-    };
-    for (size_t i = 0; i < m.full_words; i++) n += count(load_le64(m.bytes + 8 * i));
-    return n + count(m.tail);
-}
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__POPCNT__)
-__attribute__((target("popcnt"))) uint64_t popcount_hw(const MaskWords & m) {
-    uint64_t n = 0;
-    for (size_t i = 0; i < m.full_words; i++) n += (uint64_t) __builtin_popcountll(load_le64(m.bytes + 8 * i));
-    return n + (uint64_t) __builtin_popcountll(m.tail);
-}
-uint64_t popcount_mask(const MaskWords & m) {
-    static const bool hw = (__builtin_cpu_init(), __builtin_cpu_supports("popcnt"));   // (init: as top_k.cpp)
-    return hw ? popcount_hw(m) : popcount_generic(m);
-}
-#elif defined(__GNUC__) && defined(__POPCNT__)
-uint64_t popcount_mask(const MaskWords & m) {
-    uint64_t n = 0;
-    for (size_t i = 0; i < m.full_words; i++) n += (uint64_t) __builtin_popcountll(load_le64(m.bytes + 8 * i));
-    return n + (uint64_t) __builtin_popcountll(m.tail);
-}
-#else
-uint64_t popcount_mask(const MaskWords & m) { return popcount_generic(m); }
-#endif
-
 // Set bits in [begin, end) of a mask: bytes one at a time up to a byte boundary, 8 bytes at a time,
 // then the rest. Inlined into its callers, so that the popcnt-target one counts with the instruction.
 inline uint64_t pop_swar(uint64_t x) {
@@ -138,6 +106,9 @@ uint64_t count_bits_in(const uint8_t * bytes, uint64_t begin, uint64_t end) { re
 #else
 uint64_t count_bits_in(const uint8_t * bytes, uint64_t begin, uint64_t end) { return count_range<false>(bytes, begin, end); }
 #endif
+
+// Set bits of a whole mask.
+uint64_t popcount_mask(const MaskWords & m) { return count_bits_in(m.bytes, 0, m.n_bits); }
 
 // The Rice parameter for `coded` positions among n_bits (see the top of the file).
 unsigned rice_parameter(uint64_t coded, uint64_t n_bits) {

@@ -3,6 +3,7 @@
 // against the bytes that remain, with exact integer arithmetic (BigInt) for sizes.
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { MathneuroError } from '../errors.ts';
+import { readFully } from '../core/tensor-io.ts';
 import { GGUF_VALUE, ggmlType } from './types.ts';
 
 export type GgufScalar = number | bigint | boolean | string;
@@ -172,15 +173,10 @@ export interface ReadGgufOptions {}
 const parsedByPath = new Map<string, WeakRef<GgufInfo>>();
 const headerOf = new WeakMap<GgufInfo, { dev: bigint; ino: bigint; bytes: Buffer }>();
 
+/** The first `length` bytes of the file (fewer when it is shorter). */
 function readAt(fd: number, length: number): Buffer {
   const b = Buffer.allocUnsafe(length);
-  let done = 0;
-  while (done < length) {
-    const n = readSync(fd, b, done, length - done, done);
-    if (n === 0) break;
-    done += n;
-  }
-  return done === length ? b : b.subarray(0, done);
+  return b.subarray(0, readFully(fd, b, 0));
 }
 
 function heldParse(path: string, fd: number, size: number): GgufInfo | undefined {
