@@ -464,6 +464,93 @@ struct MatrixSource {
     }
 };
 
+// gmax[g] = the largest of v[8g .. 8g + 8) for g < ng. Scores are >= 0 and never NaN here.
+inline void group_maxima(const double * v, int64_t ng, double * gmax) {
+    for (int64_t g = 0; g < ng; g++, v += 8) {
+#if defined(__SSE2__)
+        const __m128d mm = _mm_max_pd(_mm_max_pd(_mm_loadu_pd(v), _mm_loadu_pd(v + 2)), _mm_max_pd(_mm_loadu_pd(v + 4), _mm_loadu_pd(v + 6)));
+        gmax[g] = _mm_cvtsd_f64(_mm_max_pd(mm, _mm_unpackhi_pd(mm, mm)));
+#else
+        double mx = v[0];
+        for (int y = 1; y < 8; y++) mx = v[y] > mx ? v[y] : mx;
+        gmax[g] = mx;
+#endif
+    }
+}
+
+// Keeps the groups of list[0, n) whose largest score reaches lo, in order; returns how many. No
+// branch on the data: a group is written, then counted only when it stays.
+inline int64_t keep_reaching(int32_t * list, int64_t n, const double * gmax, double lo) {
+    int64_t kept = 0;
+    for (int64_t i = 0; i < n; i++) { const int32_t g = list[i]; list[kept] = g; kept += gmax[g] >= lo; }
+    return kept;
+}
+
+// One K's window [lo, hi] over the listed groups of 8 scores (group g: scores v[8g ..], flat
+// indices index0 + 8g .., index0 a multiple of 8; mb[g] its mask byte): scores above hi are marked,
+// those inside the window noted in h in index order. Returns how many were marked. hit_group and
+// hit_bits: room for n entries.
+__attribute__((noinline)) int64_t mark_listed(const double * v, const int32_t * list, int64_t n, int64_t index0, double lo, double hi, uint8_t * mb, WindowHits & h,
+                    int32_t * hit_group, uint8_t * hit_bits) {
+    int64_t up = 0, nh = 0;
+#if defined(__SSE2__)
+    const __m128d vhi = _mm_set1_pd(hi), vlo = _mm_set1_pd(lo);
+#endif
+    for (int64_t i = 0; i < n; i++) {
+        const int32_t g = list[i];
+        const double * x = v + 8 * (int64_t) g;
+#if defined(__SSE2__)
+        const __m128d v0 = _mm_loadu_pd(x), v1 = _mm_loadu_pd(x + 2), v2 = _mm_loadu_pd(x + 4), v3 = _mm_loadu_pd(x + 6);
+        const unsigned above = (unsigned) _mm_movemask_pd(_mm_cmpgt_pd(v0, vhi)) | (unsigned) _mm_movemask_pd(_mm_cmpgt_pd(v1, vhi)) << 2 |
+                               (unsigned) _mm_movemask_pd(_mm_cmpgt_pd(v2, vhi)) << 4 | (unsigned) _mm_movemask_pd(_mm_cmpgt_pd(v3, vhi)) << 6;
+        const unsigned atleast = (unsigned) _mm_movemask_pd(_mm_cmpge_pd(v0, vlo)) | (unsigned) _mm_movemask_pd(_mm_cmpge_pd(v1, vlo)) << 2 |
+                                 (unsigned) _mm_movemask_pd(_mm_cmpge_pd(v2, vlo)) << 4 | (unsigned) _mm_movemask_pd(_mm_cmpge_pd(v3, vlo)) << 6;
+#else
+        unsigned above = 0, atleast = 0;
+        for (int y = 0; y < 8; y++) { above |= (unsigned) (x[y] > hi) << y; atleast |= (unsigned) (x[y] >= lo) << y; }
+#endif
+        mb[g] |= (uint8_t) above;   // a listed group reaches lo: its byte is usually written anyway
+        up += kBitsSet[above];
+        // groups with scores inside the window: noted without a branch, their scores taken below
+        const unsigned in = atleast & ~above;
+        hit_group[nh] = g; hit_bits[nh] = (uint8_t) in;
+        nh += in != 0;
+    }
+    if (nh > 0) {
+        size_t total = 0;
+        for (int64_t j = 0; j < nh; j++) total += kBitsSet[hit_bits[j]];
+        const size_t at = h.keys.size();
+        h.keys.resize(at + total); h.index.resize(at + total);
+        uint64_t * kp = h.keys.data() + at;
+        int64_t * ip = h.index.data() + at;
+        for (int64_t j = 0; j < nh; j++) {
+            const int64_t g = hit_group[j];
+            const double * x = v + 8 * g;
+            unsigned in = hit_bits[j];
+            do {
+                const int y = __builtin_ctz(in);
+                memcpy(kp++, x + y, 8);
+                *ip++ = index0 + 8 * g + y;
+                in &= in - 1;
+            } while (in);
+        }
+    }
+    return up;
+}
+
+// How many of v[0, n) are 0.
+inline int64_t count_zeros(const double * v, int64_t n) {
+    int64_t z = 0, x = 0;
+#if defined(__SSE2__)
+    const __m128d zero = _mm_setzero_pd();
+    for (; x + 8 <= n; x += 8)
+        z += kBitsSet[(unsigned) _mm_movemask_pd(_mm_cmpeq_pd(_mm_loadu_pd(v + x), zero)) | (unsigned) _mm_movemask_pd(_mm_cmpeq_pd(_mm_loadu_pd(v + x + 2), zero)) << 2 |
+                      (unsigned) _mm_movemask_pd(_mm_cmpeq_pd(_mm_loadu_pd(v + x + 4), zero)) << 4 | (unsigned) _mm_movemask_pd(_mm_cmpeq_pd(_mm_loadu_pd(v + x + 6), zero)) << 6];
+#endif
+    for (; x < n; x++) z += v[x] == 0;
+    return z;
+}
+
 void select_matrix_fused(MatrixSource & w, const std::vector<const double *> & cols, int64_t n_in, int64_t base, int64_t len,
                          const std::vector<int64_t> & ks, const std::vector<Masks> & masks,
                          int n_threads, int64_t collect_limit, bool tight, FusedWorkspace & ws) {
@@ -556,6 +643,10 @@ void select_matrix_fused(MatrixSource & w, const std::vector<const double *> & c
     parallel_ranges(nt, base, base + len, 64, kFusedMinPerThread, [&](int t, int64_t a, int64_t b) {
         alignas(64) double aw[kChunk];
         alignas(64) double sc[kChunk];
+        alignas(64) double gmax[kChunk / 8];
+        alignas(64) int32_t glist[kChunk / 8];
+        alignas(64) int32_t hit_group[kChunk / 8];
+        alignas(64) uint8_t hit_bits[kChunk / 8];
         std::vector<int64_t> live;
         std::vector<int64_t> up((size_t) nk);
         int64_t j_first = (a - base) % n_in;
@@ -575,9 +666,7 @@ void select_matrix_fused(MatrixSource & w, const std::vector<const double *> & c
                     if (j == n_in) j = 0;
                 }
                 j_next = j;
-                int64_t z = 0;
-                for (int64_t x = 0; x < count; x++) z += sc[x] == 0;
-                ws.zeros[(size_t) (t * ns + si)] += z;
+                ws.zeros[(size_t) (t * ns + si)] += count_zeros(sc, count);
                 WindowHits * hits = &ws.hits[(size_t) (t * ns + si) * (size_t) nk];
                 uint8_t * const * m = masks[(size_t) si].data();
                 const Window * wn = &win[(size_t) (si * nk)];
@@ -585,7 +674,6 @@ void select_matrix_fused(MatrixSource & w, const std::vector<const double *> & c
                 for (int64_t q : order[(size_t) si]) if (!hits[q].overflow) live.push_back(q);
                 if (live.empty()) continue;
                 std::fill(up.begin(), up.end(), 0);
-                const double lo_min = wn[live[0]].lo;
                 // one score, every K (the unaligned ends)
                 auto one = [&](int64_t x) {
                     const double v = sc[x];
@@ -597,42 +685,21 @@ void select_matrix_fused(MatrixSource & w, const std::vector<const double *> & c
                 };
                 int64_t x = 0;
                 for (; x < count && ((first + x) & 7); x++) one(x);
-                // whole mask bytes: 8 scores make one byte of each K
-                for (; x + 8 <= count; x += 8) {
-                    const double * v = sc + x;
-#if defined(__SSE2__)
-                    const __m128d v0 = _mm_loadu_pd(v), v1 = _mm_loadu_pd(v + 2), v2 = _mm_loadu_pd(v + 4), v3 = _mm_loadu_pd(v + 6);
-                    const __m128d mm = _mm_max_pd(_mm_max_pd(v0, v1), _mm_max_pd(v2, v3));
-                    const double mx = _mm_cvtsd_f64(_mm_max_pd(mm, _mm_unpackhi_pd(mm, mm)));
-#else
-                    double mx = v[0];
-                    for (int y = 1; y < 8; y++) mx = v[y] > mx ? v[y] : mx;
-#endif
-                    if (mx < lo_min) continue;
-                    const int64_t byte_at = (first + x) >> 3;
-                    for (int64_t q : live) {
-                        const Window wq = wn[q];
-                        if (wq.lo > mx) break;
-#if defined(__SSE2__)
-                        const __m128d hi = _mm_set1_pd(wq.hi), lo = _mm_set1_pd(wq.lo);
-                        const unsigned above = (unsigned) _mm_movemask_pd(_mm_cmpgt_pd(v0, hi)) | (unsigned) _mm_movemask_pd(_mm_cmpgt_pd(v1, hi)) << 2 |
-                                               (unsigned) _mm_movemask_pd(_mm_cmpgt_pd(v2, hi)) << 4 | (unsigned) _mm_movemask_pd(_mm_cmpgt_pd(v3, hi)) << 6;
-                        const unsigned atleast = (unsigned) _mm_movemask_pd(_mm_cmpge_pd(v0, lo)) | (unsigned) _mm_movemask_pd(_mm_cmpge_pd(v1, lo)) << 2 |
-                                                 (unsigned) _mm_movemask_pd(_mm_cmpge_pd(v2, lo)) << 4 | (unsigned) _mm_movemask_pd(_mm_cmpge_pd(v3, lo)) << 6;
-#else
-                        unsigned above = 0, atleast = 0;
-                        for (int y = 0; y < 8; y++) { above |= (unsigned) (v[y] > wq.hi) << y; atleast |= (unsigned) (v[y] >= wq.lo) << y; }
-#endif
-                        if (above) { m[q][byte_at] |= (uint8_t) above; up[(size_t) q] += kBitsSet[above]; }
-                        unsigned in = atleast & ~above;
-                        while (in) {
-                            const int y = __builtin_ctz(in);
-                            uint64_t k; memcpy(&k, v + y, 8);
-                            hits[q].keys.push_back(k); hits[q].index.push_back(first + x + y);
-                            in &= in - 1;
-                        }
-                    }
+                // whole mask bytes: groups of 8 scores, one byte of each K. Each group's largest score
+                // first; then K by K (lo ascending) over the groups that reach its window, listed without
+                // branching on the data (each K's list is the previous one's less the groups below its
+                // lo). Testing group by group and K by K mispredicted about once per group and K.
+                const int64_t x0 = x, ng = (count - x0) / 8;
+                group_maxima(sc + x0, ng, gmax);
+                int64_t nl = -1;
+                for (int64_t q : live) {
+                    const Window wq = wn[q];
+                    if (nl < 0) { for (int64_t g = 0; g < ng; g++) glist[g] = (int32_t) g; nl = ng; }
+                    nl = keep_reaching(glist, nl, gmax, wq.lo);
+                    if (nl == 0) break;   // and every later K: their lo is higher still
+                    up[(size_t) q] += mark_listed(sc + x0, glist, nl, first + x0, wq.lo, wq.hi, m[q] + ((first + x0) >> 3), hits[q], hit_group, hit_bits);
                 }
+                x = x0 + 8 * ng;
                 for (; x < count; x++) one(x);
                 for (int64_t q : live) {
                     hits[q].above += up[(size_t) q];
