@@ -1,5 +1,5 @@
 // `npm run bench -- <name> [options]`: runs one benchmark (or all) and writes its section of
-// BENCHMARKS.md and BENCHMARKS.json. Names: collect, patch, boost, eval, imatrix, tune, kl, kernels, all.
+// BENCHMARKS.md and BENCHMARKS.json. Names: collect, patch, boost, eval, imatrix, tune, kl, kernels, machine, all.
 const [name = 'all', ...rest] = process.argv.slice(2);
 const benches: Record<string, () => Promise<void>> = {
   collect: async () => (await import('./collect.ts')).benchCollect(rest),
@@ -9,6 +9,7 @@ const benches: Record<string, () => Promise<void>> = {
   tune: async () => (await import('./tune.ts')).benchTune(rest),
   kl: async () => (await import('./kl.ts')).benchKl(rest),
   kernels: async () => (await import('./kernels.ts')).benchKernels(rest),
+  machine: async () => (await import('./machine.ts')).benchMachine(rest),
 };
 async function main() {
   const names = name === 'all' ? Object.keys(benches) : [name];
