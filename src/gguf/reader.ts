@@ -84,22 +84,30 @@ class Cursor {
     this.bufStart = this.pos;
   }
 
-  bytes(n: number): Buffer {
+  /** the offset in `buf` of the next n bytes, which are then consumed */
+  private at(n: number): number {
     this.ensure(n);
-    const start = this.pos - this.bufStart;
+    const at = this.pos - this.bufStart;
     this.pos += n;
-    return this.buf.subarray(start, start + n);
+    return at;
   }
-  u8() { return this.bytes(1).readUInt8(0); }
-  i8() { return this.bytes(1).readInt8(0); }
-  u16() { return this.bytes(2).readUInt16LE(0); }
-  i16() { return this.bytes(2).readInt16LE(0); }
-  u32() { return this.bytes(4).readUInt32LE(0); }
-  i32() { return this.bytes(4).readInt32LE(0); }
-  f32() { return this.bytes(4).readFloatLE(0); }
-  f64() { return this.bytes(8).readDoubleLE(0); }
-  u64(): bigint { return this.bytes(8).readBigUInt64LE(0); }
-  i64(): bigint { return this.bytes(8).readBigInt64LE(0); }
+
+  bytes(n: number): Buffer {
+    const at = this.at(n);
+    return this.buf.subarray(at, at + n);
+  }
+  // scalars straight from the buffer: a subarray per value cost more than the value (a 150k-token
+  // vocabulary is ~450k values). at() first: it may replace the buffer
+  u8() { const at = this.at(1); return this.buf.readUInt8(at); }
+  i8() { const at = this.at(1); return this.buf.readInt8(at); }
+  u16() { const at = this.at(2); return this.buf.readUInt16LE(at); }
+  i16() { const at = this.at(2); return this.buf.readInt16LE(at); }
+  u32() { const at = this.at(4); return this.buf.readUInt32LE(at); }
+  i32() { const at = this.at(4); return this.buf.readInt32LE(at); }
+  f32() { const at = this.at(4); return this.buf.readFloatLE(at); }
+  f64() { const at = this.at(8); return this.buf.readDoubleLE(at); }
+  u64(): bigint { const at = this.at(8); return this.buf.readBigUInt64LE(at); }
+  i64(): bigint { const at = this.at(8); return this.buf.readBigInt64LE(at); }
 
   /** a count that must fit in what is left, given a minimum size per element */
   count(what: string, minBytesEach: number): number {
@@ -110,17 +118,26 @@ class Cursor {
     return Number(n);
   }
 
-  string(what: string, strict = false): string {
-    const n = this.u64();
-    if (n > BigInt(this.remaining())) this.fail(`${what} length ${n} runs past the end of the file`);
-    if (n > BigInt(MAX_STRING_BYTES)) this.fail(`${what} length ${n} is larger than ${MAX_STRING_BYTES}`);
-    this.stringBytes += Number(n);
+  /** `what` names the string in an error; a function when building the name per value would cost */
+  string(what: string | (() => string), strict = false): string {
+    const at = this.at(8);
+    const lo = this.buf.readUInt32LE(at), hi = this.buf.readUInt32LE(at + 4);
+    // a length of 4 GiB or more (hi > 0) fails both checks below
+    if (hi > 0 || lo > this.remaining() || lo > MAX_STRING_BYTES) {
+      const n = this.buf.readBigUInt64LE(at);
+      const name = typeof what === 'function' ? what() : what;
+      if (n > BigInt(this.remaining())) this.fail(`${name} length ${n} runs past the end of the file`);
+      this.fail(`${name} length ${n} is larger than ${MAX_STRING_BYTES}`);
+    }
+    this.stringBytes += lo;
     if (this.stringBytes > MAX_METADATA_STRING_BYTES) this.fail(`more than ${MAX_METADATA_STRING_BYTES} bytes of metadata strings`);
-    const b = this.bytes(Number(n));
-    if (!strict) return b.toString('utf8');
+    const start = this.at(lo);
+    if (!strict) return this.buf.toString('utf8', start, start + lo);
+    const b = this.buf.subarray(start, start + lo);
+    const name = typeof what === 'function' ? what() : what;
     // keys and tensor names must round-trip exactly: ggml compares them as C strings
-    if (b.includes(0)) this.fail(`${what} contains a NUL byte`);
-    try { return strictUtf8.decode(b); } catch { return this.fail(`${what} is not valid UTF-8`); }
+    if (b.includes(0)) this.fail(`${name} contains a NUL byte`);
+    try { return strictUtf8.decode(b); } catch { return this.fail(`${name} is not valid UTF-8`); }
   }
 }
 
@@ -134,7 +151,7 @@ const scalarMinBytes: Record<number, number> = {
   [GGUF_VALUE.STRING]: 8, [GGUF_VALUE.UINT64]: 8, [GGUF_VALUE.INT64]: 8, [GGUF_VALUE.FLOAT64]: 8,
 };
 
-function readScalar(c: Cursor, type: number, what: string): GgufScalar {
+function readScalar(c: Cursor, type: number, what: string | (() => string)): GgufScalar {
   switch (type) {
     case GGUF_VALUE.UINT8: return c.u8();
     case GGUF_VALUE.INT8: return c.i8();
@@ -145,14 +162,14 @@ function readScalar(c: Cursor, type: number, what: string): GgufScalar {
     case GGUF_VALUE.FLOAT32: return c.f32();
     case GGUF_VALUE.BOOL: {
       const b = c.u8();
-      if (b > 1) c.fail(`${what}: bool value ${b} is not 0 or 1`);
+      if (b > 1) c.fail(`${typeof what === 'function' ? what() : what}: bool value ${b} is not 0 or 1`);
       return b === 1;
     }
     case GGUF_VALUE.STRING: return c.string(what);
     case GGUF_VALUE.UINT64: return bigToNumber(c.u64());
     case GGUF_VALUE.INT64: return bigToNumber(c.i64());
     case GGUF_VALUE.FLOAT64: return c.f64();
-    default: return c.fail(`${what}: unknown value type ${type}`);
+    default: return c.fail(`${typeof what === 'function' ? what() : what}: unknown value type ${type}`);
   }
 }
 
@@ -241,7 +258,9 @@ export function readGgufSync(path: string, _options: ReadGgufOptions = {}): Gguf
         c.values += n;
         if (c.values > MAX_METADATA_VALUES) c.fail(`metadata "${key}": more than ${MAX_METADATA_VALUES} metadata values in all`);
         const values: GgufScalar[] = new Array(n);
-        for (let j = 0; j < n; j++) values[j] = readScalar(c, arrayType, `metadata "${key}"[${j}]`);
+        let j = 0;
+        const what = () => `metadata "${key}"[${j}]`;   // named only when a value fails
+        for (; j < n; j++) values[j] = readScalar(c, arrayType, what);
         metadata.set(key, values);
         metadataEntries.push({ key, type, arrayType, value: values });
       } else {

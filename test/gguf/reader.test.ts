@@ -5,7 +5,7 @@ import t, { type Test } from 'tap';
 import { closeSync, copyFileSync, openSync, renameSync, writeFileSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { MathneuroError } from '../../src/errors.ts';
-import { encodeGguf, fuzzBaseModel, GgufMutator, type FuzzModel, type GgufField } from '../helpers/gguf-fuzz.ts';
+import { encodeGguf, fuzzBaseModel, FuzzRandom, GgufMutator, type FuzzModel, type GgufField } from '../helpers/gguf-fuzz.ts';
 import { readGgufSync } from '../../src/gguf/reader.ts';
 import { GGUF_VALUE, ggmlTypeTable } from '../../src/gguf/types.ts';
 import { loadNative } from '../../src/native.ts';
@@ -39,6 +39,47 @@ t.test('the base model is valid and reads back as written', async (t) => {
   t.same(info.metadata.get('tokenizer.ggml.tokens'), base.metadata.find((e) => e.key === 'tokenizer.ggml.tokens')!.value);
   const data = fields.filter((f) => f.kind === 'data');
   t.same(info.tensors.map((x) => [x.absoluteOffset, x.byteSize]), data.map((f) => [f.offset, f.size]), 'tensor ranges as the writer placed them');
+});
+
+t.test('every value type reads back as written, in arrays that run across the reader\'s 1 MiB refills', async (t) => {
+  // The reader refills its buffer 1 MiB at a time; values here are long enough (and strings of
+  // uneven length, multi-byte UTF-8 among them) that refills land inside arrays at every width.
+  const rnd = new FuzzRandom(7);
+  const model = fuzzBaseModel(1);
+  const V = GGUF_VALUE;
+  const ints = (n: number, lo: number, span: number) => Array.from({ length: n }, () => lo + rnd.int(span));
+  const arrays: [string, number, (number | bigint | boolean | string)[]][] = [
+    ['t.u8', V.UINT8, ints(300_001, 0, 256)],
+    ['t.i8', V.INT8, ints(300_003, -128, 256)],
+    ['t.u16', V.UINT16, ints(300_005, 0, 65536)],
+    ['t.i16', V.INT16, ints(300_007, -32768, 65536)],
+    ['t.u32', V.UINT32, ints(300_009, 0, 2 ** 32)],
+    ['t.i32', V.INT32, ints(300_011, -(2 ** 31), 2 ** 32)],
+    ['t.f32', V.FLOAT32, Array.from({ length: 300_013 }, () => Math.fround((rnd.next() - 0.5) * 1e6))],
+    ['t.f64', V.FLOAT64, Array.from({ length: 300_015 }, () => (rnd.next() - 0.5) * 1e300)],
+    // u64 and i64: safe integers come back as numbers, larger ones as bigint
+    ['t.u64', V.UINT64, Array.from({ length: 200_017 }, (_, i) => (i % 3 ? rnd.int(2 ** 52) : (1n << 63n) + BigInt(rnd.int(2 ** 30))))],
+    ['t.i64', V.INT64, Array.from({ length: 200_019 }, (_, i) => (i % 3 ? -rnd.int(2 ** 52) : -(1n << 62n) - BigInt(rnd.int(2 ** 30))))],
+    ['t.bool', V.BOOL, Array.from({ length: 300_021 }, () => rnd.int(2) === 1)],
+    ['t.str', V.STRING, Array.from({ length: 200_023 }, (_, i) => ['', 'a', 'Ġthe', '数学', 'x'.repeat(rnd.int(40)), '🙂'.repeat(rnd.int(5))][i % 6] + String(i))],
+  ];
+  for (const [key, arrayType, value] of arrays) model.metadata.push({ key, type: V.ARRAY, arrayType, value: value as never });
+  // scalars after the arrays, at whatever offset the arrays left
+  model.metadata.push({ key: 't.after.u64', type: V.UINT64, value: 2n ** 60n }, { key: 't.after.str', type: V.STRING, value: 'end' });
+  const dir = t.testdir();
+  const file = path.join(dir, 'arrays.gguf');
+  writeFileSync(file, encodeGguf(model).bytes);
+  const info = readGgufSync(file);
+  for (const [key, , value] of arrays) {
+    const got = info.metadata.get(key) as unknown[];
+    let bad = -1;
+    for (let i = 0; i < value.length && bad < 0; i++) if (!Object.is(got[i], value[i])) bad = i;
+    t.equal(bad, -1, `${key}: every one of ${value.length} values${bad >= 0 ? ` (first wrong at ${bad}: ${String(got[bad])} vs ${String(value[bad])})` : ''}`);
+    t.equal(got.length, value.length, `${key}: length`);
+  }
+  t.equal(info.metadata.get('t.after.u64'), 2n ** 60n);
+  t.equal(info.metadata.get('t.after.str'), 'end');
+  t.same(info.tensors.map((x) => x.name), model.tensors.map((x) => x.name), 'the tensor infos after them');
 });
 
 t.test('a header read again is the same parse only while the file and its header bytes are unchanged', async (t) => {
