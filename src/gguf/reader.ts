@@ -56,6 +56,8 @@ const MAX_DIMS = 4;
 class Cursor {
   pos = 0;
   private buf = Buffer.alloc(0);
+  /** every buffer read, by its file offset: together they hold every byte consumed (see headBytes) */
+  private reads: { start: number; buf: Buffer }[] = [];
   private bufStart = 0;
   constructor(private readonly fd: number, readonly size: number, private readonly path: string) {}
 
@@ -64,6 +66,21 @@ class Cursor {
   }
 
   remaining(): number { return this.size - this.pos; }
+
+  /** the file's first n bytes as this cursor read them (n <= pos: all of them were consumed) */
+  headBytes(n: number): Buffer {
+    const out = Buffer.allocUnsafe(n);
+    let done = 0;
+    for (const r of this.reads) {
+      // reads follow each other; a refill may start before the previous buffer's end
+      const from = Math.max(done, r.start), to = Math.min(n, r.start + r.buf.length);
+      if (from > done) throw new Error('GGUF cursor: a gap in the bytes read');   // cannot happen: every consumed byte was read
+      if (to > from) { r.buf.copy(out, from, from - r.start, to - r.start); done = to; }
+      if (done === n) break;
+    }
+    if (done !== n) throw new Error('GGUF cursor: fewer bytes read than consumed');
+    return out;
+  }
   /** metadata values and string bytes read so far (see MAX_METADATA_VALUES) */
   values = 0;
   stringBytes = 0;
@@ -81,6 +98,7 @@ class Cursor {
       got += r;
     }
     this.buf = b;
+    this.reads.push({ start: this.pos, buf: b });
     this.bufStart = this.pos;
   }
 
@@ -206,9 +224,9 @@ function heldParse(path: string, fd: number, size: number): GgufInfo | undefined
   return readAt(fd, header.bytes.length).equals(header.bytes) ? held : undefined;
 }
 
-function holdParse(info: GgufInfo, fd: number): GgufInfo {
+function holdParse(info: GgufInfo, fd: number, header: Buffer): GgufInfo {
   const st = fstatSync(fd, { bigint: true });
-  headerOf.set(info, { dev: st.dev, ino: st.ino, bytes: readAt(fd, info.headerBytes) });
+  headerOf.set(info, { dev: st.dev, ino: st.ino, bytes: header });
   parsedByPath.set(info.path, new WeakRef(info));
   if (parsedByPath.size > 256) for (const [k, ref] of parsedByPath) if (!ref.deref()) parsedByPath.delete(k);
   return info;
@@ -344,7 +362,7 @@ export function readGgufSync(path: string, _options: ReadGgufOptions = {}): Gguf
         c.fail(`tensors "${prev.name}" and "${sorted[i].name}" overlap`);
       }
     }
-    return holdParse({ path, fileSize: st.size, version, alignment, headerBytes, dataOffset, metadata, metadataEntries, tensors, tensorByName }, fd);
+    return holdParse({ path, fileSize: st.size, version, alignment, headerBytes, dataOffset, metadata, metadataEntries, tensors, tensorByName }, fd, c.headBytes(headerBytes));
   } finally {
     closeSync(fd);
   }

@@ -80,6 +80,9 @@ t.test('every value type reads back as written, in arrays that run across the re
   t.equal(info.metadata.get('t.after.u64'), 2n ** 60n);
   t.equal(info.metadata.get('t.after.str'), 'end');
   t.same(info.tensors.map((x) => x.name), model.tensors.map((x) => x.name), 'the tensor infos after them');
+  // the held parse keeps the header bytes as the cursor read them, over many refills: a second read
+  // compares them with the file's and returns the same parse
+  t.equal(readGgufSync(file), info, 'read again: the parse held (its header bytes, from every refill, equal the file\'s)');
 });
 
 t.test('a header read again is the same parse only while the file and its header bytes are unchanged', async (t) => {
