@@ -464,6 +464,13 @@ struct MatrixSource {
     }
 };
 
+#if defined(__SSE2__)
+// The sign bits of 8 double lanes (2 in each of a..d, in order) as one byte: lane y is bit y.
+inline unsigned mask8(__m128d a, __m128d b, __m128d c, __m128d d) {
+    return (unsigned) _mm_movemask_pd(a) | (unsigned) _mm_movemask_pd(b) << 2 | (unsigned) _mm_movemask_pd(c) << 4 | (unsigned) _mm_movemask_pd(d) << 6;
+}
+#endif
+
 // gmax[g] = the largest of v[8g .. 8g + 8) for g < ng. Scores are >= 0 and never NaN here.
 inline void group_maxima(const double * v, int64_t ng, double * gmax) {
     for (int64_t g = 0; g < ng; g++, v += 8) {
@@ -489,7 +496,7 @@ inline int64_t keep_reaching(int32_t * list, int64_t n, const double * gmax, dou
 // One K's window [lo, hi] over the listed groups of 8 scores (group g: scores v[8g ..], flat
 // indices index0 + 8g .., index0 a multiple of 8; mb[g] its mask byte): scores above hi are marked,
 // those inside the window noted in h in index order. Returns how many were marked. hit_group and
-// hit_bits: room for n entries.
+// hit_bits: room for n entries. Out of line: the pass's hottest loop keeps its own line in a profile.
 __attribute__((noinline)) int64_t mark_listed(const double * v, const int32_t * list, int64_t n, int64_t index0, double lo, double hi, uint8_t * mb, WindowHits & h,
                     int32_t * hit_group, uint8_t * hit_bits) {
     int64_t up = 0, nh = 0;
@@ -501,10 +508,8 @@ __attribute__((noinline)) int64_t mark_listed(const double * v, const int32_t * 
         const double * x = v + 8 * (int64_t) g;
 #if defined(__SSE2__)
         const __m128d v0 = _mm_loadu_pd(x), v1 = _mm_loadu_pd(x + 2), v2 = _mm_loadu_pd(x + 4), v3 = _mm_loadu_pd(x + 6);
-        const unsigned above = (unsigned) _mm_movemask_pd(_mm_cmpgt_pd(v0, vhi)) | (unsigned) _mm_movemask_pd(_mm_cmpgt_pd(v1, vhi)) << 2 |
-                               (unsigned) _mm_movemask_pd(_mm_cmpgt_pd(v2, vhi)) << 4 | (unsigned) _mm_movemask_pd(_mm_cmpgt_pd(v3, vhi)) << 6;
-        const unsigned atleast = (unsigned) _mm_movemask_pd(_mm_cmpge_pd(v0, vlo)) | (unsigned) _mm_movemask_pd(_mm_cmpge_pd(v1, vlo)) << 2 |
-                                 (unsigned) _mm_movemask_pd(_mm_cmpge_pd(v2, vlo)) << 4 | (unsigned) _mm_movemask_pd(_mm_cmpge_pd(v3, vlo)) << 6;
+        const unsigned above = mask8(_mm_cmpgt_pd(v0, vhi), _mm_cmpgt_pd(v1, vhi), _mm_cmpgt_pd(v2, vhi), _mm_cmpgt_pd(v3, vhi));
+        const unsigned atleast = mask8(_mm_cmpge_pd(v0, vlo), _mm_cmpge_pd(v1, vlo), _mm_cmpge_pd(v2, vlo), _mm_cmpge_pd(v3, vlo));
 #else
         unsigned above = 0, atleast = 0;
         for (int y = 0; y < 8; y++) { above |= (unsigned) (x[y] > hi) << y; atleast |= (unsigned) (x[y] >= lo) << y; }
@@ -544,8 +549,8 @@ inline int64_t count_zeros(const double * v, int64_t n) {
 #if defined(__SSE2__)
     const __m128d zero = _mm_setzero_pd();
     for (; x + 8 <= n; x += 8)
-        z += kBitsSet[(unsigned) _mm_movemask_pd(_mm_cmpeq_pd(_mm_loadu_pd(v + x), zero)) | (unsigned) _mm_movemask_pd(_mm_cmpeq_pd(_mm_loadu_pd(v + x + 2), zero)) << 2 |
-                      (unsigned) _mm_movemask_pd(_mm_cmpeq_pd(_mm_loadu_pd(v + x + 4), zero)) << 4 | (unsigned) _mm_movemask_pd(_mm_cmpeq_pd(_mm_loadu_pd(v + x + 6), zero)) << 6];
+        z += kBitsSet[mask8(_mm_cmpeq_pd(_mm_loadu_pd(v + x), zero), _mm_cmpeq_pd(_mm_loadu_pd(v + x + 2), zero),
+                            _mm_cmpeq_pd(_mm_loadu_pd(v + x + 4), zero), _mm_cmpeq_pd(_mm_loadu_pd(v + x + 6), zero))];
 #endif
     for (; x < n; x++) z += v[x] == 0;
     return z;
@@ -691,10 +696,10 @@ void select_matrix_fused(MatrixSource & w, const std::vector<const double *> & c
                 // lo). Testing group by group and K by K mispredicted about once per group and K.
                 const int64_t x0 = x, ng = (count - x0) / 8;
                 group_maxima(sc + x0, ng, gmax);
-                int64_t nl = -1;
+                int64_t nl = ng;
+                for (int64_t g = 0; g < ng; g++) glist[g] = (int32_t) g;
                 for (int64_t q : live) {
                     const Window wq = wn[q];
-                    if (nl < 0) { for (int64_t g = 0; g < ng; g++) glist[g] = (int32_t) g; nl = ng; }
                     nl = keep_reaching(glist, nl, gmax, wq.lo);
                     if (nl == 0) break;   // and every later K: their lo is higher still
                     up[(size_t) q] += mark_listed(sc + x0, glist, nl, first + x0, wq.lo, wq.hi, m[q] + ((first + x0) >> 3), hits[q], hit_group, hit_bits);
