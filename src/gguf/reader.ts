@@ -52,6 +52,10 @@ const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
 const MAX_TENSOR_NAME = 63;                  // GGML_MAX_NAME - 1
 const MAX_DIMS = 4;
 
+/** An error label given as a string, or as a function when building one per value would cost. */
+type Label = string | (() => string);
+const nameOf = (what: Label): string => (typeof what === 'function' ? what() : what);
+
 /** Reads forward through a file in chunks; every read is bounds-checked against the file size. */
 class Cursor {
   pos = 0;
@@ -136,14 +140,13 @@ class Cursor {
     return Number(n);
   }
 
-  /** `what` names the string in an error; a function when building the name per value would cost */
-  string(what: string | (() => string), strict = false): string {
+  string(what: Label, strict = false): string {
     const at = this.at(8);
     const lo = this.buf.readUInt32LE(at), hi = this.buf.readUInt32LE(at + 4);
     // a length of 4 GiB or more (hi > 0) fails both checks below
     if (hi > 0 || lo > this.remaining() || lo > MAX_STRING_BYTES) {
       const n = this.buf.readBigUInt64LE(at);
-      const name = typeof what === 'function' ? what() : what;
+      const name = nameOf(what);
       if (n > BigInt(this.remaining())) this.fail(`${name} length ${n} runs past the end of the file`);
       this.fail(`${name} length ${n} is larger than ${MAX_STRING_BYTES}`);
     }
@@ -152,7 +155,7 @@ class Cursor {
     const start = this.at(lo);
     if (!strict) return this.buf.toString('utf8', start, start + lo);
     const b = this.buf.subarray(start, start + lo);
-    const name = typeof what === 'function' ? what() : what;
+    const name = nameOf(what);
     // keys and tensor names must round-trip exactly: ggml compares them as C strings
     if (b.includes(0)) this.fail(`${name} contains a NUL byte`);
     try { return strictUtf8.decode(b); } catch { return this.fail(`${name} is not valid UTF-8`); }
@@ -169,7 +172,7 @@ const scalarMinBytes: Record<number, number> = {
   [GGUF_VALUE.STRING]: 8, [GGUF_VALUE.UINT64]: 8, [GGUF_VALUE.INT64]: 8, [GGUF_VALUE.FLOAT64]: 8,
 };
 
-function readScalar(c: Cursor, type: number, what: string | (() => string)): GgufScalar {
+function readScalar(c: Cursor, type: number, what: Label): GgufScalar {
   switch (type) {
     case GGUF_VALUE.UINT8: return c.u8();
     case GGUF_VALUE.INT8: return c.i8();
@@ -180,14 +183,14 @@ function readScalar(c: Cursor, type: number, what: string | (() => string)): Ggu
     case GGUF_VALUE.FLOAT32: return c.f32();
     case GGUF_VALUE.BOOL: {
       const b = c.u8();
-      if (b > 1) c.fail(`${typeof what === 'function' ? what() : what}: bool value ${b} is not 0 or 1`);
+      if (b > 1) c.fail(`${nameOf(what)}: bool value ${b} is not 0 or 1`);
       return b === 1;
     }
     case GGUF_VALUE.STRING: return c.string(what);
     case GGUF_VALUE.UINT64: return bigToNumber(c.u64());
     case GGUF_VALUE.INT64: return bigToNumber(c.i64());
     case GGUF_VALUE.FLOAT64: return c.f64();
-    default: return c.fail(`${typeof what === 'function' ? what() : what}: unknown value type ${type}`);
+    default: return c.fail(`${nameOf(what)}: unknown value type ${type}`);
   }
 }
 
