@@ -1,7 +1,6 @@
-// What this machine charges for two things every command pays and no code of ours can avoid: the
-// first touch of fresh memory (a page fault per 4 KiB page: reading a tensor into a new buffer, a new
-// mask, node's own heap) and starting node. The floors of the select/patch goals (cp, cat) pay
-// neither; their ratios are read against these.
+// What this machine charges for two things a command pays and the floors of the select/patch goals
+// (cp, cat) do not: the first touch of fresh memory (a page fault per 4 KiB page, for any buffer,
+// mask or heap a process maps anew) and starting node.
 //   npm run bench -- machine [--repeats 5]
 import { spawnSync } from 'node:child_process';
 import { parseArgs } from 'node:util';
@@ -35,9 +34,11 @@ export async function benchMachine(argv: string[]) {
   };
   const trueMs = spawnMs('/bin/true', []);
   const nodeMs = spawnMs(process.execPath, ['-e', '0']);
+  const perPage = (ms: number) => `${((ms * 1000) / pages).toFixed(2)} us per 4 KiB page`;
+  const firstMs = median(first), againMs = median(again);
   const rows: (string | number)[][] = [
-    ['first write to fresh memory (256 MiB, a page fault per 4 KiB)', `${median(first).toFixed(0)} ms`, `${((median(first) * 1000) / pages).toFixed(2)} us per 4 KiB page`],
-    ['the same write again (pages present)', `${median(again).toFixed(0)} ms`, `${((median(again) * 1000) / pages).toFixed(2)} us per 4 KiB page`],
+    ['first write to fresh memory (256 MiB, a page fault per 4 KiB)', `${firstMs.toFixed(0)} ms`, perPage(firstMs)],
+    ['the same write again (pages present)', `${againMs.toFixed(0)} ms`, perPage(againMs)],
     ['start a process (/bin/true)', `${trueMs.toFixed(0)} ms`, ''],
     ['start node (node -e 0)', `${nodeMs.toFixed(0)} ms`, ''],
   ];
@@ -45,7 +46,7 @@ export async function benchMachine(argv: string[]) {
 
 \`npm run bench -- machine --repeats ${repeats}\`
 
-${machineLine(m)} Median of ${repeats}. A page fault's cost is the machine's (a virtual machine can make it many times a bare machine's); every buffer a command reads a tensor into, every new mask and node's own heap pay it once per 4 KiB page, while \`cp\` and \`cat\` (the select and patch floors) write into the page cache or nowhere.
+${machineLine(m)} Median of ${repeats}. A page fault's cost is the machine's (a virtual machine can make it many times a bare machine's); memory a process maps anew (a fresh buffer or mask, node's own heap) pays it once per 4 KiB page, while \`cp\` and \`cat\` (the select and patch floors) write into the page cache or nowhere.
 
 ${table(['what', 'time', 'per page'], rows)}`;
   if (!values['no-write']) writeSection('machine', md, { machine: m, repeats, firstMs: first, againMs: again, trueMs, nodeMs });

@@ -1,5 +1,5 @@
 // `npm run bench -- <name> [options]`: runs one benchmark (or all) and writes its section of
-// BENCHMARKS.md and BENCHMARKS.json. Names: collect, patch, boost, eval, imatrix, tune, kl, kernels, machine, all.
+// BENCHMARKS.md and BENCHMARKS.json. Names: collect, patch, boost, imatrix, tune, kl, kernels, machine, all.
 const [name = 'all', ...rest] = process.argv.slice(2);
 const benches: Record<string, () => Promise<void>> = {
   collect: async () => (await import('./collect.ts')).benchCollect(rest),
