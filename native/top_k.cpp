@@ -376,9 +376,13 @@ struct FusedWorkspace {
     std::vector<WindowHits> hits;        // [thread][set][K]
     std::vector<int64_t> zeros;          // [thread][set]
     std::vector<uint64_t> sample;
-    std::vector<double> sample_abs;
     std::vector<int64_t> sample_place, sample_column;   // for groups of sample_len weights, rows of sample_n_in
     int64_t sample_len = -1, sample_n_in = -1;
+    size_t bytes() const {
+        size_t b = (sample.capacity() + sample_place.capacity() + sample_column.capacity() + zeros.capacity()) * 8;
+        for (const WindowHits & h : hits) b += (h.keys.capacity() + h.index.capacity()) * 8;
+        return b;
+    }
 };
 
 inline void clear_bits(uint8_t * m, int64_t a, int64_t b) {
@@ -861,7 +865,11 @@ Napi::Value SelectTopK(const Napi::CallbackInfo & info) {
             std::vector<float> * const buffer = &dequant_buffer;
             struct Release { ~Release() { if (dequant_buffer.capacity() * sizeof(float) > ((size_t) 512 << 20)) std::vector<float>().swap(dequant_buffer); } } release;   // not held past the call when huge
             std::vector<std::vector<uint64_t>> scratch((size_t) n_threads);
-            FusedWorkspace workspace;
+            // the fused pass's window hits and sample: kept on this worker thread between calls (one
+            // call per tensor; growing them anew per tensor was memmove and page faults), unless large
+            static thread_local FusedWorkspace fused_workspace;
+            FusedWorkspace & workspace = fused_workspace;
+            struct ReleaseWorkspace { ~ReleaseWorkspace() { if (fused_workspace.bytes() > ((size_t) 64 << 20)) fused_workspace = FusedWorkspace(); } } release_workspace;
             // one matrix at a time: dequantized on all threads (whole rows), then scored per column set
             const bool fused = group >= per_matrix && per_matrix >= radix_min && sampling != 0 && per_matrix / 16 >= 1024;
             const bool chunked = t == GGML_TYPE_F32 || t == GGML_TYPE_F16 || t == GGML_TYPE_BF16;   // converted chunk by chunk
