@@ -6,6 +6,7 @@
 #include "ggml.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -227,6 +228,33 @@ void parallel_ranges(int n_threads, int64_t begin, int64_t end, int64_t align, i
     std::vector<std::thread> threads;
     for (int t = 1; t < nt; t++) threads.emplace_back([&, t]() { try { fn(t, cut[t], cut[t + 1]); } catch (...) { errors[t] = std::current_exception(); } });
     try { fn(0, cut[0], cut[1]); } catch (...) { errors[0] = std::current_exception(); }
+    for (auto & th : threads) th.join();
+    for (auto & e : errors) if (e) std::rethrow_exception(e);
+}
+
+// Runs fn(thread, begin, end) over [begin, end) cut at the absolute multiples of `block`, the pieces
+// handed out in order to whichever of n_threads threads asks next (a thread may get several, in
+// increasing order, not adjacent). An equal split waits at the join for a thread that started late
+// or lost its CPU to another (a new thread here starts 0.05-5 ms after it is asked for); this does
+// not. Pieces shorter than one block are not split; fn must not depend on which thread runs a piece.
+template <typename F>
+void parallel_blocks(int n_threads, int64_t begin, int64_t end, int64_t block, F && fn) {
+    if (end <= begin) return;
+    const int64_t b0 = begin / block, nb = (end - 1) / block - b0 + 1;
+    const int nt = (int) std::max<int64_t>(1, std::min<int64_t>(n_threads, nb));
+    if (nt <= 1) { fn(0, begin, end); return; }
+    std::atomic<int64_t> next{0};
+    std::atomic<bool> failed{false};
+    std::vector<std::exception_ptr> errors((size_t) nt);
+    auto run = [&](int t) {
+        try {
+            for (int64_t i; !failed.load(std::memory_order_relaxed) && (i = next.fetch_add(1, std::memory_order_relaxed)) < nb;)
+                fn(t, std::max(begin, (b0 + i) * block), std::min(end, (b0 + i + 1) * block));
+        } catch (...) { errors[(size_t) t] = std::current_exception(); failed.store(true, std::memory_order_relaxed); }
+    };
+    std::vector<std::thread> threads;
+    for (int t = 1; t < nt; t++) threads.emplace_back(run, t);
+    run(0);
     for (auto & th : threads) th.join();
     for (auto & e : errors) if (e) std::rethrow_exception(e);
 }

@@ -488,9 +488,12 @@ Napi::Value PatchTensor(const Napi::CallbackInfo & info) {
                     partial[(size_t) c] = r;
                 }
             };
-            // each thread reads its own part of the tensor, patches it and writes it (with read /
-            // write), so the copies run on every thread and overlap the other threads' patching
-            parallel_ranges(nt, 0, nchunks, 1, 1, [&](int th, int64_t c0, int64_t c1) {
+            // each thread reads its own parts of the tensor (~1 MiB each, handed out to whichever
+            // thread is free), patches them and writes them (with read / write), so the copies run on
+            // every thread and overlap the other threads' patching. Every sum is per chunk (added in
+            // chunk order below) or an integer count: the result does not depend on who ran a part.
+            const int64_t part_chunks = std::max<int64_t>(1, ((int64_t) 1 << 20) / (patch::kBlocksPerChunk * (int64_t) ts));
+            parallel_blocks(nt, 0, nchunks, part_chunks, [&](int th, int64_t c0, int64_t c1) {
                 const size_t b0 = (size_t) (c0 * patch::kBlocksPerChunk) * ts, b1 = (size_t) std::min(nblocks, c1 * patch::kBlocksPerChunk) * ts;
                 if (read_at.fd >= 0) patch::read_fully({read_at.fd, read_at.offset + (int64_t) b0}, bytes + b0, b1 - b0);
                 patch_chunks(th, c0, c1);

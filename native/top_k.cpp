@@ -590,7 +590,7 @@ void select_matrix_fused(MatrixSource & w, const std::vector<const double *> & c
         const int64_t * column = ws.sample_column.data();
         uint64_t * keys = ws.sample.data();
         // split over threads: the places are far apart (a cache line each), the reads wait on memory
-        parallel_ranges(n_threads, 0, s, 1, 8192, [&](int, int64_t x0, int64_t x1) {
+        parallel_blocks(n_threads, 0, s, 8192, [&](int, int64_t x0, int64_t x1) {
             for (int64_t x = x0; x < x1; x++) {
                 if (x + 32 < x1) w.prefetch(place[x + 32]);
                 const double aw = std::fabs((double) w.at(place[x]));
@@ -603,7 +603,7 @@ void select_matrix_fused(MatrixSource & w, const std::vector<const double *> & c
         });
     }
     // the sets' windows side by side
-    parallel_ranges(std::min<int>(n_threads, (int) ns), 0, ns, 1, 1, [&](int, int64_t s0, int64_t s1) {
+    parallel_blocks(n_threads, 0, ns, 1, [&](int, int64_t s0, int64_t s1) {
         for (int64_t si = s0; si < s1; si++) {
             const auto sample = ws.sample.begin() + si * s, sample_end = sample + s;
             struct Need { int64_t rank; int64_t q; bool upper; };
@@ -649,7 +649,9 @@ void select_matrix_fused(MatrixSource & w, const std::vector<const double *> & c
         for (int64_t q = 0; q < nk; q++) if (win[(size_t) (si * nk + q)].active) order[(size_t) si].push_back(q);
         std::sort(order[(size_t) si].begin(), order[(size_t) si].end(), [&](int64_t x, int64_t y) { return win[(size_t) (si * nk + x)].lo < win[(size_t) (si * nk + y)].lo; });
     }
-    parallel_ranges(nt, base, base + len, 64, kFusedMinPerThread, [&](int t, int64_t a, int64_t b) {
+    // blocks to whichever thread is free (whole mask bytes: block boundaries are multiples of 64);
+    // a thread's hits are in index order within each of its blocks, not across them (ties: below)
+    parallel_blocks(nt, base, base + len, kFusedMinPerThread, [&](int t, int64_t a, int64_t b) {
         alignas(64) double aw[kChunk];
         alignas(64) double sc[kChunk];
         alignas(64) double gmax[kChunk / 8];
@@ -739,26 +741,30 @@ void select_matrix_fused(MatrixSource & w, const std::vector<const double *> & c
         }
     }
     // items write to distinct masks: split over threads
-    parallel_ranges(std::min<int>(n_threads, (int) items.size()), 0, (int64_t) items.size(), 1, 1, [&](int, int64_t i0, int64_t i1) {
+    parallel_blocks(n_threads, 0, (int64_t) items.size(), 1, [&](int, int64_t i0, int64_t i1) {
         std::vector<uint64_t> keys;
+        std::vector<int64_t> ties;
         for (int64_t i = i0; i < i1; i++) {
             const int64_t si = items[(size_t) i] / nk, q = items[(size_t) i] % nk;
             int64_t up = 0;
-            keys.clear();
+            keys.clear(); ties.clear();
             for (int t = 0; t < nt; t++) {
                 const WindowHits & h = ws.hits[(size_t) ((t * ns + si) * nk + q)];
                 up += h.above; keys.insert(keys.end(), h.keys.begin(), h.keys.end());
             }
             const Threshold th = rth_largest(keys, ks[(size_t) q] - up);
             uint8_t * m = masks[(size_t) si][(size_t) q];
-            int64_t take = th.take;
             for (int t = 0; t < nt; t++) {
                 const WindowHits & h = ws.hits[(size_t) ((t * ns + si) * nk + q)];
                 for (size_t e = 0; e < h.keys.size(); e++) {
                     if (h.keys[e] > th.T) set_mask_bit(m, h.index[e]);
-                    else if (h.keys[e] == th.T && take > 0) { set_mask_bit(m, h.index[e]); take--; }
+                    else if (h.keys[e] == th.T) ties.push_back(h.index[e]);
                 }
             }
+            // scores equal to the threshold: the lowest indices are taken (as every other path takes
+            // them), whatever order the threads found them in
+            if ((int64_t) ties.size() > th.take) std::nth_element(ties.begin(), ties.begin() + th.take, ties.end());
+            for (int64_t e = 0; e < th.take; e++) set_mask_bit(m, ties[(size_t) e]);
         }
     });
     for (int64_t si = 0; si < ns; si++) {
@@ -879,7 +885,7 @@ Napi::Value SelectTopK(const Napi::CallbackInfo & info) {
                     if (direct) return (const float *) bytes + mbase;
                     if (buffer->size() < (size_t) per_matrix) buffer->resize((size_t) per_matrix);
                     float * const dequant = buffer->data();
-                    parallel_ranges(n_threads, 0, rows, 1, std::max<int64_t>(1, kMinPerThread / n_in), [&](int, int64_t r0, int64_t r1) {
+                    parallel_blocks(n_threads, 0, rows, std::max<int64_t>(1, kMinPerThread / n_in), [&](int, int64_t r0, int64_t r1) {
                         dequantize_into(t, bytes + (size_t) (m * rows + r0) * row_bytes, dequant + r0 * n_in, (r1 - r0) * n_in);
                     });
                     return dequant;
