@@ -235,8 +235,9 @@ void parallel_ranges(int n_threads, int64_t begin, int64_t end, int64_t align, i
 // Runs fn(thread, begin, end) over [begin, end) cut at the absolute multiples of `block`, the pieces
 // handed out in order to whichever of n_threads threads asks next (a thread may get several, in
 // increasing order, not adjacent). An equal split waits at the join for a thread that started late
-// or lost its CPU to another (a new thread here starts 0.05-5 ms after it is asked for); this does
-// not. Pieces shorter than one block are not split; fn must not depend on which thread runs a piece.
+// or lost its CPU to another (on a 2-vCPU VM a new thread was measured to start 0.05-5 ms after it
+// was asked for); this does not. Pieces shorter than one block are not split. fn may keep per-thread
+// state by `thread`, but its result must not depend on which thread ran which piece.
 template <typename F>
 void parallel_blocks(int n_threads, int64_t begin, int64_t end, int64_t block, F && fn) {
     if (end <= begin) return;
