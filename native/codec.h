@@ -210,6 +210,19 @@ bool rescale_block(ggml_type t, uint8_t * block, const float * tg);   // tg: the
 // ---------------------------------------------------------------------------------------------
 // Threads
 
+// Runs body(t) for t < nt, t = 0 on the calling thread and the others on new threads; after all
+// have returned, rethrows the first exception one of them threw.
+template <typename F>
+void run_threads(int nt, F && body) {
+    std::vector<std::exception_ptr> errors((size_t) nt);
+    auto guarded = [&](int t) { try { body(t); } catch (...) { errors[(size_t) t] = std::current_exception(); } };
+    std::vector<std::thread> threads;
+    for (int t = 1; t < nt; t++) threads.emplace_back(guarded, t);
+    guarded(0);
+    for (auto & th : threads) th.join();
+    for (auto & e : errors) if (e) std::rethrow_exception(e);
+}
+
 // Runs fn(thread, begin, end) over [begin, end) split into n_threads ranges whose inner cut
 // points are multiples of `align` (absolute); ranges shorter than min_per_thread are not split.
 template <typename F>
@@ -224,12 +237,7 @@ void parallel_ranges(int n_threads, int64_t begin, int64_t end, int64_t align, i
         c -= c % align;
         cut[t] = std::min(end, std::max(cut[t - 1], c));
     }
-    std::vector<std::exception_ptr> errors((size_t) nt);
-    std::vector<std::thread> threads;
-    for (int t = 1; t < nt; t++) threads.emplace_back([&, t]() { try { fn(t, cut[t], cut[t + 1]); } catch (...) { errors[t] = std::current_exception(); } });
-    try { fn(0, cut[0], cut[1]); } catch (...) { errors[0] = std::current_exception(); }
-    for (auto & th : threads) th.join();
-    for (auto & e : errors) if (e) std::rethrow_exception(e);
+    run_threads(nt, [&](int t) { fn(t, cut[t], cut[t + 1]); });
 }
 
 // Runs fn(thread, begin, end) over [begin, end) cut at the absolute multiples of `block`, the pieces
@@ -245,19 +253,13 @@ void parallel_blocks(int n_threads, int64_t begin, int64_t end, int64_t block, F
     const int nt = (int) std::max<int64_t>(1, std::min<int64_t>(n_threads, nb));
     if (nt <= 1) { fn(0, begin, end); return; }
     std::atomic<int64_t> next{0};
-    std::atomic<bool> failed{false};
-    std::vector<std::exception_ptr> errors((size_t) nt);
-    auto run = [&](int t) {
+    std::atomic<bool> failed{false};   // the others take no new piece once one has thrown
+    run_threads(nt, [&](int t) {
         try {
             for (int64_t i; !failed.load(std::memory_order_relaxed) && (i = next.fetch_add(1, std::memory_order_relaxed)) < nb;)
                 fn(t, std::max(begin, (b0 + i) * block), std::min(end, (b0 + i + 1) * block));
-        } catch (...) { errors[(size_t) t] = std::current_exception(); failed.store(true, std::memory_order_relaxed); }
-    };
-    std::vector<std::thread> threads;
-    for (int t = 1; t < nt; t++) threads.emplace_back(run, t);
-    run(0);
-    for (auto & th : threads) th.join();
-    for (auto & e : errors) if (e) std::rethrow_exception(e);
+        } catch (...) { failed.store(true, std::memory_order_relaxed); throw; }
+    });
 }
 
 }  // namespace codec
