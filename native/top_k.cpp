@@ -376,10 +376,30 @@ struct FusedWorkspace {
     std::vector<WindowHits> hits;        // [thread][set][K]
     std::vector<int64_t> zeros;          // [thread][set]
     std::vector<uint64_t> sample;
-    std::vector<int64_t> sample_place, sample_column;   // for groups of sample_len weights, rows of sample_n_in
-    int64_t sample_len = -1, sample_n_in = -1;
+    // the sample's places and their columns, for groups of len weights in rows of n_in: one entry per
+    // shape, the last kShapes shapes kept (a model's layers repeat a handful of shapes, so keeping
+    // one recomputed them at nearly every tensor: four divisions a place, 7% of a select)
+    struct Places { int64_t len, n_in; std::vector<int64_t> place, column; };
+    static constexpr size_t kShapes = 8;
+    std::vector<Places> places;
+    const Places & places_for(int64_t len, int64_t n_in, int64_t s) {
+        for (const Places & p : places) if (p.len == len && p.n_in == n_in) return p;
+        if (places.size() >= kShapes) places.erase(places.begin());
+        Places p{len, n_in, std::vector<int64_t>((size_t) s), std::vector<int64_t>((size_t) s)};
+        for (int64_t x = 0; x < s; x++) {
+            // one place in each of s equal strata, at a pseudo-random place inside it (a fixed stride
+            // would see only some columns when it divides the row width)
+            const int64_t lo = (x * len) / s, hi = ((x + 1) * len) / s;
+            const int64_t i = lo + (int64_t) (((uint64_t) (x + 1) * 0x9E3779B97F4A7C15ull) >> 33) % std::max<int64_t>(1, hi - lo);
+            p.place[(size_t) x] = i;
+            p.column[(size_t) x] = i % n_in;
+        }
+        places.push_back(std::move(p));
+        return places.back();
+    }
     size_t bytes() const {
-        size_t b = (sample.capacity() + sample_place.capacity() + sample_column.capacity() + zeros.capacity()) * 8;
+        size_t b = (sample.capacity() + zeros.capacity()) * 8;
+        for (const Places & p : places) b += (p.place.capacity() + p.column.capacity()) * 8;
         for (const WindowHits & h : hits) b += (h.keys.capacity() + h.index.capacity()) * 8;
         return b;
     }
@@ -491,16 +511,43 @@ inline void group_maxima(const double * v, int64_t ng, double * gmax) {
 
 // Keeps the groups of list[0, n) whose largest score reaches lo, in order; returns how many. No
 // branch on the data: a group is written, then counted only when it stays.
-inline int64_t keep_reaching(int32_t * list, int64_t n, const double * gmax, double lo) {
+// identity: the list is 0 .. n-1 (not read; the first K's). (the baseline build's kernel; those for
+// AVX2 and AVX-512 below keep the same groups in the same order)
+int64_t keep_reaching(int32_t * list, int64_t n, const double * gmax, double lo, bool identity) {
     int64_t kept = 0;
-    for (int64_t i = 0; i < n; i++) { const int32_t g = list[i]; list[kept] = g; kept += gmax[g] >= lo; }
+    if (identity) for (int64_t i = 0; i < n; i++) { list[kept] = (int32_t) i; kept += gmax[i] >= lo; }
+    else for (int64_t i = 0; i < n; i++) { const int32_t g = list[i]; list[kept] = g; kept += gmax[g] >= lo; }
     return kept;
+}
+
+// The hits of listed groups noted by a mark_listed kernel (nh groups: hit_group, hit_bits), their
+// scores and flat indices appended to h in index order.
+inline void note_hits(const double * v, int64_t nh, int64_t index0, WindowHits & h, const int32_t * hit_group, const uint8_t * hit_bits) {
+    if (nh == 0) return;
+    size_t total = 0;
+    for (int64_t j = 0; j < nh; j++) total += kBitsSet[hit_bits[j]];
+    const size_t at = h.keys.size();
+    h.keys.resize(at + total); h.index.resize(at + total);
+    uint64_t * kp = h.keys.data() + at;
+    int64_t * ip = h.index.data() + at;
+    for (int64_t j = 0; j < nh; j++) {
+        const int64_t g = hit_group[j];
+        const double * x = v + 8 * g;
+        unsigned in = hit_bits[j];
+        do {
+            const int y = __builtin_ctz(in);
+            memcpy(kp++, x + y, 8);
+            *ip++ = index0 + 8 * g + y;
+            in &= in - 1;
+        } while (in);
+    }
 }
 
 // One K's window [lo, hi] over the listed groups of 8 scores (group g: scores v[8g ..], flat
 // indices index0 + 8g .., index0 a multiple of 8; mb[g] its mask byte): scores above hi are marked,
 // those inside the window noted in h in index order. Returns how many were marked. hit_group and
 // hit_bits: room for n entries. Out of line: the pass's hottest loop keeps its own line in a profile.
+// (the baseline build's kernel; those for AVX2 and AVX-512 below compute the same bits)
 __attribute__((noinline)) int64_t mark_listed(const double * v, const int32_t * list, int64_t n, int64_t index0, double lo, double hi, uint8_t * mb, WindowHits & h,
                     int32_t * hit_group, uint8_t * hit_bits) {
     int64_t up = 0, nh = 0;
@@ -525,26 +572,221 @@ __attribute__((noinline)) int64_t mark_listed(const double * v, const int32_t * 
         hit_group[nh] = g; hit_bits[nh] = (uint8_t) in;
         nh += in != 0;
     }
-    if (nh > 0) {
-        size_t total = 0;
-        for (int64_t j = 0; j < nh; j++) total += kBitsSet[hit_bits[j]];
-        const size_t at = h.keys.size();
-        h.keys.resize(at + total); h.index.resize(at + total);
-        uint64_t * kp = h.keys.data() + at;
-        int64_t * ip = h.index.data() + at;
-        for (int64_t j = 0; j < nh; j++) {
-            const int64_t g = hit_group[j];
-            const double * x = v + 8 * g;
-            unsigned in = hit_bits[j];
-            do {
-                const int y = __builtin_ctz(in);
-                memcpy(kp++, x + y, 8);
-                *ip++ = index0 + 8 * g + y;
-                in &= in - 1;
-            } while (in);
-        }
-    }
+    note_hits(v, nh, index0, h, hit_group, hit_bits);
     return up;
+}
+
+// The scores of one set over ng whole groups of 8 weights, for rows whose width n_in is a multiple
+// of 8 (a group then lies in one row: its column weights are col[j .. j + 8), j a multiple of 8):
+// sc[x] = |w| aw[x] * col[column], or 0 where that is not positive (zero, NaN); gmax[g] = the
+// largest score of group g. Returns how many scores are 0. max(v, 0) is MAXPD's "v > 0 ? v : 0"
+// (the second operand when v is NaN or a zero): the bits of the generic path exactly.
+// (the baseline build's kernel; those for AVX2 and AVX-512 below compute the same bits)
+int64_t score_groups(const double * aw, const double * col, int64_t n_in, int64_t j, int64_t ng, double * sc, double * gmax) {
+    int64_t z = 0;
+    for (int64_t g = 0; g < ng; g++, aw += 8, sc += 8) {
+        const double * c = col + j;
+#if defined(__SSE2__)
+        const __m128d zero = _mm_setzero_pd();
+        const __m128d v0 = _mm_max_pd(_mm_mul_pd(_mm_loadu_pd(aw), _mm_loadu_pd(c)), zero);
+        const __m128d v1 = _mm_max_pd(_mm_mul_pd(_mm_loadu_pd(aw + 2), _mm_loadu_pd(c + 2)), zero);
+        const __m128d v2 = _mm_max_pd(_mm_mul_pd(_mm_loadu_pd(aw + 4), _mm_loadu_pd(c + 4)), zero);
+        const __m128d v3 = _mm_max_pd(_mm_mul_pd(_mm_loadu_pd(aw + 6), _mm_loadu_pd(c + 6)), zero);
+        _mm_storeu_pd(sc, v0); _mm_storeu_pd(sc + 2, v1); _mm_storeu_pd(sc + 4, v2); _mm_storeu_pd(sc + 6, v3);
+        const __m128d mm = _mm_max_pd(_mm_max_pd(v0, v1), _mm_max_pd(v2, v3));
+        gmax[g] = _mm_cvtsd_f64(_mm_max_pd(mm, _mm_unpackhi_pd(mm, mm)));
+        z += kBitsSet[mask8(_mm_cmpeq_pd(v0, zero), _mm_cmpeq_pd(v1, zero), _mm_cmpeq_pd(v2, zero), _mm_cmpeq_pd(v3, zero))];
+#else
+        double mx = 0;
+        for (int y = 0; y < 8; y++) { const double v = aw[y] * c[y]; sc[y] = v > 0 ? v : 0.0; mx = sc[y] > mx ? sc[y] : mx; z += sc[y] == 0; }
+        gmax[g] = mx;
+#endif
+        j += 8;
+        if (j == n_in) j = 0;
+    }
+    return z;
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define MATHNEURO_TOPK_SIMD 1
+// (GCC 12's AVX2 gathers and AVX-512 intrinsics leave an undefined pass-through operand on purpose, and its
+// -Wmaybe-uninitialized then warns in every caller: a known false positive, silenced here only)
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+// The same two kernels for AVX2 (two 4-double vectors a group) and AVX-512 (one 8-double vector a
+// group, the compare masks are the mask bytes). Picked at run time (pass_kernels, below).
+__attribute__((target("avx2,popcnt"), noinline)) int64_t mark_listed_avx2(const double * v, const int32_t * list, int64_t n, int64_t index0, double lo, double hi, uint8_t * mb, WindowHits & h,
+                    int32_t * hit_group, uint8_t * hit_bits) {
+    int64_t up = 0, nh = 0;
+    const __m256d vhi = _mm256_set1_pd(hi), vlo = _mm256_set1_pd(lo);
+    for (int64_t i = 0; i < n; i++) {
+        const int32_t g = list[i];
+        const double * x = v + 8 * (int64_t) g;
+        const __m256d v0 = _mm256_loadu_pd(x), v1 = _mm256_loadu_pd(x + 4);
+        const unsigned above = (unsigned) _mm256_movemask_pd(_mm256_cmp_pd(v0, vhi, _CMP_GT_OQ)) | (unsigned) _mm256_movemask_pd(_mm256_cmp_pd(v1, vhi, _CMP_GT_OQ)) << 4;
+        const unsigned atleast = (unsigned) _mm256_movemask_pd(_mm256_cmp_pd(v0, vlo, _CMP_GE_OQ)) | (unsigned) _mm256_movemask_pd(_mm256_cmp_pd(v1, vlo, _CMP_GE_OQ)) << 4;
+        mb[g] |= (uint8_t) above;
+        up += __builtin_popcount(above);
+        const unsigned in = atleast & ~above;
+        hit_group[nh] = g; hit_bits[nh] = (uint8_t) in;
+        nh += in != 0;
+    }
+    note_hits(v, nh, index0, h, hit_group, hit_bits);
+    return up;
+}
+
+// keep_reaching 8 groups at a time: their maxima compared with lo (loaded, or gathered through the
+// list), the kept entries packed to the front by a permutation from a table of the 256 masks.
+// Each step stores 8 entries at `kept` <= i, over entries already read.
+constexpr struct PackTable {
+    int32_t p[256][8];
+    constexpr PackTable() : p() {
+        for (int m = 0; m < 256; m++) { int k = 0; for (int y = 0; y < 8; y++) if (m >> y & 1) p[m][k++] = y; for (; k < 8; k++) p[m][k] = 0; }
+    }
+} kPack;
+
+__attribute__((target("avx2,popcnt"))) int64_t keep_reaching_avx2(int32_t * list, int64_t n, const double * gmax, double lo, bool identity) {
+    const __m256d vlo = _mm256_set1_pd(lo);
+    const __m256i step = _mm256_set1_epi32(8);
+    __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    int64_t kept = 0, i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256i idx; __m256d g0, g1;
+        if (identity) { idx = iota; iota = _mm256_add_epi32(iota, step); g0 = _mm256_loadu_pd(gmax + i); g1 = _mm256_loadu_pd(gmax + i + 4); }
+        else {
+            idx = _mm256_loadu_si256((const __m256i *) (list + i));
+            g0 = _mm256_i32gather_pd(gmax, _mm256_castsi256_si128(idx), 8);
+            g1 = _mm256_i32gather_pd(gmax, _mm256_extracti128_si256(idx, 1), 8);
+        }
+        const unsigned m = (unsigned) _mm256_movemask_pd(_mm256_cmp_pd(g0, vlo, _CMP_GE_OQ)) | (unsigned) _mm256_movemask_pd(_mm256_cmp_pd(g1, vlo, _CMP_GE_OQ)) << 4;
+        _mm256_storeu_si256((__m256i *) (list + kept), _mm256_permutevar8x32_epi32(idx, _mm256_loadu_si256((const __m256i *) kPack.p[m])));
+        kept += __builtin_popcount(m);
+    }
+    for (; i < n; i++) { const int32_t g = identity ? (int32_t) i : list[i]; list[kept] = g; kept += gmax[g] >= lo; }
+    return kept;
+}
+
+__attribute__((target("avx512f,popcnt"), noinline)) int64_t mark_listed_avx512(const double * v, const int32_t * list, int64_t n, int64_t index0, double lo, double hi, uint8_t * mb, WindowHits & h,
+                    int32_t * hit_group, uint8_t * hit_bits) {
+    int64_t up = 0, nh = 0;
+    const __m512d vhi = _mm512_set1_pd(hi), vlo = _mm512_set1_pd(lo);
+    for (int64_t i = 0; i < n; i++) {
+        const int32_t g = list[i];
+        const __m512d x = _mm512_loadu_pd(v + 8 * (int64_t) g);
+        const unsigned above = (unsigned) _mm512_cmp_pd_mask(x, vhi, _CMP_GT_OQ);
+        const unsigned atleast = (unsigned) _mm512_cmp_pd_mask(x, vlo, _CMP_GE_OQ);
+        mb[g] |= (uint8_t) above;
+        up += __builtin_popcount(above);
+        const unsigned in = atleast & ~above;
+        hit_group[nh] = g; hit_bits[nh] = (uint8_t) in;
+        nh += in != 0;
+    }
+    note_hits(v, nh, index0, h, hit_group, hit_bits);
+    return up;
+}
+
+__attribute__((target("avx2,popcnt"))) int64_t score_groups_avx2(const double * aw, const double * col, int64_t n_in, int64_t j, int64_t ng, double * sc, double * gmax) {
+    int64_t z = 0;
+    const __m256d zero = _mm256_setzero_pd();
+    for (int64_t g = 0; g < ng; g++, aw += 8, sc += 8) {
+        const double * c = col + j;
+        const __m256d v0 = _mm256_max_pd(_mm256_mul_pd(_mm256_loadu_pd(aw), _mm256_loadu_pd(c)), zero);
+        const __m256d v1 = _mm256_max_pd(_mm256_mul_pd(_mm256_loadu_pd(aw + 4), _mm256_loadu_pd(c + 4)), zero);
+        _mm256_storeu_pd(sc, v0); _mm256_storeu_pd(sc + 4, v1);
+        const __m256d m4 = _mm256_max_pd(v0, v1);
+        const __m128d m2 = _mm_max_pd(_mm256_castpd256_pd128(m4), _mm256_extractf128_pd(m4, 1));
+        gmax[g] = _mm_cvtsd_f64(_mm_max_pd(m2, _mm_unpackhi_pd(m2, m2)));
+        z += __builtin_popcount((unsigned) _mm256_movemask_pd(_mm256_cmp_pd(v0, zero, _CMP_EQ_OQ)) | (unsigned) _mm256_movemask_pd(_mm256_cmp_pd(v1, zero, _CMP_EQ_OQ)) << 4);
+        j += 8;
+        if (j == n_in) j = 0;
+    }
+    return z;
+}
+
+__attribute__((target("avx512f,popcnt"))) int64_t score_groups_avx512(const double * aw, const double * col, int64_t n_in, int64_t j, int64_t ng, double * sc, double * gmax) {
+    int64_t z = 0;
+    const __m512d zero = _mm512_setzero_pd();
+    for (int64_t g = 0; g < ng; g++, aw += 8, sc += 8) {
+        const __m512d v = _mm512_max_pd(_mm512_mul_pd(_mm512_loadu_pd(aw), _mm512_loadu_pd(col + j)), zero);
+        _mm512_storeu_pd(sc, v);
+        const __m256d m4 = _mm256_max_pd(_mm512_castpd512_pd256(v), _mm512_extractf64x4_pd(v, 1));
+        const __m128d m2 = _mm_max_pd(_mm256_castpd256_pd128(m4), _mm256_extractf128_pd(m4, 1));
+        gmax[g] = _mm_cvtsd_f64(_mm_max_pd(m2, _mm_unpackhi_pd(m2, m2)));
+        z += __builtin_popcount((unsigned) _mm512_cmp_pd_mask(v, zero, _CMP_EQ_OQ));
+        j += 8;
+        if (j == n_in) j = 0;
+    }
+    return z;
+}
+
+// keep_reaching as keep_reaching_avx2, the packing by VPCOMPRESSD into a register (its store form is
+// slow on some CPUs)
+__attribute__((target("avx512f,avx512vl,popcnt"))) int64_t keep_reaching_avx512(int32_t * list, int64_t n, const double * gmax, double lo, bool identity) {
+    const __m512d vlo = _mm512_set1_pd(lo);
+    const __m256i step = _mm256_set1_epi32(8);
+    __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    int64_t kept = 0, i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256i idx; __m512d g;
+        if (identity) { idx = iota; iota = _mm256_add_epi32(iota, step); g = _mm512_loadu_pd(gmax + i); }
+        else { idx = _mm256_loadu_si256((const __m256i *) (list + i)); g = _mm512_i32gather_pd(idx, gmax, 8); }
+        const __mmask8 m = _mm512_cmp_pd_mask(g, vlo, _CMP_GE_OQ);
+        _mm256_storeu_si256((__m256i *) (list + kept), _mm256_maskz_compress_epi32(m, idx));
+        kept += __builtin_popcount((unsigned) m);
+    }
+    for (; i < n; i++) { const int32_t g = identity ? (int32_t) i : list[i]; list[kept] = g; kept += gmax[g] >= lo; }
+    return kept;
+}
+
+// |half| to double, 16 at a time (F16 matrices' load_abs at this level); the tail by half_to_float
+__attribute__((target("avx512f"))) void half_abs_to_double_avx512(const uint8_t * src, int64_t n, double * out) {
+    const __m256i magnitude = _mm256_set1_epi16(0x7fff);
+    int64_t x = 0;
+    for (; x + 16 <= n; x += 16) {
+        const __m512 f = _mm512_cvtph_ps(_mm256_and_si256(_mm256_loadu_si256((const __m256i *) (src + 2 * x)), magnitude));
+        _mm512_storeu_pd(out + x, _mm512_cvtps_pd(_mm512_castps512_ps256(f)));
+        _mm512_storeu_pd(out + x + 8, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(f), 1))));
+    }
+    for (; x < n; x++) { uint16_t h; memcpy(&h, src + 2 * x, 2); out[x] = std::fabs((double) half_to_float(h)); }
+}
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+#endif
+
+// The fused pass's two kernels at a SIMD level: 0 the baseline build's (SSE2 on x86-64), 1 AVX2,
+// 2 AVX-512; the widest this CPU runs, at most `cap` (the `simdLevel` option: tests compare the
+// levels' masks). Every level computes the same bits.
+struct PassKernels {
+    int64_t (*score)(const double *, const double *, int64_t, int64_t, int64_t, double *, double *);
+    int64_t (*mark)(const double *, const int32_t *, int64_t, int64_t, double, double, uint8_t *, WindowHits &, int32_t *, uint8_t *);
+    int64_t (*keep)(int32_t *, int64_t, const double *, double, bool);
+    void (*half_abs)(const uint8_t *, int64_t, double *);   // F16's load_abs, or null: MatrixSource's own
+    int level;
+};
+
+int cpu_simd_level() {
+#if defined(MATHNEURO_TOPK_SIMD)
+    // (__builtin_cpu_init first: this may run before libgcc's own initializer has; libgcc checks
+    // that the OS saves the AVX and AVX-512 registers, XGETBV, before it reports them)
+    static const int level = (__builtin_cpu_init(),
+        __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("popcnt") ? 2
+        : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt") ? 1 : 0);
+    return level;
+#else
+    return 0;
+#endif
+}
+
+PassKernels pass_kernels(int cap) {
+    const int level = std::min(cap, cpu_simd_level());
+#if defined(MATHNEURO_TOPK_SIMD)
+    if (level >= 2) return {score_groups_avx512, mark_listed_avx512, keep_reaching_avx512, half_abs_to_double_avx512, 2};
+    if (level == 1) return {score_groups_avx2, mark_listed_avx2, keep_reaching_avx2, nullptr, 1};
+#endif
+    return {score_groups, mark_listed, keep_reaching, nullptr, 0};
 }
 
 // How many of v[0, n) are 0.
@@ -562,13 +804,13 @@ inline int64_t count_zeros(const double * v, int64_t n) {
 
 void select_matrix_fused(MatrixSource & w, const std::vector<const double *> & cols, int64_t n_in, int64_t base, int64_t len,
                          const std::vector<int64_t> & ks, const std::vector<Masks> & masks,
-                         int n_threads, int64_t collect_limit, bool tight, FusedWorkspace & ws) {
+                         int n_threads, int64_t collect_limit, bool tight, FusedWorkspace & ws, const PassKernels & kern) {
     const int64_t ns = (int64_t) cols.size(), nk = (int64_t) ks.size();
     const int64_t s = std::min<int64_t>(65536, len / 16);
     // The sample: the same places for every set (one score from each of s equal strata, at a
     // pseudo-random place inside it: a fixed stride would see only some columns when it divides
     // the row width). Each window's bounds are the sample's scores at two ranks, found by
-    // nth_element rank after rank (ascending ranks, each search right of the previous one).
+    // nth_element rank after rank (descending ranks, each search left of the previous one).
     struct Window { double lo = 0, hi = 0; bool active = false; };
     std::vector<Window> win((size_t) (ns * nk));
     // |w| and the column of every sampled place first (one read of the matrix for every set)
@@ -576,18 +818,9 @@ void select_matrix_fused(MatrixSource & w, const std::vector<const double *> & c
     {
         // the places depend on the shape only: computed once per shape (four divisions a place
         // cost more than the reads)
-        if (ws.sample_len != len || ws.sample_n_in != n_in) {
-            ws.sample_place.resize((size_t) s); ws.sample_column.resize((size_t) s);
-            for (int64_t x = 0; x < s; x++) {
-                const int64_t lo = (x * len) / s, hi = ((x + 1) * len) / s;
-                const int64_t i = lo + (int64_t) (((uint64_t) (x + 1) * 0x9E3779B97F4A7C15ull) >> 33) % std::max<int64_t>(1, hi - lo);
-                ws.sample_place[(size_t) x] = i;
-                ws.sample_column[(size_t) x] = i % n_in;
-            }
-            ws.sample_len = len; ws.sample_n_in = n_in;
-        }
-        const int64_t * place = ws.sample_place.data();
-        const int64_t * column = ws.sample_column.data();
+        const FusedWorkspace::Places & at = ws.places_for(len, n_in, s);
+        const int64_t * place = at.place.data();
+        const int64_t * column = at.column.data();
         uint64_t * keys = ws.sample.data();
         // split over threads: the places are far apart (a cache line each), the reads wait on memory
         parallel_blocks(n_threads, 0, s, 8192, [&](int, int64_t x0, int64_t x1) {
@@ -605,7 +838,7 @@ void select_matrix_fused(MatrixSource & w, const std::vector<const double *> & c
     // the sets' windows side by side
     parallel_blocks(n_threads, 0, ns, 1, [&](int, int64_t s0, int64_t s1) {
         for (int64_t si = s0; si < s1; si++) {
-            const auto sample = ws.sample.begin() + si * s, sample_end = sample + s;
+            const auto sample = ws.sample.begin() + si * s;
             struct Need { int64_t rank; int64_t q; bool upper; };
             std::vector<Need> need;
             for (int64_t q = 0; q < nk; q++) {
@@ -621,12 +854,14 @@ void select_matrix_fused(MatrixSource & w, const std::vector<const double *> & c
                 if (a >= 0) need.push_back({a, q, true});
                 if (b < s) need.push_back({b, q, false});
             }
-            std::sort(need.begin(), need.end(), [](const Need & x, const Need & y) { return x.rank < y.rank; });
-            int64_t from = 0;
+            // highest rank first, each next one inside the part left of the previous (a window's two
+            // ranks are close: searching right of the lower one scanned nearly the whole sample twice)
+            std::sort(need.begin(), need.end(), [](const Need & x, const Need & y) { return x.rank > y.rank; });
+            int64_t end = s;
             for (const Need & n : need) {
-                if (n.rank >= from) {
-                    std::nth_element(sample + from, sample + n.rank, sample_end, std::greater<uint64_t>());
-                    from = n.rank + 1;
+                if (n.rank < end) {
+                    std::nth_element(sample, sample + n.rank, sample + end, std::greater<uint64_t>());
+                    end = n.rank;
                 }
                 const uint64_t v = sample[n.rank];
                 Window & wq = win[(size_t) (si * nk + n.q)];
@@ -663,21 +898,30 @@ void select_matrix_fused(MatrixSource & w, const std::vector<const double *> & c
         int64_t j_first = (a - base) % n_in;
         for (int64_t first = a; first < b; first += kChunk) {
             const int64_t count = std::min<int64_t>(kChunk, b - first);
-            w.load_abs(first - base, count, aw);
+            if (kern.half_abs && !w.f32 && w.type == GGML_TYPE_F16) kern.half_abs(w.raw + 2 * (first - base), count, aw);
+            else w.load_abs(first - base, count, aw);
             int64_t j_next = j_first;
+            const bool whole = n_in % 8 == 0 && (j_first & 7) == 0 && (first & 7) == 0 && (count & 7) == 0;
             for (int64_t si = 0; si < ns; si++) {
-                // scores of this set, rows in straight runs (no division); not positive (zero, NaN) -> 0
+                // scores of this set; not positive (zero, NaN) -> 0. Rows of a multiple of 8 weights (every
+                // quantized type's, nearly every float model's): groups of 8 in one row, scored, counted
+                // and their maxima taken in one SIMD kernel. Else rows in straight runs (no division).
                 const double * col = cols[(size_t) si];
-                int64_t j = j_first;
-                for (int64_t x = 0; x < count;) {
-                    const int64_t run = std::min<int64_t>(count - x, n_in - j);
-                    const double * c = col + j;
-                    for (int64_t y = 0; y < run; y++) { const double v = aw[x + y] * c[y]; sc[x + y] = v > 0 ? v : 0.0; }
-                    x += run; j += run;
-                    if (j == n_in) j = 0;
+                if (whole) {
+                    ws.zeros[(size_t) (t * ns + si)] += kern.score(aw, col, n_in, j_first, count / 8, sc, gmax);
+                    j_next = (j_first + count) % n_in;
+                } else {
+                    int64_t j = j_first;
+                    for (int64_t x = 0; x < count;) {
+                        const int64_t run = std::min<int64_t>(count - x, n_in - j);
+                        const double * c = col + j;
+                        for (int64_t y = 0; y < run; y++) { const double v = aw[x + y] * c[y]; sc[x + y] = v > 0 ? v : 0.0; }
+                        x += run; j += run;
+                        if (j == n_in) j = 0;
+                    }
+                    j_next = j;
+                    ws.zeros[(size_t) (t * ns + si)] += count_zeros(sc, count);
                 }
-                j_next = j;
-                ws.zeros[(size_t) (t * ns + si)] += count_zeros(sc, count);
                 WindowHits * hits = &ws.hits[(size_t) (t * ns + si) * (size_t) nk];
                 uint8_t * const * m = masks[(size_t) si].data();
                 const Window * wn = &win[(size_t) (si * nk)];
@@ -701,14 +945,15 @@ void select_matrix_fused(MatrixSource & w, const std::vector<const double *> & c
                 // branching on the data (each K's list is the previous one's less the groups below its
                 // lo). Testing group by group and K by K mispredicted about once per group and K.
                 const int64_t x0 = x, ng = (count - x0) / 8;
-                group_maxima(sc + x0, ng, gmax);
+                if (!whole) group_maxima(sc + x0, ng, gmax);   // (else the score kernel's)
                 int64_t nl = ng;
-                for (int64_t g = 0; g < ng; g++) glist[g] = (int32_t) g;
+                bool identity = true;   // the first K's list is every group
                 for (int64_t q : live) {
                     const Window wq = wn[q];
-                    nl = keep_reaching(glist, nl, gmax, wq.lo);
+                    nl = kern.keep(glist, nl, gmax, wq.lo, identity);
+                    identity = false;
                     if (nl == 0) break;   // and every later K: their lo is higher still
-                    up[(size_t) q] += mark_listed(sc + x0, glist, nl, first + x0, wq.lo, wq.hi, m[q] + ((first + x0) >> 3), hits[q], hit_group, hit_bits);
+                    up[(size_t) q] += kern.mark(sc + x0, glist, nl, first + x0, wq.lo, wq.hi, m[q] + ((first + x0) >> 3), hits[q], hit_group, hit_bits);
                 }
                 x = x0 + 8 * ng;
                 for (; x < count; x++) one(x);
@@ -820,6 +1065,8 @@ Napi::Value SelectTopK(const Napi::CallbackInfo & info) {
         ks.push_back((int64_t) d);
     }
     const int64_t radix_min = OptionalInteger(o, "radixMinGroup", 1 << 16, 1);
+    // the fused pass's SIMD kernels: the widest this CPU runs, at most simdLevel (tests: 0 baseline, 1 AVX2, 2 AVX-512)
+    const PassKernels kernels = pass_kernels((int) std::min<int64_t>(OptionalInteger(o, "simdLevel", 2, 0), 2));
 
     const int n_threads = get_threads(o);
     const int64_t collect_limit = OptionalInteger(o, "radixBucketLimit", kCollectLimitDefault, 1);
@@ -894,7 +1141,7 @@ Napi::Value SelectTopK(const Napi::CallbackInfo & info) {
                     std::vector<const double *> mcols;
                     for (const double * c : cols) mcols.push_back(c + m * n_in);
                     MatrixSource src{t, chunked ? bytes + (size_t) (m * rows) * row_bytes : nullptr, chunked ? nullptr : dequantize(), dequantize};
-                    select_matrix_fused(src, mcols, n_in, mbase, per_matrix, ks, result->masks, n_threads, collect_limit, sampling == 2, workspace);
+                    select_matrix_fused(src, mcols, n_in, mbase, per_matrix, ks, result->masks, n_threads, collect_limit, sampling == 2, workspace, kernels);
                     continue;
                 }
                 const float * wf = dequantize();

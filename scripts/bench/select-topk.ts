@@ -5,6 +5,7 @@
 // compared in one process, interleaved (--addon path/to/other/mathneuro.node, repeatable; "current"
 // is the build src/native.ts picks).
 //   npx tsx scripts/bench/select-topk.ts model.gguf --math m.stats.gguf --general g.stats.gguf --top-k 0.1 [--threads N[,N...]] [--repeats 3] [--addon base.node]
+//     [--simd-level 0,1,2] (the fused pass's kernels: baseline, AVX2, AVX-512, as far as the CPU runs them)
 import { createHash } from 'node:crypto';
 import { closeSync, openSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -21,7 +22,7 @@ const { values, positionals } = parseArgs({
   allowPositionals: true,
   options: {
     math: { type: 'string' }, general: { type: 'string' }, 'top-k': { type: 'string' }, threads: { type: 'string' },
-    repeats: { type: 'string' }, addon: { type: 'string', multiple: true }, row: { type: 'boolean' }, 'radix-min-group': { type: 'string' },
+    repeats: { type: 'string' }, 'simd-level': { type: 'string' }, addon: { type: 'string', multiple: true }, row: { type: 'boolean' }, 'radix-min-group': { type: 'string' },
   },
 });
 const model = openModelSync(positionals[0]);
@@ -30,6 +31,7 @@ const math = (await loadStatisticsFor(values.math!, 'math', model, method)).stat
 const general = values.general ? (await loadStatisticsFor(values.general, 'general', model, method)).stats : undefined;
 const topK = (values['top-k'] ?? '0.1').split(',').map(Number);
 const threadCounts = values.threads ? values.threads.split(',').map(Number) : [undefined];
+const simdLevels = values['simd-level'] ? values['simd-level'].split(',').map(Number) : [undefined];
 const repeats = Number(values.repeats ?? 3);
 const radixMinGroup = values['radix-min-group'] ? Number(values['radix-min-group']) : undefined;
 const plan = planTensors(model, math);
@@ -40,16 +42,18 @@ closeSync(fd);
 const require = createRequire(import.meta.url);
 const builds: { name: string; binding: NativeBinding }[] = [{ name: 'current', binding: loadNative() }];
 for (const a of values.addon ?? []) builds.push({ name: path.basename(a), binding: require(path.resolve(a)) as NativeBinding });
-// every build at every thread count, interleaved
-const addons = builds.flatMap((b) => threadCounts.map((threads) => ({ ...b, name: threads === undefined ? b.name : `${b.name} t=${threads}`, threads })));
+// every build at every thread count and SIMD level, interleaved
+const addons = builds.flatMap((b) => threadCounts.flatMap((threads) => simdLevels.map((simdLevel) => ({
+  ...b, threads, simdLevel, name: [b.name, threads === undefined ? '' : `t=${threads}`, simdLevel === undefined ? '' : `simd=${simdLevel}`].filter(Boolean).join(' '),
+}))));
 
-async function once(binding: NativeBinding, threads: number | undefined): Promise<{ seconds: number; sha256: string }> {
+async function once(binding: NativeBinding, threads: number | undefined, simdLevel: number | undefined): Promise<{ seconds: number; sha256: string }> {
   const hash = createHash('sha256');
   const t0 = performance.now();
   const results: Uint8Array[][][] = [];
   for (const { s, bytes } of tensors) {
     const nIn = s.tensor.shape[0];
-    const request = { type: s.tensor.type, data: bytes, nIn, rows: s.rows, matrices: s.matrices, threads, radixMinGroup };
+    const request = { type: s.tensor.type, data: bytes, nIn, rows: s.rows, matrices: s.matrices, threads, radixMinGroup, simdLevel };
     if (values.row) results.push(await binding.selectTopK({ ...request, colWeights: [wandaColumnWeights(s.stats)], groupBy: 'row', counts: topK.map((k) => topKCount(nIn, k)) }));
     else {
       const g = general!.weights.get(s.tensor.name)!;
@@ -63,10 +67,10 @@ async function once(binding: NativeBinding, threads: number | undefined): Promis
 
 const times = new Map<string, number[]>();
 const hashes = new Map<string, Set<string>>();
-for (const a of addons) await once(a.binding, a.threads);   // warm-up: page faults of the buffers, code
+for (const a of addons) await once(a.binding, a.threads, a.simdLevel);   // warm-up: page faults of the buffers, code
 for (let r = 0; r < repeats; r++) {
   for (const a of addons) {
-    const { seconds, sha256 } = await once(a.binding, a.threads);
+    const { seconds, sha256 } = await once(a.binding, a.threads, a.simdLevel);
     times.set(a.name, [...(times.get(a.name) ?? []), seconds]);
     hashes.set(a.name, (hashes.get(a.name) ?? new Set()).add(sha256));
   }

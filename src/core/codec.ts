@@ -81,6 +81,8 @@ export interface TopKRequest {
   radixSampling?: number;
   /** threads for dequantizing and scoring (default: all cores); the masks do not depend on it */
   threads?: number;
+  /** the widest SIMD kernels of the one-pass select, as far as the CPU runs them: 0 baseline, 1 AVX2, 2 AVX-512 (default); the masks do not depend on it (tests compare the levels) */
+  simdLevel?: number;
   /**
    * With exactly two colWeights sets: return one set, the first set's masks AND NOT the second's
    * (MathNeuro's math-specific weights), computed on the worker thread.

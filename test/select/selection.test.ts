@@ -224,6 +224,44 @@ t.test('fused pass: two column sets, chunked and dequantized types, window misse
   }
 });
 
+t.test('fused pass SIMD kernels (baseline, AVX2, AVX-512 as far as this CPU runs them): brute-force masks with NaN, infinities, -0 and subnormal weights', async (t) => {
+  // rows of a multiple of 8 weights take the kernels that score whole groups of 8 (a width that is
+  // not, 129, the generic path); simdLevel caps the level, so every level the CPU has is compared
+  // with the brute force and with each other bitwise. Special values: scores of NaN and -0 are not
+  // eligible, infinities are (and tie with each other), subnormal halves are tiny but positive.
+  const specials = [NaN, Infinity, -Infinity, -0, 2 ** -20, -(2 ** -24), 65504];
+  const cases = [{ type: 'F16', shape: [256, 300, 1] }, { type: 'F32', shape: [136, 500, 1] }, { type: 'BF16', shape: [64, 1100, 2] }, { type: 'F16', shape: [129, 400, 1] }, { type: 'Q8_0', shape: [128, 300, 1] }];
+  const ks = [0.001, 0.1, 0.4];
+  let seed = 2100;
+  for (const { type, shape } of cases) {
+    const r = rng(seed++);
+    const [nIn, rows, matrices] = shape, perMatrix = nIn * rows, numel = perMatrix * matrices;
+    const weights = randomWeights(numel, r);
+    if (type !== 'Q8_0') for (let i = 0; i < numel; i++) if (r() < 0.01) weights[i] = specials[Math.floor(r() * specials.length)];
+    const bytes = quantize(TYPES[type].id, weights, nIn);
+    const values = decodeReference(type, bytes, numel);
+    const cols = [0, 1].map(() => randomColumns(nIn * matrices, r));
+    const counts = ks.map((k) => topKCount(perMatrix, k));
+    const expected = cols.map((col) => counts.map((c) => {
+      const set = new Set<number>();
+      for (let m = 0; m < matrices; m++) for (const i of referenceTop(values, (i) => col[m * nIn + (i % nIn)], m * perMatrix, perMatrix, c)) set.add(i);
+      return set;
+    }));
+    let first: Uint8Array[][] | undefined;
+    for (const simdLevel of [0, 1, 2]) {
+      for (const [threads, radixSampling] of [[1, 1], [2, 1], [2, 2]]) {
+        const masks = await selectTopK({ type: TYPES[type].id, data: bytes, nIn, rows, matrices, colWeights: cols, groupBy: 'matrix', counts, threads, radixMinGroup: 1, radixSampling, simdLevel });
+        const label = `${type} ${shape.join('x')} simdLevel=${simdLevel} threads=${threads} sampling=${radixSampling}`;
+        let ok = true;
+        masks.forEach((perK, set) => perK.forEach((mask, q) => { if (!sameSet(maskToSet(mask, numel), expected[set][q])) { ok = false; t.fail(`${label} set ${set} K=${ks[q]}`); } }));
+        if (ok) t.pass(label);
+        if (!first) first = masks;
+        else t.ok(masks.every((perK, set) => perK.every((mask, q) => Buffer.from(mask).equals(Buffer.from(first![set][q])))), `${label}: bitwise the masks of simdLevel=0`);
+      }
+    }
+  }
+});
+
 t.test('random: MathNeuro counts per matrix, reproducible by seed', async (t) => {
   const r = rng(5);
   const [nIn, rows, matrices] = [64, 40, 3], numel = nIn * rows * matrices;
