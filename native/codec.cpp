@@ -3,8 +3,14 @@
 // live beside it (keep_scale.cpp, top_k.cpp, requantize.cpp; codec.h holds what they share).
 #include "codec.h"
 
+#include <cerrno>
 #include <cmath>
 #include <cstring>
+#ifndef _WIN32
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#endif
 
 namespace codec {
 
@@ -94,6 +100,82 @@ int get_threads(const Napi::Object & o) {
     return (int) std::max(1u, std::thread::hardware_concurrency());
 }
 
+// The `read` / `write` options (codec.h).
+FileAt file_at(const Napi::Object & o, const char * key) {
+    FileAt f;
+    if (!IsSet(o, key) || o.Get(key).IsNull()) return f;
+    if (!o.Get(key).IsObject()) throw CodedError("EUSAGE", std::string(key) + " must be { fd, offset }");
+    Napi::Object x = o.Get(key).As<Napi::Object>();
+    const int64_t fd = RequireInteger(x, "fd", 0), offset = RequireInteger(x, "offset", 0);
+    if (fd > 2147483647 || offset > ((int64_t) 1 << 53)) throw CodedError("EUSAGE", std::string(key) + ": not a file descriptor and offset");
+#ifdef _WIN32
+    throw CodedError("EUSAGE", std::string(key) + " is not supported on this platform");
+#endif
+    f.fd = (int) fd; f.offset = offset;
+    return f;
+}
+
+const char * errno_code(int e) {
+    return e == ENOSPC ? "ENOSPC" : e == EFBIG ? "EFBIG" : e == EDQUOT ? "EDQUOT" : "EIO";
+}
+
+#ifndef _WIN32
+void read_fully(const FileAt & f, uint8_t * p, size_t n) {
+    size_t done = 0;
+    while (done < n) {
+        const ssize_t r = pread(f.fd, p + done, std::min<size_t>(n - done, (size_t) 1 << 30), (off_t) (f.offset + (int64_t) done));
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) throw CodedError("EIO", std::string("reading the source: ") + strerror(errno));
+        if (r == 0) throw CodedError("EIO", "source model: unexpected end of file at byte " + std::to_string(f.offset + (int64_t) done));
+        done += (size_t) r;
+    }
+}
+
+void write_fully(const FileAt & f, const uint8_t * p, size_t n) {
+    size_t done = 0;
+    while (done < n) {
+        const ssize_t r = pwrite(f.fd, p + done, std::min<size_t>(n - done, (size_t) 1 << 30), (off_t) (f.offset + (int64_t) done));
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) { const int e = errno; throw CodedError(errno_code(e), std::string("write: ") + strerror(e)); }
+        done += (size_t) r;
+    }
+}
+#else
+void read_fully(const FileAt &, uint8_t *, size_t) { throw CodedError("EUSAGE", "read is not supported on this platform"); }
+void write_fully(const FileAt &, const uint8_t *, size_t) { throw CodedError("EUSAGE", "write is not supported on this platform"); }
+#endif
+
+
+FileView::FileView(const FileAt & f, size_t size) {
+#ifndef _WIN32
+    struct stat st;
+    if (fstat(f.fd, &st) != 0) throw CodedError("EIO", std::string("reading the source: ") + strerror(errno));
+    if ((uint64_t) f.offset + size > (uint64_t) st.st_size) throw CodedError("EIO", "source model: unexpected end of file at byte " + std::to_string((int64_t) st.st_size));
+    const int64_t page = std::max<int64_t>(1, sysconf(_SC_PAGESIZE));
+    const int64_t start = f.offset - f.offset % page;
+    const size_t lead = (size_t) (f.offset - start);
+    if (size > 0) {
+        int flags = MAP_PRIVATE;
+#ifdef MAP_POPULATE
+        flags |= MAP_POPULATE;   // the pages in the page cache mapped at once, not a fault per 16 of them
+#endif
+        void * p = mmap(nullptr, size + lead, PROT_READ, flags, f.fd, (off_t) start);
+        if (p != MAP_FAILED) { map_ = p; map_len_ = size + lead; data_ = (const uint8_t *) p + lead; return; }
+    }
+    copy_.resize(size);
+    read_fully(f, copy_.data(), size);
+    data_ = copy_.data();
+#else
+    (void) f; (void) size;
+    throw CodedError("EUSAGE", "read is not supported on this platform");
+#endif
+}
+
+FileView::~FileView() {
+#ifndef _WIN32
+    if (map_) munmap(map_, map_len_);
+#endif
+}
 }  // namespace codec
 
 namespace {

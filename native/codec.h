@@ -31,6 +31,35 @@ void dequantize_into(ggml_type t, const uint8_t * src, float * dst, int64_t n);
 int get_threads(const Napi::Object & o);    // the `threads` option (default: every core)
 
 // ---------------------------------------------------------------------------------------------
+// Files (codec.cpp): the `read` / `write` options of patchTensor and selectTopK. A tensor's bytes
+// are read from (written to) a file at an offset on the worker thread, so that the JS thread
+// neither reads nor copies them. Not on Windows (EUSAGE: the caller reads them itself).
+
+struct FileAt { int fd = -1; int64_t offset = 0; };
+FileAt file_at(const Napi::Object & o, const char * key);   // { fd, offset }; fd -1 when the option is absent
+const char * errno_code(int e);                             // ENOSPC, EFBIG, EDQUOT or EIO
+void read_fully(const FileAt & f, uint8_t * p, size_t n);   // EIO at an early end of file
+void write_fully(const FileAt & f, const uint8_t * p, size_t n);
+
+// `size` bytes of a file from an offset, read-only, for as long as the view lives: the file's
+// pages mapped (no copy), or read into memory where mapping fails. EIO when the file is shorter.
+// A mapping shares llama.cpp's own exposure (it maps models by default): a file cut shorter by
+// another process while it is mapped faults at the first access past its new end.
+class FileView {
+public:
+    FileView(const FileAt & f, size_t size);
+    ~FileView();
+    FileView(const FileView &) = delete;
+    FileView & operator=(const FileView &) = delete;
+    const uint8_t * data() const { return data_; }
+private:
+    void * map_ = nullptr;
+    size_t map_len_ = 0;
+    std::vector<uint8_t> copy_;
+    const uint8_t * data_ = nullptr;
+};
+
+// ---------------------------------------------------------------------------------------------
 // Inline arithmetic of the per-weight loops (requantize.cpp, keep_scale.cpp): the library calls
 // they replace (lround, popcount without -mpopcnt, ggml's exported fp16 conversions) dominated them.
 

@@ -270,54 +270,6 @@ struct Realized {
 
 struct Histogram { double min = -1, max = 3; int64_t bins = 0; };
 
-// The `read` / `write` options: the tensor's bytes are read from (written to) a file at an offset
-// on the worker thread, so that a new-file patch needs no read or write on the JS thread.
-struct FileAt { int fd = -1; int64_t offset = 0; };
-
-FileAt file_at(const Napi::Object & o, const char * key) {
-    FileAt f;
-    if (!IsSet(o, key) || o.Get(key).IsNull()) return f;
-    if (!o.Get(key).IsObject()) throw CodedError("EUSAGE", std::string(key) + " must be { fd, offset }");
-    Napi::Object x = o.Get(key).As<Napi::Object>();
-    const int64_t fd = RequireInteger(x, "fd", 0), offset = RequireInteger(x, "offset", 0);
-    if (fd > 2147483647 || offset > ((int64_t) 1 << 53)) throw CodedError("EUSAGE", std::string(key) + ": not a file descriptor and offset");
-#ifdef _WIN32
-    throw CodedError("EUSAGE", std::string(key) + " is not supported on this platform");
-#endif
-    f.fd = (int) fd; f.offset = offset;
-    return f;
-}
-
-const char * errno_code(int e) {
-    return e == ENOSPC ? "ENOSPC" : e == EFBIG ? "EFBIG" : e == EDQUOT ? "EDQUOT" : "EIO";
-}
-
-#ifndef _WIN32
-void read_fully(const FileAt & f, uint8_t * p, size_t n) {
-    size_t done = 0;
-    while (done < n) {
-        const ssize_t r = pread(f.fd, p + done, std::min<size_t>(n - done, (size_t) 1 << 30), (off_t) (f.offset + (int64_t) done));
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0) throw CodedError("EIO", std::string("reading the source: ") + strerror(errno));
-        if (r == 0) throw CodedError("EIO", "source model: unexpected end of file at byte " + std::to_string(f.offset + (int64_t) done));
-        done += (size_t) r;
-    }
-}
-
-void write_fully(const FileAt & f, const uint8_t * p, size_t n) {
-    size_t done = 0;
-    while (done < n) {
-        const ssize_t r = pwrite(f.fd, p + done, std::min<size_t>(n - done, (size_t) 1 << 30), (off_t) (f.offset + (int64_t) done));
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0) { const int e = errno; throw CodedError(errno_code(e), std::string("write: ") + strerror(e)); }
-        done += (size_t) r;
-    }
-}
-#else
-void read_fully(const FileAt &, uint8_t *, size_t) { throw CodedError("EUSAGE", "read is not supported on this platform"); }
-void write_fully(const FileAt &, const uint8_t *, size_t) { throw CodedError("EUSAGE", "write is not supported on this platform"); }
-#endif
-
 // One element of a float type, with ggml's own conversions (those ggml_quantize_chunk uses).
 // (codec.h's inline copies of them)
 inline float load_float(ggml_type t, const uint8_t * p) {
@@ -399,7 +351,7 @@ Napi::Value PatchTensor(const Napi::CallbackInfo & info) {
         if (!(hist.max > hist.min) || hist.bins > (1 << 24)) throw CodedError("EUSAGE", "histogram needs min < max and at most 2^24 bins");
     }
 
-    const patch::FileAt read_at = patch::file_at(o, "read"), write_at = patch::file_at(o, "write");
+    const FileAt read_at = file_at(o, "read"), write_at = file_at(o, "write");
 
     struct Out { std::vector<double> changed; double bytes_changed = 0; patch::Realized r; std::vector<double> bins; };
     auto out = std::make_shared<Out>();
@@ -495,9 +447,9 @@ Napi::Value PatchTensor(const Napi::CallbackInfo & info) {
             const int64_t part_chunks = std::max<int64_t>(1, ((int64_t) 1 << 20) / (patch::kBlocksPerChunk * (int64_t) ts));
             parallel_blocks(nt, 0, nchunks, part_chunks, [&](int th, int64_t c0, int64_t c1) {
                 const size_t b0 = (size_t) (c0 * patch::kBlocksPerChunk) * ts, b1 = (size_t) std::min(nblocks, c1 * patch::kBlocksPerChunk) * ts;
-                if (read_at.fd >= 0) patch::read_fully({read_at.fd, read_at.offset + (int64_t) b0}, bytes + b0, b1 - b0);
+                if (read_at.fd >= 0) read_fully({read_at.fd, read_at.offset + (int64_t) b0}, bytes + b0, b1 - b0);
                 patch_chunks(th, c0, c1);
-                if (write_at.fd >= 0) patch::write_fully({write_at.fd, write_at.offset + (int64_t) b0}, bytes + b0, b1 - b0);
+                if (write_at.fd >= 0) write_fully({write_at.fd, write_at.offset + (int64_t) b0}, bytes + b0, b1 - b0);
             });
             for (const auto & p : partial) out->r.add(p);
             // the bins hit, as (index, count) pairs in increasing index

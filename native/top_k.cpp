@@ -1037,11 +1037,17 @@ Napi::Value SelectTopK(const Napi::CallbackInfo & info) {
     Napi::Object o = RequireOptionsObject(info, "selectTopK(options)");
     const ggml_type t = checked_type(RequireInteger(o, "type"));
     if (!can_dequantize(t)) throw CodedError("EQUANT", "ggml cannot dequantize " + type_name(t));
-    auto data = RequireTypedArray<uint8_t>(o.Get("data"), "data");
+    // the tensor's bytes: `data`, or `read` ({ fd, offset }: viewed from the file on the worker thread)
+    const FileAt read_at = file_at(o, "read");
+    if (read_at.fd >= 0 && IsSet(o, "data")) throw CodedError("EUSAGE", "give either data or read, not both");
+    Napi::Uint8Array data;
+    if (read_at.fd < 0) data = RequireTypedArray<uint8_t>(o.Get("data"), "data");
     const int64_t n_in = RequireInteger(o, "nIn", 1), rows = RequireInteger(o, "rows", 1), mats = RequireInteger(o, "matrices", 1);
+    if (rows > INT64_MAX / n_in || mats > INT64_MAX / (n_in * rows)) throw CodedError("EUSAGE", "nIn * rows * matrices is too large");
     const int64_t numel = n_in * rows * mats;
     if (n_in % ggml_blck_size(t) != 0) throw CodedError("EUSAGE", "nIn is not a whole number of " + type_name(t) + " blocks");
-    if (data.ByteLength() != bytes_for(t, numel)) throw CodedError("EUSAGE", "data holds " + std::to_string(data.ByteLength()) + " bytes, not the size of a " + type_name(t) + " tensor of " + std::to_string(numel) + " elements");
+    const size_t n_bytes = bytes_for(t, numel);
+    if (read_at.fd < 0 && data.ByteLength() != n_bytes) throw CodedError("EUSAGE", "data holds " + std::to_string(data.ByteLength()) + " bytes, not the size of a " + type_name(t) + " tensor of " + std::to_string(numel) + " elements");
     Napi::Value cw = o.Get("colWeights");
     if (!cw.IsArray()) throw CodedError("EUSAGE", "colWeights must be an array of Float64Array");
     Napi::Array cwa = cw.As<Napi::Array>();
@@ -1087,9 +1093,12 @@ Napi::Value SelectTopK(const Napi::CallbackInfo & info) {
     };
     auto result = std::make_shared<Result>();
     const size_t mask_bytes = (size_t) ((numel + 7) / 8);
-    const uint8_t * bytes = data.Data();
+    const uint8_t * given = read_at.fd < 0 ? data.Data() : nullptr;
     auto * w = new TaskWorker(env,
         [=]() {
+            std::unique_ptr<FileView> view;
+            if (read_at.fd >= 0) view.reset(new FileView(read_at, n_bytes));
+            const uint8_t * const bytes = view ? view->data() : given;
             result->masks.assign(cols.size(), Masks(ks.size(), nullptr));
             // subtract: the second set's masks never reach JS; they are this thread's reused scratch,
             // cleared here (a fresh calloc per call and K cost a page fault and a kernel clear per 4 KiB:
@@ -1197,7 +1206,8 @@ Napi::Value SelectTopK(const Napi::CallbackInfo & info) {
             }
             return out;
         });
-    w->Keep(data); w->Keep(cwa);
+    if (read_at.fd < 0) w->Keep(data);
+    w->Keep(cwa);
     for (uint32_t i = 0; i < cwa.Length(); i++) w->Keep(cwa.Get(i));
     return w->Start();
 }

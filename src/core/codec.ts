@@ -59,8 +59,10 @@ export function quantize(type: number, values: Float32Array, nPerRow: number, im
 export interface TopKRequest {
   /** ggml type id of `data` */
   type: number;
-  /** the raw bytes of the whole tensor, as stored */
-  data: Uint8Array;
+  /** the raw bytes of the whole tensor, as stored (or `read`) */
+  data?: Uint8Array;
+  /** instead of data: the tensor's bytes in an open file at an offset, viewed (mapped) by the worker thread; not on Windows (see fileViews) */
+  read?: { fd: number; offset: number };
   /** ne0: input width (row length) */
   nIn: number;
   /** ne1: output rows per matrix */
@@ -89,6 +91,9 @@ export interface TopKRequest {
    */
   subtract?: boolean;
 }
+
+/** Whether selectTopK's `read` option works here (the worker maps or reads the file itself). */
+export const fileViews = process.platform !== 'win32';
 
 /**
  * Exact top-K per group: masks[colWeightSet][countIndex] has bit i (byte i >> 3, bit i & 7) set when

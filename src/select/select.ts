@@ -8,7 +8,7 @@ import { mulberry32 } from '../core/random.ts';
 import type { WeightStats } from '../stats/types.ts';
 import type { GgufInfo, GgufTensorInfo } from '../gguf/reader.ts';
 import { countBits, getBit, newMask, setBit } from './bits.ts';
-import { requireDequantizable, selectTopK } from '../core/codec.ts';
+import { fileViews, requireDequantizable, selectTopK } from '../core/codec.ts';
 import { loadNative } from '../native.ts';
 import { readExactly, readTensorBytes } from '../core/tensor-io.ts';
 
@@ -179,8 +179,8 @@ export function checkMethod(options: SelectOptions): SelectionMethod {
   return method;
 }
 
-/** Selects the weights of one tensor, given its stored bytes, for every K of the options. */
-export async function selectTensor(scored: ScoredTensor, bytes: Uint8Array, options: SelectOptions): Promise<TensorSelection> {
+/** Selects the weights of one tensor, given its stored bytes (or where they lie in an open file, when fileViews), for every K of the options. */
+export async function selectTensor(scored: ScoredTensor, bytes: Uint8Array | { fd: number; offset: number }, options: SelectOptions): Promise<TensorSelection> {
   const method = checkMethod(options);
   const { tensor, rows, matrices } = scored;
   const nIn = tensor.shape[0];
@@ -192,7 +192,7 @@ export async function selectTensor(scored: ScoredTensor, bytes: Uint8Array, opti
     if (!general) throw new MathneuroError('ESTATS', `the general statistics have no entry for ${tensor.name} (the math statistics do): were both collected on this model?`);
     if (general.nIn !== nIn || general.nMat !== matrices) throw new MathneuroError('ESTATS', `general statistics of ${tensor.name} do not match the model's shape`);
   }
-  const request = { type: tensor.type, data: bytes, nIn, rows, matrices, radixMinGroup: options.radixMinGroup, threads: options.threads };
+  const request = { type: tensor.type, ...(bytes instanceof Uint8Array ? { data: bytes } : { read: bytes }), nIn, rows, matrices, radixMinGroup: options.radixMinGroup, threads: options.threads };
   let masks: Uint8Array[];
   if (method === 'wanda-row') {
     const counts = options.topK.map((k) => topKCount(nIn, k));
@@ -239,19 +239,22 @@ export async function* selectTensors(model: GgufInfo, plan: TensorPlan, options:
     if (fd === undefined) { fd = openSync(file, 'r'); fds.set(file, fd); }
     return fd;
   };
+  // the worker views each tensor in the file (mapped: no copy, nothing read on this thread); else
   // one buffer of the largest tensor, reused (unless the caller keeps the bytes)
-  const shared = options.keepBytes ? undefined : new Uint8Array(plan.scored.reduce((m, s) => Math.max(m, s.tensor.byteSize), 0));
+  const views = fileViews && !options.keepBytes;
+  const shared = options.keepBytes || views ? undefined : new Uint8Array(plan.scored.reduce((m, s) => Math.max(m, s.tensor.byteSize), 0));
   try {
     let done = 0;
     for (const s of plan.scored) {
       if (options.signal?.aborted) throw new MathneuroError('EABORT', 'selection cancelled');
       options.onProgress?.({ done, total: plan.scored.length, tensor: s.tensor.name });
-      let bytes: Uint8Array;
+      let bytes: Uint8Array | { fd: number; offset: number };
       const fd = fdOf(s.tensor);
-      if (shared) { bytes = shared.subarray(0, s.tensor.byteSize); readExactly(fd, bytes, s.tensor.absoluteOffset, `tensor ${s.tensor.name}`); }
+      if (views) bytes = { fd, offset: s.tensor.absoluteOffset };
+      else if (shared) { bytes = shared.subarray(0, s.tensor.byteSize); readExactly(fd, bytes, s.tensor.absoluteOffset, `tensor ${s.tensor.name}`); }
       else bytes = readTensorBytes(fd, s.tensor);
       const selection = await selectTensor(s, bytes, options);
-      if (options.keepBytes) selection.bytes = bytes;
+      if (options.keepBytes) selection.bytes = bytes as Uint8Array;
       done++;
       yield selection;
     }

@@ -1,7 +1,10 @@
 // Selection against a float64 brute-force reference: every score computed in JS, fully sorted
 // (score descending, flat index ascending), top floor(n*K) taken. Exact equality of the sets.
 import t from 'tap';
-import { dequantize, quantize, selectTopK } from '../../src/core/codec.ts';
+import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { dequantize, fileViews, quantize, selectTopK } from '../../src/core/codec.ts';
 import { getBit } from '../../src/select/bits.ts';
 import { selectTensor, topKCount, type ColumnStatistics, type ScoredTensor, type SelectionMethod } from '../../src/select/select.ts';
 import type { GgufTensorInfo } from '../../src/gguf/reader.ts';
@@ -279,6 +282,35 @@ t.test('random: MathNeuro counts per matrix, reproducible by seed', async (t) =>
     t.same(Array.from(a.masks[q]), Array.from(b.masks[q]), 'same seed, same set');
     if (a.counts[q] > 0) t.notSame(Array.from(a.masks[q]), Array.from(c.masks[q]), 'another seed, another set');
   }
+});
+
+t.test('read: the tensor viewed from a file (mapped on the worker) gives the masks of its bytes; a short file is EIO', { skip: !fileViews && 'no file views on this platform' }, async (t) => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'mathneuro-read-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const r = rng(77);
+  for (const { type, shape } of [{ type: 'F32', shape: [256, 600, 1] }, { type: 'F16', shape: [136, 700, 2] }, { type: 'Q8_0', shape: [128, 520, 1] }]) {
+    const [nIn, rows, matrices] = shape, numel = nIn * rows * matrices;
+    const bytes = quantize(TYPES[type].id, randomWeights(numel, r), nIn);
+    const cols = [0, 1].map(() => randomColumns(nIn * matrices, r));
+    const counts = [0.01, 0.2].map((k) => topKCount(nIn * rows, k));
+    const request = { type: TYPES[type].id, nIn, rows, matrices, colWeights: cols, groupBy: 'matrix' as const, counts, radixMinGroup: 1 };
+    const expected = await selectTopK({ ...request, data: bytes });
+    // offsets: page-aligned, 32-aligned inside a page, odd (no alignment: F32 is then converted, not read in place)
+    for (const offset of [8192, 4096 + 64, 4096 * 3 + 37]) {
+      const file = path.join(dir, `${type}-${offset}.bin`);
+      const content = new Uint8Array(offset + bytes.length + 100);
+      content.fill(0xff, 0, offset); content.set(bytes, offset); content.fill(0xff, offset + bytes.length);
+      writeFileSync(file, content);
+      const fd = openSync(file, 'r');
+      try {
+        const got = await selectTopK({ ...request, read: { fd, offset } });
+        t.ok(got.every((perK, set) => perK.every((m, q) => Buffer.from(m).equals(Buffer.from(expected[set][q])))), `${type} at offset ${offset}: the masks of the bytes`);
+        await t.rejects(selectTopK({ ...request, read: { fd, offset: offset + 101 } }), { code: 'EIO', message: /unexpected end of file/ }, `${type}: the tensor runs past the end of the file`);
+        await t.rejects(selectTopK({ ...request, read: { fd, offset }, data: bytes }), { code: 'EUSAGE' }, 'data and read');
+      } finally { closeSync(fd); }
+    }
+  }
+  await t.rejects(selectTopK({ type: 0, nIn: 8, rows: 1, matrices: 1, colWeights: [new Float64Array(8)], groupBy: 'matrix', counts: [1], read: { fd: 987654, offset: 0 } }), { code: 'EIO' }, 'not an open file');
 });
 
 t.test('native argument validation', async (t) => {
