@@ -111,21 +111,25 @@ examples:
     const output = values.output ? path.resolve(values.output) : undefined;
     if (output) checkOutput(output, { inputs: [modelPath, values.math, ...(values.general ? [values.general] : [])], force: values.force, what: 'selection file', env: io.env });
     const model = openModelSync(modelPath);
-    const math = await loadStatisticsFor(values.math, 'math', model, method);
-    const general = values.general ? await loadStatisticsFor(values.general, 'general', model, method) : undefined;
-    const warnings = [...math.warnings, ...(general?.warnings ?? [])];
-    if (!values.json && !values.quiet) for (const w of warnings) io.stderr.write(`warning: ${w}\n`);
-    const plan = planTensors(model, math.stats, { includeOutput: values['include-output'] });
-    const summary = new SelectionSummaryBuilder(model, method, topK, plan.skipped);
-    const progress = new ProgressLine(io, values.quiet || values.json);
-    const writer = output ? new SelectionFileWriter(output) : undefined;
-    // the model's sha256 (recorded in the selection file) is computed on a worker thread meanwhile
-    const hashing = writer ? sha256InBackground(modelFiles(model)) : undefined;
-    const interrupt = interruptible(io, 'removing the partial selection file');
+    // the model's sha256 (recorded in the selection file) is computed on a worker thread meanwhile,
+    // from here on (loading the statistics overlaps it too)
+    const hashing = output ? sha256InBackground(modelFiles(model)) : undefined;
+    let writer: SelectionFileWriter | undefined;
+    let progress: ProgressLine | undefined;
+    let interrupt: ReturnType<typeof interruptible> | undefined;
     try {
+      const math = await loadStatisticsFor(values.math, 'math', model, method);
+      const general = values.general ? await loadStatisticsFor(values.general, 'general', model, method) : undefined;
+      const warnings = [...math.warnings, ...(general?.warnings ?? [])];
+      if (!values.json && !values.quiet) for (const w of warnings) io.stderr.write(`warning: ${w}\n`);
+      const plan = planTensors(model, math.stats, { includeOutput: values['include-output'] });
+      const summary = new SelectionSummaryBuilder(model, method, topK, plan.skipped);
+      progress = new ProgressLine(io, values.quiet || values.json);
+      writer = output ? new SelectionFileWriter(output) : undefined;
+      interrupt = interruptible(io, 'removing the partial selection file');
       for await (const selection of selectTensors(model, plan, {
         method, topK, math: math.stats, general: general?.stats, seed, includeOutput: values['include-output'], signal: interrupt.signal, threads,
-        onProgress: (p) => progress.step('select', p.done, p.total, p.tensor),
+        onProgress: (p) => progress!.step('select', p.done, p.total, p.tensor),
       })) {
         summary.add(selection);
         await writer?.add(selection);
@@ -155,12 +159,12 @@ examples:
       if (empty && !values.json) io.stderr.write(`warning: ${empty}\n`);
       return empty && values.strict ? 1 : 0;
     } catch (e) {
-      progress.abandon();
+      progress?.abandon();
       writer?.abort();
       throw e;
     } finally {
       hashing?.cancel();
-      interrupt.dispose();
+      interrupt?.dispose();
     }
   },
 };
