@@ -543,6 +543,16 @@ inline void note_hits(const double * v, int64_t nh, int64_t index0, WindowHits &
     }
 }
 
+// One listed group's compare masks (bit y: score y of group g is above hi; is at least lo): its
+// mask byte marked, and the group noted when a score lies inside the window (without a branch;
+// note_hits takes their scores).
+inline void mark_group(unsigned above, unsigned atleast, int32_t g, uint8_t * mb, int64_t & nh, int32_t * hit_group, uint8_t * hit_bits) {
+    mb[g] |= (uint8_t) above;   // a listed group reaches lo: its byte is usually written anyway
+    const unsigned in = atleast & ~above;
+    hit_group[nh] = g; hit_bits[nh] = (uint8_t) in;
+    nh += in != 0;
+}
+
 // One K's window [lo, hi] over the listed groups of 8 scores (group g: scores v[8g ..], flat
 // indices index0 + 8g .., index0 a multiple of 8; mb[g] its mask byte): scores above hi are marked,
 // those inside the window noted in h in index order. Returns how many were marked. hit_group and
@@ -565,12 +575,8 @@ __attribute__((noinline)) int64_t mark_listed(const double * v, const int32_t * 
         unsigned above = 0, atleast = 0;
         for (int y = 0; y < 8; y++) { above |= (unsigned) (x[y] > hi) << y; atleast |= (unsigned) (x[y] >= lo) << y; }
 #endif
-        mb[g] |= (uint8_t) above;   // a listed group reaches lo: its byte is usually written anyway
         up += kBitsSet[above];
-        // groups with scores inside the window: noted without a branch, their scores taken below
-        const unsigned in = atleast & ~above;
-        hit_group[nh] = g; hit_bits[nh] = (uint8_t) in;
-        nh += in != 0;
+        mark_group(above, atleast, g, mb, nh, hit_group, hit_bits);
     }
     note_hits(v, nh, index0, h, hit_group, hit_bits);
     return up;
@@ -627,11 +633,8 @@ __attribute__((target("avx2,popcnt"), noinline)) int64_t mark_listed_avx2(const 
         const __m256d v0 = _mm256_loadu_pd(x), v1 = _mm256_loadu_pd(x + 4);
         const unsigned above = (unsigned) _mm256_movemask_pd(_mm256_cmp_pd(v0, vhi, _CMP_GT_OQ)) | (unsigned) _mm256_movemask_pd(_mm256_cmp_pd(v1, vhi, _CMP_GT_OQ)) << 4;
         const unsigned atleast = (unsigned) _mm256_movemask_pd(_mm256_cmp_pd(v0, vlo, _CMP_GE_OQ)) | (unsigned) _mm256_movemask_pd(_mm256_cmp_pd(v1, vlo, _CMP_GE_OQ)) << 4;
-        mb[g] |= (uint8_t) above;
         up += __builtin_popcount(above);
-        const unsigned in = atleast & ~above;
-        hit_group[nh] = g; hit_bits[nh] = (uint8_t) in;
-        nh += in != 0;
+        mark_group(above, atleast, g, mb, nh, hit_group, hit_bits);
     }
     note_hits(v, nh, index0, h, hit_group, hit_bits);
     return up;
@@ -677,11 +680,8 @@ __attribute__((target("avx512f,popcnt"), noinline)) int64_t mark_listed_avx512(c
         const __m512d x = _mm512_loadu_pd(v + 8 * (int64_t) g);
         const unsigned above = (unsigned) _mm512_cmp_pd_mask(x, vhi, _CMP_GT_OQ);
         const unsigned atleast = (unsigned) _mm512_cmp_pd_mask(x, vlo, _CMP_GE_OQ);
-        mb[g] |= (uint8_t) above;
         up += __builtin_popcount(above);
-        const unsigned in = atleast & ~above;
-        hit_group[nh] = g; hit_bits[nh] = (uint8_t) in;
-        nh += in != 0;
+        mark_group(above, atleast, g, mb, nh, hit_group, hit_bits);
     }
     note_hits(v, nh, index0, h, hit_group, hit_bits);
     return up;

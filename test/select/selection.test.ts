@@ -63,6 +63,15 @@ function referenceTop(values: Float64Array, col: (i: number) => number, begin: n
   return new Set(items.slice(0, k).map((x) => x.i));
 }
 
+/** Brute force per matrix, for every column set and count: expected[set][count]. */
+function referencePerMatrix(values: Float64Array, cols: Float64Array[], counts: number[], nIn: number, perMatrix: number, matrices: number): Set<number>[][] {
+  return cols.map((col) => counts.map((c) => {
+    const set = new Set<number>();
+    for (let m = 0; m < matrices; m++) for (const i of referenceTop(values, (i) => col[m * nIn + (i % nIn)], m * perMatrix, perMatrix, c)) set.add(i);
+    return set;
+  }));
+}
+
 function maskToSet(mask: Uint8Array, n: number): Set<number> {
   const s = new Set<number>();
   for (let i = 0; i < n; i++) if (getBit(mask, i)) s.add(i);
@@ -203,11 +212,7 @@ t.test('fused pass: two column sets, chunked and dequantized types, window misse
       return c;
     });
     const counts = ks.map((k) => topKCount(perMatrix, k));
-    const expected = cols.map((col) => counts.map((c) => {
-      const set = new Set<number>();
-      for (let m = 0; m < matrices; m++) for (const i of referenceTop(values, (i) => col[m * nIn + (i % nIn)], m * perMatrix, perMatrix, c)) set.add(i);
-      return set;
-    }));
+    const expected = referencePerMatrix(values, cols, counts, nIn, perMatrix, matrices);
     let first: Uint8Array[][] | undefined;
     for (const threads of [1, 2, 3]) {
       for (const radixSampling of [1, 2, 0]) {
@@ -245,11 +250,7 @@ t.test('fused pass SIMD kernels (baseline, AVX2, AVX-512 as far as this CPU runs
     const values = decodeReference(type, bytes, numel);
     const cols = [0, 1].map(() => randomColumns(nIn * matrices, r));
     const counts = ks.map((k) => topKCount(perMatrix, k));
-    const expected = cols.map((col) => counts.map((c) => {
-      const set = new Set<number>();
-      for (let m = 0; m < matrices; m++) for (const i of referenceTop(values, (i) => col[m * nIn + (i % nIn)], m * perMatrix, perMatrix, c)) set.add(i);
-      return set;
-    }));
+    const expected = referencePerMatrix(values, cols, counts, nIn, perMatrix, matrices);
     let first: Uint8Array[][] | undefined;
     for (const simdLevel of [0, 1, 2]) {
       for (const [threads, radixSampling] of [[1, 1], [2, 1], [2, 2]]) {
