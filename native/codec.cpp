@@ -145,7 +145,6 @@ void read_fully(const FileAt &, uint8_t *, size_t) { throw CodedError("EUSAGE", 
 void write_fully(const FileAt &, const uint8_t *, size_t) { throw CodedError("EUSAGE", "write is not supported on this platform"); }
 #endif
 
-
 FileView::FileView(const FileAt & f, size_t size) {
 #ifndef _WIN32
     struct stat st;
@@ -176,6 +175,7 @@ FileView::~FileView() {
     if (map_) munmap(map_, map_len_);
 #endif
 }
+
 }  // namespace codec
 
 namespace {
