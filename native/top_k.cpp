@@ -770,9 +770,10 @@ struct PassKernels {
 int cpu_simd_level() {
 #if defined(MATHNEURO_TOPK_SIMD)
     // (__builtin_cpu_init first: this may run before libgcc's own initializer has; libgcc checks
-    // that the OS saves the AVX and AVX-512 registers, XGETBV, before it reports them)
+    // that the OS saves the AVX and AVX-512 registers, XGETBV, before it reports them. Level 2
+    // needs AVX-512VL too: keep_reaching_avx512 packs 8 lanes, which AVX-512F alone (Xeon Phi) lacks)
     static const int level = (__builtin_cpu_init(),
-        __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("popcnt") ? 2
+        __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("popcnt") ? 2
         : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("popcnt") ? 1 : 0);
     return level;
 #else
