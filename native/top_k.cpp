@@ -462,6 +462,7 @@ struct MatrixSource {
     const uint8_t * raw;     // the matrix's stored bytes (F32, F16, BF16), else null
     const float * f32;       // the dequantized matrix (other types), else null until dequantized() runs
     std::function<const float *()> dequantize;
+    void (*half_abs)(const uint8_t *, int64_t, double *) = nullptr;   // F16's load_abs at the pass's SIMD level (PassKernels), if it has one
     const float * dequantized() { if (!f32) f32 = dequantize(); return f32; }
     float at(int64_t i) const {
         if (f32) return f32[i];
@@ -475,6 +476,7 @@ struct MatrixSource {
     }
     // out[x] = |w[off + x]| for x < n (n <= kChunk)
     void load_abs(int64_t off, int64_t n, double * out) const {
+        if (!f32 && type == GGML_TYPE_F16 && half_abs) { half_abs(raw + 2 * off, n, out); return; }
 #if defined(__x86_64__) && defined(__GNUC__)
         if (!f32 && type == GGML_TYPE_F16 && has_f16c()) { half_abs_to_double_f16c(raw + 2 * off, n, out); return; }
 #endif
@@ -899,8 +901,7 @@ void select_matrix_fused(MatrixSource & w, const std::vector<const double *> & c
         int64_t j_first = (a - base) % n_in;
         for (int64_t first = a; first < b; first += kChunk) {
             const int64_t count = std::min<int64_t>(kChunk, b - first);
-            if (kern.half_abs && !w.f32 && w.type == GGML_TYPE_F16) kern.half_abs(w.raw + 2 * (first - base), count, aw);
-            else w.load_abs(first - base, count, aw);
+            w.load_abs(first - base, count, aw);
             int64_t j_next = j_first;
             const bool whole = n_in % 8 == 0 && (j_first & 7) == 0 && (first & 7) == 0 && (count & 7) == 0;
             for (int64_t si = 0; si < ns; si++) {
@@ -1150,7 +1151,7 @@ Napi::Value SelectTopK(const Napi::CallbackInfo & info) {
                 if (fused) {
                     std::vector<const double *> mcols;
                     for (const double * c : cols) mcols.push_back(c + m * n_in);
-                    MatrixSource src{t, chunked ? bytes + (size_t) (m * rows) * row_bytes : nullptr, chunked ? nullptr : dequantize(), dequantize};
+                    MatrixSource src{t, chunked ? bytes + (size_t) (m * rows) * row_bytes : nullptr, chunked ? nullptr : dequantize(), dequantize, kernels.half_abs};
                     select_matrix_fused(src, mcols, n_in, mbase, per_matrix, ks, result->masks, n_threads, collect_limit, sampling == 2, workspace, kernels);
                     continue;
                 }
