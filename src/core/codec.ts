@@ -56,13 +56,16 @@ export function quantize(type: number, values: Float32Array, nPerRow: number, im
   return call(() => loadNative().quantize(type, values, nPerRow, imatrix ?? null));
 }
 
+/** Where a tensor's bytes lie in an open file (the `read` and `write` options of selectTopK and patchTensor). */
+export interface FileAt { fd: number; offset: number }
+
 export interface TopKRequest {
   /** ggml type id of `data` */
   type: number;
   /** the raw bytes of the whole tensor, as stored (or `read`) */
   data?: Uint8Array;
   /** instead of data: the tensor's bytes in an open file at an offset, viewed (mapped) by the worker thread; not on Windows (see fileViews) */
-  read?: { fd: number; offset: number };
+  read?: FileAt;
   /** ne0: input width (row length) */
   nIn: number;
   /** ne1: output rows per matrix */
@@ -160,9 +163,9 @@ export interface PatchTensorRequest {
   /** merge changed ranges separated by at most this many unchanged bytes (default 0) */
   mergeGap?: number;
   /** fill data from this file at this offset first, on the worker thread (POSIX only) */
-  read?: { fd: number; offset: number };
+  read?: FileAt;
   /** write the patched data to this file at this offset, on the worker thread (POSIX only) */
-  write?: { fd: number; offset: number };
+  write?: FileAt;
 }
 
 /** What the selected weights and their blocks' other weights became (summed over the tensor). */

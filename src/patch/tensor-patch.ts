@@ -4,7 +4,7 @@
 import { MathneuroError } from '../errors.ts';
 import type { GgufTensorInfo } from '../gguf/reader.ts';
 import { forEachBit } from '../select/bits.ts';
-import { CANDIDATE_NAMES, codecTypeInfo, dequantize, patchTensor, quantize, type RequantizeStrategy } from '../core/codec.ts';
+import { CANDIDATE_NAMES, codecTypeInfo, dequantize, patchTensor, quantize, type FileAt, type RequantizeStrategy } from '../core/codec.ts';
 import { meanSquares, type ColumnStatistics } from '../select/select.ts';
 import { RATIO_HISTOGRAM, type RealizedScaleReport } from './realized.ts';
 
@@ -22,9 +22,9 @@ export interface TensorPatchOptions {
   ranges?: boolean;
   mergeGap?: number;
   /** bytes is first filled from this file at this offset (on the worker thread; POSIX only) */
-  read?: { fd: number; offset: number };
+  read?: FileAt;
   /** the patched bytes are then written to this file at this offset (on the worker thread; POSIX only) */
-  write?: { fd: number; offset: number };
+  write?: FileAt;
 }
 
 /** A byte range of the tensor that changed: offset relative to the tensor's first byte. */

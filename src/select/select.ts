@@ -8,7 +8,7 @@ import { mulberry32 } from '../core/random.ts';
 import type { WeightStats } from '../stats/types.ts';
 import type { GgufInfo, GgufTensorInfo } from '../gguf/reader.ts';
 import { countBits, getBit, newMask, setBit } from './bits.ts';
-import { fileViews, requireDequantizable, selectTopK } from '../core/codec.ts';
+import { fileViews, requireDequantizable, selectTopK, type FileAt } from '../core/codec.ts';
 import { loadNative } from '../native.ts';
 import { readExactly, readTensorBytes } from '../core/tensor-io.ts';
 
@@ -180,7 +180,7 @@ export function checkMethod(options: SelectOptions): SelectionMethod {
 }
 
 /** Selects the weights of one tensor, given its stored bytes (or where they lie in an open file, when fileViews), for every K of the options. */
-export async function selectTensor(scored: ScoredTensor, bytes: Uint8Array | { fd: number; offset: number }, options: SelectOptions): Promise<TensorSelection> {
+export async function selectTensor(scored: ScoredTensor, bytes: Uint8Array | FileAt, options: SelectOptions): Promise<TensorSelection> {
   const method = checkMethod(options);
   const { tensor, rows, matrices } = scored;
   const nIn = tensor.shape[0];
@@ -248,7 +248,7 @@ export async function* selectTensors(model: GgufInfo, plan: TensorPlan, options:
     for (const s of plan.scored) {
       if (options.signal?.aborted) throw new MathneuroError('EABORT', 'selection cancelled');
       options.onProgress?.({ done, total: plan.scored.length, tensor: s.tensor.name });
-      let bytes: Uint8Array | { fd: number; offset: number };
+      let bytes: Uint8Array | FileAt;
       const fd = fdOf(s.tensor);
       if (views) bytes = { fd, offset: s.tensor.absoluteOffset };
       else if (shared) { bytes = shared.subarray(0, s.tensor.byteSize); readExactly(fd, bytes, s.tensor.absoluteOffset, `tensor ${s.tensor.name}`); }
