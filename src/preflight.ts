@@ -60,7 +60,8 @@ export function checkPatchInput(model: string, options: { force?: boolean } = {}
   const journal = journalPathFor(real);
   if (existsSync(journal)) throw new MathneuroError('EEXIST', `${model} is patched in place (undo journal ${journal}); run mathneuro unpatch ${model} first`);
   let method: unknown;
-  try { method = readGgufSync(real).metadata.get('mathneuro.method'); } catch { return; /* the loader reports a broken file */ }
+  // by the path as given (the same bytes as through the real path): a parse the caller holds is used again
+  try { method = readGgufSync(model).metadata.get('mathneuro.method'); } catch { return; /* the loader reports a broken file */ }
   if (method !== undefined && !options.force) {
     throw new MathneuroError('EEXIST', `${model} was already patched by mathneuro (${String(method)}); patch its source instead, or --force to patch it again`);
   }

@@ -124,6 +124,7 @@ export async function patchModel(options: PatchOptions): Promise<PatchResult> {
   const started = Date.now();
   // the model's real file: a symbolic link is followed, so the journal lives beside the real file
   // and an output that is the model through a link is recognised
+  const given = options.model;
   if (existsSync(options.model)) options = { ...options, model: realPath(options.model) };
   const scale = options.prune ? 0 : options.scale ?? DEFAULT_SCALE;
   if (!Number.isFinite(scale)) throw new MathneuroError('EUSAGE', `the scale must be a finite number, got ${scale}`);
@@ -139,7 +140,9 @@ export async function patchModel(options: PatchOptions): Promise<PatchResult> {
   const upcastType = options.upcast ? codecTypeByName(options.upcast) : undefined;
   if (options.upcast && !upcastType) throw new MathneuroError('EUSAGE', `unknown upcast type ${options.upcast}`);
 
-  const info = openModelSync(options.model);
+  // by the path as given where it names the real file: the header parse a caller still holds
+  // (the CLI's, readGgufSync keeps parses by path) is then used again instead of made twice
+  const info = openModelSync(path.resolve(given) === options.model ? given : options.model);
   const outs = options.inPlace ? [] : outputShards(info, options.out!);
   for (const out of outs.slice(1)) {
     if (info.shards.some((shard) => sameFile(shard.path, out))) throw new MathneuroError('EUSAGE', `the output shard ${out} is a shard of the source model: use --in-place to patch it in place`);
