@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cmath>
 #include <cstring>
+#include <fcntl.h>
 #ifndef _WIN32
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -140,7 +141,16 @@ void write_fully(const FileAt & f, const uint8_t * p, size_t n) {
         done += (size_t) r;
     }
 }
+
+void start_writeback(int fd, int64_t offset, size_t n) {
+#ifdef __linux__
+    if (n > 0) (void) sync_file_range(fd, (off_t) offset, (off_t) n, SYNC_FILE_RANGE_WRITE);
 #else
+    (void) fd; (void) offset; (void) n;
+#endif
+}
+#else
+void start_writeback(int, int64_t, size_t) {}
 void read_fully(const FileAt &, uint8_t *, size_t) { throw CodedError("EUSAGE", "read is not supported on this platform"); }
 void write_fully(const FileAt &, const uint8_t *, size_t) { throw CodedError("EUSAGE", "write is not supported on this platform"); }
 #endif

@@ -40,6 +40,11 @@ FileAt file_at(const Napi::Object & o, const char * key);   // { fd, offset }; f
 const char * errno_code(int e);                             // ENOSPC, EFBIG, EDQUOT or EIO
 void read_fully(const FileAt & f, uint8_t * p, size_t n);   // EIO at an early end of file
 void write_fully(const FileAt & f, const uint8_t * p, size_t n);
+// Starts writing [offset, offset + n) of a file to its disk without waiting (Linux:
+// sync_file_range with SYNC_FILE_RANGE_WRITE; elsewhere nothing), so that the fsync that commits
+// the file finds its pages already written or on their way instead of writing them all then.
+// Failures are left to that fsync, which reports them.
+void start_writeback(int fd, int64_t offset, size_t n);
 
 // `size` bytes of a file from an offset, read-only, for as long as the view lives: the file's
 // pages mapped (no copy), or read into memory where mapping fails. EIO when the file is shorter.

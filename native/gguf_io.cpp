@@ -1,6 +1,7 @@
 // GGUF headers through ggml's own gguf code: build a header for new tensors (synth, statistics
 // files), or rewrite the metadata of an existing file keeping its tensor layout (patching).
 // Tensor data is streamed by the TS side; these functions only produce header bytes.
+#include "codec.h"
 #include "common.h"
 #include "ggml-cpp.h"
 
@@ -233,6 +234,7 @@ Napi::Value CopyFileRange(const Napi::CallbackInfo & info) {
             throw err;
         }
         if (n == 0) break;   // end of the source
+        codec::start_writeback(dst, (int64_t) out_off - n, (size_t) n);
         left -= n; done += n;
     }
     return Napi::Number::New(env, (double) done);

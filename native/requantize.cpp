@@ -9,6 +9,8 @@
 #include <cerrno>
 #include <cstring>
 #include <memory>
+#include <mutex>
+#include <type_traits>
 #ifndef _WIN32
 #include <unistd.h>
 #endif
@@ -270,19 +272,6 @@ struct Realized {
 
 struct Histogram { double min = -1, max = 3; int64_t bins = 0; };
 
-// One element of a float type, with ggml's own conversions (those ggml_quantize_chunk uses).
-// (codec.h's inline copies of them)
-inline float load_float(ggml_type t, const uint8_t * p) {
-    if (t == GGML_TYPE_F32) { float f; memcpy(&f, p, 4); return f; }
-    uint16_t h; memcpy(&h, p, 2);
-    return t == GGML_TYPE_F16 ? fp16_to_fp32(h) : bf16_to_fp32(h);
-}
-inline void store_float(ggml_type t, float f, uint8_t * p) {
-    if (t == GGML_TYPE_F32) { memcpy(p, &f, 4); return; }
-    const uint16_t h = t == GGML_TYPE_F16 ? fp32_to_fp16(f) : fp32_to_bf16(f);
-    memcpy(p, &h, 2);
-}
-
 // One weight's before/after into the figures (the same arithmetic as src/patch/realized.ts).
 // A histogram of many bins of which few are hit: zero pages from calloc, and the bins hit listed.
 struct SparseBins {
@@ -316,6 +305,99 @@ inline void account(Realized & r, SparseBins & bins, const Histogram & h, bool s
         if (a != b) { r.others_changed++; r.other_change_sq += (a - b) * (a - b); }
         r.other_value_sq += b * b;
     }
+}
+
+// What patching one element of a float type does, with ggml's own conversions (codec.h's inline
+// copies of those ggml_quantize_chunk uses): its new bits, and its share of the figures as
+// `account` computes it (flags below; the ratio after / before and its bin where kRatio / kBinned).
+enum : uint8_t { kUnchanged = 1, kOnTarget = 2, kRatio = 4, kBelow = 8, kAbove = 16, kBinned = 32 };
+template <ggml_type T> using FloatBits = std::conditional_t<T == GGML_TYPE_F32, uint32_t, uint16_t>;
+template <ggml_type T> struct Outcome { double ratio; uint32_t bin; FloatBits<T> after; uint8_t flags; };
+
+template <ggml_type T>
+inline Outcome<T> outcome(FloatBits<T> old, double scale, const Histogram & h) {
+    auto decode = [](FloatBits<T> x) -> float {
+        if constexpr (T == GGML_TYPE_F32) return f32_bits(x);
+        else if constexpr (T == GGML_TYPE_F16) return fp16_to_fp32(x);
+        else return bf16_to_fp32(x);
+    };
+    const float before = decode(old);
+    const float target = scale == 0.0 ? 0.0f : (float) ((double) before * scale);
+    Outcome<T> o{0.0, 0, 0, 0};
+    if constexpr (T == GGML_TYPE_F32) o.after = bits_f32(target);
+    else if constexpr (T == GGML_TYPE_F16) o.after = fp32_to_fp16(target);
+    else o.after = fp32_to_bf16(target);
+    const double b = before, a = decode(o.after);
+    if (a == b || (std::isnan(a) && std::isnan(b))) o.flags |= kUnchanged;
+    if (a == (double) target) o.flags |= kOnTarget;
+    if (b != 0 && std::isfinite(b) && std::isfinite(a)) {
+        o.flags |= kRatio;
+        o.ratio = a / b;
+        if (h.bins > 0) {
+            if (o.ratio < h.min) o.flags |= kBelow;
+            else if (o.ratio >= h.max) o.flags |= kAbove;
+            else { o.flags |= kBinned; o.bin = (uint32_t) ((o.ratio - h.min) / (h.max - h.min) * (double) h.bins); }   // >= 0: truncation is floor
+        }
+    }
+    return o;
+}
+
+// The outcome of each of the 65536 values of a 16-bit float type under one scale and histogram,
+// computed once (1 MiB) and kept for the calls that follow with the same (the last 4 kept).
+template <ggml_type T>
+std::shared_ptr<const std::vector<Outcome<T>>> outcome_table(double scale, const Histogram & h) {
+    struct Entry { double scale, min, max; int64_t bins; std::shared_ptr<const std::vector<Outcome<T>>> table; };
+    static std::mutex mu;
+    static std::vector<Entry> kept;
+    std::lock_guard<std::mutex> lock(mu);
+    for (const Entry & e : kept) {
+        if (memcmp(&e.scale, &scale, sizeof scale) == 0 && e.min == h.min && e.max == h.max && e.bins == h.bins) return e.table;
+    }
+    auto table = std::make_shared<std::vector<Outcome<T>>>(65536);
+    for (uint32_t x = 0; x < 65536; x++) (*table)[x] = outcome<T>((uint16_t) x, scale, h);
+    if (kept.size() == 4) kept.erase(kept.begin());
+    kept.push_back({scale, h.min, h.max, h.bins, table});
+    return table;
+}
+
+// The selected elements of [i0, i_end) of a float tensor (i0 a multiple of 8), each multiplied by
+// `scale` in double and stored rounded to T, into the chunk's figures `r` (which start at zero), with
+// the outcome of each value from `table` (16-bit types) or computed. The figures are those of
+// `account` for each weight in index order: every count is an integer (kept as one, then stored as
+// the double that adding 1.0 each time gives) and the ratios are added one by one in index order.
+template <ggml_type T>
+void float_chunk(uint8_t * bytes, const uint8_t * sel, int64_t i0, int64_t i_end, double scale, const Histogram & h, const Outcome<T> * table,
+                 SparseBins & bins, Realized & r, std::vector<int64_t> * listed, int64_t & n_changed) {
+    using Bits = FloatBits<T>;
+    int64_t selected = 0, unchanged = 0, on_target = 0, ratio_count = 0, below = 0, above = 0, changed = 0;
+    double ratio_sum = r.ratio_sum;
+    for (int64_t i8 = i0; i8 < i_end; i8 += 8) {
+        unsigned bits = sel[i8 >> 3];
+        if (i_end - i8 < 8) bits &= (1u << (i_end - i8)) - 1;
+        while (bits) {
+            const int64_t i = i8 + __builtin_ctz(bits);
+            bits &= bits - 1;
+            uint8_t * p = bytes + (size_t) i * sizeof(Bits);
+            Bits old; memcpy(&old, p, sizeof(Bits));
+            Outcome<T> o;
+            if constexpr (T == GGML_TYPE_F32) o = outcome<T>(old, scale, h);
+            else o = table[old];
+            if (o.after != old) { memcpy(p, &o.after, sizeof(Bits)); changed++; if (listed) listed->push_back(i); }
+            selected++;
+            unchanged += o.flags & kUnchanged;
+            on_target += (o.flags & kOnTarget) != 0;
+            if (o.flags & kRatio) {
+                ratio_sum += o.ratio; ratio_count++;
+                below += (o.flags & kBelow) != 0;
+                above += (o.flags & kAbove) != 0;
+                if (o.flags & kBinned) bins.add(o.bin);
+            }
+        }
+    }
+    r.blocks_touched += (double) selected; r.selected_weights += (double) selected; r.candidates[kCandExact] += (double) selected;
+    r.selected += (double) selected; r.unchanged += (double) unchanged; r.on_target += (double) on_target;
+    r.ratio_sum = ratio_sum; r.ratio_count += (double) ratio_count; r.below += (double) below; r.above += (double) above;
+    n_changed += changed;
 }
 
 }  // namespace patch
@@ -372,6 +454,8 @@ Napi::Value PatchTensor(const Napi::CallbackInfo & info) {
             std::vector<std::unique_ptr<patch::SparseBins>> bins;
             for (int x = 0; x < nt; x++) bins.emplace_back(new patch::SparseBins(hist.bins));
             const bool quantized = ggml_is_quantized(t);
+            const auto f16_table = t == GGML_TYPE_F16 ? patch::outcome_table<GGML_TYPE_F16>(scale, hist) : nullptr;
+            const auto bf16_table = t == GGML_TYPE_BF16 ? patch::outcome_table<GGML_TYPE_BF16>(scale, hist) : nullptr;
             auto patch_chunks = [&](int th, int64_t c0, int64_t c1) {
                 BlockScratch sc; sc.init(bs, ts);
                 std::vector<float> before((size_t) bs), target((size_t) bs), after((size_t) bs);
@@ -381,22 +465,13 @@ Napi::Value PatchTensor(const Napi::CallbackInfo & info) {
                     const int64_t b_end = std::min(nblocks, (c + 1) * patch::kBlocksPerChunk);
                     if (!quantized) {
                         // F32/F16/BF16: each selected element converted alone; the chunk starts on a mask byte
-                        for (int64_t i8 = c * patch::kBlocksPerChunk; i8 < b_end; i8 += 8) {
-                            uint8_t bits = sel[i8 >> 3];
-                            while (bits) {
-                                const int64_t i = i8 + __builtin_ctz(bits);
-                                bits &= (uint8_t) (bits - 1);
-                                if (i >= b_end) break;
-                                uint8_t * p = bytes + (size_t) i * ts;
-                                const float before = patch::load_float(t, p);
-                                const float target = scale == 0.0 ? 0.0f : (float) ((double) before * scale);
-                                uint8_t nb[4];
-                                patch::store_float(t, target, nb);
-                                r.blocks_touched++; r.selected_weights++; r.candidates[kCandExact]++;
-                                if (ts == 2 ? (nb[0] != p[0] || nb[1] != p[1]) : memcmp(nb, p, ts) != 0) { memcpy(p, nb, ts); note_changed(c, i); }
-                                patch::account(r, *bins[(size_t) th], hist, true, before, patch::load_float(t, p), scale);
-                            }
-                        }
+                        const int64_t i0 = c * patch::kBlocksPerChunk;
+                        int64_t n_changed = 0;
+                        std::vector<int64_t> * listed = want_ranges ? &changed_blocks[(size_t) c] : nullptr;
+                        if (t == GGML_TYPE_F16) patch::float_chunk<GGML_TYPE_F16>(bytes, sel, i0, b_end, scale, hist, f16_table->data(), *bins[(size_t) th], r, listed, n_changed);
+                        else if (t == GGML_TYPE_BF16) patch::float_chunk<GGML_TYPE_BF16>(bytes, sel, i0, b_end, scale, hist, bf16_table->data(), *bins[(size_t) th], r, listed, n_changed);
+                        else patch::float_chunk<GGML_TYPE_F32>(bytes, sel, i0, b_end, scale, hist, nullptr, *bins[(size_t) th], r, listed, n_changed);
+                        changed_count[(size_t) c] += n_changed;
                         partial[(size_t) c] = r;
                         continue;
                     }
@@ -449,7 +524,10 @@ Napi::Value PatchTensor(const Napi::CallbackInfo & info) {
                 const size_t b0 = (size_t) (c0 * patch::kBlocksPerChunk) * ts, b1 = (size_t) std::min(nblocks, c1 * patch::kBlocksPerChunk) * ts;
                 if (read_at.fd >= 0) read_fully({read_at.fd, read_at.offset + (int64_t) b0}, bytes + b0, b1 - b0);
                 patch_chunks(th, c0, c1);
-                if (write_at.fd >= 0) write_fully({write_at.fd, write_at.offset + (int64_t) b0}, bytes + b0, b1 - b0);
+                if (write_at.fd >= 0) {
+                    write_fully({write_at.fd, write_at.offset + (int64_t) b0}, bytes + b0, b1 - b0);
+                    start_writeback(write_at.fd, write_at.offset + (int64_t) b0, b1 - b0);
+                }
             });
             for (const auto & p : partial) out->r.add(p);
             // the bins hit, as (index, count) pairs in increasing index

@@ -65,7 +65,7 @@ function sameRows(t: Test, got: RealizedScaleRow[], want: RealizedScaleRow[], la
 }
 
 const CASES: { type: string; shape: number[] }[] = [
-  { type: 'F32', shape: [96, 50, 1] }, { type: 'F16', shape: [96, 70, 2] }, { type: 'BF16', shape: [64, 40, 1] },
+  { type: 'F32', shape: [96, 50, 1] }, { type: 'F16', shape: [96, 70, 2] }, { type: 'BF16', shape: [64, 40, 1] }, { type: 'F16', shape: [129, 7, 1] },
   { type: 'Q8_0', shape: [256, 180, 1] }, { type: 'Q4_0', shape: [128, 150, 3] }, { type: 'Q5_1', shape: [64, 100, 1] },
   { type: 'Q4_K', shape: [512, 300, 2] }, { type: 'Q5_K', shape: [256, 90, 1] }, { type: 'Q6_K', shape: [256, 160, 1] },
   { type: 'Q3_K', shape: [256, 40, 1] }, { type: 'IQ4_NL', shape: [128, 60, 1] },
