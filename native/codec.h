@@ -72,7 +72,7 @@ private:
 inline long round_half_away(double x) {
     const long i = (long) x;
     const double f = x - (double) i;
-    return f >= 0.5 ? i + 1 : f <= -0.5 ? i - 1 : i;
+    return i + (f >= 0.5) - (f <= -0.5);   // without a branch: the direction is a coin toss per weight
 }
 
 inline int popcount64(uint64_t x) {
