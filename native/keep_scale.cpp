@@ -104,15 +104,9 @@ void reround_sub_block(ggml_type t, uint8_t * b, int sub, const float * tg) {
     const int n = rescale_sub_block_size(t);
     const CodeSlot s = read_slot(t, b, sub * n);   // one scale (and min) for the whole sub-block
     int q[32];
-    const double a = s.a, bb = s.b, qmin = s.qmin, qmax = s.qmax;
-    for (int i = 0; i < n; i++) {   // the divisions first, independent of each other (vectorized)
-        const double qf = ((double) tg[i] - bb) / a;
-        // round_half_away of the clamped value (NaN clamps to qmax, as std::min puts it), in int:
-        // the clamped value lies in [qmin, qmax]
-        const double c = std::max(qmin, std::min(qmax, qf));
-        const int k = (int) c;
-        const double f = c - (double) k;
-        q[i] = k + (f >= 0.5) - (f <= -0.5);
+    for (int i = 0; i < n; i++) {   // the divisions first, independent of each other
+        const double qf = ((double) tg[i] - s.b) / s.a;
+        q[i] = (int) round_half_away(std::max((double) s.qmin, std::min((double) s.qmax, qf)));
     }
     // the type fixed for the loop (write_code's switch folded away)
     switch (t) {
