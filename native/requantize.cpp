@@ -284,21 +284,40 @@ struct SparseBins {
     inline void add(size_t i) { if (counts[i]++ == 0) hit.push_back((uint32_t) i); }
 };
 
+// A selected weight's share of the figures: flags, and the ratio after / before and its bin where
+// kRatio / kBinned are set (the same arithmetic as src/patch/realized.ts).
+enum : uint8_t { kUnchanged = 1, kOnTarget = 2, kRatio = 4, kBelow = 8, kAbove = 16, kBinned = 32 };
+struct Share { double ratio = 0; uint32_t bin = 0; uint8_t flags = 0; };
+inline Share share_of(float before, float after, double scale, const Histogram & h) {
+    const double b = before, a = after;
+    Share x;
+    if (a == b || (std::isnan(a) && std::isnan(b))) x.flags |= kUnchanged;
+    const float target = scale == 0.0 ? 0.0f : (float) (b * scale);
+    if (a == (double) target) x.flags |= kOnTarget;
+    if (b != 0 && std::isfinite(b) && std::isfinite(a)) {
+        x.flags |= kRatio;
+        x.ratio = a / b;
+        if (h.bins > 0) {
+            if (x.ratio < h.min) x.flags |= kBelow;
+            else if (x.ratio >= h.max) x.flags |= kAbove;
+            else { x.flags |= kBinned; x.bin = (uint32_t) ((x.ratio - h.min) / (h.max - h.min) * (double) h.bins); }   // >= 0: truncation is floor
+        }
+    }
+    return x;
+}
+
 inline void account(Realized & r, SparseBins & bins, const Histogram & h, bool selected, float before, float after, double scale) {
     const double b = before, a = after;
     if (selected) {
+        const Share x = share_of(before, after, scale, h);
         r.selected++;
-        if (a == b || (std::isnan(a) && std::isnan(b))) r.unchanged++;
-        const float target = scale == 0.0 ? 0.0f : (float) (b * scale);
-        if (a == (double) target) r.on_target++;
-        if (b != 0 && std::isfinite(b) && std::isfinite(a)) {
-            const double ratio = a / b;
-            r.ratio_sum += ratio; r.ratio_count++;
-            if (h.bins > 0) {
-                if (ratio < h.min) r.below++;
-                else if (ratio >= h.max) r.above++;
-                else bins.add((size_t) ((ratio - h.min) / (h.max - h.min) * (double) h.bins));   // >= 0: truncation is floor
-            }
+        if (x.flags & kUnchanged) r.unchanged++;
+        if (x.flags & kOnTarget) r.on_target++;
+        if (x.flags & kRatio) {
+            r.ratio_sum += x.ratio; r.ratio_count++;
+            if (x.flags & kBelow) r.below++;
+            if (x.flags & kAbove) r.above++;
+            if (x.flags & kBinned) bins.add(x.bin);
         }
     } else {
         r.others++;
@@ -308,11 +327,10 @@ inline void account(Realized & r, SparseBins & bins, const Histogram & h, bool s
 }
 
 // What patching one element of a float type does, with ggml's own conversions (codec.h's inline
-// copies of those ggml_quantize_chunk uses): its new bits, and its share of the figures as
-// `account` computes it (flags below; the ratio after / before and its bin where kRatio / kBinned).
-enum : uint8_t { kUnchanged = 1, kOnTarget = 2, kRatio = 4, kBelow = 8, kAbove = 16, kBinned = 32 };
+// copies of those ggml_quantize_chunk uses): its new bits, and its share of the figures.
 template <ggml_type T> using FloatBits = std::conditional_t<T == GGML_TYPE_F32, uint32_t, uint16_t>;
-template <ggml_type T> struct Outcome { double ratio; uint32_t bin; FloatBits<T> after; uint8_t flags; };
+template <ggml_type T> struct Outcome { double ratio; uint32_t bin; FloatBits<T> after; uint8_t flags; };   // a Share and the new bits
+static_assert(sizeof(Outcome<GGML_TYPE_F16>) == 16, "a 16-bit type's table is 1 MiB");
 
 template <ggml_type T>
 inline Outcome<T> outcome(FloatBits<T> old, double scale, const Histogram & h) {
@@ -323,22 +341,12 @@ inline Outcome<T> outcome(FloatBits<T> old, double scale, const Histogram & h) {
     };
     const float before = decode(old);
     const float target = scale == 0.0 ? 0.0f : (float) ((double) before * scale);
-    Outcome<T> o{0.0, 0, 0, 0};
+    Outcome<T> o{};
     if constexpr (T == GGML_TYPE_F32) o.after = bits_f32(target);
     else if constexpr (T == GGML_TYPE_F16) o.after = fp32_to_fp16(target);
     else o.after = fp32_to_bf16(target);
-    const double b = before, a = decode(o.after);
-    if (a == b || (std::isnan(a) && std::isnan(b))) o.flags |= kUnchanged;
-    if (a == (double) target) o.flags |= kOnTarget;
-    if (b != 0 && std::isfinite(b) && std::isfinite(a)) {
-        o.flags |= kRatio;
-        o.ratio = a / b;
-        if (h.bins > 0) {
-            if (o.ratio < h.min) o.flags |= kBelow;
-            else if (o.ratio >= h.max) o.flags |= kAbove;
-            else { o.flags |= kBinned; o.bin = (uint32_t) ((o.ratio - h.min) / (h.max - h.min) * (double) h.bins); }   // >= 0: truncation is floor
-        }
-    }
+    const Share x = share_of(before, decode(o.after), scale, h);
+    o.ratio = x.ratio; o.bin = x.bin; o.flags = x.flags;
     return o;
 }
 
