@@ -43,7 +43,11 @@ got, per tensor type: at 4 bits much of a x1.1 change rounds away (see --upcast)
                      provenance keys (method, K, scale, statistics, source name and sha256)
   --in-place         rewrite the model itself; an undo journal <model>.mathneuro-undo keeps the
                      original bytes (mathneuro unpatch restores them bit-exactly)
-  --selection F      replay a selection file (mathneuro select -o); --top-k picks one of its K
+  --selection F      replay a selection file (mathneuro select -o); --top-k picks one of its K.
+                     The source's sha256 (checked against the selection's, written in the header)
+                     is taken from the selection file while the model's device, inode, size and
+                     times are those it recorded; otherwise the model is hashed again
+  --rehash           hash the model even then
   --math F, --general F   or select now from statistics (also: --method, --seed, --include-output)
   --top-k K          fraction (0.01) or percentage (1%)
   --method M         mathneuro (default) | wanda | random | wanda-row
@@ -74,7 +78,7 @@ examples:
       output: { type: 'string', short: 'o' }, 'in-place': { type: 'boolean' }, selection: { type: 'string' },
       math: { type: 'string' }, general: { type: 'string' }, 'top-k': { type: 'string' }, method: { type: 'string' },
       seed: { type: 'string' }, 'include-output': { type: 'boolean' }, scale: { type: 'string' }, prune: { type: 'boolean' },
-      upcast: { type: 'string' }, requant: { type: 'string' }, 'no-imatrix': { type: 'boolean' }, force: { type: 'boolean' }, threads: { type: 'string', short: 't' }, strict: { type: 'boolean' },
+      upcast: { type: 'string' }, requant: { type: 'string' }, 'no-imatrix': { type: 'boolean' }, rehash: { type: 'boolean' }, force: { type: 'boolean' }, threads: { type: 'string', short: 't' }, strict: { type: 'boolean' },
       ...modelOption,
     });
     const model = modelArgument(values, positionals);
@@ -119,7 +123,7 @@ examples:
         model, out: values.output ? path.resolve(values.output) : undefined, inPlace: values['in-place'],
         selection: values.selection, math, general, method, topK, seed, includeOutput: values['include-output'],
         scale, prune: values.prune, upcast: upcast as 'q8_0' | 'f16' | undefined, strategy,
-        useImportance: !values['no-imatrix'], force: values.force, signal: interrupt.signal,
+        useImportance: !values['no-imatrix'], force: values.force, rehash: values.rehash, signal: interrupt.signal,
         threads: parseNumber('threads', values.threads, { integer: true, min: 1, max: 1024 }),
         onProgress: (p) => progress.step(phaseLabel[p.phase], p.done, p.total, p.item ?? ''),
       });

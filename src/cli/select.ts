@@ -140,7 +140,7 @@ examples:
         const { tensors: _omit, ...rest } = result;
         await writer.finish({
           method, topK, seed: method === 'random' ? seed : undefined, includeOutput: !!values['include-output'],
-          model: { path: path.basename(model.path), name: String(model.metadata.get('general.name') ?? ''), sha256: await hashing!.result, fileSize: model.totalBytes, tensorCount: model.tensors.length },
+          model: { path: path.basename(model.path), name: String(model.metadata.get('general.name') ?? ''), sha256: await hashing!.result, fileSize: model.totalBytes, tensorCount: model.tensors.length, files: await hashing!.files },
           statistics: {
             math: { path: path.basename(values.math), sha256: sha256File(values.math) },
             general: values.general ? { path: path.basename(values.general), sha256: sha256File(values.general) } : undefined,

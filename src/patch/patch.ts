@@ -9,6 +9,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { codecTypeByName, codecTypeInfo, type RequantizeStrategy } from '../core/codec.ts';
 import { sha256InBackground } from '../core/background-hash.ts';
+import { unchangedSince, type HashedFile } from '../core/file-identity.ts';
 import { packMask, unpackMask, type PackedMask } from '../core/mask-codec.ts';
 import { sha256File, sha256Files } from '../core/tensor-io.ts';
 import { MathneuroError } from '../errors.ts';
@@ -44,9 +45,20 @@ function modelName(info: GgufInfo): string {
 
 function sourceLabel(file: string, sha256: string) { return `${path.basename(file)} sha256:${sha256}`; }
 
-async function maskSource(info: GgufInfo, options: PatchOptions): Promise<MaskSource> {
-  if (options.selection) {
-    const file = SelectionFile.open(options.selection);
+/**
+ * The source's sha256 as its selection file recorded it, when the selection's record of every
+ * model file (device, inode, size, modification and change times) still matches: the bytes are then
+ * those that were hashed, and are not read again. Undefined otherwise (or with `rehash`).
+ */
+function hashFromSelection(info: GgufInfo, file: SelectionFile | undefined, options: PatchOptions): { sha256: string; files: HashedFile[] } | undefined {
+  const m = file?.index.model;
+  if (!m || options.rehash || typeof m.sha256 !== 'string' || !m.files) return undefined;
+  if (m.files.length === 1 && m.files[0]?.sha256 !== m.sha256) return undefined;
+  return unchangedSince(modelFiles(info), m.files) ? { sha256: m.sha256, files: m.files } : undefined;
+}
+
+async function maskSource(info: GgufInfo, options: PatchOptions, file: SelectionFile | undefined): Promise<MaskSource> {
+  if (options.selection && file) {
     const q = file.kIndex(options.topK);
     const idx = file.index;
     if (idx.model.tensorCount !== info.tensors.length) throw new MathneuroError('ESELECTION', `${options.selection} was made for a model with ${idx.model.tensorCount} tensors, ${info.path} has ${info.tensors.length}`);
@@ -156,19 +168,26 @@ export async function patchModel(options: PatchOptions): Promise<PatchResult> {
 
   // A new file gets the source's sha256 in its header: it is computed on a worker thread while the
   // copy is written (a placeholder of the same length is replaced before the file is committed).
-  // In place, the undo journal needs it before the first byte changes.
-  const hashing = options.inPlace ? undefined : sha256InBackground(modelFiles(info));
+  // In place, the undo journal needs it before the first byte changes. A selection file made on
+  // this very file, unchanged since, already holds it.
+  const selectionFile = options.selection ? SelectionFile.open(options.selection) : undefined;
+  const known = hashFromSelection(info, selectionFile, options);
+  const hashing = options.inPlace || known ? undefined : sha256InBackground(modelFiles(info));
   try {
-    const source = await maskSource(info, options);
+    const source = await maskSource(info, options, selectionFile);
     checkAbort(options.signal);
-    let sha256 = SHA256_PENDING;
+    let sha256 = known?.sha256 ?? SHA256_PENDING;
+    // the source's bytes must stay those the selection hashed until the patch is committed
+    const checkUnchanged = () => {
+      if (known && !unchangedSince(modelFiles(info), known.files)) throw new MathneuroError('EIO', `${options.model} changed while it was being patched (its size or times are not those the selection recorded); nothing was written`);
+    };
     const checkSha = (sha: string) => {
       if (source.modelSha256 && source.modelSha256 !== sha && !options.force) {
         throw new MathneuroError('ESELECTION', `${options.selection} was made on another file (sha256 ${source.modelSha256.slice(0, 12)}...) than ${options.model} (${sha.slice(0, 12)}...); --force applies it anyway`);
       }
     };
-    let shardSha256: string[] = [];
-    if (!hashing) {
+    let shardSha256: string[] = known ? known.files.map((f) => f.sha256) : [];
+    if (options.inPlace && !known) {
       ({ sha256, files: shardSha256 } = sha256Files(modelFiles(info), (p) => options.onProgress?.({ phase: 'hash', done: p.bytesDone, total: p.bytesTotal })));
       checkSha(sha256);
     }
@@ -182,7 +201,7 @@ export async function patchModel(options: PatchOptions): Promise<PatchResult> {
       if (!upcastType && type?.requiresImatrix && !importanceOf(options, t.name)) throw new MathneuroError('EQUANT', `${t.name} is ${t.typeName}, which ggml only quantizes with an importance matrix: pass the math statistics (--math); their sums of squares serve as one`);
     }
     const finish = (r: Omit<PatchResult, 'source' | 'method' | 'topK' | 'intervention' | 'scale' | 'modelParameters' | 'realized' | 'tensors' | 'elapsedMs' | 'selectedWeights' | 'tensorsPatched' | 'blocksTouched' | 'bytesChanged'>): PatchResult => ({
-      source: { path: options.model, name: modelName(info), sha256, bytes: info.totalBytes },
+      source: { path: options.model, name: modelName(info), sha256, hashed: !known, bytes: info.totalBytes },
       method: source.method, topK: source.topK, intervention: options.prune ? 'prune' : 'scale', scale,
       modelParameters: info.tensors.reduce((a, t) => a + t.numel, 0),
       ...r,
@@ -198,6 +217,7 @@ export async function patchModel(options: PatchOptions): Promise<PatchResult> {
       return finish({ mode: 'in-place', output: { path: options.model, bytes: info.totalBytes, ...(info.shards.length > 1 ? { shards: modelFiles(info) } : {}) }, journal: journalPath });
     }
     const written = await patchNewFile({ info, source, entries, options, scale, strategy, realized, tensors, outs, upcastType: upcastType?.id, beforeCommit: async (fd, header) => {
+      if (known) return checkUnchanged();   // the header holds the selection's sha256 already
       // before the copy is committed: the real sha256 replaces the placeholder in its header
       options.onProgress?.({ phase: 'hash', done: 0, total: info.totalBytes });
       sha256 = await hashing!.result;

@@ -42,6 +42,11 @@ export interface PatchOptions {
    * (copy_file_range, as cp does) (default false; the output is the same)
    */
   streamCopy?: boolean;
+  /**
+   * hash the source even where the selection file holds its sha256 and its record of the file
+   * (device, inode, size, modification and change times) still matches (default false)
+   */
+  rehash?: boolean;
   onProgress?: (p: PatchProgress) => void;
   signal?: AbortSignal;
 }
@@ -62,7 +67,8 @@ export interface PatchedTensor {
 
 export interface PatchResult {
   mode: 'new-file' | 'in-place';
-  source: { path: string; name: string; sha256: string; bytes: number };
+  /** hashed: false when the sha256 is the selection file's (its record of the file still matched), not read again */
+  source: { path: string; name: string; sha256: string; hashed: boolean; bytes: number };
   /** for a split model: path is the first shard, bytes all shards together, shards every file */
   output: { path: string; bytes: number; shards?: string[] };
   journal?: string;

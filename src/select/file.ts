@@ -14,6 +14,7 @@ import { maskBytes } from './bits.ts';
 import { crc32 } from '../core/crc32.ts';
 import { readExactly } from '../core/tensor-io.ts';
 import { removeStaleTemporaries, temporaryPath } from '../core/atomic-file.ts';
+import type { HashedFile } from '../core/file-identity.ts';
 import type { SelectionMethod, SelectionSummary, TensorSelection } from './select.ts';
 
 export const SELECTION_FORMAT = 'mathneuro-selection';
@@ -49,7 +50,11 @@ export interface SelectionFileIndex {
   topK: number[];
   seed?: number;
   includeOutput: boolean;
-  model: SelectionSource & { fileSize: number; tensorCount: number };
+  /**
+   * `files`: each model file's identity and sha256 when it was hashed, where they can vouch for the
+   * hash (core/file-identity.ts): a patch then takes `sha256` from here while they still match
+   */
+  model: SelectionSource & { fileSize: number; tensorCount: number; files?: HashedFile[] };
   statistics: { math: SelectionSource; general?: SelectionSource };
   summary: Omit<SelectionSummary, 'tensors'>;
   tensors: SelectionFileTensor[];

@@ -1,0 +1,135 @@
+// A selection file records the model's identity (device, inode, size, modification and change
+// times) beside its sha256 when the model had settled before it was hashed; a patch from it takes
+// the sha256 from there while the identity still matches, and hashes the model otherwise. Checked
+// against the real sha256 (node:crypto over the whole file) and against patches that hash.
+import t from 'tap';
+import { copyFileSync, existsSync, mkdirSync, openSync, closeSync, readdirSync, rmSync, statSync, utimesSync, writeSync, readSync } from 'node:fs';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { readGgufSync } from '../../src/gguf/reader.ts';
+import { SelectionFile } from '../../src/select/file.ts';
+import { patchModel, unpatchModel } from '../../src/patch/patch.ts';
+import { SETTLED_MS } from '../../src/core/file-identity.ts';
+import { fixtureModel } from '../helpers/fixtures.ts';
+import { cli, sha256, syntheticStatsFile, tensorBytes, workDir } from './helpers.ts';
+
+const dir = path.join(workDir, 'selection-hash');
+
+/** Waits until the file last changed more than SETTLED_MS ago (by its change time). */
+async function settle(file: string) {
+  const ctimeMs = Number(statSync(file, { bigint: true }).ctimeNs / 1000000n);
+  const wait = ctimeMs + SETTLED_MS + 200 - Date.now();
+  if (wait > 0) await sleep(wait);
+}
+
+/** The metadata of a patched file except its patch time, and every tensor's bytes. */
+function contentsOf(file: string) {
+  const info = readGgufSync(file);
+  return {
+    metadata: info.metadataEntries.filter((e) => e.key !== 'mathneuro.patched_at').map((e) => [e.key, String(e.value)]),
+    tensors: info.tensors.map((x) => [x.name, tensorBytes(info, x).toString('base64')]),
+  };
+}
+
+t.test('a patch takes the sha256 from a selection made on the same, unchanged file', async (t) => {
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  const model = path.join(dir, 'model.gguf');
+  copyFileSync(await fixtureModel({ shape: 'tiny', type: 'cycle', seed: 1 }), model);
+  const math = await syntheticStatsFile(model, 11, path.join(dir, 'math.stats.gguf'));
+  const general = await syntheticStatsFile(model, 12, path.join(dir, 'general.stats.gguf'));
+  const real = sha256(model);
+  await settle(model);
+
+  const sel = path.join(dir, 'sel.mnsel');
+  const s = await cli(['select', model, '--math', math, '--general', general, '--top-k', '2%', '-o', sel, '--quiet']);
+  t.equal(s.code, 0, s.stderr);
+  const recorded = SelectionFile.open(sel).index.model;
+  t.equal(recorded.sha256, real);
+  const st = statSync(model, { bigint: true });
+  t.same(recorded.files, [{ dev: String(st.dev), ino: String(st.ino), size: Number(st.size), mtimeNs: String(st.mtimeNs), ctimeNs: String(st.ctimeNs), sha256: real }], 'the selection records the model as it was hashed');
+
+  const reused = path.join(dir, 'reused.gguf'), hashed = path.join(dir, 'hashed.gguf');
+  const a = await cli(['patch', model, '-o', reused, '--selection', sel, '--json']);
+  t.equal(a.code, 0, a.stderr);
+  t.equal(JSON.parse(a.stdout).source.hashed, false, 'not hashed again');
+  t.equal(JSON.parse(a.stdout).source.sha256, real);
+  t.equal(readGgufSync(reused).metadata.get('mathneuro.source.sha256'), real, 'the header names the real sha256');
+  const b = await cli(['patch', model, '-o', hashed, '--selection', sel, '--rehash', '--json']);
+  t.equal(b.code, 0, b.stderr);
+  t.equal(JSON.parse(b.stdout).source.hashed, true, '--rehash hashes');
+  t.same(contentsOf(reused), contentsOf(hashed), 'the same file either way (but for the patch time)');
+
+  // only the times changed (touch): hashed again, and still the same model
+  const later = new Date(Date.now() - 60_000);
+  utimesSync(model, later, later);
+  const c = await cli(['patch', model, '-o', path.join(dir, 'touched.gguf'), '--selection', sel, '--json']);
+  t.equal(c.code, 0, c.stderr);
+  t.equal(JSON.parse(c.stdout).source.hashed, true, 'a touched model is hashed again');
+  t.equal(JSON.parse(c.stdout).source.sha256, real);
+
+  // a model whose times are not well before the hash (here: in the future) records no identity
+  const future = new Date(Date.now() + 3600_000);
+  utimesSync(model, future, future);
+  const s2 = await cli(['select', model, '--math', math, '--general', general, '--top-k', '2%', '-o', sel, '--force', '--quiet']);
+  t.equal(s2.code, 0, s2.stderr);
+  t.equal(SelectionFile.open(sel).index.model.files, undefined, 'not settled before the hash: no identity recorded');
+  t.equal(SelectionFile.open(sel).index.model.sha256, real);
+  const e = await cli(['patch', model, '-o', path.join(dir, 'unsettled.gguf'), '--selection', sel, '--json']);
+  t.equal(e.code, 0, e.stderr);
+  t.equal(JSON.parse(e.stdout).source.hashed, true, 'so the patch hashes');
+
+  // one byte changed and the modification time put back: the change time tells, the hash refuses
+  utimesSync(model, later, later);
+  await settle(model);
+  t.equal((await cli(['select', model, '--math', math, '--general', general, '--top-k', '2%', '-o', sel, '--force', '--quiet'])).code, 0);
+  t.ok(SelectionFile.open(sel).index.model.files, 'settled again: recorded');
+  const before = statSync(model);
+  const lastTensor = readGgufSync(model).tensors.at(-1)!;
+  const fd = openSync(model, 'r+');
+  const one = Buffer.alloc(1);
+  readSync(fd, one, 0, 1, lastTensor.absoluteOffset);
+  one[0] ^= 0x01;
+  writeSync(fd, one, 0, 1, lastTensor.absoluteOffset);
+  closeSync(fd);
+  utimesSync(model, before.atime, before.mtime);
+  t.equal(statSync(model).mtimeMs, before.mtimeMs, 'the modification time is the old one');
+  const changed = path.join(dir, 'changed.gguf');
+  const d = await cli(['patch', model, '-o', changed, '--selection', sel]);
+  t.equal(d.code, 1);
+  t.match(d.stderr, /was made on another file/, 'the changed model is hashed and refused');
+  t.notOk(existsSync(changed));
+});
+
+t.test('a model changed while it is patched: nothing is written', async (t) => {
+  const model = path.join(dir, 'model.gguf');
+  const sel = path.join(dir, 'sel.mnsel');
+  await settle(model);
+  const math = path.join(dir, 'math.stats.gguf'), general = path.join(dir, 'general.stats.gguf');
+  t.equal((await cli(['select', model, '--math', math, '--general', general, '--top-k', '2%', '-o', sel, '--force', '--quiet'])).code, 0);
+  t.ok(SelectionFile.open(sel).index.model.files);
+  const out = path.join(dir, 'during.gguf');
+  let touched = false;
+  await t.rejects(patchModel({
+    model, out, selection: sel,
+    onProgress: (p) => { if (!touched && p.phase === 'patch') { touched = true; const now = new Date(); utimesSync(model, now, now); } },
+  }), { code: 'EIO', message: /changed while it was being patched/ });
+  t.ok(touched);
+  t.notOk(existsSync(out), 'no output');
+  t.notOk(readdirSync(dir).some((f) => f.includes('mathneuro-tmp')), 'no temporary left behind');
+});
+
+t.test('in place: the journal gets the selection\'s sha256, and unpatch verifies it', async (t) => {
+  const model = path.join(dir, 'model.gguf');
+  const real = sha256(model);
+  const sel = path.join(dir, 'sel.mnsel');
+  await settle(model);
+  const math = path.join(dir, 'math.stats.gguf'), general = path.join(dir, 'general.stats.gguf');
+  t.equal((await cli(['select', model, '--math', math, '--general', general, '--top-k', '2%', '-o', sel, '--force', '--quiet'])).code, 0);
+  const r = await cli(['patch', model, '--in-place', '--selection', sel, '--json']);
+  t.equal(r.code, 0, r.stderr);
+  t.equal(JSON.parse(r.stdout).source.hashed, false);
+  t.not(sha256(model), real, 'patched');
+  const u = await unpatchModel(model);
+  t.equal(u.sha256, real, 'restored and verified against the sha256 the selection gave the journal');
+});
