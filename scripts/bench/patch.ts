@@ -81,11 +81,20 @@ export async function benchPatch(argv: string[]) {
     record('cp + fsync of the copy', timed(['sh', '-c', `cp "${model}" "${out}" && sync "${out}"`])); rmSync(out, { force: true });
     record('node baseline (mathneuro inspect)', timed(cli('inspect', model, '--json')));
     record(`select, 1 K (${values['top-k']})`, timed(cli('select', model, '--math', math, '--general', general, '--top-k', values['top-k'], '-o', sel, '--force', '--quiet', '--json')));
+    // the row above takes the model's sha256 from the hash memo (the model unchanged since an earlier
+    // run hashed it); this one hashes it, as the first command on a model does
+    record(`select, 1 K (${values['top-k']}), --rehash`, timed(cli('select', model, '--math', math, '--general', general, '--top-k', values['top-k'], '-o', sel, '--force', '--quiet', '--json', '--rehash')));
     record(`select, 1 K (${values['top-k']}), in-process (no node start-up)`, inProcess(['select', model, '--math', math, '--general', general, '--top-k', values['top-k'], '-o', sel, '--force', '--quiet', '--json']));
     record('select, 8 K', timed(cli('select', model, '--math', math, '--general', general, '--top-k', kSweep, '-o', sel, '--force', '--quiet', '--json')));
     record(`select + patch, new file (K ${values['top-k']}, x1.1)`, timed(cli('patch', model, '-o', out, '--math', math, '--general', general, '--top-k', values['top-k'], '--force', '--quiet', '--json')));
     rmSync(out, { force: true });
+    record(`select + patch, new file (K ${values['top-k']}, x1.1), --rehash`, timed(cli('patch', model, '-o', out, '--math', math, '--general', general, '--top-k', values['top-k'], '--force', '--quiet', '--json', '--rehash')));
+    rmSync(out, { force: true });
     record('patch from selection file, new file', timed(cli('patch', model, '-o', out, '--selection', sel, '--top-k', values['top-k'], '--force', '--quiet', '--json')));
+    rmSync(out, { force: true });
+    // the row above takes the model's sha256 from the selection file (its record of the file still
+    // matches); this one reads and hashes the model, as a patch of a model not hashed before does
+    record('patch from selection file, new file, --rehash', timed(cli('patch', model, '-o', out, '--selection', sel, '--top-k', values['top-k'], '--force', '--quiet', '--json', '--rehash')));
     rmSync(out, { force: true });
     record('patch from selection file, new file, in-process (no node start-up)', inProcess(['patch', model, '-o', out, '--selection', sel, '--top-k', values['top-k'], '--force', '--quiet', '--json']));
     rmSync(out, { force: true });
@@ -111,7 +120,7 @@ export async function benchPatch(argv: string[]) {
 
 \`${cmd}\`
 
-${machineLine(m)} Model: ${path.basename(model)} (${(size / 2 ** 30).toFixed(2)} GiB); synthetic statistics (speed does not depend on values); warm page cache; median of ${repeats}; peak RSS from /usr/bin/time -v; the CLI as the package runs it (compiled dist/, built by the bench; MATHNEURO_DIST=1). Goals: select (one K) <= 2 x read + 1 x cp; select + patch <= 3 x cp; patch from a selection file <= 1.5 x cp ("cp" is cp + fsync of the copy). Requantization: auto (the default) unless the row says otherwise.
+${machineLine(m)} Model: ${path.basename(model)} (${(size / 2 ** 30).toFixed(2)} GiB); synthetic statistics (speed does not depend on values); warm page cache; median of ${repeats}; peak RSS from /usr/bin/time -v; the CLI as the package runs it (compiled dist/, built by the bench; MATHNEURO_DIST=1). Goals: select (one K) <= 2 x read + 1 x cp; select + patch <= 3 x cp; patch from a selection file <= 1.5 x cp ("cp" is cp + fsync of the copy). Requantization: auto (the default) unless the row says otherwise. The model's sha256 (selection files, provenance) is taken from the hash memo or, for a patch from a selection file, from the selection (both record the unchanged model's device, inode, size and times) unless the row says --rehash, which hashes it as the first command on a model does.
 
 ${table(['operation', 'wall s', 'x cp', 'peak RSS MiB'], rows)}
 

@@ -32,6 +32,11 @@ export const globalHelp = `  --json       print one JSON object on stdout (and n
   --verbose    stack traces and llama.cpp logs on errors
   -h, --help   this help`;
 
+/** The hash memo, in the help of the commands that hash a model (select, patch). */
+export const hashMemoHelp = `The model's sha256 is remembered in file-hashes.json of the cache folder ($MATHNEURO_CACHE_DIR,
+else ~/.cache/mathneuro) with each file's device, inode, size and modification and change times,
+and taken from there while those are unchanged (every write to a file changes its change time).`;
+
 /** Options of every command that runs the model (stats, boost, ablate, eval, report, overlap). */
 export const modelCheckOptions = {
   'no-model-checks': { type: 'boolean' },

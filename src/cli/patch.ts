@@ -5,9 +5,10 @@ import { patchModel, DEFAULT_SCALE, type PatchProgress, type PatchResult } from 
 import { realizedScaleMarkdown } from '../patch/realized.ts';
 import { REQUANTIZE_STRATEGIES, type RequantizeStrategy } from '../core/codec.ts';
 import { loadStatisticsFor } from '../select/statistics.ts';
-import { ProgressLine, bar, formatDuration, globalHelp, interruptible, modelArgument, modelOption, parse, parseNumber, UsageError, writeJson, type Command, type CommandIO } from './common.ts';
+import { ProgressLine, bar, formatDuration, globalHelp, hashMemoHelp, interruptible, modelArgument, modelOption, parse, parseNumber, UsageError, writeJson, type Command, type CommandIO } from './common.ts';
 import { emptySelectionWarning, minimumTopK, parseMethod, parseTopK } from './select.ts';
 import { checkOutput, checkPatchInput, checkReadable } from '../preflight.ts';
+import { hashMemoPath } from '../core/file-identity.ts';
 
 const mib = (bytes: number) => `${(bytes / 1048576).toFixed(1)} MiB`;
 
@@ -44,10 +45,10 @@ got, per tensor type: at 4 bits much of a x1.1 change rounds away (see --upcast)
   --in-place         rewrite the model itself; an undo journal <model>.mathneuro-undo keeps the
                      original bytes (mathneuro unpatch restores them bit-exactly)
   --selection F      replay a selection file (mathneuro select -o); --top-k picks one of its K.
-                     The source's sha256 (checked against the selection's, written in the header)
-                     is taken from the selection file while the model's device, inode, size and
-                     times are those it recorded; otherwise the model is hashed again
-  --rehash           hash the model even then
+  --rehash           hash the model even where its sha256 is known: the source's sha256 (checked
+                     against the selection's, written in the header) is otherwise taken from the
+                     selection file, or from the hash memo (see below), while the model's device,
+                     inode, size and times are those recorded with it
   --math F, --general F   or select now from statistics (also: --method, --seed, --include-output)
   --top-k K          fraction (0.01) or percentage (1%)
   --method M         mathneuro (default) | wanda | random | wanda-row
@@ -66,6 +67,8 @@ got, per tensor type: at 4 bits much of a x1.1 change rounds away (see --upcast)
 
 A split model (<name>-00001-of-0000N.gguf) is given by its first shard and written as shards again:
 -o must be named <out>-00001-of-0000N.gguf; in place, one journal beside the first shard covers all.
+
+${hashMemoHelp}
 ${globalHelp}
 
 examples:
@@ -123,7 +126,7 @@ examples:
         model, out: values.output ? path.resolve(values.output) : undefined, inPlace: values['in-place'],
         selection: values.selection, math, general, method, topK, seed, includeOutput: values['include-output'],
         scale, prune: values.prune, upcast: upcast as 'q8_0' | 'f16' | undefined, strategy,
-        useImportance: !values['no-imatrix'], force: values.force, rehash: values.rehash, signal: interrupt.signal,
+        useImportance: !values['no-imatrix'], force: values.force, rehash: values.rehash, hashMemo: hashMemoPath(io.env), signal: interrupt.signal,
         threads: parseNumber('threads', values.threads, { integer: true, min: 1, max: 1024 }),
         onProgress: (p) => progress.step(phaseLabel[p.phase], p.done, p.total, p.item ?? ''),
       });

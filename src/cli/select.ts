@@ -5,9 +5,10 @@ import type { GgufInfo } from '../gguf/reader.ts';
 import { EXCLUDED_BLOCK_WEIGHTS, SELECTION_METHODS, SelectionSummaryBuilder, planTensors, selectTensors, validateTopK, type SelectionMethod, type SelectionSummary } from '../select/select.ts';
 import { loadStatisticsFor } from '../select/statistics.ts';
 import { sha256InBackground } from '../core/background-hash.ts';
+import { hashMemoPath, recallSha256, rememberSha256, type HashedFile } from '../core/file-identity.ts';
 import { sha256File } from '../core/tensor-io.ts';
 import { checkOutput } from '../preflight.ts';
-import { ProgressLine, globalHelp, interruptible, modelArgument, modelOption, parse, parseNumber, UsageError, writeJson, type Command, type CommandIO } from './common.ts';
+import { ProgressLine, globalHelp, hashMemoHelp, interruptible, modelArgument, modelOption, parse, parseNumber, UsageError, writeJson, type Command, type CommandIO } from './common.ts';
 
 /** The warning for an empty selection, with the smallest K that selects anything. */
 export function emptySelectionWarning(topK: number | string, minimum: number | undefined): string {
@@ -85,10 +86,13 @@ of the general scores (MathNeuro). Several K reuse the same scores. Prints count
   --per-tensor      print every tensor's counts
   -t, --threads N   CPU threads (default: all; the selection does not depend on it)
   --force           overwrite the output
+  --rehash          hash the model for the selection file even where the hash memo knows its sha256
   --strict          exit 1 when a K selects nothing (the smallest K that selects anything is in the warning)
 ${globalHelp}
 
 Ties are broken in favour of the lower flat index; weights with a zero score are never selected.
+${hashMemoHelp}
+The selection file records them too, so mathneuro patch --selection does not hash it again either.
 
 examples:
   mathneuro select model.gguf --math math.stats.gguf --general general.stats.gguf --top-k 0.1%,1%,5% -o model.mnsel
@@ -97,7 +101,7 @@ examples:
     const { values, positionals } = parse(argv, {
       math: { type: 'string' }, general: { type: 'string' }, 'top-k': { type: 'string' }, method: { type: 'string' },
       seed: { type: 'string' }, 'include-output': { type: 'boolean' }, output: { type: 'string', short: 'o' },
-      'per-tensor': { type: 'boolean' }, force: { type: 'boolean' }, threads: { type: 'string', short: 't' }, strict: { type: 'boolean' },
+      'per-tensor': { type: 'boolean' }, force: { type: 'boolean' }, rehash: { type: 'boolean' }, threads: { type: 'string', short: 't' }, strict: { type: 'boolean' },
       ...modelOption,
     });
     const threads = parseNumber('threads', values.threads, { integer: true, min: 1, max: 1024 });
@@ -113,7 +117,16 @@ examples:
     const model = openModelSync(modelPath);
     // the model's sha256 (recorded in the selection file) is computed on a worker thread meanwhile,
     // from here on (loading the statistics overlaps it too)
-    const hashing = output ? sha256InBackground(modelFiles(model)) : undefined;
+    // (or known from the hash memo: the model unchanged since it was hashed)
+    const memo = hashMemoPath(io.env);
+    const known = output && !values.rehash ? recallSha256(memo, modelFiles(model)) : undefined;
+    const hashing = output && !known ? sha256InBackground(modelFiles(model)) : undefined;
+    const modelHash = async (): Promise<{ sha256: string; files?: HashedFile[] }> => {
+      if (known) return known;
+      const sha256 = await hashing!.result, files = await hashing!.files;
+      rememberSha256(memo, modelFiles(model), sha256, files);
+      return { sha256, files };
+    };
     let writer: SelectionFileWriter | undefined;
     let progress: ProgressLine | undefined;
     let interrupt: ReturnType<typeof interruptible> | undefined;
@@ -140,7 +153,7 @@ examples:
         const { tensors: _omit, ...rest } = result;
         await writer.finish({
           method, topK, seed: method === 'random' ? seed : undefined, includeOutput: !!values['include-output'],
-          model: { path: path.basename(model.path), name: String(model.metadata.get('general.name') ?? ''), sha256: await hashing!.result, fileSize: model.totalBytes, tensorCount: model.tensors.length, files: await hashing!.files },
+          model: { path: path.basename(model.path), name: String(model.metadata.get('general.name') ?? ''), ...(await modelHash()), fileSize: model.totalBytes, tensorCount: model.tensors.length },
           statistics: {
             math: { path: path.basename(values.math), sha256: sha256File(values.math) },
             general: values.general ? { path: path.basename(values.general), sha256: sha256File(values.general) } : undefined,

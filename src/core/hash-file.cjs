@@ -64,7 +64,8 @@ function sameIdentity(a, b) {
 /**
  * sha256Fds, and each file's identity where it can vouch for the hash later: the same before and
  * after the read, and last changed at least SETTLED_MS before the read began (otherwise undefined).
- * Each file's own sha256 comes with it (a split model's shards are hashed one after the other).
+ * Each file's own sha256 comes with it, and in perFile always (a split model's shards are hashed
+ * one after the other).
  * @param {number[]} fds @param {(p: { bytesDone: number, bytesTotal: number }) => void} [onProgress]
  */
 function sha256FdsWithIdentity(fds, onProgress) {
@@ -76,7 +77,7 @@ function sha256FdsWithIdentity(fds, onProgress) {
   const after = fds.map(fileIdentity);
   const settled = before.every((b, i) => sameIdentity(b, after[i])
     && BigInt(b.mtimeNs) <= startedNs - BigInt(SETTLED_MS) * 1000000n && BigInt(b.ctimeNs) <= startedNs - BigInt(SETTLED_MS) * 1000000n);
-  return { sha256, files: settled ? before.map((b, i) => ({ ...b, sha256: perFile[i] })) : undefined };
+  return { sha256, perFile, files: settled ? before.map((b, i) => ({ ...b, sha256: perFile[i] })) : undefined };
 }
 
 module.exports = { sha256Fd, sha256Fds, sha256FdsWithIdentity, fileIdentity, sameIdentity, SETTLED_MS };

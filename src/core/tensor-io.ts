@@ -4,6 +4,7 @@ import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { MathneuroError } from '../errors.ts';
 import type { GgufTensorInfo } from '../gguf/reader.ts';
+import type { HashedFile } from './file-identity.ts';
 
 /** Fills `buffer` from `position` on (readSync may return less than asked): the bytes read, short only at the end of the file. */
 export function readFully(fd: number, buffer: Uint8Array, position: number): number {
@@ -33,7 +34,9 @@ export interface HashProgress { bytesDone: number; bytesTotal: number }
 
 /** The loop itself lives in plain CommonJS, shared with the background hash's worker thread. */
 export const HASH_FILE_MODULE = fileURLToPath(new URL('./hash-file.cjs', import.meta.url));
-const { sha256Fds } = createRequire(import.meta.url)(HASH_FILE_MODULE) as { sha256Fds: (fds: number[], onProgress?: (p: HashProgress) => void, perFile?: string[]) => string };
+const { sha256FdsWithIdentity } = createRequire(import.meta.url)(HASH_FILE_MODULE) as {
+  sha256FdsWithIdentity: (fds: number[], onProgress?: (p: HashProgress) => void) => { sha256: string; perFile: string[]; files?: HashedFile[] };
+};
 
 /**
  * sha256 of a whole file (hex), read in 8 MiB chunks; of several files (a split model's shards,
@@ -43,8 +46,11 @@ export function sha256File(path: string | string[], onProgress?: (p: HashProgres
   return sha256Files(typeof path === 'string' ? [path] : path, onProgress).sha256;
 }
 
-/** sha256 of several files one after the other, and of each (one pass over the bytes). */
-export function sha256Files(paths: string[], onProgress?: (p: HashProgress) => void): { sha256: string; files: string[] } {
+/**
+ * sha256 of several files one after the other, and of each (one pass over the bytes); `hashed`:
+ * their identities where those can vouch for the hash later (core/file-identity.ts).
+ */
+export function sha256Files(paths: string[], onProgress?: (p: HashProgress) => void): { sha256: string; files: string[]; hashed?: HashedFile[] } {
   const fds: number[] = [];
   try {
     for (const file of paths) {
@@ -53,9 +59,8 @@ export function sha256Files(paths: string[], onProgress?: (p: HashProgress) => v
         throw new MathneuroError('EIO', `cannot open ${file}: ${(e as Error).message}`);
       }
     }
-    const files: string[] = [];
-    const sha256 = sha256Fds(fds, onProgress, paths.length > 1 ? files : undefined);
-    return { sha256, files: paths.length > 1 ? files : [sha256] };
+    const r = sha256FdsWithIdentity(fds, onProgress);
+    return { sha256: r.sha256, files: r.perFile, hashed: r.files };
   } finally {
     for (const fd of fds) closeSync(fd);
   }

@@ -1,12 +1,12 @@
 // Per-item result cache: one JSON-lines file per (model sha256, task, settings hash), one line
 // per item, so a rerun or a bigger --limit only evaluates new items. Model hashes of
-// multi-GB files are computed once and memoised by (path, size, mtime).
+// multi-GB files are computed once and memoised by path and identity (core/file-identity.ts).
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, statSync, appendFileSync, realpathSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, appendFileSync, realpathSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { writeFileAtomically } from '../core/atomic-file.ts';
 import { sha256InBackground } from '../core/background-hash.ts';
+import { recallSha256, rememberSha256 } from '../core/file-identity.ts';
 
 /** The cache directory: the option, else $MATHNEURO_CACHE_DIR, else ~/.cache/mathneuro/eval. */
 export function resolveCacheDir(option?: string, env: NodeJS.ProcessEnv = process.env): string {
@@ -25,27 +25,18 @@ export function settingsHash(settings: unknown): string {
   return createHash('sha256').update(JSON.stringify(canonical(settings))).digest('hex').slice(0, 16);
 }
 
-interface MemoEntry { size: number; mtimeMs: number; sha256: string }
-
-/** sha256 of a file, memoised in <cacheDir>/file-hashes.json by (real path, size, mtime). */
+/**
+ * sha256 of a file, memoised in <cacheDir>/file-hashes.json (the hash memo of core/file-identity.ts:
+ * by real path, trusted while the file's device, inode, size and times are those it was hashed with).
+ */
 export async function fileSha256(file: string, cacheDir?: string): Promise<string> {
   const real = realpathSync(file);
-  const st = statSync(real);
   const memoFile = cacheDir ? path.join(cacheDir, 'file-hashes.json') : undefined;
-  let memo: Record<string, MemoEntry> = {};
-  if (memoFile && existsSync(memoFile)) {
-    try { memo = JSON.parse(readFileSync(memoFile, 'utf8')); } catch { memo = {}; }
-    const hit = memo[real];
-    if (hit && hit.size === st.size && hit.mtimeMs === st.mtimeMs) return hit.sha256;
-  }
-  const sha256 = await sha256InBackground(real).result;
-  if (memoFile) {
-    // Re-read before writing so concurrent runs lose at most their own entry; write atomically.
-    mkdirSync(path.dirname(memoFile), { recursive: true });
-    try { if (existsSync(memoFile)) memo = JSON.parse(readFileSync(memoFile, 'utf8')); } catch { memo = {}; }
-    memo[real] = { size: st.size, mtimeMs: st.mtimeMs, sha256 };
-    writeFileAtomically(memoFile, JSON.stringify(memo, null, 1));
-  }
+  const known = recallSha256(memoFile, [real]);
+  if (known) return known.sha256;
+  const hashing = sha256InBackground(real);
+  const sha256 = await hashing.result;
+  rememberSha256(memoFile, [real], sha256, await hashing.files);
   return sha256;
 }
 

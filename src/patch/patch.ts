@@ -9,7 +9,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { codecTypeByName, codecTypeInfo, type RequantizeStrategy } from '../core/codec.ts';
 import { sha256InBackground } from '../core/background-hash.ts';
-import { unchangedSince, type HashedFile } from '../core/file-identity.ts';
+import { recallSha256, rememberSha256, unchangedSince, type HashedFile } from '../core/file-identity.ts';
 import { packMask, unpackMask, type PackedMask } from '../core/mask-codec.ts';
 import { sha256File, sha256Files } from '../core/tensor-io.ts';
 import { MathneuroError } from '../errors.ts';
@@ -169,9 +169,10 @@ export async function patchModel(options: PatchOptions): Promise<PatchResult> {
   // A new file gets the source's sha256 in its header: it is computed on a worker thread while the
   // copy is written (a placeholder of the same length is replaced before the file is committed).
   // In place, the undo journal needs it before the first byte changes. A selection file made on
-  // this very file, unchanged since, already holds it.
+  // this very file, unchanged since, already holds it; so does the hash memo, for a model hashed
+  // before and unchanged since.
   const selectionFile = options.selection ? SelectionFile.open(options.selection) : undefined;
-  const known = hashFromSelection(info, selectionFile, options);
+  const known = hashFromSelection(info, selectionFile, options) ?? (options.rehash ? undefined : recallSha256(options.hashMemo, modelFiles(info)));
   const hashing = options.inPlace || known ? undefined : sha256InBackground(modelFiles(info));
   try {
     const source = await maskSource(info, options, selectionFile);
@@ -179,7 +180,7 @@ export async function patchModel(options: PatchOptions): Promise<PatchResult> {
     let sha256 = known?.sha256 ?? SHA256_PENDING;
     // the source's bytes must stay those the selection hashed until the patch is committed
     const checkUnchanged = () => {
-      if (known && !unchangedSince(modelFiles(info), known.files)) throw new MathneuroError('EIO', `${options.model} changed while it was being patched (its size or times are not those the selection recorded); nothing was written`);
+      if (known && !unchangedSince(modelFiles(info), known.files)) throw new MathneuroError('EIO', `${options.model} changed while it was being patched (its size or times are no longer those recorded with its sha256); nothing was written`);
     };
     const checkSha = (sha: string) => {
       if (source.modelSha256 && source.modelSha256 !== sha && !options.force) {
@@ -188,6 +189,7 @@ export async function patchModel(options: PatchOptions): Promise<PatchResult> {
     };
     let shardSha256: string[] = known ? known.files.map((f) => f.sha256) : [];
     if (options.inPlace && !known) {
+      // (not remembered: the model is about to change)
       ({ sha256, files: shardSha256 } = sha256Files(modelFiles(info), (p) => options.onProgress?.({ phase: 'hash', done: p.bytesDone, total: p.bytesTotal })));
       checkSha(sha256);
     }
@@ -221,6 +223,7 @@ export async function patchModel(options: PatchOptions): Promise<PatchResult> {
       // before the copy is committed: the real sha256 replaces the placeholder in its header
       options.onProgress?.({ phase: 'hash', done: 0, total: info.totalBytes });
       sha256 = await hashing!.result;
+      rememberSha256(options.hashMemo, modelFiles(info), sha256, await hashing!.files);
       checkSha(sha256);
       const at = Buffer.from(header).indexOf(SHA256_PENDING);
       if (at < 0) throw new MathneuroError('EPATCH', 'the sha256 placeholder is missing from the new header');

@@ -47,6 +47,12 @@ export interface PatchOptions {
    * (device, inode, size, modification and change times) still matches (default false)
    */
   rehash?: boolean;
+  /**
+   * a hash memo file (core/file-identity.ts; the CLI's is hashMemoPath()): the source's sha256 is
+   * taken from it while the model is unchanged since it was hashed, and remembered there when hashed
+   * (default: none)
+   */
+  hashMemo?: string;
   onProgress?: (p: PatchProgress) => void;
   signal?: AbortSignal;
 }
@@ -67,7 +73,7 @@ export interface PatchedTensor {
 
 export interface PatchResult {
   mode: 'new-file' | 'in-place';
-  /** hashed: false when the sha256 is the selection file's (its record of the file still matched), not read again */
+  /** hashed: false when the sha256 is the selection file's or the hash memo's (the file unchanged since), not read again */
   source: { path: string; name: string; sha256: string; hashed: boolean; bytes: number };
   /** for a split model: path is the first shard, bytes all shards together, shards every file */
   output: { path: string; bytes: number; shards?: string[] };

@@ -65,10 +65,13 @@ export function dequantizedTensor(info: GgufInfo, t: GgufTensorInfo): Float32Arr
   return dequantize(t.type, tensorBytes(info, t), t.numel);
 }
 
+/** The cache folder of the patch tests' CLI runs (the hash memo: not the user's). */
+export const testCacheDir = path.join(workDir, 'cache');
+
 /** Runs the CLI in process; stdout and stderr collected as strings. */
-export async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+export async function cli(args: string[], env: NodeJS.ProcessEnv = { MATHNEURO_CACHE_DIR: testCacheDir }): Promise<{ code: number; stdout: string; stderr: string }> {
   let stdout = '', stderr = '';
-  const io = { stdout: { write: (s: string) => { stdout += s; return true; } } as any, stderr: { write: (s: string) => { stderr += s; return true; } } as any, env: {} };
+  const io = { stdout: { write: (s: string) => { stdout += s; return true; } } as any, stderr: { write: (s: string) => { stderr += s; return true; } } as any, env };
   const code = await main(args, io);
   return { code, stdout, stderr };
 }

@@ -1,7 +1,8 @@
 // A selection file records the model's identity (device, inode, size, modification and change
 // times) beside its sha256 when the model had settled before it was hashed; a patch from it takes
-// the sha256 from there while the identity still matches, and hashes the model otherwise. Checked
-// against the real sha256 (node:crypto over the whole file) and against patches that hash.
+// the sha256 from there while the identity still matches, and hashes the model otherwise. The hash
+// memo does the same across commands. Checked against the real sha256 (node:crypto over the whole
+// file) and against patches that hash.
 import t from 'tap';
 import { copyFileSync, existsSync, mkdirSync, openSync, closeSync, readdirSync, rmSync, statSync, utimesSync, writeSync, readSync } from 'node:fs';
 import path from 'node:path';
@@ -12,6 +13,7 @@ import { patchModel, unpatchModel } from '../../src/patch/patch.ts';
 import { SETTLED_MS } from '../../src/core/file-identity.ts';
 import { fixtureModel } from '../helpers/fixtures.ts';
 import { cli, sha256, syntheticStatsFile, tensorBytes, workDir } from './helpers.ts';
+import { readFileSync, writeFileSync } from 'node:fs';
 
 const dir = path.join(workDir, 'selection-hash');
 
@@ -132,4 +134,61 @@ t.test('in place: the journal gets the selection\'s sha256, and unpatch verifies
   t.not(sha256(model), real, 'patched');
   const u = await unpatchModel(model);
   t.equal(u.sha256, real, 'restored and verified against the sha256 the selection gave the journal');
+});
+
+t.test('the hash memo: remembered when hashed, trusted while the model is unchanged, --rehash and a broken memo', async (t) => {
+  const model = path.join(dir, 'memo-model.gguf');
+  copyFileSync(path.join(dir, 'model.gguf'), model);
+  const real = sha256(model);
+  const math = path.join(dir, 'math.stats.gguf'), general = path.join(dir, 'general.stats.gguf');
+  const cache = path.join(dir, 'memo-cache'), memoFile = path.join(cache, 'file-hashes.json');
+  const env = { MATHNEURO_CACHE_DIR: cache };
+  rmSync(cache, { recursive: true, force: true });
+  await settle(model);
+
+  // from statistics (no selection file): hashed the first time, from the memo the second
+  const patchArgs = (out: string) => ['patch', model, '-o', path.join(dir, out), '--math', math, '--general', general, '--top-k', '2%', '--force', '--json'];
+  const first = await cli(patchArgs('m1.gguf'), env);
+  t.equal(first.code, 0, first.stderr);
+  t.equal(JSON.parse(first.stdout).source.hashed, true);
+  const memo = JSON.parse(readFileSync(memoFile, 'utf8'));
+  const key = Object.keys(memo.entries).find((k) => k.endsWith('memo-model.gguf'))!;
+  t.ok(key, 'remembered by real path');
+  t.equal(memo.entries[key].sha256, real);
+  const second = await cli(patchArgs('m2.gguf'), env);
+  t.equal(second.code, 0, second.stderr);
+  t.equal(JSON.parse(second.stdout).source.hashed, false, 'the second patch takes it from the memo');
+  t.equal(readGgufSync(path.join(dir, 'm2.gguf')).metadata.get('mathneuro.source.sha256'), real);
+  t.same(contentsOf(path.join(dir, 'm1.gguf')), contentsOf(path.join(dir, 'm2.gguf')));
+
+  // the memo is trusted while the identity matches (here: a wrong sha256 planted in it), and
+  // --rehash does not read it
+  memo.entries[key].sha256 = memo.entries[key].files[0].sha256 = 'ab'.repeat(32);
+  writeFileSync(memoFile, JSON.stringify(memo));
+  const sel = path.join(dir, 'memo.mnsel');
+  t.equal((await cli(['select', model, '--math', math, '--general', general, '--top-k', '2%', '-o', sel, '--force', '--quiet'], env)).code, 0);
+  t.equal(SelectionFile.open(sel).index.model.sha256, 'ab'.repeat(32), 'select takes the memo\'s sha256 while the identity matches');
+  t.equal((await cli(['select', model, '--math', math, '--general', general, '--top-k', '2%', '-o', sel, '--force', '--quiet', '--rehash'], env)).code, 0);
+  t.equal(SelectionFile.open(sel).index.model.sha256, real, '--rehash hashes');
+  t.equal(JSON.parse(readFileSync(memoFile, 'utf8')).entries[key].sha256, real, 'and remembers the real one');
+  const r = await cli([...patchArgs('m3.gguf'), '--rehash'], env);
+  t.equal(JSON.parse(r.stdout).source.hashed, true, 'patch --rehash hashes');
+
+  // a touched model is hashed again
+  const past = new Date(Date.now() - 120_000);
+  utimesSync(model, past, past);
+  const touched = await cli(patchArgs('m4.gguf'), env);
+  t.equal(JSON.parse(touched.stdout).source.hashed, true, 'touched: hashed again');
+
+  // a memo that is not JSON, or a cache folder that cannot be written, changes nothing but the speed
+  writeFileSync(memoFile, 'not json');
+  const broken = await cli(patchArgs('m5.gguf'), env);
+  t.equal(broken.code, 0, broken.stderr);
+  t.equal(JSON.parse(broken.stdout).source.sha256, real);
+  const blocked = path.join(dir, 'a-file');
+  writeFileSync(blocked, 'x');
+  const unwritable = await cli(patchArgs('m6.gguf'), { MATHNEURO_CACHE_DIR: path.join(blocked, 'cache') });
+  t.equal(unwritable.code, 0, unwritable.stderr);
+  t.equal(JSON.parse(unwritable.stdout).source.sha256, real);
+  for (const f of ['m1', 'm2', 'm3', 'm4', 'm5', 'm6']) rmSync(path.join(dir, `${f}.gguf`), { force: true });
 });
