@@ -188,6 +188,8 @@ export async function patchModel(options: PatchOptions): Promise<PatchResult> {
       }
     };
     let shardSha256: string[] = known ? known.files.map((f) => f.sha256) : [];
+    // known (the memo's): checked before anything is written
+    if (known) checkSha(known.sha256);
     if (options.inPlace && !known) {
       // (not remembered: the model is about to change)
       ({ sha256, files: shardSha256 } = sha256Files(modelFiles(info), (p) => options.onProgress?.({ phase: 'hash', done: p.bytesDone, total: p.bytesTotal })));

@@ -174,6 +174,36 @@ t.test('the hash memo: remembered when hashed, trusted while the model is unchan
   const r = await cli([...patchArgs('m3.gguf'), '--rehash'], env);
   t.equal(JSON.parse(r.stdout).source.hashed, true, 'patch --rehash hashes');
 
+  // a selection made on another file is refused when the model's sha256 comes from the memo too
+  const other = path.join(dir, 'memo-other.gguf');
+  rmSync(path.join(dir, 'o1.gguf'), { force: true });
+  copyFileSync(model, other);
+  const at = readGgufSync(other).tensors.at(-1)!.absoluteOffset;
+  const ofd = openSync(other, 'r+');
+  const b = Buffer.alloc(1);
+  readSync(ofd, b, 0, 1, at);
+  b[0] ^= 0x01;
+  writeSync(ofd, b, 0, 1, at);
+  closeSync(ofd);
+  await settle(other);
+  const otherArgs = (out: string, ...more: string[]) => ['patch', other, '-o', path.join(dir, out), '--json', ...more];
+  const o1 = await cli(otherArgs('o1.gguf', '--math', math, '--general', general, '--top-k', '2%'), env);
+  t.equal(o1.code, 0, o1.stderr);
+  const otherSha = sha256(other);
+  t.equal(JSON.parse(o1.stdout).source.sha256, otherSha);
+  t.not(otherSha, real);
+  const o2 = await cli(otherArgs('o2.gguf', '--selection', sel, '--top-k', '2%'), env);
+  t.equal(o2.code, 1, 'refused');
+  t.match(o2.stderr, /was made on another file/);
+  t.notOk(existsSync(path.join(dir, 'o2.gguf')));
+  const o3 = await cli(otherArgs('o3.gguf', '--selection', sel, '--top-k', '2%', '--in-place'), env);
+  t.equal(o3.code, 2, 'in place with -o is a usage error');
+  const o4 = await cli(['patch', other, '--in-place', '--selection', sel, '--top-k', '2%', '--json'], env);
+  t.equal(o4.code, 1, 'refused in place too');
+  t.match(o4.stderr, /was made on another file/);
+  t.equal(sha256(other), otherSha, 'the model is unchanged');
+  rmSync(path.join(dir, 'o1.gguf'), { force: true });
+
   // a touched model is hashed again
   const past = new Date(Date.now() - 120_000);
   utimesSync(model, past, past);
