@@ -2,6 +2,7 @@
 // One tensor at a time: its stored bytes are read, dequantized and scored in native code
 // (S = |W| * column weight, float64), and the exact top-K per matrix (or per row) comes back as
 // bit masks. Every K of one call reuses the same scores.
+import { availableParallelism } from 'node:os';
 import { closeSync, openSync } from 'node:fs';
 import { MathneuroError } from '../errors.ts';
 import { mulberry32 } from '../core/random.ts';
@@ -243,23 +244,43 @@ export async function* selectTensors(model: GgufInfo, plan: TensorPlan, options:
   // one buffer of the largest tensor, reused (unless the caller keeps the bytes)
   const views = fileViews && !options.keepBytes;
   const shared = options.keepBytes || views ? undefined : new Uint8Array(plan.scored.reduce((m, s) => Math.max(m, s.tensor.byteSize), 0));
+  // Viewed in the file (or read whole), two tensors are selected at a time (the next one starts
+  // before this one is awaited): the two calls fill each other's single-threaded parts (mapping the
+  // tensor, the sample's windows, the thresholds, the masks' allocation), and the consumer's work
+  // overlaps the next selection. Each call runs on its own worker with its own scratch, on half
+  // the threads. The masks do not depend on the threads.
+  // One shared buffer: one tensor at a time.
+  const start = (s: ScoredTensor, i: number) => {
+    let bytes: Uint8Array | FileAt;
+    const fd = fdOf(s.tensor);
+    if (views) bytes = { fd, offset: s.tensor.absoluteOffset };
+    else if (shared) { bytes = shared.subarray(0, s.tensor.byteSize); readExactly(fd, bytes, s.tensor.absoluteOffset, `tensor ${s.tensor.name}`); }
+    else bytes = readTensorBytes(fd, s.tensor);
+    const selection = selectTensor(s, bytes, ahead ? halves[i % 2] : options).then((r) => { if (options.keepBytes) r.bytes = bytes as Uint8Array; return r; });
+    selection.catch(() => { /* awaited in order below, or on the way out */ });
+    return selection;
+  };
+  const threads = options.threads ?? availableParallelism();
+  const ahead = !shared && threads >= 2;
+  // the threads shared by the two calls in flight (calls i and i + 1 take the two halves)
+  const halves = [{ ...options, threads: Math.ceil(threads / 2) }, { ...options, threads: Math.floor(threads / 2) }];
+  let next: Promise<TensorSelection> | undefined;
   try {
     let done = 0;
-    for (const s of plan.scored) {
+    for (let i = 0; i < plan.scored.length; i++) {
+      const s = plan.scored[i];
       if (options.signal?.aborted) throw new MathneuroError('EABORT', 'selection cancelled');
       options.onProgress?.({ done, total: plan.scored.length, tensor: s.tensor.name });
-      let bytes: Uint8Array | FileAt;
-      const fd = fdOf(s.tensor);
-      if (views) bytes = { fd, offset: s.tensor.absoluteOffset };
-      else if (shared) { bytes = shared.subarray(0, s.tensor.byteSize); readExactly(fd, bytes, s.tensor.absoluteOffset, `tensor ${s.tensor.name}`); }
-      else bytes = readTensorBytes(fd, s.tensor);
-      const selection = await selectTensor(s, bytes, options);
-      if (options.keepBytes) selection.bytes = bytes as Uint8Array;
+      const current = next ?? start(s, i);
+      next = ahead && i + 1 < plan.scored.length ? start(plan.scored[i + 1], i + 1) : undefined;
+      const selection = await current;
       done++;
       yield selection;
     }
     options.onProgress?.({ done, total: plan.scored.length, tensor: '' });
   } finally {
+    // a selection still in flight reads through these descriptors: let it end before they are closed
+    if (next) await next.catch(() => undefined);
     for (const fd of fds.values()) closeSync(fd);
   }
 }
