@@ -57,9 +57,11 @@ interface MemoEntry { sha256: string; files: HashedFile[]; at: number }
 interface Memo { format: typeof MEMO_FORMAT; version: 1; entries: Record<string, MemoEntry> }
 
 /** Where the CLI keeps its hash memo: <$MATHNEURO_CACHE_DIR, else $XDG_CACHE_HOME/mathneuro, else ~/.cache/mathneuro>/file-hashes.json. */
-export function hashMemoPath(env: NodeJS.ProcessEnv = process.env): string {
+export function hashMemoPath(env: NodeJS.ProcessEnv = process.env): string | undefined {
   if (env.MATHNEURO_CACHE_DIR) return path.join(path.resolve(env.MATHNEURO_CACHE_DIR), 'file-hashes.json');
-  return path.join(env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'mathneuro', 'file-hashes.json');
+  try {
+    return path.join(env.XDG_CACHE_HOME || path.join(os.homedir(), '.cache'), 'mathneuro', 'file-hashes.json');
+  } catch { return undefined; }   // no home folder: no memo
 }
 
 function readMemo(memoFile: string): Memo {
