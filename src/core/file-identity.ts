@@ -16,19 +16,19 @@ export interface FileIdentity { dev: string; ino: string; size: number; mtimeNs:
 /** A file's identity when it was hashed, and its own sha256. */
 export interface HashedFile extends FileIdentity { sha256: string }
 
-const native = createRequire(import.meta.url)(HASH_FILE_MODULE) as {
+const hashFile = createRequire(import.meta.url)(HASH_FILE_MODULE) as {
   fileIdentity(fd: number): FileIdentity;
   sameIdentity(a: FileIdentity | undefined, b: FileIdentity | undefined): boolean;
   SETTLED_MS: number;
 };
-export const SETTLED_MS = native.SETTLED_MS;
-export const sameIdentity = native.sameIdentity;
+export const SETTLED_MS = hashFile.SETTLED_MS;
+export const sameIdentity = hashFile.sameIdentity;
 
 /** The identity of a file now (by path; a link is followed); undefined when it cannot be opened. */
 export function currentIdentity(file: string): FileIdentity | undefined {
   let fd: number;
   try { fd = openSync(file, 'r'); } catch { return undefined; }
-  try { return native.fileIdentity(fd); } finally { closeSync(fd); }
+  try { return hashFile.fileIdentity(fd); } finally { closeSync(fd); }
 }
 
 /** True when a recorded, well-formed identity matches every file as it is now (in order). */

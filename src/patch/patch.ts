@@ -178,7 +178,7 @@ export async function patchModel(options: PatchOptions): Promise<PatchResult> {
     const source = await maskSource(info, options, selectionFile);
     checkAbort(options.signal);
     let sha256 = known?.sha256 ?? SHA256_PENDING;
-    // the source's bytes must stay those the selection hashed until the patch is committed
+    // the source's bytes must stay those hashed (by select, or for the memo) until the patch is committed
     const checkUnchanged = () => {
       if (known && !unchangedSince(modelFiles(info), known.files)) throw new MathneuroError('EIO', `${options.model} changed while it was being patched (its size or times are no longer those recorded with its sha256); nothing was written`);
     };
@@ -188,7 +188,7 @@ export async function patchModel(options: PatchOptions): Promise<PatchResult> {
       }
     };
     let shardSha256: string[] = known ? known.files.map((f) => f.sha256) : [];
-    // known (the memo's): checked before anything is written
+    // known (the selection's or the memo's): checked before anything is written
     if (known) checkSha(known.sha256);
     if (options.inPlace && !known) {
       // (not remembered: the model is about to change)
@@ -221,7 +221,7 @@ export async function patchModel(options: PatchOptions): Promise<PatchResult> {
       return finish({ mode: 'in-place', output: { path: options.model, bytes: info.totalBytes, ...(info.shards.length > 1 ? { shards: modelFiles(info) } : {}) }, journal: journalPath });
     }
     const written = await patchNewFile({ info, source, entries, options, scale, strategy, realized, tensors, outs, upcastType: upcastType?.id, beforeCommit: async (fd, header) => {
-      if (known) return checkUnchanged();   // the header holds the selection's sha256 already
+      if (known) return checkUnchanged();   // the header holds the known sha256 already
       // before the copy is committed: the real sha256 replaces the placeholder in its header
       options.onProgress?.({ phase: 'hash', done: 0, total: info.totalBytes });
       sha256 = await hashing!.result;
