@@ -2,6 +2,7 @@
 // (scale or prune), a short before/after check (KL on general text, optionally a small GSM8K-style
 // sample), and a Modelfile for Ollama. Every stage reports progress.
 import type { RequantizeStrategy } from './core/codec.ts';
+import { hashMemoPath } from './core/file-identity.ts';
 import { createHash } from 'node:crypto';
 import { closeSync, existsSync, fstatSync, mkdirSync, mkdtempSync, openSync, readSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -402,6 +403,8 @@ export async function boost(options: BoostOptions): Promise<BoostResult> {
     model: model.path, out, prune: intervention === 'prune', scale: intervention === 'scale' ? scale : undefined,
     method: options.method ?? 'mathneuro', topK, math: { ...math.stats, path: math.path }, general: { ...general.stats, path: general.path },
     force: options.force, signal: options.signal, strategy: options.strategy, threads: options.nThreads,
+    // the model's sha256 for the provenance: from the hash memo while the model is unchanged (not with --no-cache)
+    hashMemo: options.cache === false ? undefined : hashMemoPath(env),
     onProgress: (p: PatchProgress) => options.onProgress?.({ stage: 'patch', done: p.done, total: p.total, detail: p.phase }),
   });
   const check = options.check === false ? undefined : await checkPatched(model.path, out, options.check ?? {}, { onProgress: options.onProgress, signal: options.signal, seed: options.seed, skipUnencodable: options.skipUnencodable, modelChecks: options.modelChecks, nThreads: options.nThreads, nBatch: options.nBatch, nGpuLayers: options.nGpuLayers });

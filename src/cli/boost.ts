@@ -63,7 +63,8 @@ ${isBoost ? `  --scale C         factor of the selected weights (default ${DEFAU
   --gsm8k-data F    GSM8K-format test file for --gsm8k instead of the built-in problems
   --modelfile       write an Ollama Modelfile next to the output (template, parameters, system prompt kept)
   --cache-dir D     statistics cache (default $MATHNEURO_CACHE_DIR/stats or ~/.cache/mathneuro/stats)
-  --no-cache        collect again and do not write the cache
+  --no-cache        collect again and do not write the cache; the model is hashed again too (no
+                    hash memo: see mathneuro select --help)
   --requant S       quantized blocks holding selected weights: auto (default: keep-scale, and
                     where a selected weight sits at its block's largest code the sub-block scale
                     raised; ggml only where neither can) | best (the closest of ggml's plain and
