@@ -18,9 +18,17 @@ export interface MaskSource {
   description: GgufMetadataEntry[];
   /** sha256 of the model the selection was made on, when known */
   modelSha256?: string;
+  /** the tensors with selected weights; while `selecting`, every tensor that may get some */
   names: Set<string>;
   count(name: string): number;
   mask(name: string): Uint8Array;
+  /**
+   * masks still being selected (a patch from statistics, written while the selection runs):
+   * ready(name) settles once that tensor's count and mask are known (rejects when the selection
+   * fails); all() once every one is, and `names` then holds only tensors with selected weights;
+   * stop() ends the selection (after an error) and waits for it
+   */
+  selecting?: { ready(name: string): Promise<void>; all(): Promise<void>; stop(): Promise<void> };
 }
 
 /** One patch of one model, as patchModel has checked and prepared it. */

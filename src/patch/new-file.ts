@@ -166,6 +166,12 @@ async function writePatched(w: ShardWrite): Promise<number> {
     for (const t of w.ordered) {
       if (!job.source.names.has(t.name)) continue;
       checkAbort(job.options.signal);
+      // masks still being selected: this tensor's, awaited (while the previous tensor is patched); a
+      // tensor with nothing selected is copied with the bytes that follow it
+      if (job.source.selecting) {
+        await job.source.selecting.ready(t.name);
+        if (job.source.count(t.name) === 0) continue;
+      }
       // everything since the last patched tensor (unchanged tensors, padding) in one copy
       job.options.onProgress?.({ phase: 'copy', done: cursor - shard.dataOffset, total: totalBytes, item: t.name });
       copy(cursor, t.absoluteOffset - cursor);

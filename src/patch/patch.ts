@@ -13,7 +13,7 @@ import { recallSha256, rememberSha256, unchangedSince, type HashedFile } from '.
 import { packMask, unpackMask, type PackedMask } from '../core/mask-codec.ts';
 import { sha256File, sha256Files } from '../core/tensor-io.ts';
 import { MathneuroError } from '../errors.ts';
-import { readGgufSync, type GgufInfo, type GgufMetadataEntry } from '../gguf/reader.ts';
+import { readGgufSync, type GgufInfo, type GgufMetadataEntry, type GgufTensorInfo } from '../gguf/reader.ts';
 import { modelFiles, openModelSync } from '../gguf/model.ts';
 import { GGUF_VALUE } from '../gguf/types.ts';
 import { realPath, sameFile } from '../paths.ts';
@@ -57,7 +57,12 @@ function hashFromSelection(info: GgufInfo, file: SelectionFile | undefined, opti
   return unchangedSince(modelFiles(info), m.files) ? { sha256: m.sha256, files: m.files } : undefined;
 }
 
-async function maskSource(info: GgufInfo, options: PatchOptions, file: SelectionFile | undefined): Promise<MaskSource> {
+/**
+ * Where each tensor's mask comes from. From statistics with `streaming` (a new file without
+ * upcast), the selection runs on while the file is written: the source is returned at once and
+ * `selecting` tells when each mask is known.
+ */
+async function maskSource(info: GgufInfo, options: PatchOptions, file: SelectionFile | undefined, streaming = false): Promise<MaskSource> {
   if (options.selection && file) {
     const q = file.kIndex(options.topK);
     const idx = file.index;
@@ -83,29 +88,63 @@ async function maskSource(info: GgufInfo, options: PatchOptions, file: Selection
   const plan = planTensors(info, options.math, { includeOutput: options.includeOutput });
   // the masks kept Rice-coded (or raw where that is smaller), coded on the thread pool meanwhile
   const masks = new Map<string, { packed?: PackedMask; numel: number; count: number }>();
-  const packing: Promise<void>[] = [];
-  for await (const selection of selectTensors(info, plan, {
-    method, topK: [options.topK], math: options.math, general: options.general, seed: options.seed, includeOutput: options.includeOutput,
-    threads: options.threads, signal: options.signal,
-    onProgress: (p) => options.onProgress?.({ phase: 'select', done: p.done, total: p.total, item: p.tensor }),
-  })) {
-    if (selection.counts[0] > 0) {
-      const entry: { packed?: PackedMask; numel: number; count: number } = { numel: selection.tensor.numel, count: selection.counts[0] };
-      masks.set(selection.tensor.name, entry);
-      const p = packMask(selection.masks[0], entry.numel).then((packed) => { entry.packed = packed; });
-      p.catch(() => {});   // (awaited below, unless the selection fails first)
-      packing.push(p);
-    }
+  // each scored tensor's mask known (packed, or nothing selected), in the plan's order
+  const known = new Map<string, { promise: Promise<void>; resolve: () => void; reject: (e: unknown) => void }>();
+  for (const s of plan.scored) {
+    let resolve!: () => void, reject!: (e: unknown) => void;
+    const promise = new Promise<void>((res, rej) => { resolve = res; reject = rej; });
+    promise.catch(() => {});   // (awaited by whoever needs that tensor)
+    known.set(s.tensor.name, { promise, resolve, reject });
   }
-  await Promise.all(packing);
+  const names = new Set(plan.scored.map((s) => s.tensor.name));
+  const topK = options.topK, math = options.math;
+  const stopper = new AbortController();
+  const stopOn = () => stopper.abort();
+  options.signal?.addEventListener('abort', stopOn, { once: true });
+  if (options.signal?.aborted) stopper.abort();
+  const run = (async () => {
+    const packing: Promise<void>[] = [];
+    try {
+      for await (const selection of selectTensors(info, plan, {
+        method, topK: [topK], math, general: options.general, seed: options.seed, includeOutput: options.includeOutput,
+        threads: options.threads, signal: stopper.signal,
+        // (streaming: the write's own progress stands for both)
+        onProgress: streaming ? undefined : (p) => options.onProgress?.({ phase: 'select', done: p.done, total: p.total, item: p.tensor }),
+      })) {
+        const waiter = known.get(selection.tensor.name)!;
+        if (selection.counts[0] > 0) {
+          const entry: { packed?: PackedMask; numel: number; count: number } = { numel: selection.tensor.numel, count: selection.counts[0] };
+          masks.set(selection.tensor.name, entry);
+          const p = packMask(selection.masks[0], entry.numel).then((packed) => { entry.packed = packed; waiter.resolve(); }, (e) => { waiter.reject(e); throw e; });
+          p.catch(() => {});   // (awaited below, unless the selection fails first)
+          packing.push(p);
+        } else waiter.resolve();
+      }
+      await Promise.all(packing);
+      // every mask is known: only the tensors with selected weights remain
+      for (const name of names) if (!masks.has(name)) names.delete(name);
+    } catch (e) {
+      for (const w of known.values()) w.reject(e);
+      throw e;
+    } finally {
+      options.signal?.removeEventListener('abort', stopOn);
+    }
+  })();
+  run.catch(() => {});   // (awaited by all() and stop())
+  if (!streaming) await run;
   const statsLabel = (s: { path?: string }, fallback: string) => (s.path ? sourceLabel(s.path, sha256File(s.path)) : fallback);
   return {
     method, topK: options.topK, seed: options.seed,
     description: [str('mathneuro.statistics.math', statsLabel(options.math, 'in-memory')),
       ...(options.general ? [str('mathneuro.statistics.general', statsLabel(options.general, 'in-memory'))] : [])],
-    names: new Set(masks.keys()),
+    names,
     count: (name) => masks.get(name)?.count ?? 0,
     mask: (name) => { const m = masks.get(name)!; return unpackMask(m.packed!, m.numel, m.count); },
+    selecting: streaming ? {
+      ready: (name) => known.get(name)?.promise ?? Promise.resolve(),
+      all: () => run,
+      stop: async () => { stopper.abort(); await run.catch(() => undefined); },
+    } : undefined,
   };
 }
 
@@ -174,8 +213,12 @@ export async function patchModel(options: PatchOptions): Promise<PatchResult> {
   const selectionFile = options.selection ? SelectionFile.open(options.selection) : undefined;
   const known = hashFromSelection(info, selectionFile, options) ?? (options.rehash ? undefined : recallSha256(options.hashMemo, modelFiles(info)));
   const hashing = options.inPlace || known ? undefined : sha256InBackground(modelFiles(info));
+  // from statistics into a new file (no upcast), the file is written while the selection runs
+  const streaming = !options.selection && !options.inPlace && !upcastType;
+  let selecting: MaskSource['selecting'];
   try {
-    const source = await maskSource(info, options, selectionFile);
+    const source = await maskSource(info, options, selectionFile, streaming);
+    selecting = source.selecting;
     checkAbort(options.signal);
     let sha256 = known?.sha256 ?? SHA256_PENDING;
     // the source's bytes must stay those hashed (by select, or for the memo) until the patch is committed
@@ -198,12 +241,21 @@ export async function patchModel(options: PatchOptions): Promise<PatchResult> {
     const entries = provenance(info, sha256, source, options, scale, strategy);
     const realized = new RealizedScaleReport(scale);
     const tensors: PatchedTensor[] = [];
-    const patchable = info.tensors.filter((t) => source.names.has(t.name));
-    for (const t of patchable) {
+    const requantProblem = (t: GgufTensorInfo): string | undefined => {
+      if (upcastType) return undefined;
       const type = codecTypeInfo(t.type);
-      if (!upcastType && (!type?.canQuantize || !type.canDequantize)) throw new MathneuroError('EQUANT', `${t.name}: ggml cannot requantize ${t.typeName}; use --upcast f16 or q8_0 (new file)`);
-      if (!upcastType && type?.requiresImatrix && !importanceOf(options, t.name)) throw new MathneuroError('EQUANT', `${t.name} is ${t.typeName}, which ggml only quantizes with an importance matrix: pass the math statistics (--math); their sums of squares serve as one`);
+      if (!type?.canQuantize || !type.canDequantize) return `${t.name}: ggml cannot requantize ${t.typeName}; use --upcast f16 or q8_0 (new file)`;
+      if (type.requiresImatrix && !importanceOf(options, t.name)) return `${t.name} is ${t.typeName}, which ggml only quantizes with an importance matrix: pass the math statistics (--math); their sums of squares serve as one`;
+      return undefined;
+    };
+    // (streaming, `names` holds every tensor that may get selected weights: one that could not be
+    // requantized is only a problem if it does, which the whole selection tells)
+    let problem = info.tensors.filter((t) => source.names.has(t.name)).map(requantProblem).find((m) => m);
+    if (problem && source.selecting) {
+      await source.selecting.all();
+      problem = info.tensors.filter((t) => source.names.has(t.name)).map(requantProblem).find((m) => m);
     }
+    if (problem) throw new MathneuroError('EQUANT', problem);
     const finish = (r: Omit<PatchResult, 'source' | 'method' | 'topK' | 'intervention' | 'scale' | 'modelParameters' | 'realized' | 'tensors' | 'elapsedMs' | 'selectedWeights' | 'tensorsPatched' | 'blocksTouched' | 'bytesChanged'>): PatchResult => ({
       source: { path: options.model, name: modelName(info), sha256, hashed: !known, bytes: info.totalBytes },
       method: source.method, topK: source.topK, intervention: options.prune ? 'prune' : 'scale', scale,
@@ -221,6 +273,7 @@ export async function patchModel(options: PatchOptions): Promise<PatchResult> {
       return finish({ mode: 'in-place', output: { path: options.model, bytes: info.totalBytes, ...(info.shards.length > 1 ? { shards: modelFiles(info) } : {}) }, journal: journalPath });
     }
     const written = await patchNewFile({ info, source, entries, options, scale, strategy, realized, tensors, outs, upcastType: upcastType?.id, beforeCommit: async (fd, header) => {
+      await source.selecting?.all();   // (every mask was needed by now: this only surfaces a late error)
       if (known) return checkUnchanged();   // the header holds the known sha256 already
       // before the copy is committed: the real sha256 replaces the placeholder in its header
       options.onProgress?.({ phase: 'hash', done: 0, total: info.totalBytes });
@@ -244,6 +297,7 @@ export async function patchModel(options: PatchOptions): Promise<PatchResult> {
     });
   } finally {
     hashing?.cancel();
+    await selecting?.stop();   // (ended already after a patch that completed)
   }
 }
 
