@@ -131,6 +131,19 @@ class Cursor {
   u64(): bigint { const at = this.at(8); return this.buf.readBigUInt64LE(at); }
   i64(): bigint { const at = this.at(8); return this.buf.readBigInt64LE(at); }
 
+  /** consumes n bytes (checked against the file's size) without looking at them */
+  skip(n: number) { this.at(n); }
+
+  /** a string's length checked as string() checks it, its bytes consumed but not decoded */
+  skipString(what: Label) {
+    const at = this.at(8);
+    const lo = this.buf.readUInt32LE(at), hi = this.buf.readUInt32LE(at + 4);
+    if (hi > 0 || lo > this.remaining() || lo > MAX_STRING_BYTES) { this.pos -= 8; this.string(what); }
+    this.stringBytes += lo;
+    if (this.stringBytes > MAX_METADATA_STRING_BYTES) this.fail(`more than ${MAX_METADATA_STRING_BYTES} bytes of metadata strings`);
+    this.at(lo);
+  }
+
   /** a count that must fit in what is left, given a minimum size per element */
   count(what: string, minBytesEach: number): number {
     const n = this.u64();
@@ -192,6 +205,63 @@ function readScalar(c: Cursor, type: number, what: Label): GgufScalar {
     case GGUF_VALUE.FLOAT64: return c.f64();
     default: return c.fail(`${nameOf(what)}: unknown value type ${type}`);
   }
+}
+
+/**
+ * Large arrays (a vocabulary's tokens, merges, scores and types: ~450k values for Qwen2) are
+ * validated while the header is read but made into JS values only when first asked for: selecting
+ * and patching never look at them, and building 450k strings cost ~0.1 s of every command. Their
+ * bytes are the header's, which the parse keeps (see holdParse). Bool arrays are read at once (a
+ * value other than 0 or 1 fails the parse); the other types cannot fail to decode.
+ */
+const LAZY_ARRAY_MIN = 1024;
+const fixedSize: Record<number, number> = {
+  [GGUF_VALUE.UINT8]: 1, [GGUF_VALUE.INT8]: 1, [GGUF_VALUE.UINT16]: 2, [GGUF_VALUE.INT16]: 2,
+  [GGUF_VALUE.UINT32]: 4, [GGUF_VALUE.INT32]: 4, [GGUF_VALUE.FLOAT32]: 4,
+  [GGUF_VALUE.UINT64]: 8, [GGUF_VALUE.INT64]: 8, [GGUF_VALUE.FLOAT64]: 8,
+};
+
+function decodeArray(b: Buffer, type: number, n: number): GgufScalar[] {
+  const out: GgufScalar[] = new Array(n);
+  let p = 0;
+  switch (type) {
+    case GGUF_VALUE.STRING:
+      for (let j = 0; j < n; j++) { const len = b.readUInt32LE(p); out[j] = b.toString('utf8', p + 8, p + 8 + len); p += 8 + len; }
+      return out;
+    case GGUF_VALUE.UINT8: for (let j = 0; j < n; j++) out[j] = b[j]; return out;
+    case GGUF_VALUE.INT8: for (let j = 0; j < n; j++) out[j] = b.readInt8(j); return out;
+    case GGUF_VALUE.UINT16: for (let j = 0; j < n; j++) out[j] = b.readUInt16LE(2 * j); return out;
+    case GGUF_VALUE.INT16: for (let j = 0; j < n; j++) out[j] = b.readInt16LE(2 * j); return out;
+    case GGUF_VALUE.UINT32: for (let j = 0; j < n; j++) out[j] = b.readUInt32LE(4 * j); return out;
+    case GGUF_VALUE.INT32: for (let j = 0; j < n; j++) out[j] = b.readInt32LE(4 * j); return out;
+    case GGUF_VALUE.FLOAT32: for (let j = 0; j < n; j++) out[j] = b.readFloatLE(4 * j); return out;
+    case GGUF_VALUE.FLOAT64: for (let j = 0; j < n; j++) out[j] = b.readDoubleLE(8 * j); return out;
+    case GGUF_VALUE.UINT64: for (let j = 0; j < n; j++) out[j] = bigToNumber(b.readBigUInt64LE(8 * j)); return out;
+    case GGUF_VALUE.INT64: for (let j = 0; j < n; j++) out[j] = bigToNumber(b.readBigInt64LE(8 * j)); return out;
+    default: throw new Error(`GGUF reader: no lazy decoding of value type ${type}`);   // (bools are read at once)
+  }
+}
+
+/**
+ * The metadata by key, as a Map whose large arrays are decoded on first use (get, or any
+ * iteration, which decodes them all first). Callers treat it as read-only.
+ */
+class MetadataMap extends Map<string, GgufValue> {
+  private lazy?: Map<string, () => GgufScalar[]>;
+  setLazy(key: string, decode: () => GgufScalar[]) {
+    (this.lazy ??= new Map()).set(key, decode);
+    super.set(key, undefined as unknown as GgufValue);   // (has(), size and the keys' order as for any key)
+  }
+  override get(key: string): GgufValue | undefined {
+    const decode = this.lazy?.get(key);
+    if (decode) { this.lazy!.delete(key); super.set(key, decode()); }
+    return super.get(key);
+  }
+  private decodeAll() { if (this.lazy?.size) for (const key of [...this.lazy.keys()]) this.get(key); }
+  override entries() { this.decodeAll(); return super.entries(); }
+  override values() { this.decodeAll(); return super.values(); }
+  override forEach(f: (value: GgufValue, key: string, map: Map<string, GgufValue>) => void, thisArg?: unknown) { this.decodeAll(); super.forEach(f, thisArg); }
+  override [Symbol.iterator]() { return this.entries(); }
 }
 
 /**
@@ -263,8 +333,10 @@ export function readGgufSync(path: string, _options: ReadGgufOptions = {}): Gguf
     if (nTensors > 0 && BigInt(nTensors) * 33n > BigInt(c.remaining())) c.fail(`tensor count ${nTensors} cannot fit in the file`);
     if (nKv > 0 && BigInt(nKv) * 14n > BigInt(c.remaining())) c.fail(`metadata count ${nKv} cannot fit in the file`);
 
-    const metadata = new Map<string, GgufValue>();
+    const metadata = new MetadataMap();
     const metadataEntries: GgufMetadataEntry[] = [];
+    // the header's bytes, once read to its end: the lazy arrays are decoded from them
+    let head: Buffer | undefined;
     for (let i = 0; i < nKv; i++) {
       const key = c.string(`metadata key #${i}`, true);
       if (key.length === 0) c.fail(`metadata key #${i} is empty`);
@@ -278,9 +350,20 @@ export function readGgufSync(path: string, _options: ReadGgufOptions = {}): Gguf
         const n = c.count(`metadata "${key}" array length`, min);
         c.values += n;
         if (c.values > MAX_METADATA_VALUES) c.fail(`metadata "${key}": more than ${MAX_METADATA_VALUES} metadata values in all`);
-        const values: GgufScalar[] = new Array(n);
         let j = 0;
         const what = () => `metadata "${key}"[${j}]`;   // named only when a value fails
+        if (n >= LAZY_ARRAY_MIN && arrayType !== GGUF_VALUE.BOOL) {
+          const start = c.pos;
+          if (arrayType === GGUF_VALUE.STRING) for (; j < n; j++) c.skipString(what);
+          else c.skip(n * fixedSize[arrayType]);
+          const end = c.pos;
+          let values: GgufScalar[] | undefined;
+          const decode = () => (values ??= decodeArray(head!.subarray(start, end), arrayType, n));
+          metadata.setLazy(key, decode);
+          metadataEntries.push({ key, type, arrayType, get value() { return decode(); } });
+          continue;
+        }
+        const values: GgufScalar[] = new Array(n);
         for (; j < n; j++) values[j] = readScalar(c, arrayType, what);
         metadata.set(key, values);
         metadataEntries.push({ key, type, arrayType, value: values });
@@ -365,7 +448,8 @@ export function readGgufSync(path: string, _options: ReadGgufOptions = {}): Gguf
         c.fail(`tensors "${prev.name}" and "${sorted[i].name}" overlap`);
       }
     }
-    return holdParse({ path, fileSize: st.size, version, alignment, headerBytes, dataOffset, metadata, metadataEntries, tensors, tensorByName }, fd, c.headBytes(headerBytes));
+    head = c.headBytes(headerBytes);
+    return holdParse({ path, fileSize: st.size, version, alignment, headerBytes, dataOffset, metadata, metadataEntries, tensors, tensorByName }, fd, head);
   } finally {
     closeSync(fd);
   }

@@ -79,6 +79,24 @@ t.test('every value type reads back as written, in arrays that run across the re
   }
   t.equal(info.metadata.get('t.after.u64'), 2n ** 60n);
   t.equal(info.metadata.get('t.after.str'), 'end');
+  // (arrays of 1024 values or more are decoded when first asked for: every way of asking gives the
+  // same array, and iterating decodes those not asked for yet)
+  for (const [key] of arrays) t.equal(info.metadataEntries.find((e) => e.key === key)!.value, info.metadata.get(key), `${key}: one array for the map and the entries`);
+  const again = readGgufSync(file, {});
+  const iterated = new Map(again.metadata);
+  t.same([...again.metadata.keys()], info.metadataEntries.map((e) => e.key), 'keys in file order');
+  t.ok([...iterated.values()].every((v) => v !== undefined), 'iterating the map decodes every array');
+  for (const key of ['t.str', 't.i64', 't.f32']) t.same(iterated.get(key), arrays.find((a) => a[0] === key)![2], `${key}: iterated, the values written`);
+  t.same([...again.metadata.values()].length, again.metadata.size);
+  // a string of a long array whose length runs past the end fails the parse, as before (checked
+  // while the array is skipped, not when it is decoded)
+  const broken = fuzzBaseModel(1);
+  broken.metadata.push({ key: 't.long', type: V.ARRAY, arrayType: V.STRING, value: Array.from({ length: 5000 }, (_, i) => `s${i}`) as never });
+  const enc = encodeGguf(broken).bytes;
+  const at = enc.indexOf(Buffer.from('s2500', 'latin1')) - 8;
+  enc.writeBigUInt64LE(1n << 40n, at);
+  writeFileSync(path.join(dir, 'long.gguf'), enc);
+  t.throws(() => readGgufSync(path.join(dir, 'long.gguf')), { code: 'EBADGGUF', message: /metadata "t.long"\[2500\] length 1099511627776 runs past the end of the file/ });
   t.same(info.tensors.map((x) => x.name), model.tensors.map((x) => x.name), 'the tensor infos after them');
   // the held parse keeps the header bytes as the cursor read them, over many refills: a second read
   // compares them with the file's and returns the same parse
