@@ -281,6 +281,11 @@ export interface ReadGgufOptions {}
 const parsedByPath = new Map<string, WeakRef<GgufInfo>>();
 const headerOf = new WeakMap<GgufInfo, { dev: bigint; ino: bigint; bytes: Buffer }>();
 
+/** The header bytes `info` was parsed from (read-only), while the parse is held. */
+export function parsedHeaderBytes(info: GgufInfo): Buffer | undefined {
+  return headerOf.get(info)?.bytes;
+}
+
 /** The first `length` bytes of the file (fewer when it is shorter). */
 function readAt(fd: number, length: number): Buffer {
   const b = Buffer.allocUnsafe(length);

@@ -7,7 +7,7 @@ import { closeSync, openSync, readSync } from 'node:fs';
 import path from 'node:path';
 import { MathneuroError } from '../errors.ts';
 import { writeGgufFile } from '../gguf/writer.ts';
-import { readGgufSync, type GgufInfo, type GgufMetadataEntry } from '../gguf/reader.ts';
+import { parsedHeaderBytes, readGgufSync, type GgufInfo, type GgufMetadataEntry } from '../gguf/reader.ts';
 import { GGML_TYPE, GGUF_VALUE } from '../gguf/types.ts';
 import { loadNative } from '../native.ts';
 import { STATS_FORMAT_VERSION, type ModelIdentity, type Stats, type WeightStats } from './types.ts';
@@ -29,9 +29,14 @@ export interface SaveStatsOptions {
  * counts the bytes of all shards.
  */
 export function modelIdentity(info: GgufInfo): ModelIdentity {
+  const known = identities.get(info);
+  if (known) return { ...known };
   const shards = (info as GgufInfo & { shards?: GgufInfo[] }).shards ?? [info];
   const hash = createHash('sha256');
   for (const shard of shards) {
+    // the bytes the header was parsed from (a Qwen2 header is 5.7 MB), else read again
+    const parsed = parsedHeaderBytes(shard);
+    if (parsed?.length === shard.headerBytes) { hash.update(parsed); continue; }
     const fd = openSync(shard.path, 'r');
     try {
       const header = Buffer.alloc(shard.headerBytes);
@@ -46,8 +51,12 @@ export function modelIdentity(info: GgufInfo): ModelIdentity {
       closeSync(fd);
     }
   }
-  return { fileName: path.basename(info.path), sizeBytes: shards.reduce((a, s) => a + s.fileSize, 0), headerSha256: hash.digest('hex') };
+  const identity = { fileName: path.basename(info.path), sizeBytes: shards.reduce((a, s) => a + s.fileSize, 0), headerSha256: hash.digest('hex') };
+  identities.set(info, identity);
+  return { ...identity };
 }
+/** (a parse is read-only and stands for the header bytes it was made from: see readGgufSync) */
+const identities = new WeakMap<GgufInfo, ModelIdentity>();
 
 export async function saveStats(stats: Stats, file: string, options: SaveStatsOptions = {}): Promise<void> {
   const native = loadNative();
