@@ -1,14 +1,14 @@
 // Shared by the patch tests: synthetic statistics for a model's block weights, a brute-force
 // reference selection, and byte helpers.
 import { createHash } from 'node:crypto';
-import { closeSync, mkdirSync, openSync, readFileSync, readSync } from 'node:fs';
+import { closeSync, copyFileSync, mkdirSync, openSync, readFileSync, readSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { readGgufSync, type GgufInfo, type GgufTensorInfo } from '../../src/gguf/reader.ts';
 import { dequantize } from '../../src/core/codec.ts';
 import type { ColumnStatistics, StatisticsSource } from '../../src/select/select.ts';
 import { modelIdentity, saveStats } from '../../src/stats/index.ts';
 import { main } from '../../src/cli/main.ts';
-import { repoRoot } from '../helpers/fixtures.ts';
+import { fixtureModel, repoRoot } from '../helpers/fixtures.ts';
 
 export const workDir = path.join(repoRoot, '.cache', 'test-patch');
 mkdirSync(workDir, { recursive: true });
@@ -74,4 +74,13 @@ export async function cli(args: string[], env: NodeJS.ProcessEnv = { MATHNEURO_C
   const io = { stdout: { write: (s: string) => { stdout += s; return true; } } as any, stderr: { write: (s: string) => { stderr += s; return true; } } as any, env };
   const code = await main(args, io);
   return { code, stdout, stderr };
+}
+
+/** `dir` emptied, with a copy of the tiny generated model of every codec type ('cycle') in it, and its math statistics. */
+export async function cycleModelIn(dir: string, mathSeed: number): Promise<{ model: string; math: string }> {
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  const model = path.join(dir, 'model.gguf');
+  copyFileSync(await fixtureModel({ shape: 'tiny', type: 'cycle', seed: 1 }), model);
+  return { model, math: await syntheticStatsFile(model, mathSeed, path.join(dir, 'math.stats.gguf')) };
 }

@@ -4,15 +4,14 @@
 // memo does the same across commands. Checked against the real sha256 (node:crypto over the whole
 // file) and against patches that hash.
 import t from 'tap';
-import { copyFileSync, existsSync, mkdirSync, openSync, closeSync, readdirSync, rmSync, statSync, utimesSync, writeSync, readSync } from 'node:fs';
+import { copyFileSync, existsSync, openSync, closeSync, readdirSync, rmSync, statSync, utimesSync, writeSync, readSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { readGgufSync } from '../../src/gguf/reader.ts';
 import { SelectionFile } from '../../src/select/file.ts';
 import { patchModel, unpatchModel } from '../../src/patch/patch.ts';
 import { SETTLED_MS } from '../../src/core/file-identity.ts';
-import { fixtureModel } from '../helpers/fixtures.ts';
-import { cli, sha256, syntheticStatsFile, tensorBytes, workDir } from './helpers.ts';
+import { cli, cycleModelIn, sha256, syntheticStatsFile, tensorBytes, workDir } from './helpers.ts';
 import { readFileSync, writeFileSync } from 'node:fs';
 
 const dir = path.join(workDir, 'selection-hash');
@@ -34,11 +33,7 @@ function contentsOf(file: string) {
 }
 
 t.test('a patch takes the sha256 from a selection made on the same, unchanged file', async (t) => {
-  rmSync(dir, { recursive: true, force: true });
-  mkdirSync(dir, { recursive: true });
-  const model = path.join(dir, 'model.gguf');
-  copyFileSync(await fixtureModel({ shape: 'tiny', type: 'cycle', seed: 1 }), model);
-  const math = await syntheticStatsFile(model, 11, path.join(dir, 'math.stats.gguf'));
+  const { model, math } = await cycleModelIn(dir, 11);
   const general = await syntheticStatsFile(model, 12, path.join(dir, 'general.stats.gguf'));
   const real = sha256(model);
   await settle(model);

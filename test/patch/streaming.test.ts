@@ -4,7 +4,7 @@
 // K small enough that some tensors get no weight (copied as they are); and an abort or a failing
 // selection part-way, which leaves no output and no temporary.
 import t from 'tap';
-import { copyFileSync, existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { codecTypeByName, quantize } from '../../src/core/codec.ts';
 import { readGgufSync } from '../../src/gguf/reader.ts';
@@ -12,7 +12,7 @@ import { patchModel } from '../../src/patch/patch.ts';
 import { fixtureModel } from '../helpers/fixtures.ts';
 import { encodeGguf, fuzzModelFromFile } from '../helpers/gguf-fuzz.ts';
 import { modelIdentity, saveStats } from '../../src/stats/index.ts';
-import { cli, syntheticStats, syntheticStatsFile, tensorBytes, workDir } from './helpers.ts';
+import { cli, cycleModelIn, syntheticStats, tensorBytes, workDir } from './helpers.ts';
 
 const dir = path.join(workDir, 'streaming');
 
@@ -22,11 +22,7 @@ function tensorsOf(file: string) {
 }
 
 t.test('written while selecting: the bytes of a patch from the selection file', async (t) => {
-  rmSync(dir, { recursive: true, force: true });
-  mkdirSync(dir, { recursive: true });
-  const model = path.join(dir, 'model.gguf');
-  copyFileSync(await fixtureModel({ shape: 'tiny', type: 'cycle', seed: 1 }), model);
-  const math = await syntheticStatsFile(model, 31, path.join(dir, 'math.stats.gguf'));
+  const { model, math } = await cycleModelIn(dir, 31);
   const info = readGgufSync(model);
   // general statistics equal to the math ones for every other block tensor: MathNeuro selects
   // nothing there (the math top K is the general top K), so those tensors are copied, not patched
