@@ -12,7 +12,9 @@ import { hashMemoPath } from '../core/file-identity.ts';
 
 const mib = (bytes: number) => `${(bytes / 1048576).toFixed(1)} MiB`;
 
-export const phaseLabel = { hash: 'hashing', select: 'selecting', patch: 'patching', copy: 'copying', verify: 'verifying', restore: 'restoring' } as const;
+// A new file is written tensor by tensor, copies of the unchanged bytes and patched tensors taking
+// turns: both are one stage on the terminal (one "done" line, the tensor at hand beside the bar).
+export const phaseLabel = { hash: 'hashing', select: 'selecting', patch: 'patching', copy: 'patching', verify: 'verifying', restore: 'restoring' } as const;
 
 export function progressText(p: PatchProgress): string {
   const label = phaseLabel[p.phase];

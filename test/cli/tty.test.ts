@@ -158,7 +158,7 @@ t.test('on a terminal: ETA and a running clock; Ctrl-C exits 130 and leaves noth
   t.notMatch(json.output, /ETA \d|ETA --|done stats/, '--json on a terminal: no progress');
 });
 
-t.test('Ctrl-C during an in-place patch: the model is restored, exit 130, no journal', { skip: !hasScript && 'util-linux script is not installed' }, async (t) => {
+t.test('Ctrl-C during an in-place patch: the model is restored, exit 130, no journal; a new-file patch is one stage', { skip: !hasScript && 'util-linux script is not installed' }, async (t) => {
   const dir = t.testdir({ 'math.txt': 'Two plus two is four.\n\nHalf of ten is five.\n', 'general.txt': 'The cat sat on the mat.\n\nA tree grows in the park.\n' });
   // big enough that patching every q4_k block of half the weights takes seconds on one thread
   const source = await fixtureModel({ shape: { nEmbd: 512, nFf: 1536, nLayer: 4 }, type: 'q4_k', seed: 16 });
@@ -175,6 +175,13 @@ t.test('Ctrl-C during an in-place patch: the model is restored, exit 130, no jou
   t.equal(sha(model), before, 'the model is bit-exactly the original');
   t.notOk(existsSync(`${model}.mathneuro-undo`), 'no journal left');
   t.same(readdirSync(dir).sort(), ['general.stats.gguf', 'general.txt', 'm.gguf', 'math.stats.gguf', 'math.txt']);
+
+  // a new file that completes: copies and patched tensors take turns, all one stage with one "done" line
+  const n = await inPty(['patch', model, '-o', path.join(dir, 'new.gguf'), '--math', path.join(dir, 'math.stats.gguf'), '--general', path.join(dir, 'general.stats.gguf'), '--method', 'wanda', '--top-k', '10%', '-t', '1'], {});
+  t.equal(n.code, 0, n.output.slice(-400));
+  t.equal(n.output.match(/done patching/g)?.length, 1, 'one "done patching" line');
+  t.notMatch(n.output, /done copying/);
+  t.ok(existsSync(path.join(dir, 'new.gguf')));
 });
 
 t.test('on a pipe: no progress, no ETA, no carriage returns', async (t) => {
