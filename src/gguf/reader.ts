@@ -134,15 +134,8 @@ class Cursor {
   /** consumes n bytes (checked against the file's size) without looking at them */
   skip(n: number) { this.at(n); }
 
-  /** a string's length checked as string() checks it, its bytes consumed but not decoded */
-  skipString(what: Label) {
-    const at = this.at(8);
-    const lo = this.buf.readUInt32LE(at), hi = this.buf.readUInt32LE(at + 4);
-    if (hi > 0 || lo > this.remaining() || lo > MAX_STRING_BYTES) { this.pos -= 8; this.string(what); }
-    this.stringBytes += lo;
-    if (this.stringBytes > MAX_METADATA_STRING_BYTES) this.fail(`more than ${MAX_METADATA_STRING_BYTES} bytes of metadata strings`);
-    this.at(lo);
-  }
+  /** a string checked as string() checks it, its bytes consumed but not decoded */
+  skipString(what: Label) { this.at(this.stringLength(what)); }
 
   /** a count that must fit in what is left, given a minimum size per element */
   count(what: string, minBytesEach: number): number {
@@ -153,7 +146,8 @@ class Cursor {
     return Number(n);
   }
 
-  string(what: Label, strict = false): string {
+  /** a string's length, checked against what is left and the caps, and counted; its bytes come next */
+  private stringLength(what: Label): number {
     const at = this.at(8);
     const lo = this.buf.readUInt32LE(at), hi = this.buf.readUInt32LE(at + 4);
     // a length of 4 GiB or more (hi > 0) fails both checks below
@@ -165,6 +159,11 @@ class Cursor {
     }
     this.stringBytes += lo;
     if (this.stringBytes > MAX_METADATA_STRING_BYTES) this.fail(`more than ${MAX_METADATA_STRING_BYTES} bytes of metadata strings`);
+    return lo;
+  }
+
+  string(what: Label, strict = false): string {
+    const lo = this.stringLength(what);
     const start = this.at(lo);
     if (!strict) return this.buf.toString('utf8', start, start + lo);
     const b = this.buf.subarray(start, start + lo);
@@ -215,11 +214,6 @@ function readScalar(c: Cursor, type: number, what: Label): GgufScalar {
  * value other than 0 or 1 fails the parse); the other types cannot fail to decode.
  */
 const LAZY_ARRAY_MIN = 1024;
-const fixedSize: Record<number, number> = {
-  [GGUF_VALUE.UINT8]: 1, [GGUF_VALUE.INT8]: 1, [GGUF_VALUE.UINT16]: 2, [GGUF_VALUE.INT16]: 2,
-  [GGUF_VALUE.UINT32]: 4, [GGUF_VALUE.INT32]: 4, [GGUF_VALUE.FLOAT32]: 4,
-  [GGUF_VALUE.UINT64]: 8, [GGUF_VALUE.INT64]: 8, [GGUF_VALUE.FLOAT64]: 8,
-};
 
 function decodeArray(b: Buffer, type: number, n: number): GgufScalar[] {
   const out: GgufScalar[] = new Array(n);
@@ -360,7 +354,7 @@ export function readGgufSync(path: string, _options: ReadGgufOptions = {}): Gguf
         if (n >= LAZY_ARRAY_MIN && arrayType !== GGUF_VALUE.BOOL) {
           const start = c.pos;
           if (arrayType === GGUF_VALUE.STRING) for (; j < n; j++) c.skipString(what);
-          else c.skip(n * fixedSize[arrayType]);
+          else c.skip(n * min);   // (a fixed-size type's minimum is its size)
           const end = c.pos;
           let values: GgufScalar[] | undefined;
           const decode = () => (values ??= decodeArray(head!.subarray(start, end), arrayType, n));
