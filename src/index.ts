@@ -3,11 +3,18 @@
 // Ollama input/output helpers. Everything public is exported here; deep imports are not stable.
 
 export { MathneuroError, asMathneuroError, type ErrorCode } from './errors.ts';
+import { readGgufSync as readHeader, withMetadataDecoded, type GgufInfo, type ReadGgufOptions } from './gguf/reader.ts';
+import { openModelSync as openModel, type GgufModel } from './gguf/model.ts';
 
 // models and GGUF files
-export { readGguf, readGgufSync, metaString, metaNumber, type GgufInfo, type GgufTensorInfo, type GgufMetadataEntry, type GgufValue, type GgufScalar, type ReadGgufOptions } from './gguf/reader.ts';
+export { metaString, metaNumber, withMetadataDecoded, type GgufInfo, type GgufTensorInfo, type GgufMetadataEntry, type GgufValue, type GgufScalar, type ReadGgufOptions } from './gguf/reader.ts';
+/** Parses and validates a GGUF header (see GgufInfo); every metadata value is decoded. */
+export function readGgufSync(path: string, options: ReadGgufOptions = {}): GgufInfo { return withMetadataDecoded(readHeader(path, options)); }
+export async function readGguf(path: string, options: ReadGgufOptions = {}): Promise<GgufInfo> { return readGgufSync(path, options); }
+/** Opens a model: one file, or every shard of a split model, as one view; every metadata value is decoded. */
+export function openModelSync(path: string): GgufModel { return withMetadataDecoded(openModel(path)); }
 export { ggmlType, ggmlTypeByName, GGML_TYPE, type GgmlTypeInfo } from './gguf/types.ts';
-export { openModelSync, splitPath, splitPrefix, modelFiles, type GgufModel } from './gguf/model.ts';
+export { splitPath, splitPrefix, modelFiles, type GgufModel } from './gguf/model.ts';
 export { checkModel, validateModelFile, MODEL_CHECKS, type ModelCheckOptions } from './gguf/model-check.ts';
 export { encodabilityCheck, screenTexts, type NamedText, type Unencodable } from './gguf/encodable.ts';
 export { synthModel, synthShapes, type SynthOptions, type SynthResult, type SynthShape, type SynthShapeName, type SynthTypeName } from './synth.ts';

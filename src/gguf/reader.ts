@@ -37,6 +37,12 @@ export interface GgufInfo {
   alignment: number;
   headerBytes: number;
   dataOffset: number;
+  /**
+   * Arrays of 1024 values or more (a vocabulary's tokens, merges, scores) are validated with the
+   * header but made into JS values when first read (get, iteration, an entry's value). Infos from
+   * readGguf, readGgufSync and openModelSync hold them decoded; one reached another way (a runtime's
+   * `gguf`) can be passed through withMetadataDecoded before structuredClone or postMessage.
+   */
   metadata: Map<string, GgufValue>;
   metadataEntries: GgufMetadataEntry[];
   tensors: GgufTensorInfo[];
@@ -241,21 +247,36 @@ function decodeArray(b: Buffer, type: number, n: number): GgufScalar[] {
  * iteration, which decodes them all first). Callers treat it as read-only.
  */
 class MetadataMap extends Map<string, GgufValue> {
-  private lazy?: Map<string, () => GgufScalar[]>;
+  #lazy?: Map<string, () => GgufScalar[]>;   // (#private: util.inspect does not list it)
   setLazy(key: string, decode: () => GgufScalar[]) {
-    (this.lazy ??= new Map()).set(key, decode);
+    (this.#lazy ??= new Map()).set(key, decode);
     super.set(key, undefined as unknown as GgufValue);   // (has(), size and the keys' order as for any key)
   }
   override get(key: string): GgufValue | undefined {
-    const decode = this.lazy?.get(key);
-    if (decode) { this.lazy!.delete(key); super.set(key, decode()); }
+    const decode = this.#lazy?.get(key);
+    if (decode) { this.#lazy!.delete(key); super.set(key, decode()); }
     return super.get(key);
   }
-  private decodeAll() { if (this.lazy?.size) for (const key of [...this.lazy.keys()]) this.get(key); }
+  decodeAll() { if (this.#lazy?.size) for (const key of [...this.#lazy.keys()]) this.get(key); }
   override entries() { this.decodeAll(); return super.entries(); }
   override values() { this.decodeAll(); return super.values(); }
   override forEach(f: (value: GgufValue, key: string, map: Map<string, GgufValue>) => void, thisArg?: unknown) { this.decodeAll(); super.forEach(f, thisArg); }
   override [Symbol.iterator]() { return this.entries(); }
+}
+
+/**
+ * `info` (and each shard of a split model) with every metadata value decoded, in place: plain data
+ * again, so that structuredClone, postMessage to a worker and v8.serialize, which copy a Map's
+ * entries without calling its methods, carry the vocabulary too. The public readGguf, readGgufSync
+ * and openModelSync return infos in this state; the CLI's paths, which never read the vocabulary,
+ * do not pay for it.
+ */
+export function withMetadataDecoded<T extends GgufInfo>(info: T): T {
+  for (const one of (info as GgufInfo & { shards?: GgufInfo[] }).shards ?? [info]) {
+    if (one.metadata instanceof MetadataMap) one.metadata.decodeAll();
+  }
+  if (info.metadata instanceof MetadataMap) info.metadata.decodeAll();
+  return info;
 }
 
 /**

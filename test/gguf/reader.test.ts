@@ -103,6 +103,32 @@ t.test('every value type reads back as written, in arrays that run across the re
   t.equal(readGgufSync(file), info, 'read again: the parse held (its header bytes, from every refill, equal the file\'s)');
 });
 
+t.test('the public API returns infos whose metadata survives structuredClone (a Map is cloned without its methods)', async (t) => {
+  const api = await import('../../src/index.ts');
+  const V = GGUF_VALUE;
+  const model = fuzzBaseModel(1);
+  const tokens = Array.from({ length: 5000 }, (_, i) => `tok${i}`);
+  const scores = Array.from({ length: 5000 }, (_, i) => Math.fround(i / 7));
+  model.metadata.push({ key: 't.tokens', type: V.ARRAY, arrayType: V.STRING, value: tokens as never }, { key: 't.scores', type: V.ARRAY, arrayType: V.FLOAT32, value: scores as never });
+  const dir = t.testdir();
+  const bytesOut = encodeGguf(model).bytes;
+  const files = ['sync.gguf', 'async.gguf', 'model.gguf', 'internal.gguf'].map((n) => { const f = path.join(dir, n); writeFileSync(f, bytesOut); return f; });
+  const infos = { readGgufSync: api.readGgufSync(files[0]), readGguf: await api.readGguf(files[1]), openModelSync: api.openModelSync(files[2]) };
+  for (const [name, info] of Object.entries(infos)) {
+    const copy = structuredClone(info);
+    t.same(copy.metadata.get('t.tokens'), tokens, `${name}: the strings, cloned`);
+    t.same(copy.metadata.get('t.scores'), scores, `${name}: the floats, cloned`);
+    t.same(copy.metadataEntries.find((e) => e.key === 't.tokens')!.value, tokens, `${name}: the entry, cloned`);
+  }
+  // the reader the CLI uses decodes on demand; withMetadataDecoded makes such an info plain data
+  const inner = readGgufSync(files[3]);
+  const shown = (await import('node:util')).inspect(inner.metadata, { maxArrayLength: 30 });
+  t.notMatch(shown, /lazy/, 'util.inspect shows the metadata, not the decoder\'s bookkeeping');
+  t.match(shown, /'t\.tokens' => \[\s+'tok0',\s+'tok1'/, 'util.inspect shows the array\'s values');
+  t.equal(api.withMetadataDecoded(inner), inner, 'decoded in place');
+  t.same(structuredClone(inner.metadata).get('t.tokens'), tokens, 'withMetadataDecoded: cloned whole');
+});
+
 t.test('a header read again is the same parse only while the file and its header bytes are unchanged', async (t) => {
   const dir = t.testdir();
   const file = path.join(dir, 'm.gguf');
