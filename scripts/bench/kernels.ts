@@ -5,7 +5,10 @@
 //   how far the rows differ, only on their spread), at 1 and 2 threads, beside divergence.ts's float64
 //   JS (the tests' reference);
 // - countMaskBits (native/mask_codec.cpp), select's per-matrix counts, beside bits.ts's JS countBits,
-//   on a mask the size of llama-1b's 121.6 MB of block-weight bits at 10% density, 16 parts.
+//   on a mask the size of llama-1b's 121.6 MB of block-weight bits at 10% density, 16 parts;
+// - patchTensor (native/requantize.cpp), a quantized tensor's patch alone (no file I/O): the model's
+//   first quantized ffn_gate and ffn_down, x1.1 on 6% of the weights at random (the density select's
+//   K = 0.1 gives llama-1b), keep-scale and auto, 1 and 2 threads, per block of 256 weights.
 // A build without countMaskBits (one from before it) skips that row, so the same script times an older
 // build: check the older commit out in a worktree, copy this file in, `npm run build` there and run it.
 import path from 'node:path';
@@ -16,6 +19,10 @@ import { NativeRuntime } from '../../src/eval/native-runtime.ts';
 import { loadNative } from '../../src/native.ts';
 import { DEFAULT_KL_TOKENS } from '../../src/pipeline.ts';
 import { countBits } from '../../src/select/bits.ts';
+import { openSync, closeSync, readSync } from 'node:fs';
+import { readGgufSync } from '../../src/gguf/reader.ts';
+import { codecTypeInfo, patchTensor } from '../../src/core/codec.ts';
+import { RATIO_HISTOGRAM } from '../../src/patch/realized.ts';
 import type { SynthShapeName, SynthTypeName } from '../../src/synth.ts';
 import { benchModel, machine, machineLine, median, table, writeSection } from './common.ts';
 
@@ -57,6 +64,27 @@ export async function benchKernels(argv: string[]) {
   let s = 1;
   for (let i = 0; i < nBits; i++) { s = (Math.imul(s, 1664525) + 1013904223) >>> 0; if (s < 0.1 * 2 ** 32) mask[i >> 3]! |= 1 << (i & 7); }
   const jsRows = Math.min(rowCount, 16);
+  // patchTensor's inputs: each tensor's stored bytes and a mask of 6% of its weights
+  const info = readGgufSync(modelPath);
+  const patchInputs: { label: string; blocks: number; run: (strategy: 'keep-scale' | 'auto', threads: number) => Promise<unknown> }[] = [];
+  const fd = openSync(modelPath, 'r');
+  try {
+    for (const suffix of ['ffn_gate.weight', 'ffn_down.weight']) {
+      const t = info.tensors.find((x) => x.name.startsWith('blk.') && x.name.endsWith(suffix) && codecTypeInfo(x.type)?.keepScale);
+      if (!t) continue;
+      const bytes = Buffer.alloc(t.byteSize);
+      readSync(fd, bytes, 0, t.byteSize, info.dataOffset + t.offset);
+      const tmask = new Uint8Array(Math.ceil(t.numel / 8));
+      let r = 7;
+      for (let i = 0; i < t.numel; i++) { r = (Math.imul(r, 1664525) + 1013904223) >>> 0; if (r < 0.06 * 2 ** 32) tmask[i >> 3]! |= 1 << (i & 7); }
+      const bs = codecTypeInfo(t.type)!.blockSize;
+      patchInputs.push({ label: `${t.name} (${t.typeName}, ${t.shape.join(' x ')})`, blocks: t.numel / bs, run: (strategy, threads) => patchTensor({
+        type: t.type, data: new Uint8Array(bytes), mask: tmask, nIn: t.shape[0]!, rows: t.shape[1] ?? 1, matrices: t.shape[2] ?? 1,
+        scale: 1.1, strategy, threads, histogram: RATIO_HISTOGRAM, ranges: false,
+      }) });
+    }
+  } finally { closeSync(fd); }
+  const patchLabel = (p: { label: string }, strategy: string, threads: number) => `patchTensor ${p.label}, ${strategy}, ${threads} thread${threads > 1 ? 's' : ''}`;
   for (let i = 0; i < repeats + 1; i++) { // the first round warms up and is dropped
     await time('klRows, 1 thread', () => native.klRows(logits, logits, nVocab, 1));
     await time('klRows, 2 threads', () => native.klRows(logits, logits, nVocab, 2));
@@ -66,6 +94,7 @@ export async function benchKernels(argv: string[]) {
     });
     await time('JS countBits, 16 parts', () => { for (let p = 0; p < 16; p++) countBits(mask, p * part, (p + 1) * part); });
     if (native.countMaskBits) await time('countMaskBits, 16 parts', () => native.countMaskBits!(mask, nBits, part));
+    for (const p of patchInputs) for (const strategy of ['keep-scale', 'auto'] as const) for (const threads of [1, 2]) await time(patchLabel(p, strategy, threads), () => p.run(strategy, threads));
   }
   const med = (label: string) => median(series[label]!.slice(1));
   const perEntry = (label: string, n: number) => (med(label) * 1e6 / n).toFixed(1);
@@ -76,14 +105,18 @@ export async function benchKernels(argv: string[]) {
     ['JS countBits, 16 parts', med('JS countBits, 16 parts').toFixed(1), ''],
   ];
   if (series['countMaskBits, 16 parts']) rows.push(['countMaskBits, 16 parts', med('countMaskBits, 16 parts').toFixed(1), '']);
+  for (const p of patchInputs) for (const strategy of ['keep-scale', 'auto'] as const) for (const threads of [1, 2]) {
+    const label = patchLabel(p, strategy, threads);
+    rows.push([label, med(label).toFixed(1), `${(med(label) * 1e6 / p.blocks).toFixed(0)} ns per block`]);
+  }
   const cmd = `npm run bench -- kernels ${values.model ? `--model ${values.model}` : `--shape ${values.shape} --type ${values.type}`} --repeats ${repeats}`;
-  const md = `## Shim kernels: the KL check's rows and select's mask counts
+  const md = `## Shim kernels: the KL check's rows, select's mask counts, a quantized tensor's patch
 
 \`${cmd}\`
 
-${machineLine(m)} klRows: ${path.basename(modelPath)}'s logits for the KL check's first built-in prompt, ${rowCount} rows of ${nVocab} (the widest row spans ${spread.toFixed(0)} nats), against themselves (the cost does not depend on the values' differences). Mask: ${(nBits / 8 / 1e6).toFixed(1)} MB of bits at 10% density (llama-1b's block weights), counted in 16 equal parts. Milliseconds, median of ${repeats} after a warm-up round.
+${machineLine(m)} klRows: ${path.basename(modelPath)}'s logits for the KL check's first built-in prompt, ${rowCount} rows of ${nVocab} (the widest row spans ${spread.toFixed(0)} nats), against themselves (the cost does not depend on the values' differences). Mask: ${(nBits / 8 / 1e6).toFixed(1)} MB of bits at 10% density (llama-1b's block weights), counted in 16 equal parts. patchTensor: the tensor's bytes patched in memory (x1.1 on 6% of its weights at random, the density of llama-1b's K = 0.1; realized-scale figures accumulated, no ranges, no file I/O), per block of 256 weights. Milliseconds, median of ${repeats} after a warm-up round.
 
-${table(['kernel', 'ms', 'per entry'], rows)}`;
+${table(['kernel', 'ms', 'per entry or block'], rows)}`;
   if (!values['no-write']) writeSection(`kernels-${path.basename(modelPath, '.gguf')}`, md, { machine: m, model: path.basename(modelPath), repeats, rowCount, nVocab, spread, series });
   process.stdout.write(md + '\n');
 }
