@@ -52,6 +52,35 @@ struct BlockScratch {
     }
 };
 
+// Every value finite: no exponent of all ones (what std::isfinite tests), without a branch per value.
+bool all_finite(const float * x, int64_t n) {
+    uint32_t bad = 0;
+    for (int64_t j = 0; j < n; j++) { uint32_t w; memcpy(&w, x + j, 4); bad |= (w & 0x7f800000u) == 0x7f800000u; }
+    return bad == 0;
+}
+
+// f(j) for each weight j of the block whose bit (sel_base + j) is set, in increasing j: the mask read a
+// word at a time where the block starts on a mask byte, so a block's unselected weights cost nothing.
+template <typename F>
+void for_each_selected(const uint8_t * sel, int64_t sel_base, int64_t bs, F && f) {
+    if ((sel_base & 7) == 0 && (bs & 7) == 0) {
+        const uint8_t * p = sel + (sel_base >> 3);
+        int64_t k = 0;
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        for (; k + 8 <= bs / 8; k += 8) {   // bit i of byte k + m is bit 8 m + i of the little-endian word
+            uint64_t w; memcpy(&w, p + k, 8);
+            while (w) { f((int) (k * 8 + __builtin_ctzll(w))); w &= w - 1; }
+        }
+#endif
+        for (; k < bs / 8; k++) {
+            unsigned m = p[k];
+            while (m) { f((int) (k * 8 + __builtin_ctz(m))); m &= m - 1; }
+        }
+        return;
+    }
+    for (int64_t j = 0; j < bs; j++) { const int64_t i = sel_base + j; if ((sel[i >> 3] >> (i & 7)) & 1) f((int) j); }
+}
+
 // sel: mask bits, bit sel_base + j is weight j of the block. im: the block's importance (or null).
 // Writes the kept candidate to `out` (ts bytes) and returns its kind; with `after`, its values too
 // (as dequantize_into gives them).
@@ -66,9 +95,7 @@ int requant_block(ggml_type t, int64_t bs, size_t ts, const uint8_t * orig, cons
     auto consider_only = [&](int kind) {
         float * deq = after ? after : sc.deq.data();
         dequantize_into(t, sc.cand.data(), deq, bs);
-        bool finite = true;
-        for (int64_t j = 0; j < bs; j++) finite &= std::isfinite(deq[j]) & std::isfinite(tg[j]);
-        if (!finite) return;
+        if (!all_finite(deq, bs) || !all_finite(tg, bs)) return;
         best_kind = kind; memcpy(sc.best.data(), sc.cand.data(), ts);
         after_done = after != nullptr;
     };
@@ -91,10 +118,9 @@ int requant_block(ggml_type t, int64_t bs, size_t ts, const uint8_t * orig, cons
     if (strategy != kPlain && keep_scale_supported(t)) {
         memcpy(sc.cand.data(), orig, ts);
         std::fill(sc.sat.begin(), sc.sat.end(), 0);
-        for (int j = 0; j < bs; j++) {
-            if (!is_sel(j)) continue;
+        for_each_selected(sel, sel_base, bs, [&](int j) {
             CodeSlot s = read_slot(t, sc.cand.data(), j);
-            if (!(s.a != 0) || !std::isfinite(s.a) || !std::isfinite(s.b)) continue;
+            if (!(s.a != 0) || !std::isfinite(s.a) || !std::isfinite(s.b)) return;
             const double qf = ((double) tg[j] - s.b) / s.a;
             if (qf > s.qmax + 0.5 || qf < s.qmin - 0.5) { saturated = true; sc.sat[j] = 1; }
             int q0 = (int) round_half_away(std::max((double) s.qmin, std::min((double) s.qmax, qf)));
@@ -105,7 +131,7 @@ int requant_block(ggml_type t, int64_t bs, size_t ts, const uint8_t * orig, cons
                 if (e < beste) { beste = e; bestq = q; }
             }
             if (bestq != s.q) write_code(t, sc.cand.data(), j, bestq);
-        }
+        });
         // no other candidate follows (best_kind < 0: none came before)
         if (best_kind < 0 && (strategy == kKeepScale || (strategy == kAuto && !saturated))) consider_only(kCandKeepScale);
         else consider(kCandKeepScale);
@@ -494,10 +520,8 @@ Napi::Value PatchTensor(const Napi::CallbackInfo & info) {
                         r.blocks_touched++; r.selected_weights += (double) nsel;
                         uint8_t * blk = bytes + (size_t) b * ts;
                         dequantize_into(t, blk, before.data(), bs);
-                        for (int64_t j = 0; j < bs; j++) {
-                            const bool s = (sel[(i0 + j) >> 3] >> ((i0 + j) & 7)) & 1;
-                            target[j] = !s ? before[j] : scale == 0.0 ? 0.0f : (float) ((double) before[j] * scale);
-                        }
+                        memcpy(target.data(), before.data(), (size_t) bs * sizeof(float));
+                        for_each_selected(sel, i0, bs, [&](int j) { target[j] = scale == 0.0 ? 0.0f : (float) ((double) before[j] * scale); });
                         const int64_t m = i0 / per_matrix;
                         const float * im = importance ? importance + m * n_in + (i0 % n_in) : nullptr;
                         // after: the values of the kept candidate (the block's new bytes)
@@ -508,17 +532,20 @@ Napi::Value PatchTensor(const Napi::CallbackInfo & info) {
                         // registers, not stored and reloaded per weight), then the selected weights';
                         // each sum gets its terms in the same order as patch::account adds them
                         double others = r.others, others_changed = r.others_changed, other_change_sq = r.other_change_sq, other_value_sq = r.other_value_sq;
-                        for (int64_t j = 0; j < bs; j++) {
-                            if ((sel[(i0 + j) >> 3] >> ((i0 + j) & 7)) & 1) continue;
-                            const double bv = before[j], av = after[j];
-                            others++;
-                            if (av != bv) { others_changed++; other_change_sq += (av - bv) * (av - bv); }
-                            other_value_sq += bv * bv;
-                        }
+                        // (the runs of unselected weights between the selected ones, in index order)
+                        auto others_in = [&](int64_t j0, int64_t j1) {
+                            for (int64_t j = j0; j < j1; j++) {
+                                const double bv = before[j], av = after[j];
+                                others++;
+                                if (av != bv) { others_changed++; other_change_sq += (av - bv) * (av - bv); }
+                                other_value_sq += bv * bv;
+                            }
+                        };
+                        int64_t run_start = 0;
+                        for_each_selected(sel, i0, bs, [&](int j) { others_in(run_start, j); run_start = j + 1; });
+                        others_in(run_start, bs);
                         r.others = others; r.others_changed = others_changed; r.other_change_sq = other_change_sq; r.other_value_sq = other_value_sq;
-                        for (int64_t j = 0; j < bs; j++) {
-                            if ((sel[(i0 + j) >> 3] >> ((i0 + j) & 7)) & 1) patch::account(r, *bins[(size_t) th], hist, true, before[j], after[j], scale);
-                        }
+                        for_each_selected(sel, i0, bs, [&](int j) { patch::account(r, *bins[(size_t) th], hist, true, before[j], after[j], scale); });
                     }
                     partial[(size_t) c] = r;
                 }
