@@ -11,6 +11,7 @@
 //   K = 0.1 gives llama-1b), keep-scale and auto, 1 and 2 threads, per block of 256 weights.
 // A build without countMaskBits (one from before it) skips that row, so the same script times an older
 // build: check the older commit out in a worktree, copy this file in, `npm run build` there and run it.
+import { closeSync, openSync, readSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { builtinSamples } from '../../src/calibration/index.ts';
@@ -19,7 +20,6 @@ import { NativeRuntime } from '../../src/eval/native-runtime.ts';
 import { loadNative } from '../../src/native.ts';
 import { DEFAULT_KL_TOKENS } from '../../src/pipeline.ts';
 import { countBits } from '../../src/select/bits.ts';
-import { openSync, closeSync, readSync } from 'node:fs';
 import { readGgufSync } from '../../src/gguf/reader.ts';
 import { codecTypeInfo, patchTensor } from '../../src/core/codec.ts';
 import { RATIO_HISTOGRAM } from '../../src/patch/realized.ts';

@@ -272,10 +272,9 @@ class MetadataMap extends Map<string, GgufValue> {
  * do not pay for it.
  */
 export function withMetadataDecoded<T extends GgufInfo>(info: T): T {
-  for (const one of (info as GgufInfo & { shards?: GgufInfo[] }).shards ?? [info]) {
+  for (const one of [info, ...((info as GgufInfo & { shards?: GgufInfo[] }).shards ?? [])]) {
     if (one.metadata instanceof MetadataMap) one.metadata.decodeAll();
   }
-  if (info.metadata instanceof MetadataMap) info.metadata.decodeAll();
   return info;
 }
 
