@@ -3,6 +3,7 @@
 // (unchanged bytes copied inside the kernel, patched tensors read, patched and written), and the
 // upcast (a new layout).
 import { closeSync, existsSync, fsyncSync, openSync, renameSync, rmSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import { fsyncDirectory, removeStaleTemporaries, temporaryPath, writeFailure } from '../core/atomic-file.ts';
 import { codecTypeInfo } from '../core/codec.ts';
@@ -137,8 +138,8 @@ async function writePatchedShard(job: NewFileJob, info: GgufInfo, out: string, e
  * padding) are copied inside the kernel as cp does (streamCopy, or where the kernel cannot: through
  * a buffer); each patched tensor is read into one of two buffers, patched and written (POSIX: all
  * three on a worker thread, so the kernel copies and the next mask's inflate on this thread, and
- * the next tensor, overlap with it). Two tensors are in flight at most; their results are recorded
- * in file order.
+ * the next tensor, overlap with it). Two tensors are in flight at most (one with --threads 1);
+ * their results are recorded in file order.
  */
 async function writePatched(w: ShardWrite): Promise<number> {
   const { job, shard, src, dst, dataOffset, chunk } = w;
@@ -151,6 +152,10 @@ async function writePatched(w: ShardWrite): Promise<number> {
   const largest = w.ordered.reduce((m, t) => (job.source.names.has(t.name) ? Math.max(m, t.byteSize) : m), 0);
   const buffers = largest > 0 ? [new Uint8Array(largest), new Uint8Array(largest)] : [];
   let turn = 0;
+  // two tensors in flight (the next one patched while the previous one's last parts, its write and
+  // the copy between them finish), each on every thread given; with one thread, one at a time, so
+  // that --threads 1 patches on one thread as it selects on one
+  const ahead = (job.options.threads ?? availableParallelism()) >= 2;
   let pending: { t: GgufTensorInfo; run: Promise<{ result: TensorPatchResult; record: () => void }>; bytes: Uint8Array; at: number } | undefined;
   const settle = async () => {
     if (!pending) return;
@@ -190,6 +195,7 @@ async function writePatched(w: ShardWrite): Promise<number> {
       const current = { t, run, bytes, at };
       try { await settle(); } catch (e) { pending = current; throw e; }
       pending = current;
+      if (!ahead) await settle();
       cursor = t.absoluteOffset + t.byteSize;
     }
     await settle();

@@ -175,3 +175,39 @@ t.test('prune, upcast and errors', async (t) => {
   t.equal(forced.code, 0, forced.stderr);
   t.equal(readGgufSync(elsewhere).metadata.get('mathneuro.source.sha256'), sha256(other), '--force applies it; the header names the file really patched');
 });
+
+t.test('--threads 1 patches one tensor at a time on one thread; more threads write the same file', async (t) => {
+  const model = await fixtureModel({ shape: 'tiny', type: 'cycle', seed: 1 });
+  const dir = path.join(workDir, 'newfile');
+  const { patchModel } = await import('../../src/patch/patch.ts');
+  const { loadNative } = await import('../../src/native.ts');
+  const native = loadNative();
+  const original = native.patchTensor;
+  // every patchTensor call watched: how many run at once, and on how many threads each
+  let running = 0, most = 0;
+  const threadsSeen = new Set<number | undefined>();
+  native.patchTensor = (request) => {
+    threadsSeen.add(request.threads);
+    most = Math.max(most, ++running);
+    return original.call(native, request).finally(() => { running--; });
+  };
+  t.teardown(() => { native.patchTensor = original; });
+  const math = syntheticStats(readGgufSync(model), 11), general = syntheticStats(readGgufSync(model), 12);
+  const info = readGgufSync(model);
+  const outs: Buffer[] = [];
+  const reports: string[] = [];
+  for (const threads of [1, 2, 3]) {
+    running = 0; most = 0; threadsSeen.clear();
+    const out = path.join(dir, `threads-${threads}.gguf`);
+    const r = await patchModel({ model, out, math, general, topK: 0.05, force: true, threads });
+    t.ok(r.tensors.length > 2, `threads=${threads}: ${r.tensors.length} tensors patched`);
+    t.same([...threadsSeen], [threads], `threads=${threads}: each tensor's patch is given ${threads} thread(s)`);
+    t.equal(most, threads === 1 ? 1 : 2, `threads=${threads}: ${threads === 1 ? 'one tensor' : 'two tensors'} in flight at most`);
+    outs.push(readFileSync(out).subarray(readGgufSync(out).dataOffset));
+    reports.push(JSON.stringify({ realized: r.realized, tensors: r.tensors, selected: r.selectedWeights }));
+  }
+  t.ok(info.tensors.length > 0);
+  t.ok(outs[1].equals(outs[0]) && outs[2].equals(outs[0]), 'the same tensor data byte for byte on 1, 2 and 3 threads');
+  t.equal(reports[1], reports[0], 'the same report on 1 and 2 threads');
+  t.equal(reports[2], reports[0], 'the same report on 1 and 3 threads');
+});
