@@ -7,8 +7,11 @@
 // - countMaskBits (native/mask_codec.cpp), select's per-matrix counts, beside bits.ts's JS countBits,
 //   on a mask the size of llama-1b's 121.6 MB of block-weight bits at 10% density, 16 parts;
 // - patchTensor (native/requantize.cpp), a quantized tensor's patch alone (no file I/O): the model's
-//   first quantized ffn_gate and ffn_down, x1.1 on 6% of the weights at random (the density select's
-//   K = 0.1 gives llama-1b), keep-scale and auto, 1 and 2 threads, per block of 256 weights.
+//   first quantized ffn_gate and ffn_down, x1.1 on two masks: 6% of the weights at random (the density
+//   select's K = 0.1 gives llama-1b), and the weights MathNeuro's K = 0.1 selects in that tensor with
+//   the bench's synthetic statistics (the patch bench's; the largest |w| x column norm, so many sit
+//   at their block's largest code: auto then builds its rescaled candidate, and a block costs about
+//   twice the random mask's); keep-scale and auto, 1 and 2 threads, per block of 256 weights.
 // A build without countMaskBits (one from before it) skips that row, so the same script times an older
 // build: check the older commit out in a worktree, copy this file in, `npm run build` there and run it.
 import { closeSync, openSync, readSync } from 'node:fs';
@@ -23,8 +26,11 @@ import { countBits } from '../../src/select/bits.ts';
 import { readGgufSync } from '../../src/gguf/reader.ts';
 import { codecTypeInfo, patchTensor } from '../../src/core/codec.ts';
 import { RATIO_HISTOGRAM } from '../../src/patch/realized.ts';
+import { planTensors, selectTensor } from '../../src/select/select.ts';
+import { loadStatisticsFor } from '../../src/select/statistics.ts';
 import type { SynthShapeName, SynthTypeName } from '../../src/synth.ts';
 import { benchModel, machine, machineLine, median, table, writeSection } from './common.ts';
+import { syntheticStats } from './patch.ts';
 
 export async function benchKernels(argv: string[]) {
   const { values } = parseArgs({ args: argv, options: {
@@ -64,8 +70,12 @@ export async function benchKernels(argv: string[]) {
   let s = 1;
   for (let i = 0; i < nBits; i++) { s = (Math.imul(s, 1664525) + 1013904223) >>> 0; if (s < 0.1 * 2 ** 32) mask[i >> 3]! |= 1 << (i & 7); }
   const jsRows = Math.min(rowCount, 16);
-  // patchTensor's inputs: each tensor's stored bytes and a mask of 6% of its weights
+  // patchTensor's inputs: each tensor's stored bytes and two masks: 6% of its weights at random, and
+  // MathNeuro's K = 0.1 with the patch bench's synthetic statistics
   const info = readGgufSync(modelPath);
+  const math = (await loadStatisticsFor(await syntheticStats(modelPath, 1), 'math', info, 'mathneuro')).stats;
+  const general = (await loadStatisticsFor(await syntheticStats(modelPath, 2), 'general', info, 'mathneuro')).stats;
+  const plan = planTensors(info, math);
   const patchInputs: { label: string; blocks: number; run: (strategy: 'keep-scale' | 'auto', threads: number) => Promise<unknown> }[] = [];
   const fd = openSync(modelPath, 'r');
   try {
@@ -74,14 +84,20 @@ export async function benchKernels(argv: string[]) {
       if (!t) continue;
       const bytes = Buffer.alloc(t.byteSize);
       readSync(fd, bytes, 0, t.byteSize, info.dataOffset + t.offset);
-      const tmask = new Uint8Array(Math.ceil(t.numel / 8));
+      const random = new Uint8Array(Math.ceil(t.numel / 8));
       let r = 7;
-      for (let i = 0; i < t.numel; i++) { r = (Math.imul(r, 1664525) + 1013904223) >>> 0; if (r < 0.06 * 2 ** 32) tmask[i >> 3]! |= 1 << (i & 7); }
+      for (let i = 0; i < t.numel; i++) { r = (Math.imul(r, 1664525) + 1013904223) >>> 0; if (r < 0.06 * 2 ** 32) random[i >> 3]! |= 1 << (i & 7); }
+      const scored = plan.scored.find((x) => x.tensor.name === t.name)!;
+      const selected = (await selectTensor(scored, new Uint8Array(bytes), { method: 'mathneuro', topK: [0.1], math, general })).masks[0]!;
       const bs = codecTypeInfo(t.type)!.blockSize;
-      patchInputs.push({ label: `${t.name} (${t.typeName}, ${t.shape.join(' x ')})`, blocks: t.numel / bs, run: (strategy, threads) => patchTensor({
-        type: t.type, data: new Uint8Array(bytes), mask: tmask, nIn: t.shape[0]!, rows: t.shape[1] ?? 1, matrices: t.shape[2] ?? 1,
-        scale: 1.1, strategy, threads, histogram: RATIO_HISTOGRAM, ranges: false,
-      }) });
+      for (const [kind, tmask] of [['6% at random', random], ['MathNeuro K = 0.1', selected]] as const) {
+        let n = 0;
+        for (const b of tmask) { let x = b; while (x) { n++; x &= x - 1; } }
+        patchInputs.push({ label: `${t.name} (${t.typeName}, ${t.shape.join(' x ')}; ${kind}: ${(100 * n / t.numel).toFixed(1)}%)`, blocks: t.numel / bs, run: (strategy, threads) => patchTensor({
+          type: t.type, data: new Uint8Array(bytes), mask: tmask, nIn: t.shape[0]!, rows: t.shape[1] ?? 1, matrices: t.shape[2] ?? 1,
+          scale: 1.1, strategy, threads, histogram: RATIO_HISTOGRAM, ranges: false,
+        }) });
+      }
     }
   } finally { closeSync(fd); }
   const patchLabel = (p: { label: string }, strategy: string, threads: number) => `patchTensor ${p.label}, ${strategy}, ${threads} thread${threads > 1 ? 's' : ''}`;
@@ -114,7 +130,7 @@ export async function benchKernels(argv: string[]) {
 
 \`${cmd}\`
 
-${machineLine(m)} klRows: ${path.basename(modelPath)}'s logits for the KL check's first built-in prompt, ${rowCount} rows of ${nVocab} (the widest row spans ${spread.toFixed(0)} nats), against themselves (the cost does not depend on the values' differences). Mask: ${(nBits / 8 / 1e6).toFixed(1)} MB of bits at 10% density (llama-1b's block weights), counted in 16 equal parts. patchTensor: the tensor's bytes patched in memory (x1.1 on 6% of its weights at random, the density of llama-1b's K = 0.1; realized-scale figures accumulated, no ranges, no file I/O), per block of 256 weights. Milliseconds, median of ${repeats} after a warm-up round.
+${machineLine(m)} klRows: ${path.basename(modelPath)}'s logits for the KL check's first built-in prompt, ${rowCount} rows of ${nVocab} (the widest row spans ${spread.toFixed(0)} nats), against themselves (the cost does not depend on the values' differences). Mask: ${(nBits / 8 / 1e6).toFixed(1)} MB of bits at 10% density (llama-1b's block weights), counted in 16 equal parts. patchTensor: the tensor's bytes patched in memory, x1.1 on 6% of its weights at random (the density of llama-1b's K = 0.1) and on the weights MathNeuro's K = 0.1 selects there with the patch bench's synthetic statistics (the largest |w| x column norm: many sit at their block's largest code, where auto builds its rescaled candidate); realized-scale figures accumulated, no ranges, no file I/O; per block of 256 weights. Milliseconds, median of ${repeats} after a warm-up round.
 
 ${table(['kernel', 'ms', 'per entry or block'], rows)}`;
   if (!values['no-write']) writeSection(`kernels-${path.basename(modelPath, '.gguf')}`, md, { machine: m, model: path.basename(modelPath), repeats, rowCount, nVocab, spread, series });
