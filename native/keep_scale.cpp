@@ -130,14 +130,51 @@ float f16_ceil(double x) {
 // Sub-block rescale: sub-block `sub` (tg: its targets) gets the fewest scale steps that cover its
 // targets, then its weights are re-rounded. False when its scale cannot be raised far enough.
 bool rescale_sub_block(ggml_type t, uint8_t * b, int sub, const float * tg) {
+    if (!fit_sub_block_scale(t, b, sub, tg)) return false;
+    reround_sub_block(t, b, sub, tg);
+    return true;
+}
+
+double rerounded_error_bound(ggml_type t, const uint8_t * b, int sub, const float * tg) {
+    const int n = rescale_sub_block_size(t);
+    const CodeSlot s = read_slot(t, b, sub * n);
+    const double a = s.a, off = s.b, aa = std::fabs(a);
+    if (!(aa > 0) || !std::isfinite(a) || !std::isfinite(off)) return 0;
+    // x = (target - b) / a as a product with 1 / a: at most |x| 2^-50 from the quotient (three
+    // roundings); the distance from x to the nearest code in [qmin, qmax], times |a|, is the target's
+    // distance from the grid, which moves by at most |a| times that; ggml's float value of a code q
+    // lies within 2^-22 (|a| (|q| + 1) + |b|) (+ a subnormal step) of a q + b (two float roundings;
+    // the code re-rounding picks may be q's neighbour near a midpoint)
+    const double inv = 1.0 / a, qmin = s.qmin, qmax = s.qmax;
+    constexpr double kRound = 0x1.8p52;   // x + kRound - kRound: x to the nearest integer (|x| < 2^51)
+    // two lanes without branches (the order of a lower bound's terms does not matter)
+    double lb[2] = {0, 0};
+    bool bad = false;
+    const double base_slack = std::fabs(off) * 0x1p-22 + 0x1p-140;
+    for (int i = 0; i < n; i += 2) {
+        for (int l = 0; l < 2; l++) {
+            const double x = ((double) tg[i + l] - off) * inv;
+            const double ax = std::fabs(x);
+            bad |= !(ax < 0x1p50);   // (and NaN)
+            const double r = (x + kRound) - kRound;
+            const double q = r < qmin ? qmin : (r > qmax ? qmax : r);
+            const double slack = aa * ((ax + 1) * 0x1p-50 + (std::fabs(q) + 1) * 0x1p-22) + base_slack;
+            const double d = std::max(0.0, aa * std::fabs(x - q) - slack);
+            lb[l] += d * d;
+        }
+    }
+    return bad ? 0 : lb[0] + lb[1];
+}
+
+bool fit_sub_block_scale(ggml_type t, uint8_t * b, int sub, const float * tg) {
     const int n = rescale_sub_block_size(t);
     if (n == 0) return false;
     double lo, hi; target_range(tg, n, lo, hi);
     if (!std::isfinite(lo) || !std::isfinite(hi)) return false;
-    if (!fit_sub_block(t, b, sub, lo, hi)) return false;
-    reround_sub_block(t, b, sub, tg);
-    return true;
+    return fit_sub_block(t, b, sub, lo, hi);
 }
+
+void reround_sub_block_codes(ggml_type t, uint8_t * b, int sub, const float * tg) { reround_sub_block(t, b, sub, tg); }
 
 // Block rescale: the super-block scale (and min scale) raised just enough that every sub-block can
 // cover its targets, every sub-block scale carried over (rounded up) to the new super-block scale
@@ -145,6 +182,12 @@ bool rescale_sub_block(ggml_type t, uint8_t * b, int sub, const float * tg) {
 static bool rescale_block_by(ggml_type t, uint8_t * b, const float * tg, double margin);
 
 bool rescale_block(ggml_type t, uint8_t * b, const float * tg) {
+    if (!rescale_block_scales(t, b, tg)) return false;
+    for (int sub = 0, n = rescale_sub_block_size(t); sub < 256 / n; sub++) reround_sub_block(t, b, sub, tg + sub * n);
+    return true;
+}
+
+bool rescale_block_scales(ggml_type t, uint8_t * b, const float * tg) {
     // the super-block scales are estimated from the targets; where fp16 and 6-bit rounding leave a
     // sub-block short, try again from the original with a little more room
     uint8_t orig[256];
@@ -213,10 +256,9 @@ static bool rescale_block_by(ggml_type t, uint8_t * b, const float * tg, double 
         ggml_fp16_t h = ggml_fp32_to_fp16(d2); memcpy(b, &h, 2);
         h = ggml_fp32_to_fp16(dmin2); memcpy(b + 2, &h, 2);
     }
-    for (int sub = 0; sub < nsub; sub++) {
-        if (!fit_sub_block(t, b, sub, lo[sub], hi[sub])) return false;
-        reround_sub_block(t, b, sub, tg + sub * n);
-    }
+    // the scales only: every sub-block's codes are re-rounded by the caller (a sub-block's fit reads
+    // only the block's scales and its own scale and min, its re-rounding writes only its own codes)
+    for (int sub = 0; sub < nsub; sub++) if (!fit_sub_block(t, b, sub, lo[sub], hi[sub])) return false;
     return true;
 }
 

@@ -47,6 +47,7 @@ struct BlockScratch {
     std::vector<uint8_t> cand, best;
     std::vector<float> deq, best_deq, weights;
     std::vector<uint8_t> sat;   // per weight: selected and out of the keep-scale code range
+    bool bound = true;   // auto: a rescaled candidate that provably loses is not built (same bytes; tests turn it off)
     void init(int64_t bs, size_t ts) {
         cand.resize(ts); best.resize(ts); deq.resize((size_t) bs); best_deq.resize((size_t) bs); weights.resize((size_t) bs); sat.resize((size_t) bs);
     }
@@ -138,17 +139,57 @@ int requant_block(ggml_type t, int64_t bs, size_t ts, const uint8_t * orig, cons
     }
     if (strategy == kAuto && saturated && rescale_sub_block_size(t) > 0) {
         // sc.cand still holds the keep-scale candidate
-        const int n = rescale_sub_block_size(t);
-        bool ok = true;
-        for (int sub = 0; sub < bs / n; sub++) {
-            bool need = false;
-            for (int i = 0; i < n; i++) need = need || sc.sat[(size_t) (sub * n + i)];
-            if (need && !rescale_sub_block(t, sc.cand.data(), sub, tg + sub * n)) { ok = false; break; }
+        const int n = rescale_sub_block_size(t), nsub = (int) (bs / n);
+        // the sub-blocks that need it: every scale fitted first, then their codes re-rounded (a fit
+        // writes only its own sub-block's scale bits, a re-rounding only its codes: the same bytes as
+        // fitting and re-rounding one sub-block after the other, and nothing re-rounded when one
+        // cannot be fitted and the whole block is rescaled instead)
+        bool need[16] = {};
+        bool ok = nsub <= 16;
+        for (int sub = 0; ok && sub < nsub; sub++) {
+            for (int i = 0; i < n; i++) need[sub] = need[sub] || sc.sat[(size_t) (sub * n + i)];
+            if (need[sub] && !fit_sub_block_scale(t, sc.cand.data(), sub, tg + sub * n)) ok = false;
         }
-        if (ok) { consider(kCandRescaled); saturated = false; }
+        // A rescaled candidate that cannot be closer than keep-scale is dropped before its codes are
+        // re-rounded (on Q4_K nearly all are: the other weights of a re-rounded sub-block move by up to
+        // half a step): a lower bound of its error on the sub-blocks it re-rounds, from the new scales
+        // alone, against keep-scale's error there (sc.deq holds keep-scale's values), with a margin far
+        // above what the float sums' order can change (~256 x 2^-53 of the total). Only a candidate
+        // that consider would drop is dropped: the bytes kept are those of building every candidate.
+        // (Q4_K, Q5_K: 32-weight sub-blocks, where it nearly always loses; on Q6_K it nearly always
+        // wins, and the bound would cost without saving)
+        const bool keep_known = sc.bound && n == 32 && best_kind == kCandKeepScale;   // its error is best_err, finite
+        auto cannot_win = [&](double lower, double keep) { return keep_known && lower > keep + 1e-9 * (best_err + lower + keep); };
+        if (ok) {
+            double lower = 0, keep = 0;
+            if (keep_known) {
+                for (int sub = 0; sub < nsub; sub++) {
+                    if (!need[sub]) continue;
+                    lower += rerounded_error_bound(t, sc.cand.data(), sub, tg + sub * n);
+                    for (int i = sub * n; i < (sub + 1) * n; i++) { const double d = (double) sc.deq[i] - (double) tg[i]; keep += d * d; }
+                }
+            }
+            if (!cannot_win(lower, keep)) {
+                for (int sub = 0; sub < nsub; sub++) if (need[sub]) reround_sub_block_codes(t, sc.cand.data(), sub, tg + sub * n);
+                consider(kCandRescaled);
+            }
+            saturated = false;
+        }
         else {
             memcpy(sc.cand.data(), orig, ts);
-            if (rescale_block(t, sc.cand.data(), tg)) { consider(kCandRescaled); saturated = false; }
+            if (rescale_block_scales(t, sc.cand.data(), tg)) {
+                double lower = 0;
+                bool lost = false;
+                for (int sub = 0; keep_known && sub < nsub && !lost; sub++) {
+                    lower += rerounded_error_bound(t, sc.cand.data(), sub, tg + sub * n);
+                    lost = cannot_win(lower, best_err);
+                }
+                if (!lost) {
+                    for (int sub = 0; sub < nsub; sub++) reround_sub_block_codes(t, sc.cand.data(), sub, tg + sub * n);
+                    consider(kCandRescaled);
+                }
+                saturated = false;
+            }
         }
     }
     if (strategy == kAuto && saturated) {
@@ -454,6 +495,10 @@ Napi::Value PatchTensor(const Napi::CallbackInfo & info) {
     const float * importance = importance_of(iv, "importance", n_in * mats, "nIn * matrices values", t);
     const Strategy strategy = get_strategy(o, t);
     const int n_threads = get_threads(o);
+    // candidateBound: false builds every rescaled candidate in full (tests: the bound changes nothing)
+    Napi::Value bv = o.Get("candidateBound");
+    if (!bv.IsUndefined() && !bv.IsBoolean()) throw CodedError("EUSAGE", "candidateBound must be a boolean");
+    const bool candidate_bound = !bv.IsBoolean() || bv.As<Napi::Boolean>().Value();
     // changed byte ranges: not returned at all (ranges: false; bytesChanged still is), or merged
     // across gaps of up to mergeGap unchanged bytes (an undo journal wants few records)
     const bool want_ranges = !o.Has("ranges") || o.Get("ranges").IsUndefined() || o.Get("ranges").ToBoolean().Value();
@@ -491,7 +536,7 @@ Napi::Value PatchTensor(const Napi::CallbackInfo & info) {
             const auto f16_table = t == GGML_TYPE_F16 ? patch::outcome_table<GGML_TYPE_F16>(scale, hist) : nullptr;
             const auto bf16_table = t == GGML_TYPE_BF16 ? patch::outcome_table<GGML_TYPE_BF16>(scale, hist) : nullptr;
             auto patch_chunks = [&](int th, int64_t c0, int64_t c1) {
-                BlockScratch sc; sc.init(bs, ts);
+                BlockScratch sc; sc.init(bs, ts); sc.bound = candidate_bound;
                 std::vector<float> before((size_t) bs), target((size_t) bs), after((size_t) bs);
                 std::vector<uint8_t> next(ts);
                 for (int64_t c = c0; c < c1; c++) {

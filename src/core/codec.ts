@@ -156,6 +156,11 @@ export interface PatchTensorRequest {
   strategy?: RequantizeStrategy;
   /** threads (default: all cores); the result does not depend on it */
   threads?: number;
+  /**
+   * auto on Q4_K/Q5_K: a rescaled candidate whose error provably exceeds keep-scale's is not built
+   * (default true). The result does not depend on it; tests turn it off to check that.
+   */
+  candidateBound?: boolean;
   /** bins of the realized-ratio histogram */
   histogram?: { min: number; max: number; bins: number };
   /** return the changed byte ranges (default true; false: only bytesChanged) */

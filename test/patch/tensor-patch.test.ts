@@ -158,3 +158,42 @@ t.test('auto: keep-scale where it reaches the target, rescaled sub-blocks where 
     }
   }
 });
+
+t.test('auto: dropping rescaled candidates that provably lose changes no byte and no figure', async (t) => {
+  // The bound (native/keep_scale.cpp rerounded_error_bound) skips building rescaled Q4_K/Q5_K candidates
+  // whose error must exceed keep-scale's; with candidateBound: false every candidate is built in full.
+  // Harsh masks (the largest weights, many at their block's largest code, where the rescaled candidate
+  // is built and usually loses on Q4_K), random ones, near-ties (scales just above 1), and prune.
+  let dropped = 0;
+  for (const type of ['Q4_K', 'Q5_K', 'Q6_K']) {
+    const info = codecTypeByName(type)!;
+    for (const seed of [3, 4]) {
+      const r = rng(seed);
+      const nIn = 512, rows = 48, numel = nIn * rows;
+      const values = new Float32Array(numel).map(() => (r() - 0.5) * (r() < 0.05 ? 2 : 0.2) + (seed === 4 ? 0.05 : 0));
+      const source = quantize(info.id, values, nIn);
+      const order = [...values.keys()].sort((a, b) => Math.abs(values[b]) - Math.abs(values[a]));
+      const largest = newMask(numel), random = newMask(numel);
+      for (const i of order.slice(0, numel / 10)) setBit(largest, i);
+      for (let i = 0; i < numel; i++) if (r() < 0.08) setBit(random, i);
+      for (const [label, mask] of [['largest 10%', largest], ['random 8%', random]] as const) {
+        for (const scale of [1.1, 1.5, 1.0000001, 0]) {
+          const run = async (candidateBound: boolean) => {
+            const data = new Uint8Array(source);
+            const res = await patchTensor({ type: info.id, data, mask, nIn, rows, matrices: 1, scale, strategy: 'auto', threads: 2, candidateBound, histogram: { min: 0, max: 2, bins: 64 } });
+            return { data, res };
+          };
+          const [on, off] = [await run(true), await run(false)];
+          const what = `${type} seed ${seed}, ${label}, x${scale}`;
+          t.ok(Buffer.from(on.data).equals(Buffer.from(off.data)), `${what}: the same bytes`);
+          t.same([...on.res.changed], [...off.res.changed], `${what}: the same changed ranges`);
+          t.same({ ...on.res.realized, bins: [...on.res.realized.bins] }, { ...off.res.realized, bins: [...off.res.realized.bins] }, `${what}: the same figures`);
+          t.same([...on.res.candidates], [...off.res.candidates], `${what}: the same candidates kept`);
+          if (type !== 'Q6_K' && label === 'largest 10%' && scale === 1.1) dropped += on.res.candidates[CANDIDATE_NAMES.indexOf('keep-scale')];
+        }
+      }
+    }
+  }
+  t.ok(dropped > 0, 'keep-scale kept over a rescaled candidate in harsh Q4_K/Q5_K blocks (where the bound applies)');
+  await t.rejects(patchTensor({ type: codecTypeByName('Q4_K')!.id, data: new Uint8Array(144), mask: new Uint8Array(32), nIn: 256, rows: 1, matrices: 1, scale: 1.1, candidateBound: 1 as unknown as boolean }), { code: 'EUSAGE' }, 'candidateBound must be a boolean');
+});
