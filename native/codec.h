@@ -238,17 +238,17 @@ inline void write_code(ggml_type t, uint8_t * b, int p, int q) {
     }
 }
 int rescale_sub_block_size(ggml_type t);   // 0: the type has no sub-block scales to raise
-bool rescale_sub_block(ggml_type t, uint8_t * block, int sub, const float * tg);   // tg: the sub-block's targets
-// rescale_sub_block in two steps: the scale (and min) fitted (false: it cannot be raised far enough;
-// only the sub-block's own scale bits are written), then its codes re-rounded under it
+// Sub-block rescale in two steps (tg: the sub-block's targets): its scale (and min) raised by the
+// fewest steps that cover its targets (false: it cannot be raised far enough; only the sub-block's
+// own scale bits are written), then its codes re-rounded under it
 bool fit_sub_block_scale(ggml_type t, uint8_t * block, int sub, const float * tg);
 void reround_sub_block_codes(ggml_type t, uint8_t * block, int sub, const float * tg);
 // A lower bound, without re-rounding, of what reround_sub_block_codes under the block's present
 // scales makes of sub-block `sub`'s share of the squared error (the sum over its weights of (ggml's
 // dequantized value - target)^2 in double); 0 where it cannot say
 double rerounded_error_bound(ggml_type t, const uint8_t * block, int sub, const float * tg);
-bool rescale_block(ggml_type t, uint8_t * block, const float * tg);   // tg: the block's targets
-// rescale_block's scales alone (false, block unchanged: none fits); its codes are then every
+// Block rescale (tg: the block's targets): the super-block scales raised just enough and every
+// sub-block's scale fitted (false, block unchanged: none fits); its codes are then every
 // sub-block's reround_sub_block_codes
 bool rescale_block_scales(ggml_type t, uint8_t * block, const float * tg);
 

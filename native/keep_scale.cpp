@@ -127,14 +127,6 @@ float f16_ceil(double x) {
 
 }  // namespace
 
-// Sub-block rescale: sub-block `sub` (tg: its targets) gets the fewest scale steps that cover its
-// targets, then its weights are re-rounded. False when its scale cannot be raised far enough.
-bool rescale_sub_block(ggml_type t, uint8_t * b, int sub, const float * tg) {
-    if (!fit_sub_block_scale(t, b, sub, tg)) return false;
-    reround_sub_block(t, b, sub, tg);
-    return true;
-}
-
 double rerounded_error_bound(ggml_type t, const uint8_t * b, int sub, const float * tg) {
     const int n = rescale_sub_block_size(t);
     const CodeSlot s = read_slot(t, b, sub * n);
@@ -178,14 +170,8 @@ void reround_sub_block_codes(ggml_type t, uint8_t * b, int sub, const float * tg
 
 // Block rescale: the super-block scale (and min scale) raised just enough that every sub-block can
 // cover its targets, every sub-block scale carried over (rounded up) to the new super-block scale
-// and fitted, then every weight re-rounded (tg: the block's targets). No search, no imatrix.
+// and fitted (tg: the block's targets); the caller then re-rounds every weight. No search, no imatrix.
 static bool rescale_block_by(ggml_type t, uint8_t * b, const float * tg, double margin);
-
-bool rescale_block(ggml_type t, uint8_t * b, const float * tg) {
-    if (!rescale_block_scales(t, b, tg)) return false;
-    for (int sub = 0, n = rescale_sub_block_size(t); sub < 256 / n; sub++) reround_sub_block(t, b, sub, tg + sub * n);
-    return true;
-}
 
 bool rescale_block_scales(ggml_type t, uint8_t * b, const float * tg) {
     // the super-block scales are estimated from the targets; where fp16 and 6-bit rounding leave a
