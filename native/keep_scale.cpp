@@ -99,24 +99,6 @@ bool fit_sub_block(ggml_type t, uint8_t * b, int sub, double lo, double hi) {
     return true;
 }
 
-// Every weight of sub-block `sub` to the code nearest its target under the block's scales.
-void reround_sub_block(ggml_type t, uint8_t * b, int sub, const float * tg) {
-    const int n = rescale_sub_block_size(t);
-    const CodeSlot s = read_slot(t, b, sub * n);   // one scale (and min) for the whole sub-block
-    int q[32];
-    for (int i = 0; i < n; i++) {   // the divisions first, independent of each other
-        const double qf = ((double) tg[i] - s.b) / s.a;
-        q[i] = (int) round_half_away(std::max((double) s.qmin, std::min((double) s.qmax, qf)));
-    }
-    // the type fixed for the loop (write_code's switch folded away)
-    switch (t) {
-        case GGML_TYPE_Q4_K: for (int i = 0; i < n; i++) write_code(GGML_TYPE_Q4_K, b, sub * n + i, q[i]); break;
-        case GGML_TYPE_Q5_K: for (int i = 0; i < n; i++) write_code(GGML_TYPE_Q5_K, b, sub * n + i, q[i]); break;
-        case GGML_TYPE_Q6_K: for (int i = 0; i < n; i++) write_code(GGML_TYPE_Q6_K, b, sub * n + i, q[i]); break;
-        default: for (int i = 0; i < n; i++) write_code(t, b, sub * n + i, q[i]); break;
-    }
-}
-
 // The smallest fp16 value >= x (x > 0, finite); 0 when it overflows.
 float f16_ceil(double x) {
     ggml_fp16_t h = ggml_fp32_to_fp16((float) x);
@@ -166,7 +148,23 @@ bool fit_sub_block_scale(ggml_type t, uint8_t * b, int sub, const float * tg) {
     return fit_sub_block(t, b, sub, lo, hi);
 }
 
-void reround_sub_block_codes(ggml_type t, uint8_t * b, int sub, const float * tg) { reround_sub_block(t, b, sub, tg); }
+// Every weight of sub-block `sub` to the code nearest its target under the block's scales.
+void reround_sub_block_codes(ggml_type t, uint8_t * b, int sub, const float * tg) {
+    const int n = rescale_sub_block_size(t);
+    const CodeSlot s = read_slot(t, b, sub * n);   // one scale (and min) for the whole sub-block
+    int q[32];
+    for (int i = 0; i < n; i++) {   // the divisions first, independent of each other
+        const double qf = ((double) tg[i] - s.b) / s.a;
+        q[i] = (int) round_half_away(std::max((double) s.qmin, std::min((double) s.qmax, qf)));
+    }
+    // the type fixed for the loop (write_code's switch folded away)
+    switch (t) {
+        case GGML_TYPE_Q4_K: for (int i = 0; i < n; i++) write_code(GGML_TYPE_Q4_K, b, sub * n + i, q[i]); break;
+        case GGML_TYPE_Q5_K: for (int i = 0; i < n; i++) write_code(GGML_TYPE_Q5_K, b, sub * n + i, q[i]); break;
+        case GGML_TYPE_Q6_K: for (int i = 0; i < n; i++) write_code(GGML_TYPE_Q6_K, b, sub * n + i, q[i]); break;
+        default: for (int i = 0; i < n; i++) write_code(t, b, sub * n + i, q[i]); break;
+    }
+}
 
 // Block rescale: the super-block scale (and min scale) raised just enough that every sub-block can
 // cover its targets, every sub-block scale carried over (rounded up) to the new super-block scale

@@ -60,6 +60,14 @@ bool all_finite(const float * x, int64_t n) {
     return bad == 0;
 }
 
+// The sum over j < n of (v[j] - tg[j])^2 in double, in index order (the order every candidate's error
+// is summed in, so that a tie between candidates is the same tie on every machine).
+double squared_error(const float * v, const float * tg, int64_t n) {
+    double err = 0;
+    for (int64_t j = 0; j < n; j++) { const double d = (double) v[j] - (double) tg[j]; err += d * d; }
+    return err;
+}
+
 // f(j) for each weight j of the block whose bit (sel_base + j) is set, in increasing j: the mask read a
 // word at a time where the block starts on a mask byte, so a block's unselected weights cost nothing.
 template <typename F>
@@ -102,8 +110,7 @@ int requant_block(ggml_type t, int64_t bs, size_t ts, const uint8_t * orig, cons
     };
     auto consider = [&](int kind) {
         dequantize_into(t, sc.cand.data(), sc.deq.data(), bs);
-        double err = 0;
-        for (int64_t j = 0; j < bs; j++) { double d = (double) sc.deq[j] - (double) tg[j]; err += d * d; }
+        const double err = squared_error(sc.deq.data(), tg, bs);
         if (!std::isfinite(err)) return;
         int diff = 0; for (size_t k = 0; k < ts; k++) diff += sc.cand[k] != orig[k];
         if (err < best_err || (err == best_err && diff < best_diff)) {
@@ -166,7 +173,7 @@ int requant_block(ggml_type t, int64_t bs, size_t ts, const uint8_t * orig, cons
                 for (int sub = 0; sub < nsub; sub++) {
                     if (!need[sub]) continue;
                     lower += rerounded_error_bound(t, sc.cand.data(), sub, tg + sub * n);
-                    for (int i = sub * n; i < (sub + 1) * n; i++) { const double d = (double) sc.deq[i] - (double) tg[i]; keep += d * d; }
+                    keep += squared_error(sc.deq.data() + sub * n, tg + sub * n, n);
                 }
             }
             if (!cannot_win(lower, keep)) {
