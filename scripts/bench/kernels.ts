@@ -10,11 +10,11 @@
 //   first quantized ffn_gate and ffn_down, x1.1 on two masks: 6% of the weights at random (the density
 //   select's K = 0.1 gives llama-1b), and the weights MathNeuro's K = 0.1 selects in that tensor with
 //   the bench's synthetic statistics (the patch bench's; the largest |w| x column norm, so many sit
-//   at their block's largest code: auto then builds its rescaled candidate, and a block costs about
-//   twice the random mask's); keep-scale and auto, 1 and 2 threads, per block of 256 weights.
+//   at their block's largest code: auto then builds its rescaled candidate, and a block costs up to
+//   1.7x the random mask's); keep-scale and auto, 1 and 2 threads, per block of 256 weights.
 // A build without countMaskBits (one from before it) skips that row, so the same script times an older
 // build: check the older commit out in a worktree, copy this file in, `npm run build` there and run it.
-import { closeSync, openSync, readSync } from 'node:fs';
+import { closeSync, openSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { builtinSamples } from '../../src/calibration/index.ts';
@@ -25,6 +25,7 @@ import { DEFAULT_KL_TOKENS } from '../../src/pipeline.ts';
 import { countBits } from '../../src/select/bits.ts';
 import { readGgufSync } from '../../src/gguf/reader.ts';
 import { codecTypeInfo, patchTensor } from '../../src/core/codec.ts';
+import { readTensorBytes } from '../../src/core/tensor-io.ts';
 import { RATIO_HISTOGRAM } from '../../src/patch/realized.ts';
 import { planTensors, selectTensor } from '../../src/select/select.ts';
 import { loadStatisticsFor } from '../../src/select/statistics.ts';
@@ -82,8 +83,7 @@ export async function benchKernels(argv: string[]) {
     for (const suffix of ['ffn_gate.weight', 'ffn_down.weight']) {
       const t = info.tensors.find((x) => x.name.startsWith('blk.') && x.name.endsWith(suffix) && codecTypeInfo(x.type)?.keepScale);
       if (!t) continue;
-      const bytes = Buffer.alloc(t.byteSize);
-      readSync(fd, bytes, 0, t.byteSize, info.dataOffset + t.offset);
+      const bytes = readTensorBytes(fd, t);
       const random = new Uint8Array(Math.ceil(t.numel / 8));
       let r = 7;
       for (let i = 0; i < t.numel; i++) { r = (Math.imul(r, 1664525) + 1013904223) >>> 0; if (r < 0.06 * 2 ** 32) random[i >> 3]! |= 1 << (i & 7); }
@@ -91,9 +91,7 @@ export async function benchKernels(argv: string[]) {
       const selected = (await selectTensor(scored, new Uint8Array(bytes), { method: 'mathneuro', topK: [0.1], math, general })).masks[0]!;
       const bs = codecTypeInfo(t.type)!.blockSize;
       for (const [kind, tmask] of [['6% at random', random], ['MathNeuro K = 0.1', selected]] as const) {
-        let n = 0;
-        for (const b of tmask) { let x = b; while (x) { n++; x &= x - 1; } }
-        patchInputs.push({ label: `${t.name} (${t.typeName}, ${t.shape.join(' x ')}; ${kind}: ${(100 * n / t.numel).toFixed(1)}%)`, blocks: t.numel / bs, run: (strategy, threads) => patchTensor({
+        patchInputs.push({ label: `${t.name} (${t.typeName}, ${t.shape.join(' x ')}; ${kind}: ${(100 * countBits(tmask, 0, t.numel) / t.numel).toFixed(1)}%)`, blocks: t.numel / bs, run: (strategy, threads) => patchTensor({
           type: t.type, data: new Uint8Array(bytes), mask: tmask, nIn: t.shape[0]!, rows: t.shape[1] ?? 1, matrices: t.shape[2] ?? 1,
           scale: 1.1, strategy, threads, histogram: RATIO_HISTOGRAM, ranges: false,
         }) });
