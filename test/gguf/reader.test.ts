@@ -2,7 +2,7 @@
 // reason, never another exception. The files come from encodeGguf (test/helpers/gguf-fuzz.ts), a writer
 // independent of the reader, with its own map of where each header field is.
 import t, { type Test } from 'tap';
-import { closeSync, copyFileSync, openSync, renameSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, copyFileSync, openSync, renameSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
 import path from 'node:path';
 import { MathneuroError } from '../../src/errors.ts';
 import { encodeGguf, fuzzBaseModel, FuzzRandom, GgufMutator, type FuzzModel, type GgufField } from '../helpers/gguf-fuzz.ts';
@@ -97,6 +97,11 @@ t.test('every value type reads back as written, in arrays that run across the re
   enc.writeBigUInt64LE(1n << 40n, at);
   writeFileSync(path.join(dir, 'long.gguf'), enc);
   t.throws(() => readGgufSync(path.join(dir, 'long.gguf')), { code: 'EBADGGUF', message: /metadata "t.long"\[2500\] length 1099511627776 runs past the end of the file/ });
+  // one inside the file but over the cap of one string (64 MiB; the file made longer, sparse)
+  enc.writeBigUInt64LE(BigInt(64 * 2 ** 20 + 1), at);
+  writeFileSync(path.join(dir, 'large.gguf'), enc);
+  truncateSync(path.join(dir, 'large.gguf'), enc.length + 65 * 2 ** 20);
+  t.throws(() => readGgufSync(path.join(dir, 'large.gguf')), { code: 'EBADGGUF', message: /metadata "t.long"\[2500\] length 67108865 is larger than 67108864/ });
   t.same(info.tensors.map((x) => x.name), model.tensors.map((x) => x.name), 'the tensor infos after them');
   // the held parse keeps the header bytes as the cursor read them, over many refills: a second read
   // compares them with the file's and returns the same parse
