@@ -388,7 +388,8 @@ Napi::Value EncodeMask(const Napi::CallbackInfo & info) {
     return w->Start();
 }
 
-// decodeMask(encoded: Uint8Array, nBits, count): Uint8Array. EDATA for a corrupt code.
+// decodeMask(encoded: Uint8Array, nBits, count, into?: Uint8Array): Uint8Array, a new mask or `into`
+// (ceil(nBits / 8) bytes, overwritten). EDATA for a corrupt code (`into` then holds no mask).
 Napi::Value DecodeMask(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
     if (info.Length() < 3) throw CodedError("EUSAGE", "decodeMask(encoded, nBits, count)");
@@ -397,6 +398,17 @@ Napi::Value DecodeMask(const Napi::CallbackInfo & info) {
     const uint64_t count = RequireCountArgument(info[2], "count");
     const size_t n_bytes = (size_t) ((n_bits + 7) / 8);
     check_code(enc.Data(), enc.ByteLength(), n_bits, count);   // a hostile header or count fails before the mask is allocated
+    if (info.Length() > 3 && !info[3].IsUndefined()) {
+        // into a mask the caller reuses (decoding a selection file's masks into fresh memory, this
+        // machine spent as long in page faults and clearing as in the decoding), cleared here first
+        auto into = RequireTypedArray<uint8_t>(info[3], "into");
+        require_mask_bytes(into, n_bits, "decodeMask");
+        const uint8_t * e0 = enc.Data(), * i0 = into.Data();
+        if (n_bytes && enc.ByteLength() && i0 < e0 + enc.ByteLength() && e0 < i0 + n_bytes) throw CodedError("EUSAGE", "decodeMask: `into` overlaps the code");
+        if (n_bytes) memset(into.Data(), 0, n_bytes);
+        decode_mask(enc.Data(), enc.ByteLength(), n_bits, count, into.Data());
+        return into;
+    }
     struct Buffer { uint8_t * data = nullptr; ~Buffer() { free(data); } } out;
     if (n_bytes) {
         out.data = (uint8_t *) calloc(n_bytes, 1);

@@ -120,7 +120,7 @@ export interface NativeBinding {
   klRows(p: Float32Array, q: Float32Array, nVocab: number, threads?: number): Promise<{ kl: Float64Array; sameTop: Uint8Array }>;
   // mask_codec.cpp (wrappers: src/core/mask-codec.ts)
   encodeMask(mask: Uint8Array, nBits: number): Promise<Uint8Array>;
-  decodeMask(encoded: Uint8Array, nBits: number, count: number): Uint8Array;
+  decodeMask(encoded: Uint8Array, nBits: number, count: number, into?: Uint8Array): Uint8Array;
   /** Set bits of each part [i partBits, (i + 1) partBits) of a mask of nBits bits (partBits divides nBits), on the calling thread. */
   countMaskBits(mask: Uint8Array, nBits: number, partBits: number): Float64Array;
 }

@@ -19,11 +19,12 @@ export async function encodeMask(mask: Uint8Array, nBits: number): Promise<Uint8
 }
 
 /**
- * The mask of nBits bits with `count` set bits that encodeMask coded as `encoded`. A code that is
- * not one (truncated, altered, or of another count) throws EDATA; nothing is read past its end.
+ * The mask of nBits bits with `count` set bits that encodeMask coded as `encoded`: a new one, or
+ * `into` (ceil(nBits / 8) bytes, not overlapping `encoded`) overwritten. A code that is not one
+ * (truncated, altered, or of another count) throws EDATA; nothing is read past its end.
  */
-export function decodeMask(encoded: Uint8Array, nBits: number, count: number): Uint8Array {
-  try { return loadNative().decodeMask(encoded, nBits, count); } catch (e) { throw asMathneuroError(e, 'EDATA'); }
+export function decodeMask(encoded: Uint8Array, nBits: number, count: number, into?: Uint8Array): Uint8Array {
+  try { return loadNative().decodeMask(encoded, nBits, count, into); } catch (e) { throw asMathneuroError(e, 'EDATA'); }
 }
 
 /** The smaller of the mask's Rice code and the mask itself (kept as it is, not copied). */
@@ -32,9 +33,12 @@ export async function packMask(mask: Uint8Array, nBits: number): Promise<PackedM
   return rice.length < mask.length ? { codec: 'rice', bytes: rice } : { codec: 'raw', bytes: mask };
 }
 
-/** The mask packMask packed (a raw one as it is, not copied); EDATA when the bytes are not a mask of nBits bits and `count` set bits. */
-export function unpackMask(packed: PackedMask, nBits: number, count: number): Uint8Array {
-  if (packed.codec === 'rice') return decodeMask(packed.bytes, nBits, count);
+/**
+ * The mask packMask packed (a raw one as it is, not copied; a coded one decoded into `into` when
+ * given); EDATA when the bytes are not a mask of nBits bits and `count` set bits.
+ */
+export function unpackMask(packed: PackedMask, nBits: number, count: number, into?: Uint8Array): Uint8Array {
+  if (packed.codec === 'rice') return decodeMask(packed.bytes, nBits, count, into);
   if (packed.bytes.length !== Math.ceil(nBits / 8)) throw new MathneuroError('EDATA', `a raw mask of ${nBits} bits has ${Math.ceil(nBits / 8)} bytes, not ${packed.bytes.length}`);
   return packed.bytes;
 }

@@ -21,7 +21,12 @@ export interface MaskSource {
   /** the tensors with selected weights; while `selecting`, every tensor that may get some */
   names: Set<string>;
   count(name: string): number;
-  mask(name: string): Uint8Array;
+  /**
+   * A tensor's mask: decoded into `into` (maskBytes of the tensor's weights) where it is stored
+   * coded, so that a caller can reuse its masks' memory; else one the source holds (not to be
+   * changed)
+   */
+  mask(name: string, into?: Uint8Array): Uint8Array;
   /**
    * masks still being selected (a patch from statistics, written while the selection runs):
    * ready(name) settles once that tensor's count and mask are known (rejects when the selection

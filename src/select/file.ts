@@ -205,18 +205,24 @@ export class SelectionFile {
 
   tensor(name: string): SelectionFileTensor | undefined { return this.byName.get(name); }
 
-  /** The mask of one tensor for K index q, checked against its checksum. */
-  mask(name: string, q: number): Uint8Array {
+  /**
+   * The mask of one tensor for K index q, checked against its checksum: a new one, or `into`
+   * (maskBytes(numel) bytes, overwritten; a caller that reuses its masks spares the fresh memory's
+   * page faults and clearing).
+   */
+  mask(name: string, q: number, into?: Uint8Array): Uint8Array {
     const t = this.byName.get(name);
     if (!t) throw new MathneuroError('ESELECTION', `${this.path} has no tensor ${name}`);
     const blob = t.blobs[q];
+    if (into && into.length !== maskBytes(t.numel)) throw new MathneuroError('EUSAGE', `a mask of ${name} has ${maskBytes(t.numel)} bytes, not ${into.length}`);
     const fd = openSync(this.path, 'r');
     try {
-      const stored = Buffer.allocUnsafe(blob.length);
+      // (a raw mask is its stored bytes: read into `into` itself)
+      const stored = into && blob.codec === 'raw' ? into : Buffer.allocUnsafe(blob.length);
       readExactly(fd, stored, blob.offset, this.path);
       let mask: Uint8Array;
       try {
-        mask = blob.codec === undefined ? inflateRawSync(stored) : unpackMask({ codec: blob.codec, bytes: stored }, t.numel, t.counts[q]);
+        mask = blob.codec === undefined ? inflateRawSync(stored) : unpackMask({ codec: blob.codec, bytes: stored }, t.numel, t.counts[q], into);
       } catch (e) {
         if (e instanceof MathneuroError && e.code !== 'EDATA') throw e;   // (out of memory is no corruption)
         throw new MathneuroError('ESELECTION', `${this.path}: mask of ${name} is corrupt`, { cause: e });

@@ -107,9 +107,35 @@ t.test('round trips at every density and length; bytes equal the JS encoder; the
       if (!same(code, ref)) t.fail(`${what}: native bytes differ from the JS encoder's`);
       if (!same(referenceDecode(code, nBits, count), mask)) t.fail(`${what}: the JS decoder reads another mask`);
       if (!same(decodeMask(code, nBits, count), mask)) t.fail(`${what}: decodeMask gives another mask`);
+      // into a mask that held anything before (every bit of it is overwritten)
+      const into = new Uint8Array(bytesOf(nBits)).map(() => Math.floor(r() * 256));
+      const got = decodeMask(code, nBits, count, into);
+      if (got !== into || !same(into, mask)) t.fail(`${what}: decodeMask into a used mask gives another mask`);
     }
   }
   t.pass('all round trips checked');
+});
+
+t.test('decoding into a given mask: its length, no overlap with the code, a corrupt code', async (t) => {
+  const r = rng(7);
+  const nBits = 10007;
+  const mask = randomMask(nBits, 0.05, r);
+  const count = countOnes(mask, nBits);
+  const code = await encodeMask(mask, nBits);
+  t.equal(thrownCode(() => decodeMask(code, nBits, count, new Uint8Array(bytesOf(nBits) + 1))), 'EUSAGE', 'one byte too many');
+  t.equal(thrownCode(() => decodeMask(code, nBits, count, new Uint8Array(bytesOf(nBits) - 1))), 'EUSAGE', 'one byte too few');
+  // the code inside the mask's own memory (its start, or its end) would be overwritten while read
+  const shared = new Uint8Array(bytesOf(nBits) + code.length);
+  shared.set(code, 0);
+  t.equal(thrownCode(() => decodeMask(shared.subarray(0, code.length), nBits, count, shared.subarray(code.length - 1, code.length - 1 + bytesOf(nBits)))), 'EUSAGE', 'the last byte of the code shared');
+  t.ok(same(decodeMask(shared.subarray(0, code.length), nBits, count, shared.subarray(code.length)), mask), 'beside it: decoded');
+  t.equal(thrownCode(() => decodeMask(code.subarray(0, code.length - 2), nBits, count, new Uint8Array(bytesOf(nBits)))), 'EDATA', 'truncated: EDATA as without `into`');
+  t.equal(thrownCode(() => decodeMask(code, nBits, count + 1, new Uint8Array(bytesOf(nBits)))), 'EDATA', 'another count');
+  const inverted = randomMask(nBits, 0.9, r);
+  const icode = await encodeMask(inverted, nBits);
+  t.equal(icode[0] & 0x80, 0x80);
+  t.ok(same(decodeMask(icode, nBits, countOnes(inverted, nBits), new Uint8Array(bytesOf(nBits)).fill(0x5a)), inverted), 'an inverted code into a used mask');
+  t.ok(same(unpackMask({ codec: 'rice', bytes: code }, nBits, count, new Uint8Array(bytesOf(nBits)).fill(0xff)), mask), 'unpackMask passes `into` on');
 });
 
 t.test('k is the documented one, and Rice is about as small as iid bits allow', async (t) => {

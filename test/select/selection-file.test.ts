@@ -111,8 +111,13 @@ t.test('version 2: every mask Rice-coded or raw, whichever is smaller, and read 
       t.ok(blob.length <= m.length, `${s.tensor.name} K#${q}: ${blob.length} bytes stored for ${m.length}`);
       t.equal(blob.crc32, crc32(m), 'the crc32 is the mask\'s');
       t.ok(sameBytes(f.mask(s.tensor.name, q), m), `${s.tensor.name} K#${q}: read back`);
+      // into a mask the caller reuses (holding another mask's bits): the same mask, in it
+      const into = new Uint8Array(m.length).fill(0xa5);
+      const got = f.mask(s.tensor.name, q, into);
+      t.ok(got === into && sameBytes(into, m), `${s.tensor.name} K#${q} (${blob.codec}): read back into a used mask`);
     });
   }
+  t.match(errorOf(() => f.mask('big', 0, new Uint8Array(12502))), { code: 'EUSAGE', message: 'a mask of big has 12501 bytes, not 12502' });
   t.equal(f.tensor('small')!.blobs[2].codec, 'raw', 'a 13-bit mask at half density is kept raw');
   t.equal(f.tensor('big')!.blobs[0].codec, 'rice');
   t.equal(f.tensor('empty')!.blobs[0].length, 1, 'an empty mask is its one-byte header');
@@ -159,6 +164,7 @@ t.test('a corrupt mask is reported as such, with the file and tensor', async (t)
   const pristine = readFileSync(file);
   const corrupt = (at: number, value: number) => { const b = Buffer.from(pristine); b[at] = value; writeFileSync(file, b); return SelectionFile.open(file); };
   t.match(errorOf(() => corrupt(blob.offset, 0xff).mask('big', 1)), { code: 'ESELECTION', message: `${file}: mask of big is corrupt` });
+  t.match(errorOf(() => corrupt(blob.offset, 0xff).mask('big', 1, new Uint8Array(12501))), { code: 'ESELECTION', message: `${file}: mask of big is corrupt` }, 'decoded into a given mask too');
   t.match(errorOf(() => corrupt(blob.offset + blob.length - 1, 0).mask('big', 1)), { code: 'ESELECTION', message: /mask of big (is corrupt|fails its checksum)/ });
   let caught = 0;
   for (let i = 1; i < blob.length; i++) {
