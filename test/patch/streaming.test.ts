@@ -8,11 +8,11 @@ import { existsSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { codecTypeByName, quantize } from '../../src/core/codec.ts';
 import { readGgufSync } from '../../src/gguf/reader.ts';
-import { patchModel } from '../../src/patch/patch.ts';
+import { patchModel, STREAMING_LIMITS } from '../../src/patch/patch.ts';
 import { fixtureModel } from '../helpers/fixtures.ts';
 import { encodeGguf, fuzzModelFromFile } from '../helpers/gguf-fuzz.ts';
 import { modelIdentity, saveStats } from '../../src/stats/index.ts';
-import { cli, cycleModelIn, syntheticStats, tensorBytes, workDir } from './helpers.ts';
+import { cli, cycleModelIn, syntheticStats, syntheticStatsFile, tensorBytes, workDir } from './helpers.ts';
 
 const dir = path.join(workDir, 'streaming');
 
@@ -120,4 +120,34 @@ t.test('a tensor that cannot be requantized only matters if weights are selected
   rmSync(out, { force: true });
   const ok = await patchModel({ model, out, math, general: other, topK: 0.05 });
   t.ok(ok.tensors.some((x) => x.name === 'blk.0.attn_q.weight'), 'patched with the importance matrix');
+});
+
+// Streaming, the masks wait for the patch as the selection made them while they fit
+// STREAMING_LIMITS.rawMaskBytes, and Rice-coded beyond it: every budget (none kept raw, some, all)
+// gives the same file as the selection written to a file first and patched from it.
+t.test('masks kept as selected or coded while they wait: the same file', async (t) => {
+  const model = path.join(dir, 'model.gguf');
+  const info = readGgufSync(model);
+  const mathFile = await syntheticStatsFile(model, 51, path.join(dir, 'budget-math.stats.gguf'));
+  const generalFile = await syntheticStatsFile(model, 52, path.join(dir, 'budget-general.stats.gguf'));
+  const math = syntheticStats(info, 51), general = syntheticStats(info, 52);
+  const sel = path.join(dir, 'budget.mnsel');
+  const s = await cli(['select', model, '--math', mathFile, '--general', generalFile, '--top-k', '0.1', '-o', sel, '--json']);
+  t.equal(s.code, 0, s.stderr);
+  const reference = path.join(dir, 'budget-file.gguf');
+  const ra = await patchModel({ model, out: reference, selection: sel, math, force: true });
+  t.equal(ra.selectedWeights, JSON.parse(s.stdout).totals[0].selected);
+  const largest = Math.max(...info.tensors.filter((x) => math.weights.has(x.name)).map((x) => Math.ceil(x.numel / 8)));
+  const saved = STREAMING_LIMITS.rawMaskBytes;
+  try {
+    for (const budget of [0, largest + 1, 2 ** 40]) {
+      STREAMING_LIMITS.rawMaskBytes = budget;
+      const out = path.join(dir, `budget-${budget}.gguf`);
+      const rb = await patchModel({ model, out, math, general, topK: 0.1, force: true });
+      t.same([rb.selectedWeights, rb.blocksTouched, rb.bytesChanged, rb.realized], [ra.selectedWeights, ra.blocksTouched, ra.bytesChanged, ra.realized], `budget ${budget}: the same figures`);
+      t.same(tensorsOf(out), tensorsOf(reference), `budget ${budget}: every tensor's bytes`);
+    }
+  } finally {
+    STREAMING_LIMITS.rawMaskBytes = saved;
+  }
 });
