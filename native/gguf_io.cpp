@@ -164,19 +164,71 @@ Napi::Value BuildHeader(const Napi::CallbackInfo & info) {
     return header_result(env, ctx.get());
 }
 
-// ggufRewriteHeader(srcPath, setMetadata: Entry[], removeKeys: string[]) -> same shape as ggufBuildHeader.
-// The tensor infos (and so the data section layout) are the source's; only metadata changes.
+// ggufRewriteHeader(srcPath, setMetadata: Entry[], removeKeys: string[]) -> Promise of the same shape
+// as ggufBuildHeader's result. The tensor infos (and so the data section layout) are the source's;
+// only metadata changes: removeKeys removed, then each entry set (an existing key removed and the
+// entry appended), in order. The source's header is read and the new one written on the thread
+// pool: ggml's parse of a large vocabulary (Qwen2: 300k strings) took ~190 ms of the JS thread,
+// which meanwhile could not start a streaming selection's next tensor. The entries are checked and
+// converted here first, into a context of their own that gguf_set_kv copies over the source's.
 Napi::Value RewriteHeader(const Napi::CallbackInfo & info) {
     Napi::Env env = info.Env();
     if (info.Length() < 1 || !info[0].IsString()) ThrowCoded(env, "EUSAGE", "ggufRewriteHeader(srcPath, set?, remove?)");
     const std::string path = info[0].As<Napi::String>().Utf8Value();
-    ggml_context * meta_raw = nullptr;
-    gguf_init_params gp = { /*no_alloc*/ true, &meta_raw };
-    gguf_context_ptr ctx(gguf_init_from_file(path.c_str(), gp));
-    ggml_context_ptr meta(meta_raw);
-    if (!ctx) ThrowCoded(env, "EBADGGUF", "ggml could not read the GGUF header of " + path);
-    apply_kv(env, ctx.get(), info.Length() > 1 ? info[1] : Napi::Value(), info.Length() > 2 ? info[2] : Napi::Value());
-    return header_result(env, ctx.get());
+    struct State {
+        std::string path;
+        std::vector<std::string> remove;
+        gguf_context_ptr set;
+        gguf_context_ptr ctx;
+        ggml_context_ptr meta;
+        uint8_t * header = nullptr;
+        size_t header_size = 0;
+        ~State() { free(header); }
+    };
+    auto st = std::make_shared<State>();
+    st->path = path;
+    st->set.reset(gguf_init_empty());
+    if (info.Length() > 2 && info[2].IsArray()) {
+        Napi::Array r = info[2].As<Napi::Array>();
+        for (uint32_t i = 0; i < r.Length(); ++i) {
+            if (!r.Get(i).IsString()) ThrowCoded(env, "EUSAGE", "removeKeys must be strings");
+            st->remove.push_back(r.Get(i).As<Napi::String>().Utf8Value());
+        }
+    }
+    apply_kv(env, st->set.get(), info.Length() > 1 ? info[1] : Napi::Value(), Napi::Value());
+    auto * w = new TaskWorker(env,
+        [st]() {
+            ggml_context * meta_raw = nullptr;
+            gguf_init_params gp = { /*no_alloc*/ true, &meta_raw };
+            st->ctx.reset(gguf_init_from_file(st->path.c_str(), gp));
+            st->meta.reset(meta_raw);
+            if (!st->ctx) throw CodedError("EBADGGUF", "ggml could not read the GGUF header of " + st->path);
+            for (const std::string & k : st->remove) gguf_remove_key(st->ctx.get(), k.c_str());
+            gguf_set_kv(st->ctx.get(), st->set.get());
+            st->header_size = gguf_get_meta_size(st->ctx.get());
+            st->header = (uint8_t *) malloc(std::max<size_t>(1, st->header_size));
+            if (!st->header) throw std::bad_alloc();
+            gguf_get_meta_data(st->ctx.get(), st->header);
+        },
+        [st](Napi::Env e) -> Napi::Value {
+            uint8_t * bytes = st->header;
+            st->header = nullptr;   // the Buffer owns it now
+            Napi::Object out = Napi::Object::New(e);
+            out.Set("header", Napi::Buffer<uint8_t>::New(e, bytes, st->header_size, [](Napi::Env, uint8_t * d) { free(d); }));
+            Napi::Array offs = Napi::Array::New(e);
+            gguf_context * ctx = st->ctx.get();
+            for (int64_t i = 0; i < gguf_get_n_tensors(ctx); ++i) {
+                Napi::Object t = Napi::Object::New(e);
+                t.Set("name", gguf_get_tensor_name(ctx, i));
+                t.Set("offset", (double) gguf_get_tensor_offset(ctx, i));
+                t.Set("byteSize", (double) gguf_get_tensor_size(ctx, i));
+                offs.Set((uint32_t) i, t);
+            }
+            out.Set("tensors", offs);
+            out.Set("alignment", (double) gguf_get_alignment(ctx));
+            return out;
+        });
+    return w->Start();
 }
 
 // ggufQuantizeRows(type, values: Float32Array, nPerRow) -> Buffer: rows quantized with ggml's own code,

@@ -100,7 +100,8 @@ export interface NativeBinding {
   // gguf_io.cpp
   ggufBuildHeader(spec: { metadata: readonly GgufMetadataEntry[]; tensors: readonly NativeTensorSpec[] }): NativeHeader;
   /** The header of srcPath with metadata set and keys removed; the tensor layout stays the source's. */
-  ggufRewriteHeader(srcPath: string, set?: readonly GgufMetadataEntry[], remove?: readonly string[]): NativeHeader;
+  /** ggml's read of the source's header and the new one's bytes run on the thread pool */
+  ggufRewriteHeader(srcPath: string, set?: readonly GgufMetadataEntry[], remove?: readonly string[]): Promise<NativeHeader>;
   ggufQuantizeRows(type: number, values: Float32Array, nPerRow: number): Buffer;
   // Linux only (absent elsewhere):
   /** Bytes copied inside the kernel (copy_file_range), or -1 where the kernel or file systems cannot. */

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { fsyncDirectory, removeStaleTemporaries, temporaryPath, writeFailure } from '../core/atomic-file.ts';
 import { codecTypeInfo } from '../core/codec.ts';
 import { readExactly, readTensorBytes } from '../core/tensor-io.ts';
-import { MathneuroError } from '../errors.ts';
+import { asMathneuroError, MathneuroError } from '../errors.ts';
 import type { GgufInfo, GgufMetadataEntry, GgufTensorInfo } from '../gguf/reader.ts';
 import { splitPath, splitPrefix, type GgufModel } from '../gguf/model.ts';
 import { loadNative } from '../native.ts';
@@ -82,15 +82,18 @@ interface ShardWrite {
   chunk: Buffer;
 }
 
-/** The new header of one shard: the source's rewritten with `entries`, or (upcast) built anew. */
-function shardHeader(job: NewFileJob, info: GgufInfo, entries: GgufMetadataEntry[]): { header: Uint8Array; tensors: { name: string; offset: number; byteSize: number }[]; alignment: number } {
+/**
+ * The new header of one shard: the source's rewritten with `entries` (ggml reads the source's on
+ * the thread pool: this thread meanwhile keeps a streaming selection going), or (upcast) built anew.
+ */
+async function shardHeader(job: NewFileJob, info: GgufInfo, entries: GgufMetadataEntry[]): Promise<{ header: Uint8Array; tensors: { name: string; offset: number; byteSize: number }[]; alignment: number }> {
   const native = loadNative();
   const { upcastType, source } = job;
   // With upcast, the tensors that hold selected weights change type; the others keep theirs.
   const typeOf = (t: GgufTensorInfo) => (upcastType !== undefined && source.names.has(t.name) ? upcastType : t.type);
   let header: { header: Uint8Array; tensors: { name: string; offset: number; byteSize: number }[]; alignment: number };
   if (upcastType === undefined) {
-    header = native.ggufRewriteHeader(info.path, entries, []);
+    try { header = await native.ggufRewriteHeader(info.path, entries, []); } catch (e) { throw asMathneuroError(e, 'EIO'); }
   } else {
     if (info.alignment !== 32) throw new MathneuroError('EPATCH', `--upcast supports the default GGUF alignment (32), ${info.path} uses ${info.alignment}`);
     const keep = info.metadataEntries.filter((e) => !entries.some((n) => n.key === e.key));
@@ -108,7 +111,7 @@ function shardHeader(job: NewFileJob, info: GgufInfo, entries: GgufMetadataEntry
 /** Writes one patched file (a shard, or the whole model) to a temporary file: its path and size. */
 async function writePatchedShard(job: NewFileJob, info: GgufInfo, out: string, entries: GgufMetadataEntry[], beforeCommit?: (fd: number, header: Uint8Array) => Promise<void>): Promise<{ temp: string; end: number }> {
   removeStaleTemporaries(out);
-  const header = shardHeader(job, info, entries);
+  const header = await shardHeader(job, info, entries);
   const temp = temporaryPath(out);
   const src = openSync(info.path, 'r');
   let dst: number | undefined;
