@@ -99,13 +99,12 @@ export interface NativeBinding {
   patchTensor(request: Omit<PatchTensorRequest, 'importance'> & { importance: Float32Array | null }): Promise<PatchTensorResult>;
   // gguf_io.cpp
   ggufBuildHeader(spec: { metadata: readonly GgufMetadataEntry[]; tensors: readonly NativeTensorSpec[] }): NativeHeader;
-  /** The header of srcPath with metadata set and keys removed; the tensor layout stays the source's. */
-  /** ggml's read of the source's header and the new one's bytes run on the thread pool */
+  /** The header of srcPath with metadata set and keys removed; the tensor layout stays the source's (read and written on the thread pool). */
   ggufRewriteHeader(srcPath: string, set?: readonly GgufMetadataEntry[], remove?: readonly string[]): Promise<NativeHeader>;
   ggufQuantizeRows(type: number, values: Float32Array, nPerRow: number): Buffer;
   // Linux only (absent elsewhere):
-  /** Bytes copied inside the kernel (copy_file_range), or -1 where the kernel or file systems cannot. */
-  copyFileRange?(srcFd: number, dstFd: number, srcOffset: number, dstOffset: number, length: number): number;
+  /** Bytes copied inside the kernel (copy_file_range, on the thread pool), or -1 where the kernel or file systems cannot. */
+  copyFileRange?(srcFd: number, dstFd: number, srcOffset: number, dstOffset: number, length: number): Promise<number>;
   // train.cpp; tokenizeWithModel: train_eval.cpp
   trainModel(options: Omit<TrainOptions, 'onProgress'>, onProgress?: (p: TrainProgress) => void): Promise<TrainResult>;
   tokenizeWithModel(modelPath: string, text: string, addSpecial?: boolean): Int32Array;

@@ -139,18 +139,17 @@ async function writePatchedShard(job: NewFileJob, info: GgufInfo, out: string, e
 
 /**
  * The data section in the source's layout: the bytes between patched tensors (unchanged tensors,
- * padding) are copied inside the kernel as cp does (streamCopy, or where the kernel cannot: through
- * a buffer); each patched tensor is read into one of two buffers, patched and written (POSIX: all
- * three on a worker thread, so the kernel copies and the next mask's inflate on this thread, and
- * the next tensor, overlap with it). Two tensors are in flight at most (one with --threads 1);
- * their results are recorded in file order.
+ * padding) are copied inside the kernel as cp does, on the thread pool (streamCopy, or where the
+ * kernel cannot: through a buffer, on this thread); each patched tensor is read into one of two
+ * buffers, patched and written (POSIX: all three on a worker thread, so the copies, the next mask's
+ * decoding on this thread, and the next tensor, overlap with it). Two tensors are in flight at most
+ * (one with --threads 1, and each copy awaited); their results are recorded in file order.
  */
 async function writePatched(w: ShardWrite): Promise<number> {
   const { job, shard, src, dst, dataOffset, chunk } = w;
   const totalBytes = shard.fileSize - shard.dataOffset;
   const kernel = !job.options.streamCopy;
   const nativeIo = process.platform !== 'win32';
-  const copy = (from: number, length: number) => copyRange(src, dst, from, dataOffset + (from - shard.dataOffset), length, chunk, kernel);
   // two buffers of the largest patched tensor, used in turn, so the kernel does not map and zero
   // fresh memory for every tensor
   const largest = w.ordered.reduce((m, t) => (job.source.names.has(t.name) ? Math.max(m, t.byteSize) : m), 0);
@@ -164,6 +163,17 @@ async function writePatched(w: ShardWrite): Promise<number> {
   // the copy between them finish), each on every thread given; with one thread, one at a time, so
   // that --threads 1 patches on one thread as it selects on one
   const ahead = (job.options.threads ?? availableParallelism()) >= 2;
+  // The copies of the unchanged bytes run one after the other on the thread pool (in the kernel),
+  // beside the patches; this thread meanwhile keeps a streaming selection going (a copy of qwen's
+  // 272 MB embedding held it ~0.18 s). With one thread, each is awaited in its turn. A failed copy
+  // surfaces at the next tensor or at the end.
+  let copies: Promise<void> = Promise.resolve();
+  let copyFailed: { error: unknown } | undefined;
+  const copy = async (from: number, length: number) => {
+    const run = copies.then(() => copyRange(src, dst, from, dataOffset + (from - shard.dataOffset), length, chunk, kernel));
+    copies = run.catch((e) => { copyFailed ??= { error: e }; });
+    if (!ahead) await run;
+  };
   let pending: { t: GgufTensorInfo; run: Promise<{ result: TensorPatchResult; record: () => void }>; bytes: Uint8Array; at: number } | undefined;
   const settle = async () => {
     if (!pending) return;
@@ -179,6 +189,7 @@ async function writePatched(w: ShardWrite): Promise<number> {
     for (const t of w.ordered) {
       if (!job.source.names.has(t.name)) continue;
       checkAbort(job.options.signal);
+      if (copyFailed) throw copyFailed.error;
       // masks still being selected: this tensor's, awaited (while the previous tensor is patched); a
       // tensor with nothing selected is copied with the bytes that follow it
       if (job.source.selecting) {
@@ -187,7 +198,7 @@ async function writePatched(w: ShardWrite): Promise<number> {
       }
       // everything since the last patched tensor (unchanged tensors, padding) in one copy
       job.options.onProgress?.({ phase: 'copy', done: cursor - shard.dataOffset, total: totalBytes, item: t.name });
-      copy(cursor, t.absoluteOffset - cursor);
+      await copy(cursor, t.absoluteOffset - cursor);
       job.options.onProgress?.({ phase: 'patch', done: t.offset, total: totalBytes, item: t.name });
       const at = dataOffset + w.layout.get(t.name)!.offset;
       const mask = job.source.mask(t.name, maskBuffers[turn].subarray(0, maskBytes(t.numel)));
@@ -207,10 +218,14 @@ async function writePatched(w: ShardWrite): Promise<number> {
       cursor = t.absoluteOffset + t.byteSize;
     }
     await settle();
-    copy(cursor, shard.fileSize - cursor);
+    await copy(cursor, shard.fileSize - cursor);
+    await copies;
+    if (copyFailed) throw copyFailed.error;
   } catch (e) {
-    // a tensor still in flight reads and writes these descriptors: let it end before they are closed
+    // a tensor or a copy still in flight reads and writes these descriptors: let them end before
+    // they are closed
     if (pending) await pending.run.catch(() => undefined);
+    await copies;
     throw ioError(e);
   }
   return dataOffset + totalBytes;
@@ -242,7 +257,7 @@ async function writeUpcast(w: ShardWrite): Promise<number> {
       end = at + up.bytes.length;
     } else {
       job.options.onProgress?.({ phase: 'copy', done: t.offset, total: totalBytes, item: t.name });
-      copyRange(src, dst, t.absoluteOffset, at, t.byteSize, chunk, !job.options.streamCopy);
+      await copyRange(src, dst, t.absoluteOffset, at, t.byteSize, chunk, !job.options.streamCopy);
       end = at + t.byteSize;
     }
   }
@@ -256,12 +271,12 @@ async function writeUpcast(w: ShardWrite): Promise<number> {
 
 let kernelCopy: boolean | undefined;
 
-/** Copies a range inside the kernel; false (nothing copied) where the platform or file systems cannot. */
-function kernelCopyRange(src: number, dst: number, from: number, to: number, length: number): boolean {
+/** Copies a range inside the kernel (on the thread pool); false (nothing copied) where the platform or file systems cannot. */
+async function kernelCopyRange(src: number, dst: number, from: number, to: number, length: number): Promise<boolean> {
   const native = loadNative();
   kernelCopy ??= typeof native.copyFileRange === 'function';
   if (!kernelCopy || length <= 0) return false;
-  const n = native.copyFileRange!(src, dst, from, to, length);
+  const n = await native.copyFileRange!(src, dst, from, to, length);
   if (n < 0) { kernelCopy = false; return false; }
   if (n !== length) throw new MathneuroError('EIO', `source model: unexpected end of file at byte ${from + n}`);
   return true;
@@ -271,9 +286,9 @@ function kernelCopyRange(src: number, dst: number, from: number, to: number, len
  * Copies [from, from + length) of src to dst at `to`: inside the kernel (copy_file_range, as cp
  * does) where the platform and file systems allow, else through an 8 MiB buffer.
  */
-function copyRange(src: number, dst: number, from: number, to: number, length: number, chunk: Buffer, kernel = true) {
+async function copyRange(src: number, dst: number, from: number, to: number, length: number, chunk: Buffer, kernel = true): Promise<void> {
   if (length <= 0) return;
-  if (kernel && kernelCopyRange(src, dst, from, to, length)) return;
+  if (kernel && await kernelCopyRange(src, dst, from, to, length)) return;
   let done = 0;
   while (done < length) {
     const n = Math.min(chunk.length, length - done);
