@@ -347,16 +347,45 @@ struct Realized {
 struct Histogram { double min = -1, max = 3; int64_t bins = 0; };
 
 // One weight's before/after into the figures (the same arithmetic as src/patch/realized.ts).
-// A histogram of many bins of which few are hit: zero pages from calloc, and the bins hit listed.
+// A histogram of many bins of which few are hit, the bins hit listed.
 struct SparseBins {
+    const int64_t n;
     uint32_t * counts = nullptr;
     std::vector<uint32_t> hit;
-    explicit SparseBins(int64_t n) { if (n > 0 && !(counts = (uint32_t *) calloc((size_t) n, sizeof(uint32_t)))) throw std::bad_alloc(); }
+    explicit SparseBins(int64_t n_) : n(n_) { if (n > 0 && !(counts = (uint32_t *) calloc((size_t) n, sizeof(uint32_t)))) throw std::bad_alloc(); }
     ~SparseBins() { free(counts); }
     SparseBins(const SparseBins &) = delete;
     SparseBins & operator=(const SparseBins &) = delete;
     inline void add(size_t i) { if (counts[i]++ == 0) hit.push_back((uint32_t) i); }
+    void clear() { for (uint32_t i : hit) counts[i] = 0; hit.clear(); }
 };
+
+// Histograms are taken from a pool and given back cleared (only the bins hit are reset): a calloc
+// of the 400k bins (1.6 MB) per thread and call was a memset of all of it once glibc's mmap
+// threshold had risen past that size (4.4% of the CPU of a qwen-0.5b F16 select + patch). At most
+// 8 are kept.
+std::mutex bins_mu;
+std::vector<std::unique_ptr<SparseBins>> & bins_pool() { static std::vector<std::unique_ptr<SparseBins>> pool; return pool; }
+
+std::unique_ptr<SparseBins> take_bins(int64_t n) {
+    {
+        std::lock_guard<std::mutex> lock(bins_mu);
+        auto & pool = bins_pool();
+        for (size_t i = 0; i < pool.size(); i++) {
+            if (pool[i]->n != n) continue;
+            std::unique_ptr<SparseBins> b = std::move(pool[i]);
+            pool.erase(pool.begin() + (std::ptrdiff_t) i);
+            return b;
+        }
+    }
+    return std::unique_ptr<SparseBins>(new SparseBins(n));
+}
+
+void give_bins(std::unique_ptr<SparseBins> b) {
+    b->clear();
+    std::lock_guard<std::mutex> lock(bins_mu);
+    if (bins_pool().size() < 8) bins_pool().push_back(std::move(b));
+}
 
 // A selected weight's share of the figures: flags, and the ratio after / before and its bin where
 // kRatio / kBinned are set (the same arithmetic as src/patch/realized.ts).
@@ -538,7 +567,7 @@ Napi::Value PatchTensor(const Napi::CallbackInfo & info) {
             };
             const int nt = (int) std::max<int64_t>(1, std::min<int64_t>(n_threads, nchunks));
             std::vector<std::unique_ptr<patch::SparseBins>> bins;
-            for (int x = 0; x < nt; x++) bins.emplace_back(new patch::SparseBins(hist.bins));
+            for (int x = 0; x < nt; x++) bins.push_back(patch::take_bins(hist.bins));
             const bool quantized = ggml_is_quantized(t);
             const auto f16_table = t == GGML_TYPE_F16 ? patch::outcome_table<GGML_TYPE_F16>(scale, hist) : nullptr;
             const auto bf16_table = t == GGML_TYPE_BF16 ? patch::outcome_table<GGML_TYPE_BF16>(scale, hist) : nullptr;
@@ -627,6 +656,7 @@ Napi::Value PatchTensor(const Napi::CallbackInfo & info) {
                 for (const auto & bv : bins) n += bv->counts[i];
                 out->bins.push_back((double) i); out->bins.push_back((double) n);
             }
+            for (auto & bv : bins) patch::give_bins(std::move(bv));
             for (int64_t n : changed_count) out->bytes_changed += (double) n * (double) ts;
             for (auto & cb : changed_blocks) {
                 for (int64_t b : cb) {
