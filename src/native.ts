@@ -100,7 +100,8 @@ export interface NativeBinding {
   // gguf_io.cpp
   ggufBuildHeader(spec: { metadata: readonly GgufMetadataEntry[]; tensors: readonly NativeTensorSpec[] }): NativeHeader;
   /** The header of srcPath with metadata set and keys removed; the tensor layout stays the source's (read and written on the thread pool). */
-  ggufRewriteHeader(srcPath: string, set?: readonly GgufMetadataEntry[], remove?: readonly string[]): Promise<NativeHeader>;
+  /** (headerBytes: the source's header as read and validated, parsed instead of the file; dataOffset: where its data starts) */
+  ggufRewriteHeader(srcPath: string, set?: readonly GgufMetadataEntry[], remove?: readonly string[], headerBytes?: readonly Uint8Array[], dataOffset?: number): Promise<NativeHeader>;
   ggufQuantizeRows(type: number, values: Float32Array, nPerRow: number): Buffer;
   // Linux only (absent elsewhere):
   /** Bytes copied inside the kernel (copy_file_range, on the thread pool), or -1 where the kernel or file systems cannot. */

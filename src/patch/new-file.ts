@@ -9,7 +9,7 @@ import { fsyncDirectory, removeStaleTemporaries, temporaryPath, writeFailure } f
 import { codecTypeInfo } from '../core/codec.ts';
 import { readExactly, readTensorBytes } from '../core/tensor-io.ts';
 import { asMathneuroError, MathneuroError } from '../errors.ts';
-import type { GgufInfo, GgufMetadataEntry, GgufTensorInfo } from '../gguf/reader.ts';
+import { parsedHeaderBytes, type GgufInfo, type GgufMetadataEntry, type GgufTensorInfo } from '../gguf/reader.ts';
 import { splitPath, splitPrefix, type GgufModel } from '../gguf/model.ts';
 import { loadNative } from '../native.ts';
 import { maskBytes } from '../select/bits.ts';
@@ -93,7 +93,10 @@ async function shardHeader(job: NewFileJob, info: GgufInfo, entries: GgufMetadat
   const typeOf = (t: GgufTensorInfo) => (upcastType !== undefined && source.names.has(t.name) ? upcastType : t.type);
   let header: { header: Uint8Array; tensors: { name: string; offset: number; byteSize: number }[]; alignment: number };
   if (upcastType === undefined) {
-    try { header = await native.ggufRewriteHeader(info.path, entries, []); } catch (e) { throw asMathneuroError(e, 'EIO'); }
+    // ggml parses the header bytes the reader validated, where the parse still holds them (else the file)
+    const parsed = parsedHeaderBytes(info);
+    const held = parsed && parsed.reduce((a, b) => a + b.length, 0) === info.headerBytes;
+    try { header = await (held ? native.ggufRewriteHeader(info.path, entries, [], parsed, info.dataOffset) : native.ggufRewriteHeader(info.path, entries, [])); } catch (e) { throw asMathneuroError(e, 'EIO'); }
   } else {
     if (info.alignment !== 32) throw new MathneuroError('EPATCH', `--upcast supports the default GGUF alignment (32), ${info.path} uses ${info.alignment}`);
     const keep = info.metadataEntries.filter((e) => !entries.some((n) => n.key === e.key));

@@ -46,6 +46,17 @@ t.test('keys removed, replaced (moved to the end) and added; the tensors and the
   t.same(after.metadata.get('tokenizer.ggml.merges'), merges, 'the long string array as it was');
   t.same(after.tensors.map((x) => [x.name, x.typeName, x.shape.join('x'), x.offset]), before.tensors.map((x) => [x.name, x.typeName, x.shape.join('x'), x.offset]));
   t.ok(readFileSync(out).subarray(after.dataOffset).equals(data), 'the data section behind it reads as the source\'s');
+
+  // from the header's bytes as the reader kept them (any pieces; the padding is not read): the same
+  const head = readFileSync(src).subarray(0, before.headerBytes);
+  for (const cuts of [[], [1], [7, 8, 4000], [before.headerBytes - 1]]) {
+    const pieces: Buffer[] = [];
+    let at = 0;
+    for (const c of [...cuts, before.headerBytes]) { pieces.push(Buffer.from(head.subarray(at, c))); at = c; }
+    const m = await loadNative().ggufRewriteHeader(src, set, ['x.drop'], pieces, before.dataOffset);
+    t.ok(Buffer.from(m.header).equals(Buffer.from(r.header)), `pieces cut at ${cuts.join(', ') || 'nothing'}: the same header`);
+    t.same(m.tensors, r.tensors);
+  }
 });
 
 t.test('errors: a file ggml cannot read rejects; an entry that does not match its type throws before any work', async (t) => {
@@ -55,4 +66,10 @@ t.test('errors: a file ggml cannot read rejects; an entry that does not match it
   writeFileSync(src, encodeGguf(fuzzBaseModel(1)).bytes);
   t.throws(() => loadNative().ggufRewriteHeader(src, [{ key: 'x.bad', type: GGUF_VALUE.UINT32, value: 'text' }], []), { code: 'EUSAGE', message: /x\.bad/ });
   t.throws(() => loadNative().ggufRewriteHeader(src, [], [3 as unknown as string]), { code: 'EUSAGE', message: /removeKeys must be strings/ });
+  const info = readGgufSync(src);
+  const head = readFileSync(src).subarray(0, info.headerBytes);
+  t.throws(() => loadNative().ggufRewriteHeader(src, [], [], [head]), { code: 'EUSAGE', message: /with dataOffset/ });
+  t.throws(() => loadNative().ggufRewriteHeader(src, [], [], [head], info.headerBytes - 1), { code: 'EUSAGE', message: /dataOffset must be/ });
+  // bytes that end before the header does: ggml's read comes up short, a rejection (not an abort)
+  await t.rejects(loadNative().ggufRewriteHeader(src, [], [], [head.subarray(0, info.headerBytes - 10)], info.dataOffset), { code: 'EBADGGUF', message: /as read/ });
 });
