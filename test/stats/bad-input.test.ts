@@ -118,3 +118,30 @@ t.test('CLI: exit codes and --json', async (t) => {
   t.ok(['source', 'prebuilt'].includes(d.used));
   t.ok(d.devices.some((x: { type: string }) => x.type === 'cpu'), 'a CPU device');
 });
+
+// A statistics file whose values are negative, NaN or infinite is refused by name (MathNeuro's
+// scores and the importance matrix assume sums of squares and of norms: finite, >= 0), in each of
+// its three arrays, stored as float32 or float64.
+t.test('statistics with a negative or non-finite value are refused', async (t) => {
+  const { saveStats, loadStats } = await import('../../src/stats/index.ts');
+  const dir = t.testdir();
+  const weights = new Map([['blk.0.attn_q.weight', { name: 'blk.0.attn_q.weight', nIn: 8, nMat: 1, sum2: new Float64Array(8).fill(2), normSum: new Float64Array(8).fill(1), counts: new Float64Array([10]) }]]);
+  const model = { fileName: 'm.gguf', sizeBytes: 1, headerSha256: 'x' };
+  for (const float64 of [false, true]) {
+    const good = path.join(dir, `good-${float64}.gguf`);
+    await saveStats({ model, samples: 1, tokens: 10, datasets: ['d'], weights }, good, { float64 });
+    t.same([...(await loadStats(good)).weights.get('blk.0.attn_q.weight')!.sum2], new Array(8).fill(2), `float64 ${float64}: the values as saved`);
+    const info = readGgufSync(good);
+    for (const suffix of ['.in_sum2', '.in_norm_sum', '.counts']) {
+      const tensor = info.tensorByName.get(`blk.0.attn_q.weight${suffix}`)!;
+      for (const bad of [-1, NaN, Infinity]) {
+        const bytes = readFileSync(good);
+        const at = tensor.absoluteOffset + (suffix === '.counts' ? 0 : 3) * (float64 ? 8 : 4);
+        if (float64) bytes.writeDoubleLE(bad, at); else bytes.writeFloatLE(bad, at);
+        const file = path.join(dir, 'bad.gguf');
+        writeFileSync(file, bytes);
+        await rejectsWith(t, loadStats(file), 'ESTATS', new RegExp(`bad\\.gguf: blk\\.0\\.attn_q\\.weight\\${suffix} holds a negative or non-finite value`));
+      }
+    }
+  }
+});
