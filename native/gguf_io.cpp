@@ -109,12 +109,10 @@ void apply_kv(Napi::Env env, gguf_context * ctx, Napi::Value set, Napi::Value re
     }
 }
 
-Napi::Object header_result(Napi::Env env, gguf_context * ctx) {
-    const size_t n = gguf_get_meta_size(ctx);
-    Napi::Buffer<uint8_t> buf = Napi::Buffer<uint8_t>::New(env, n);
-    gguf_get_meta_data(ctx, buf.Data());
+// { header, tensors: {name, offset, byteSize}[], alignment } for a header's bytes and its context
+Napi::Object header_object(Napi::Env env, Napi::Buffer<uint8_t> header, gguf_context * ctx) {
     Napi::Object out = Napi::Object::New(env);
-    out.Set("header", buf);
+    out.Set("header", header);
     Napi::Array offs = Napi::Array::New(env);
     for (int64_t i = 0; i < gguf_get_n_tensors(ctx); ++i) {
         Napi::Object t = Napi::Object::New(env);
@@ -126,6 +124,12 @@ Napi::Object header_result(Napi::Env env, gguf_context * ctx) {
     out.Set("tensors", offs);
     out.Set("alignment", (double) gguf_get_alignment(ctx));
     return out;
+}
+
+Napi::Object header_result(Napi::Env env, gguf_context * ctx) {
+    Napi::Buffer<uint8_t> buf = Napi::Buffer<uint8_t>::New(env, gguf_get_meta_size(ctx));
+    gguf_get_meta_data(ctx, buf.Data());
+    return header_object(env, buf, ctx);
 }
 
 // ggufBuildHeader({ metadata: Entry[], tensors: {name, type, shape}[] }) -> { header: Buffer, tensors: {name, offset, byteSize}[] }
@@ -259,20 +263,7 @@ Napi::Value RewriteHeader(const Napi::CallbackInfo & info) {
         [st](Napi::Env e) -> Napi::Value {
             uint8_t * bytes = st->header;
             st->header = nullptr;   // the Buffer owns it now
-            Napi::Object out = Napi::Object::New(e);
-            out.Set("header", Napi::Buffer<uint8_t>::New(e, bytes, st->header_size, [](Napi::Env, uint8_t * d) { free(d); }));
-            Napi::Array offs = Napi::Array::New(e);
-            gguf_context * ctx = st->ctx.get();
-            for (int64_t i = 0; i < gguf_get_n_tensors(ctx); ++i) {
-                Napi::Object t = Napi::Object::New(e);
-                t.Set("name", gguf_get_tensor_name(ctx, i));
-                t.Set("offset", (double) gguf_get_tensor_offset(ctx, i));
-                t.Set("byteSize", (double) gguf_get_tensor_size(ctx, i));
-                offs.Set((uint32_t) i, t);
-            }
-            out.Set("tensors", offs);
-            out.Set("alignment", (double) gguf_get_alignment(ctx));
-            return out;
+            return header_object(e, Napi::Buffer<uint8_t>::New(e, bytes, st->header_size, [](Napi::Env, uint8_t * d) { free(d); }), st->ctx.get());
         });
     for (const Napi::Value & v : kept) w->Keep(v);
     return w->Start();
