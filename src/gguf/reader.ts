@@ -339,7 +339,10 @@ export interface ReadGgufOptions {}
 const parsedByPath = new Map<string, WeakRef<GgufInfo>>();
 const headerOf = new WeakMap<GgufInfo, { dev: bigint; ino: bigint; bytes: readonly Buffer[] }>();
 
-/** The header bytes `info` was parsed from (read-only; in pieces, in order), while the parse is held. */
+/**
+ * The header bytes `info` was parsed from (read-only; in pieces, in order, together exactly
+ * `info.headerBytes` long: headPieces guarantees it), while the parse is held.
+ */
 export function parsedHeaderBytes(info: GgufInfo): readonly Buffer[] | undefined {
   return headerOf.get(info)?.bytes;
 }
@@ -357,9 +360,8 @@ function heldParse(path: string, fd: number, size: number): GgufInfo | undefined
   if (!header || held.fileSize !== size) return undefined;
   const st = fstatSync(fd, { bigint: true });
   if (st.dev !== header.dev || st.ino !== header.ino) return undefined;
-  const length = header.bytes.reduce((a, b) => a + b.length, 0);
-  const now = readAt(fd, length);
-  if (now.length !== length) return undefined;
+  const now = readAt(fd, held.headerBytes);
+  if (now.length !== held.headerBytes) return undefined;
   let at = 0;
   for (const b of header.bytes) {
     if (!now.subarray(at, at + b.length).equals(b)) return undefined;

@@ -94,9 +94,7 @@ async function shardHeader(job: NewFileJob, info: GgufInfo, entries: GgufMetadat
   let header: { header: Uint8Array; tensors: { name: string; offset: number; byteSize: number }[]; alignment: number };
   if (upcastType === undefined) {
     // ggml parses the header bytes the reader validated, where the parse still holds them (else the file)
-    const parsed = parsedHeaderBytes(info);
-    const held = parsed && parsed.reduce((a, b) => a + b.length, 0) === info.headerBytes;
-    try { header = await (held ? native.ggufRewriteHeader(info.path, entries, [], parsed, info.dataOffset) : native.ggufRewriteHeader(info.path, entries, [])); } catch (e) { throw asMathneuroError(e, 'EIO'); }
+    try { header = await native.ggufRewriteHeader(info.path, entries, [], parsedHeaderBytes(info), info.dataOffset); } catch (e) { throw asMathneuroError(e, 'EIO'); }
   } else {
     if (info.alignment !== 32) throw new MathneuroError('EPATCH', `--upcast supports the default GGUF alignment (32), ${info.path} uses ${info.alignment}`);
     const keep = info.metadataEntries.filter((e) => !entries.some((n) => n.key === e.key));

@@ -36,7 +36,7 @@ export function modelIdentity(info: GgufInfo): ModelIdentity {
   for (const shard of shards) {
     // the bytes the header was parsed from (a Qwen2 header is 5.7 MB), else read again
     const parsed = parsedHeaderBytes(shard);
-    if (parsed && parsed.reduce((a, b) => a + b.length, 0) === shard.headerBytes) { for (const b of parsed) hash.update(b); continue; }
+    if (parsed) { for (const b of parsed) hash.update(b); continue; }
     const fd = openSync(shard.path, 'r');
     try {
       const header = Buffer.alloc(shard.headerBytes);
