@@ -99,8 +99,11 @@ export interface NativeBinding {
   patchTensor(request: Omit<PatchTensorRequest, 'importance'> & { importance: Float32Array | null }): Promise<PatchTensorResult>;
   // gguf_io.cpp
   ggufBuildHeader(spec: { metadata: readonly GgufMetadataEntry[]; tensors: readonly NativeTensorSpec[] }): NativeHeader;
-  /** The header of srcPath with metadata set and keys removed; the tensor layout stays the source's (read and written on the thread pool). */
-  /** (headerBytes: the source's header as read and validated, parsed instead of the file; dataOffset: where its data starts) */
+  /**
+   * The header of srcPath with metadata set and keys removed; the tensor layout stays the source's
+   * (read and written on the thread pool). headerBytes: the source's header as read and validated,
+   * parsed instead of the file (dataOffset: where its data starts); undefined reads the file.
+   */
   ggufRewriteHeader(srcPath: string, set?: readonly GgufMetadataEntry[], remove?: readonly string[], headerBytes?: readonly Uint8Array[], dataOffset?: number): Promise<NativeHeader>;
   ggufQuantizeRows(type: number, values: Float32Array, nPerRow: number): Buffer;
   // Linux only (absent elsewhere):

@@ -135,7 +135,7 @@ async function maskSource(info: GgufInfo, options: PatchOptions, file: Selection
             waiter.resolve();
             continue;
           }
-          const p = packMask(selection.masks[0], entry.numel).then((packed) => { entry.packed = packed; waiter.resolve(); }, (e) => { waiter.reject(e); throw e; });
+          const p = packMask(raw, entry.numel).then((packed) => { entry.packed = packed; waiter.resolve(); }, (e) => { waiter.reject(e); throw e; });
           p.catch(() => {});   // (awaited below, unless the selection fails first)
           packing.push(p);
         } else waiter.resolve();
