@@ -1,7 +1,20 @@
 // Shared declarations of the mathneuro native shim. Each .cpp registers its own exports.
 #pragma once
 #include "napi_util.h"
+#include <cstdint>
+#include <cstring>
 #include <string>
+
+// The little-endian 64-bit word at p (any alignment): a mask read 64 bits at a time
+// (mask_codec.cpp, requantize.cpp).
+inline uint64_t load_le64(const uint8_t * p) {
+    uint64_t v;
+    memcpy(&v, p, 8);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    v = __builtin_bswap64(v);
+#endif
+    return v;
+}
 
 void RegisterBackend(Napi::Env env, Napi::Object exports);
 void RegisterCollector(Napi::Env env, Napi::Object exports);

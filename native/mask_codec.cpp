@@ -33,15 +33,6 @@ namespace {
 constexpr unsigned kMaxK = 56;            // k bits fit the writer's window beside 7 pending bits
 constexpr uint64_t kMaxBits = (1ull << 53) - 1;
 
-inline uint64_t load_le64(const uint8_t * p) {
-    uint64_t v;
-    memcpy(&v, p, 8);
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-    v = __builtin_bswap64(v);
-#endif
-    return v;
-}
-
 inline void store_le64(uint8_t * p, uint64_t v) {
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
     v = __builtin_bswap64(v);

@@ -484,17 +484,10 @@ void float_chunk(uint8_t * bytes, const uint8_t * sel, int64_t i0, int64_t i_end
     double ratio_sum = r.ratio_sum;
     // the mask 64 bits at a time (one unpredictable loop exit per 64 weights, not per 8), then the
     // last bytes one at a time; set bits in increasing index either way
-    auto word_at = [sel](int64_t i) {
-        uint64_t v; memcpy(&v, sel + (i >> 3), 8);
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-        v = __builtin_bswap64(v);
-#endif
-        return v;
-    };
     for (int64_t i8 = i0; i8 < i_end; ) {
         uint64_t bits;
         const int64_t base = i8;
-        if (i_end - i8 >= 64) { bits = word_at(i8); i8 += 64; }
+        if (i_end - i8 >= 64) { bits = load_le64(sel + (i8 >> 3)); i8 += 64; }
         else { bits = sel[i8 >> 3]; if (i_end - i8 < 8) bits &= (1u << (i_end - i8)) - 1; i8 += 8; }
         while (bits) {
             const int64_t i = base + __builtin_ctzll(bits);
