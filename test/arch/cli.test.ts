@@ -10,7 +10,7 @@ import { archTables } from '../../src/synth.ts';
 async function run(argv: string[]) {
   let stdout = '', stderr = '';
   const sink = (f: (s: string) => void) => new Writable({ write(chunk, _enc, cb) { f(chunk.toString()); cb(); } });
-  const code = await main(argv, { stdout: sink((s) => { stdout += s; }), stderr: sink((s) => { stderr += s; }), env: { NO_COLOR: '1' } });
+  const code = await main(argv, { stdout: sink((s) => { stdout += s; }), stderr: sink((s) => { stderr += s; }), env: { MATHNEURO_CACHE_DIR: process.env.MATHNEURO_CACHE_DIR, NO_COLOR: '1' } });
   return { code, stdout, stderr };
 }
 

@@ -7,7 +7,7 @@ import { evalTestModel, tempCacheDir } from './helpers.ts';
 function io() {
   const out: string[] = [], err: string[] = [];
   const sink = (into: string[]) => new Writable({ write(chunk, _enc, done) { into.push(String(chunk)); done(); } });
-  return { io: { stdout: sink(out), stderr: sink(err), env: {} as NodeJS.ProcessEnv }, out: () => out.join(''), err: () => err.join('') };
+  return { io: { stdout: sink(out), stderr: sink(err), env: { MATHNEURO_CACHE_DIR: process.env.MATHNEURO_CACHE_DIR } as NodeJS.ProcessEnv }, out: () => out.join(''), err: () => err.join('') };
 }
 
 t.test('usage errors exit 2 with one line', async (t) => {

@@ -62,10 +62,10 @@ if (!stories) {
 
     const data = path.join(dir, 'mixed.txt');
     writeFileSync(data, 'Once upon a time there was a cat.\n\nTom said a=b.\n\nThe dog ran to the park.\n');
-    const io = { stdout: sink(), stderr: sink(), env: {} };
+    const io = { stdout: sink(), stderr: sink(), env: { MATHNEURO_CACHE_DIR: process.env.MATHNEURO_CACHE_DIR } };
     await t.rejects(statsCommand.run([noByte, '--data', data, '-o', path.join(dir, 'x.stats.gguf'), '--threads', '1'], io), { code: 'EDATA', message: /mixed\.txt:3 \("=" \(U\+003D\)\)/ }, 'stats: the file and line, before any forward pass');
     const err = sink();
-    t.equal(await statsCommand.run([noByte, '--data', data, '-o', path.join(dir, 'x.stats.gguf'), '--threads', '1', '--skip-unencodable'], { stdout: sink(), stderr: err, env: {} }), 0);
+    t.equal(await statsCommand.run([noByte, '--data', data, '-o', path.join(dir, 'x.stats.gguf'), '--threads', '1', '--skip-unencodable'], { stdout: sink(), stderr: err, env: { MATHNEURO_CACHE_DIR: process.env.MATHNEURO_CACHE_DIR } }), 0);
     t.match(err.text, /note: 1 samples with characters the vocabulary cannot encode were skipped \(--skip-unencodable\), e\.g\. .*mixed\.txt:3/);
   });
 

@@ -14,7 +14,7 @@ import { dequantizedTensor, referenceMathNeuro, sha256, syntheticStats, syntheti
 
 async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   let stdout = '', stderr = '';
-  const io = { stdout: { write: (s: string) => { stdout += s; return true; } } as any, stderr: { write: (s: string) => { stderr += s; return true; } } as any, env: {} };
+  const io = { stdout: { write: (s: string) => { stdout += s; return true; } } as any, stderr: { write: (s: string) => { stderr += s; return true; } } as any, env: { MATHNEURO_CACHE_DIR: process.env.MATHNEURO_CACHE_DIR } };
   const code = await main(args, io);
   return { code, stdout, stderr };
 }

@@ -13,7 +13,7 @@ process.env.OMP_WAIT_POLICY ??= 'passive';
 async function run(argv: string[]) {
   let stdout = '', stderr = '';
   const sink = (f: (s: string) => void) => new Writable({ write(c, _e, cb) { f(c.toString()); cb(); } });
-  const code = await main(argv, { stdout: sink((s) => { stdout += s; }), stderr: sink((s) => { stderr += s; }), env: { NO_COLOR: '1' } });
+  const code = await main(argv, { stdout: sink((s) => { stdout += s; }), stderr: sink((s) => { stderr += s; }), env: { MATHNEURO_CACHE_DIR: process.env.MATHNEURO_CACHE_DIR, NO_COLOR: '1' } });
   return { code, stdout, stderr };
 }
 
