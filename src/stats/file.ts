@@ -3,8 +3,9 @@
 // and provenance keys. Checkpoints use the same layout with F64 tensors so a resumed run adds up
 // to exactly what an uninterrupted one does.
 import { createHash } from 'node:crypto';
-import { closeSync, openSync, readSync } from 'node:fs';
+import { closeSync, openSync } from 'node:fs';
 import path from 'node:path';
+import { readFully } from '../core/tensor-io.ts';
 import { MathneuroError } from '../errors.ts';
 import { writeGgufFile } from '../gguf/writer.ts';
 import { parsedHeaderBytes, readGgufSync, type GgufInfo, type GgufMetadataEntry } from '../gguf/reader.ts';
@@ -40,12 +41,7 @@ export function modelIdentity(info: GgufInfo): ModelIdentity {
     const fd = openSync(shard.path, 'r');
     try {
       const header = Buffer.alloc(shard.headerBytes);
-      let got = 0;
-      while (got < header.length) {
-        const r = readSync(fd, header, got, header.length - got, got);
-        if (r === 0) break;
-        got += r;
-      }
+      readFully(fd, header, 0);   // (a short file hashes as zeros past its end, as before)
       hash.update(header);
     } finally {
       closeSync(fd);
@@ -125,12 +121,7 @@ function readTensor(data: Uint8Array, info: GgufInfo, name: string): Float64Arra
 /** The data section of a statistics file, read whole. */
 function readData(fd: number, info: GgufInfo): Uint8Array {
   const data = new Uint8Array(Math.max(0, info.fileSize - info.dataOffset));
-  let got = 0;
-  while (got < data.length) {
-    const r = readSync(fd, data, got, data.length - got, info.dataOffset + got);
-    if (r === 0) throw new MathneuroError('ESTATS', `${info.path}: unexpected end of file`);
-    got += r;
-  }
+  if (readFully(fd, data, info.dataOffset) < data.length) throw new MathneuroError('ESTATS', `${info.path}: unexpected end of file`);
   return data;
 }
 
