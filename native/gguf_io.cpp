@@ -92,14 +92,8 @@ void set_kv(Napi::Env env, gguf_context * ctx, Napi::Object e) {
     }
 }
 
-void apply_kv(Napi::Env env, gguf_context * ctx, Napi::Value set, Napi::Value remove) {
-    if (remove.IsArray()) {
-        Napi::Array r = remove.As<Napi::Array>();
-        for (uint32_t i = 0; i < r.Length(); ++i) {
-            if (!r.Get(i).IsString()) ThrowCoded(env, "EUSAGE", "removeKeys must be strings");
-            gguf_remove_key(ctx, r.Get(i).As<Napi::String>().Utf8Value().c_str());
-        }
-    }
+// Each metadata entry of `set` (an array; anything else sets nothing) set in ctx, in order.
+void apply_kv(Napi::Env env, gguf_context * ctx, Napi::Value set) {
     if (set.IsArray()) {
         Napi::Array s = set.As<Napi::Array>();
         for (uint32_t i = 0; i < s.Length(); ++i) {
@@ -138,7 +132,7 @@ Napi::Value BuildHeader(const Napi::CallbackInfo & info) {
     if (info.Length() < 1 || !info[0].IsObject()) ThrowCoded(env, "EUSAGE", "ggufBuildHeader(spec)");
     Napi::Object spec = info[0].As<Napi::Object>();
     gguf_context_ptr ctx(gguf_init_empty());
-    apply_kv(env, ctx.get(), spec.Get("metadata"), Napi::Value());
+    apply_kv(env, ctx.get(), spec.Get("metadata"));
     Napi::Value tv = spec.Get("tensors");
     if (!tv.IsArray()) ThrowCoded(env, "EUSAGE", "spec.tensors must be an array");
     Napi::Array tensors = tv.As<Napi::Array>();
@@ -228,7 +222,7 @@ Napi::Value RewriteHeader(const Napi::CallbackInfo & info) {
             st->remove.push_back(r.Get(i).As<Napi::String>().Utf8Value());
         }
     }
-    apply_kv(env, st->set.get(), info.Length() > 1 ? info[1] : Napi::Value(), Napi::Value());
+    apply_kv(env, st->set.get(), info.Length() > 1 ? info[1] : Napi::Value());
     std::vector<Napi::Value> kept;
     if (info.Length() > 3 && !info[3].IsUndefined()) {
         if (!info[3].IsArray() || info.Length() < 5 || !info[4].IsNumber()) ThrowCoded(env, "EUSAGE", "headerBytes must be an array of Uint8Array, with dataOffset");
