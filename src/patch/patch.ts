@@ -99,7 +99,8 @@ async function maskSource(info: GgufInfo, options: PatchOptions, file: Selection
   // STREAMING_LIMITS.rawMaskBytes, and dropped once taken. Beyond that (a selection far ahead of
   // the patch), and when the whole selection runs first, the masks are kept Rice-coded (or raw
   // where that is smaller), coded on the thread pool meanwhile.
-  const masks = new Map<string, { packed?: PackedMask; raw?: Uint8Array; numel: number; count: number }>();
+  type HeldMask = { packed?: PackedMask; raw?: Uint8Array; numel: number; count: number };
+  const masks = new Map<string, HeldMask>();
   let rawBytes = 0;
   // each scored tensor's mask known (packed, or nothing selected), in the plan's order
   const known = new Map<string, { promise: Promise<void>; resolve: () => void; reject: (e: unknown) => void }>();
@@ -126,7 +127,7 @@ async function maskSource(info: GgufInfo, options: PatchOptions, file: Selection
       })) {
         const waiter = known.get(selection.tensor.name)!;
         if (selection.counts[0] > 0) {
-          const entry: { packed?: PackedMask; raw?: Uint8Array; numel: number; count: number } = { numel: selection.tensor.numel, count: selection.counts[0] };
+          const entry: HeldMask = { numel: selection.tensor.numel, count: selection.counts[0] };
           masks.set(selection.tensor.name, entry);
           const raw = selection.masks[0];
           if (streaming && rawBytes + raw.length <= STREAMING_LIMITS.rawMaskBytes) {
