@@ -22,6 +22,12 @@ function randomMask(nBits: number, p: number, r: () => number): Uint8Array {
   return m;
 }
 
+/** A randomMask, its number of set bits, and encodeMask's code of it. */
+async function codedMask(nBits: number, p: number, r: () => number) {
+  const mask = randomMask(nBits, p, r);
+  return { mask, count: countOnes(mask, nBits), code: await encodeMask(mask, nBits) };
+}
+
 // ------------------------------------------------------------------------------------------
 // The spec, in JS. Header byte: k in bits 0-5 (0..56), bit 6 zero, bit 7 = the clear bits are coded.
 // Stream from byte 1, LSB first: per coded position, gap g = p - prev - 1 as (g >> k) zeros, a one,
@@ -96,9 +102,7 @@ t.test('round trips at every density and length; bytes equal the JS encoder; the
   const r = rng(1);
   for (const nBits of LENGTHS) {
     for (const p of DENSITIES) {
-      const mask = randomMask(nBits, p, r);
-      const count = countOnes(mask, nBits);
-      const code = await encodeMask(mask, nBits);
+      const { mask, count, code } = await codedMask(nBits, p, r);
       const what = `nBits=${nBits} p=${p} count=${count}`;
       const full = nBits >= 1000;
       if (!full) t.ok(code.length <= bytesOf(nBits) + 1, `${what}: ${code.length} bytes, at most the mask's + 1`);
@@ -119,9 +123,7 @@ t.test('round trips at every density and length; bytes equal the JS encoder; the
 t.test('decoding into a given mask: its length, no overlap with the code, a corrupt code', async (t) => {
   const r = rng(7);
   const nBits = 10007;
-  const mask = randomMask(nBits, 0.05, r);
-  const count = countOnes(mask, nBits);
-  const code = await encodeMask(mask, nBits);
+  const { mask, count, code } = await codedMask(nBits, 0.05, r);
   t.equal(thrownCode(() => decodeMask(code, nBits, count, new Uint8Array(bytesOf(nBits) + 1))), 'EUSAGE', 'one byte too many');
   t.equal(thrownCode(() => decodeMask(code, nBits, count, new Uint8Array(bytesOf(nBits) - 1))), 'EUSAGE', 'one byte too few');
   // the code inside the mask's own memory (its start, or its end) would be overwritten while read
@@ -142,9 +144,7 @@ t.test('k is the documented one, and Rice is about as small as iid bits allow', 
   const r = rng(2);
   const nBits = 1 << 20;
   for (const p of [0.001, 0.01, 0.05, 0.1, 0.2]) {
-    const mask = randomMask(nBits, p, r);
-    const count = countOnes(mask, nBits);
-    const code = await encodeMask(mask, nBits);
+    const { mask, count, code } = await codedMask(nBits, p, r);
     t.equal(code[0], riceParameter(count, nBits), `p=${p}: header k`);
     const h = -(p * Math.log2(p) + (1 - p) * Math.log2(1 - p));
     const ratio = (code.length * 8) / (nBits * h);
@@ -207,9 +207,7 @@ function thrownCode(fn: () => unknown): string | undefined {
 t.test('corrupt codes throw EDATA, never crash', async (t) => {
   const r = rng(5);
   const nBits = 20011;
-  const mask = randomMask(nBits, 0.02, r);
-  const count = countOnes(mask, nBits);
-  const code = await encodeMask(mask, nBits);
+  const { mask, count, code } = await codedMask(nBits, 0.02, r);
   t.ok(code.length > 10);
 
   for (let n = 0; n < code.length; n++) {
