@@ -11,6 +11,9 @@
 #include <memory>
 #include <mutex>
 #include <type_traits>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 #ifndef _WIN32
 #include <unistd.h>
 #endif
@@ -429,6 +432,59 @@ inline void account(Realized & r, SparseBins & bins, const Histogram & h, bool s
     }
 }
 
+// The unselected weights of one block (sel: mask bits, bit sel_base + j is weight j): how many
+// changed, and the sums of their squared change and of their squared value before, as
+// patch::account adds them but summed in 4 lanes (weight j into lane j mod 4, the lanes then added
+// (0 + 1) + (2 + 3)): one chain of dependent adds per block cost a quarter of a Q4_K keep-scale
+// patch. A NaN or an infinity counts and sums as in account: a changed NaN's square is NaN, an
+// unchanged value adds nothing to the change (the terms of selected or unchanged weights are
+// masked to +0, not multiplied by 0). The SSE2 loop (4 weights at a time, two lanes per register)
+// gives the bits of the scalar one.
+struct OtherSums { int64_t changed = 0; double change_sq = 0, value_sq = 0; };
+inline OtherSums other_sums(const float * before, const float * after, const uint8_t * sel, int64_t sel_base, int64_t bs) {
+    double c[4] = {0, 0, 0, 0}, v[4] = {0, 0, 0, 0};
+    int64_t changed = 0, j = 0;
+#if defined(__SSE2__)
+    if ((sel_base & 7) == 0) {
+        // kOther[m]: a lane of all ones where bit y of m (weight y of 4 selected) is clear
+        static constexpr struct OtherTable {
+            uint32_t m[16][4];
+            constexpr OtherTable() : m() { for (int x = 0; x < 16; x++) for (int y = 0; y < 4; y++) m[x][y] = (x >> y & 1) ? 0u : 0xffffffffu; }
+        } kOther;
+        __m128d c01 = _mm_setzero_pd(), c23 = _mm_setzero_pd(), v01 = _mm_setzero_pd(), v23 = _mm_setzero_pd();
+        for (; j + 8 <= bs; j += 8) {
+            const unsigned bits = sel[(sel_base + j) >> 3];
+            for (int half = 0; half < 8; half += 4) {
+                const __m128i o = _mm_loadu_si128((const __m128i *) kOther.m[(bits >> half) & 15]);
+                const __m128 bf = _mm_loadu_ps(before + j + half), af = _mm_loadu_ps(after + j + half);
+                const __m128 moved = _mm_and_ps(_mm_cmpneq_ps(af, bf), _mm_castsi128_ps(o));   // unordered (NaN) counts as changed, as != does
+                changed += (int64_t) (0x4332322132212110ull >> (4 * _mm_movemask_ps(moved)) & 15);   // bits set in 4 (no POPCNT in the baseline build)
+                const __m128i mi = _mm_castps_si128(moved);
+                const __m128d mlo = _mm_castsi128_pd(_mm_unpacklo_epi32(mi, mi)), mhi = _mm_castsi128_pd(_mm_unpackhi_epi32(mi, mi));
+                const __m128d olo = _mm_castsi128_pd(_mm_unpacklo_epi32(o, o)), ohi = _mm_castsi128_pd(_mm_unpackhi_epi32(o, o));
+                const __m128d blo = _mm_cvtps_pd(bf), bhi = _mm_cvtps_pd(_mm_movehl_ps(bf, bf));
+                const __m128d dlo = _mm_sub_pd(_mm_cvtps_pd(af), blo), dhi = _mm_sub_pd(_mm_cvtps_pd(_mm_movehl_ps(af, af)), bhi);
+                c01 = _mm_add_pd(c01, _mm_and_pd(mlo, _mm_mul_pd(dlo, dlo)));
+                c23 = _mm_add_pd(c23, _mm_and_pd(mhi, _mm_mul_pd(dhi, dhi)));
+                v01 = _mm_add_pd(v01, _mm_and_pd(olo, _mm_mul_pd(blo, blo)));
+                v23 = _mm_add_pd(v23, _mm_and_pd(ohi, _mm_mul_pd(bhi, bhi)));
+            }
+        }
+        _mm_storeu_pd(c, c01); _mm_storeu_pd(c + 2, c23); _mm_storeu_pd(v, v01); _mm_storeu_pd(v + 2, v23);
+    }
+#endif
+    for (; j < bs; j++) {
+        const int64_t i = sel_base + j;
+        const bool other = !((sel[i >> 3] >> (i & 7)) & 1);
+        const double b = before[j], a = after[j], d = a - b;
+        const bool moved = other && a != b;
+        changed += moved;
+        c[j & 3] += moved ? d * d : 0.0;
+        v[j & 3] += other ? b * b : 0.0;
+    }
+    return {changed, (c[0] + c[1]) + (c[2] + c[3]), (v[0] + v[1]) + (v[2] + v[3])};
+}
+
 // What patching one element of a float type does, with ggml's own conversions (codec.h's inline
 // copies of those ggml_quantize_chunk uses): its new bits, and its share of the figures.
 template <ggml_type T> using FloatBits = std::conditional_t<T == GGML_TYPE_F32, uint32_t, uint16_t>;
@@ -613,23 +669,10 @@ Napi::Value PatchTensor(const Napi::CallbackInfo & info) {
                         const int kind = requant_block(t, bs, ts, blk, target.data(), im, sel, i0, strategy, sc, next.data(), after.data());
                         r.candidates[kind]++;
                         if (memcmp(next.data(), blk, ts) != 0) { memcpy(blk, next.data(), ts); note_changed(c, b); }
-                        // the other weights' sums first, in locals and a loop without calls (kept in
-                        // registers, not stored and reloaded per weight), then the selected weights';
-                        // each sum gets its terms in the same order as patch::account adds them
-                        double others = r.others, others_changed = r.others_changed, other_change_sq = r.other_change_sq, other_value_sq = r.other_value_sq;
-                        // (the runs of unselected weights between the selected ones, in index order)
-                        auto others_in = [&](int64_t j0, int64_t j1) {
-                            for (int64_t j = j0; j < j1; j++) {
-                                const double bv = before[j], av = after[j];
-                                others++;
-                                if (av != bv) { others_changed++; other_change_sq += (av - bv) * (av - bv); }
-                                other_value_sq += bv * bv;
-                            }
-                        };
-                        int64_t run_start = 0;
-                        for_each_selected(sel, i0, bs, [&](int j) { others_in(run_start, j); run_start = j + 1; });
-                        others_in(run_start, bs);
-                        r.others = others; r.others_changed = others_changed; r.other_change_sq = other_change_sq; r.other_value_sq = other_value_sq;
+                        // the other weights' figures: this block's sums first (patch::other_sums), then added to the chunk's
+                        const patch::OtherSums o = patch::other_sums(before.data(), after.data(), sel, i0, bs);
+                        r.others += (double) (bs - nsel); r.others_changed += (double) o.changed;
+                        r.other_change_sq += o.change_sq; r.other_value_sq += o.value_sq;
                         for_each_selected(sel, i0, bs, [&](int j) { patch::account(r, *bins[(size_t) th], hist, true, before[j], after[j], scale); });
                     }
                     partial[(size_t) c] = r;

@@ -114,6 +114,35 @@ for (const { type, shape } of CASES) {
   });
 }
 
+// Blocks whose fp16 scale is infinite or NaN dequantize to infinities and NaNs (an infinite scale
+// times code 0 is NaN): the native figures count and sum those weights as the JS reference does (a
+// changed NaN, an unchanged infinity), and the bytes are the reference's.
+t.test('blocks of infinite and NaN scale: the same bytes and figures as the reference', async (t) => {
+  for (const [type, scaleAt] of [['Q8_0', 0], ['Q4_K', 0], ['Q4_K', 2], ['Q6_K', 208]] as const) {
+    const info = codecTypeByName(type)!;
+    const r = rng(97 + scaleAt);
+    const nIn = 256, rows = 12, numel = nIn * rows;
+    const source = quantize(info.id, new Float32Array(numel).map(() => (r() - 0.5) * 0.2), nIn);
+    const bs = info.blockSize, ts = info.typeSize;
+    // block 1's scale +inf, block 2's -inf, block 3's NaN (fp16 bits, little-endian)
+    for (const [b, bits] of [[1, 0x7c00], [2, 0xfc00], [3, 0x7e00]] as const) { source[b * ts + scaleAt] = bits & 0xff; source[b * ts + scaleAt + 1] = bits >> 8; }
+    const mask = newMask(numel);
+    for (let i = 0; i < 6 * bs; i++) if (i % 5 === 1) setBit(mask, i);
+    for (const strategy of ['keep-scale', 'auto', 'best'] as RequantizeStrategy[]) {
+      const label = `${type} (scale bytes at ${scaleAt}) ${strategy}`;
+      const refReport = new RealizedScaleReport(1.1);
+      const ref = await referencePatch({ name: 'blk.0.w.weight', type: info.id, typeName: info.name, shape: [nIn, rows, 1], numel } as GgufTensorInfo, source, mask, 1.1, strategy, undefined, refReport);
+      const report = new RealizedScaleReport(1.1);
+      const bytes = new Uint8Array(source);
+      await patchTensorInPlace({ name: 'blk.0.w.weight', type: info.id, typeName: info.name, shape: [nIn, rows, 1], numel } as GgufTensorInfo, bytes, mask, { scale: 1.1, strategy, realized: report, threads: 2 });
+      t.ok(Buffer.from(bytes).equals(Buffer.from(ref.bytes)), `${label}: same bytes`);
+      const rows_ = report.rows(), want = refReport.rows();
+      sameRows(t, rows_, want, label);
+      t.ok(want.some((w) => !Number.isFinite(w.otherRelativeRmsChange) || Number.isNaN(w.meanRealizedScale) || w.otherShareChanged > 0), `${label}: the reference's figures see the non-finite weights`);
+    }
+  }
+});
+
 t.test('patchTensor refuses bad input before it reaches ggml', async (t) => {
   const q4k = codecTypeByName('Q4_K')!;
   const data = new Uint8Array(144 * 2), mask = new Uint8Array(64);
