@@ -446,20 +446,17 @@ inline OtherSums other_sums(const float * before, const float * after, const uin
     int64_t changed = 0, j = 0;
 #if defined(__SSE2__)
     if ((sel_base & 7) == 0) {
-        // kOther[m]: a lane of all ones where bit y of m (weight y of 4 selected) is clear
-        static constexpr struct OtherTable {
-            uint32_t m[16][4];
-            constexpr OtherTable() : m() { for (int x = 0; x < 16; x++) for (int y = 0; y < 4; y++) m[x][y] = (x >> y & 1) ? 0u : 0xffffffffu; }
-        } kOther;
+        const __m128i weight_bit = _mm_setr_epi32(1, 2, 4, 8);
+        __m128i moved_n = _mm_setzero_si128();   // per lane, how many moved (each moved lane is -1)
         __m128d c01 = _mm_setzero_pd(), c23 = _mm_setzero_pd(), v01 = _mm_setzero_pd(), v23 = _mm_setzero_pd();
         for (; j + 8 <= bs; j += 8) {
-            const unsigned bits = sel[(sel_base + j) >> 3];
+            const int bits = sel[(sel_base + j) >> 3];
             for (int half = 0; half < 8; half += 4) {
-                const __m128i o = _mm_loadu_si128((const __m128i *) kOther.m[(bits >> half) & 15]);
+                // o: all ones in the lanes of the 4 weights whose mask bit is clear
+                const __m128i o = _mm_cmpeq_epi32(_mm_and_si128(_mm_set1_epi32(bits >> half), weight_bit), _mm_setzero_si128());
                 const __m128 bf = _mm_loadu_ps(before + j + half), af = _mm_loadu_ps(after + j + half);
-                const __m128 moved = _mm_and_ps(_mm_cmpneq_ps(af, bf), _mm_castsi128_ps(o));   // unordered (NaN) counts as changed, as != does
-                changed += (int64_t) (0x4332322132212110ull >> (4 * _mm_movemask_ps(moved)) & 15);   // bits set in 4 (no POPCNT in the baseline build)
-                const __m128i mi = _mm_castps_si128(moved);
+                const __m128i mi = _mm_and_si128(_mm_castps_si128(_mm_cmpneq_ps(af, bf)), o);   // unordered (NaN) counts as changed, as != does
+                moved_n = _mm_sub_epi32(moved_n, mi);
                 const __m128d mlo = _mm_castsi128_pd(_mm_unpacklo_epi32(mi, mi)), mhi = _mm_castsi128_pd(_mm_unpackhi_epi32(mi, mi));
                 const __m128d olo = _mm_castsi128_pd(_mm_unpacklo_epi32(o, o)), ohi = _mm_castsi128_pd(_mm_unpackhi_epi32(o, o));
                 const __m128d blo = _mm_cvtps_pd(bf), bhi = _mm_cvtps_pd(_mm_movehl_ps(bf, bf));
@@ -470,6 +467,9 @@ inline OtherSums other_sums(const float * before, const float * after, const uin
                 v23 = _mm_add_pd(v23, _mm_and_pd(ohi, _mm_mul_pd(bhi, bhi)));
             }
         }
+        int32_t n[4];
+        _mm_storeu_si128((__m128i *) n, moved_n);
+        changed = (int64_t) n[0] + n[1] + n[2] + n[3];
         _mm_storeu_pd(c, c01); _mm_storeu_pd(c + 2, c23); _mm_storeu_pd(v, v01); _mm_storeu_pd(v + 2, v23);
     }
 #endif
