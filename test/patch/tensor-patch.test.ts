@@ -122,6 +122,7 @@ t.test('blocks of infinite and NaN scale: the same bytes and figures as the refe
     const info = codecTypeByName(type)!;
     const r = rng(97 + scaleAt);
     const nIn = 256, rows = 12, numel = nIn * rows;
+    const tensor = { name: 'blk.0.w.weight', type: info.id, typeName: info.name, shape: [nIn, rows, 1], numel } as GgufTensorInfo;
     const source = quantize(info.id, new Float32Array(numel).map(() => (r() - 0.5) * 0.2), nIn);
     const bs = info.blockSize, ts = info.typeSize;
     // block 1's scale +inf, block 2's -inf, block 3's NaN (fp16 bits, little-endian)
@@ -131,13 +132,13 @@ t.test('blocks of infinite and NaN scale: the same bytes and figures as the refe
     for (const strategy of ['keep-scale', 'auto', 'best'] as RequantizeStrategy[]) {
       const label = `${type} (scale bytes at ${scaleAt}) ${strategy}`;
       const refReport = new RealizedScaleReport(1.1);
-      const ref = await referencePatch({ name: 'blk.0.w.weight', type: info.id, typeName: info.name, shape: [nIn, rows, 1], numel } as GgufTensorInfo, source, mask, 1.1, strategy, undefined, refReport);
+      const ref = await referencePatch(tensor, source, mask, 1.1, strategy, undefined, refReport);
       const report = new RealizedScaleReport(1.1);
       const bytes = new Uint8Array(source);
-      await patchTensorInPlace({ name: 'blk.0.w.weight', type: info.id, typeName: info.name, shape: [nIn, rows, 1], numel } as GgufTensorInfo, bytes, mask, { scale: 1.1, strategy, realized: report, threads: 2 });
+      await patchTensorInPlace(tensor, bytes, mask, { scale: 1.1, strategy, realized: report, threads: 2 });
       t.ok(Buffer.from(bytes).equals(Buffer.from(ref.bytes)), `${label}: same bytes`);
-      const rows_ = report.rows(), want = refReport.rows();
-      sameRows(t, rows_, want, label);
+      const want = refReport.rows();
+      sameRows(t, report.rows(), want, label);
       t.ok(want.some((w) => !Number.isFinite(w.otherRelativeRmsChange) || Number.isNaN(w.meanRealizedScale) || w.otherShareChanged > 0), `${label}: the reference's figures see the non-finite weights`);
     }
   }
