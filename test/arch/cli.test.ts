@@ -1,18 +1,10 @@
 // `mathneuro synth --arch` writes each architecture; `inspect` names its scored and excluded tensors.
 import t from 'tap';
 import path from 'node:path';
-import { Writable } from 'node:stream';
-import { main } from '../../src/cli/main.ts';
 import { readGgufSync } from '../../src/gguf/reader.ts';
 import { tensorRoles } from '../../src/gguf/tensor-roles.ts';
 import { archTables } from '../../src/synth.ts';
-
-async function run(argv: string[]) {
-  let stdout = '', stderr = '';
-  const sink = (f: (s: string) => void) => new Writable({ write(chunk, _enc, cb) { f(chunk.toString()); cb(); } });
-  const code = await main(argv, { stdout: sink((s) => { stdout += s; }), stderr: sink((s) => { stderr += s; }), env: { MATHNEURO_CACHE_DIR: process.env.MATHNEURO_CACHE_DIR, NO_COLOR: '1' } });
-  return { code, stdout, stderr };
-}
+import { run } from '../helpers/cli.ts';
 
 t.test('synth --arch: usage errors', async (t) => {
   const dir = t.testdir();

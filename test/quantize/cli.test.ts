@@ -2,20 +2,12 @@
 // importance matrix from a statistics file written by mathneuro stats' own saver.
 import t from 'tap';
 import path from 'node:path';
-import { Writable } from 'node:stream';
-import { main } from '../../src/cli/main.ts';
 import { readGgufSync } from '../../src/gguf/reader.ts';
 import { collectStats, saveStats } from '../../src/stats/index.ts';
 import { synthModel } from '../../src/synth.ts';
+import { run } from '../helpers/cli.ts';
 
 process.env.OMP_WAIT_POLICY ??= 'passive';
-
-async function run(argv: string[]) {
-  let stdout = '', stderr = '';
-  const sink = (f: (s: string) => void) => new Writable({ write(c, _e, cb) { f(c.toString()); cb(); } });
-  const code = await main(argv, { stdout: sink((s) => { stdout += s; }), stderr: sink((s) => { stderr += s; }), env: { MATHNEURO_CACHE_DIR: process.env.MATHNEURO_CACHE_DIR, NO_COLOR: '1' } });
-  return { code, stdout, stderr };
-}
 
 t.test('mathneuro quantize', async (t) => {
   const dir = t.testdir();
